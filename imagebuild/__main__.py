@@ -1,0 +1,3 @@
+from imagebuild.cli.main import main
+
+main()

@@ -1,0 +1,16 @@
+"""The typer application; each command lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Bake one reproducible image per commit, promote it, deploy it.")
+
+
+def _register() -> None:
+    # Imported for their @app.command side effects.
+    from imagebuild.cli import export_cmd, images_cmd  # noqa: F401
+
+
+_register()

@@ -1,0 +1,98 @@
+"""The error hierarchy.
+
+Every failure a user can act on is an ImageBuildError carrying a one-line
+message and an exit code; the CLI prints the line and exits, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ImageBuildError(Exception):
+    """Base of all errors the tool reports to a user as one line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        return " ".join(text.split())
+
+
+class UserError(ImageBuildError):
+    """The user's input is wrong: a bad path, option, recipe or reference."""
+
+    exit_code = 2
+
+
+class RecipeError(UserError):
+    """A recipe problem, located at file:line and key."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None, hint: str | None = None):
+        self.file = file
+        self.line = line
+        self.key = key
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        super().__init__(f"{where}{message}", hint=hint)
+
+
+class LayerInputError(UserError):
+    """A layer was fed an entry it must refuse, such as an absolute or `..` path."""
+
+
+class DirtyTreeError(UserError):
+    """The work tree has uncommitted changes and --allow-dirty was not given."""
+
+
+class PromotionError(UserError):
+    """A promotion rule refused the move."""
+
+
+class BuildError(ImageBuildError):
+    """A build step failed for a reason outside the user's input."""
+
+    exit_code = 3
+
+
+class StoreError(ImageBuildError):
+    """The local store cannot be read or written."""
+
+    exit_code = 4
+
+
+class CorruptBlobError(StoreError):
+    """A stored blob no longer matches its digest."""
+
+
+class RegistryError(ImageBuildError):
+    """The registry refused or failed a request."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 hint: str | None = None):
+        self.status = status
+        self.code = code
+        super().__init__(message, hint=hint)
+
+
+class RegistryUnreachableError(UserError):
+    """No registry answers at the configured address: usually a wrong address."""
+
+
+class AuthError(UserError):
+    """Credentials were refused or missing."""
+
+
+class DeployError(ImageBuildError):
+    """A deployment step failed; the old version keeps serving."""
+
+    exit_code = 6

@@ -1,0 +1,1 @@
+"""The OCI image model (no I/O) and the reproducible layer writer."""

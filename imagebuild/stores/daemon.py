@@ -1,0 +1,37 @@
+"""A Docker engine as a sink, through the Docker SDK (`docker load`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from imagebuild.errors import ImageBuildError, UserError
+from imagebuild.stores.archive import write_docker_archive
+from imagebuild.stores.layout import LayoutStore
+
+
+class DaemonError(ImageBuildError):
+    exit_code = 7
+
+
+def load_into_daemon(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
+                     base_url: str | None = None) -> list[str]:
+    """Load the image into a Docker engine; return the tags it now has."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise UserError(f"no Docker engine answers: {str(exc).splitlines()[0]}",
+                        hint="start dockerd or set DOCKER_HOST; --load needs an engine") from None
+    with tempfile.TemporaryDirectory(prefix="imagebuild-load-") as tmp:
+        path = os.path.join(tmp, "image.tar")
+        write_docker_archive(store, manifest_digest, repo_tags, path)
+        try:
+            with open(path, "rb") as handle:
+                images = client.images.load(handle)
+        except DockerException as exc:
+            raise DaemonError(f"docker load refused the image: {exc}") from None
+    return [tag for image in images for tag in image.tags]

@@ -1,0 +1,334 @@
+"""The local store: an OCI image layout on disk.
+
+Blobs are content addressed and land by atomic rename from a temp file, so a
+crash never leaves a half blob under its digest. Tags live in `index.json`
+as `org.opencontainers.image.ref.name` annotations; every change to it is a
+read-modify-write under an exclusive lock followed by an atomic rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from imagebuild.errors import CorruptBlobError, StoreError, UserError
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.digest import Digest
+from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor, Image, ParsedManifest, index_dict
+
+OCI_LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+READ_CHUNK = 1024 * 1024
+
+
+class StoreNotWritableError(UserError):
+    """The store's directory cannot be created or written."""
+
+
+def default_store_path() -> Path:
+    explicit = os.environ.get("IMAGEBUILD_STORE")
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "imagebuild" / "store"
+
+
+def _os_error(path: Path, exc: OSError) -> UserError | StoreError:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreNotWritableError(f"cannot write the store at {path}: {exc.strerror}",
+                                     hint="point --store or IMAGEBUILD_STORE at a writable directory")
+    if exc.errno == errno.ENOSPC:
+        return StoreError(f"no space left for the store at {path}", hint="free disk space and retry")
+    return StoreError(f"store at {path}: {exc.strerror or exc}")
+
+
+@dataclass
+class BlobWriter:
+    """A temp file in the store; `commit` moves it under its digest."""
+
+    store: "LayoutStore"
+    file: BinaryIO
+    temp_path: Path
+    committed: Digest | None = None
+
+    def write(self, data: bytes) -> int:
+        return self.file.write(data)
+
+    def commit(self, digest: Digest) -> Path:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        target = self.store.blob_path(digest)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.temp_path, target)
+        except OSError as exc:
+            raise _os_error(self.store.root, exc) from None
+        self.committed = digest
+        return target
+
+
+class LayoutStore:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_store_path()
+
+    # -- set-up ---------------------------------------------------------
+
+    def ensure(self) -> "LayoutStore":
+        """Create the layout if missing. Safe to call from many processes at once."""
+        try:
+            (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            self._tmp_dir().mkdir(exist_ok=True)
+            if not (self.root / "oci-layout").exists():
+                self._atomic_write(self.root / "oci-layout", canonical_json(OCI_LAYOUT_VERSION))
+            with self.locked():
+                if not (self.root / "index.json").exists():
+                    self._atomic_write(self.root / "index.json", canonical_json(index_dict([])))
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
+        return self
+
+    def exists(self) -> bool:
+        return (self.root / "index.json").is_file()
+
+    def _tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive lock on the store's index, across processes."""
+        try:
+            handle = open(self.root / ".lock", "a+b")
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+
+    # -- blobs ------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / Digest(digest).hex
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    @contextlib.contextmanager
+    def blob_writer(self) -> Iterator[BlobWriter]:
+        """Write a blob through a temp file; uncommitted temp files are removed."""
+        self.ensure()
+        try:
+            fd, temp = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
+        writer = BlobWriter(self, os.fdopen(fd, "wb"), Path(temp))
+        try:
+            yield writer
+        finally:
+            if writer.committed is None:
+                writer.file.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+
+    def put_blob(self, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        if self.has_blob(digest):
+            return digest
+        with self.blob_writer() as writer:
+            writer.write(data)
+            writer.commit(digest)
+        return digest
+
+    def put_blob_stream(self, stream: BinaryIO, expected: Digest | None = None) -> tuple[Digest, int]:
+        """Copy a stream in, verifying it against `expected` when given."""
+        hasher = hashlib.sha256()
+        size = 0
+        with self.blob_writer() as writer:
+            while chunk := stream.read(READ_CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+                writer.write(chunk)
+            digest = Digest.from_hasher(hasher)
+            if expected is not None and digest != expected:
+                raise CorruptBlobError(f"received blob does not match {expected} (got {digest})",
+                                       hint="the source sent different bytes; retry")
+            writer.commit(digest)
+        return digest, size
+
+    def read_blob(self, digest: str) -> bytes:
+        """The whole blob, verified against its digest."""
+        path = self.blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store at {self.root}",
+                             hint="bake or pull the image again") from None
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
+        if Digest.of(data) != digest:
+            raise CorruptBlobError(f"blob {digest} in the store at {self.root} is corrupt",
+                                   hint=f"delete {path} and bake or pull again")
+        return data
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[BinaryIO]:
+        """A streaming reader that raises CorruptBlobError at end of stream on mismatch."""
+        path = self.blob_path(digest)
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store at {self.root}",
+                             hint="bake or pull the image again") from None
+        with handle:
+            yield _VerifyingReader(handle, Digest(digest), path)
+
+    def blob_size(self, digest: str) -> int:
+        return self.blob_path(digest).stat().st_size
+
+    def verify_blob(self, digest: str) -> None:
+        with self.open_blob(digest) as reader:
+            while reader.read(READ_CHUNK):
+                pass
+
+    # -- images and tags ----------------------------------------------------
+
+    def write_image(self, image: Image, ref_names: list[str] | tuple[str, ...] = ()) -> Descriptor:
+        """Store config and manifest (layers must already be here) and tag it."""
+        for layer in image.layers:
+            if not self.has_blob(layer.digest):
+                raise StoreError(f"layer {layer.digest} is not in the store; cannot write the image")
+        self.put_blob(image.config_bytes())
+        manifest = image.manifest_bytes()
+        self.put_blob(manifest)
+        descriptor = image.manifest_descriptor()
+        for ref_name in ref_names:
+            self.tag(ref_name, descriptor)
+        return descriptor
+
+    def put_manifest(self, raw: bytes, media_type: str, ref_names: tuple[str, ...] | list[str] = ()) -> Descriptor:
+        """Store manifest bytes exactly as given."""
+        digest = self.put_blob(raw)
+        descriptor = Descriptor(media_type, digest, len(raw))
+        for ref_name in ref_names:
+            self.tag(ref_name, descriptor)
+        return descriptor
+
+    def _read_index(self) -> dict:
+        try:
+            return json.loads((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return index_dict([])
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"the store's index {self.root / 'index.json'} is unreadable: {exc}",
+                             hint="restore it or remove the store") from None
+
+    def manifests(self) -> list[Descriptor]:
+        return [Descriptor.from_dict(d) for d in self._read_index().get("manifests", [])]
+
+    def tag(self, ref_name: str, descriptor: Descriptor) -> None:
+        self.ensure()
+        tagged = descriptor.with_annotations(**{ANNOTATION_REF_NAME: ref_name})
+        try:
+            with self.locked():
+                index = self._read_index()
+                kept = [d for d in index.get("manifests", [])
+                        if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) != ref_name]
+                kept.append(tagged.to_dict())
+                kept.sort(key=lambda d: d["annotations"][ANNOTATION_REF_NAME] if d.get("annotations") else "")
+                index["manifests"] = kept
+                self._atomic_write(self.root / "index.json", canonical_json(index))
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
+
+    def untag(self, ref_name: str) -> bool:
+        with self.locked():
+            index = self._read_index()
+            before = index.get("manifests", [])
+            kept = [d for d in before if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) != ref_name]
+            if len(kept) == len(before):
+                return False
+            index["manifests"] = kept
+            self._atomic_write(self.root / "index.json", canonical_json(index))
+            return True
+
+    def refs(self) -> dict[str, Descriptor]:
+        out = {}
+        for descriptor in self.manifests():
+            name = descriptor.annotations.get(ANNOTATION_REF_NAME)
+            if name:
+                out[name] = descriptor
+        return out
+
+    def resolve(self, ref_name: str) -> Descriptor:
+        """A tagged name (`hello:abc1234`) or a manifest digest to its descriptor."""
+        refs = self.refs()
+        if ref_name in refs:
+            return refs[ref_name]
+        for descriptor in refs.values():
+            if ref_name.endswith("@" + descriptor.digest) or ref_name == descriptor.digest:
+                return descriptor
+        if ":" not in ref_name and f"{ref_name}:latest" in refs:
+            return refs[f"{ref_name}:latest"]
+        raise UserError(f"no image {ref_name!r} in the local store at {self.root}",
+                        hint="run `imagebuild images` to list what is there")
+
+    def read_manifest(self, digest: str) -> ParsedManifest:
+        raw = self.read_blob(digest)
+        try:
+            return ParsedManifest.parse(raw)
+        except (ValueError, KeyError) as exc:
+            raise StoreError(f"blob {digest} is not an image manifest: {exc}") from None
+
+    def read_config(self, manifest: ParsedManifest) -> dict:
+        return json.loads(self.read_blob(manifest.config.digest))
+
+
+class _VerifyingReader:
+    def __init__(self, handle: BinaryIO, digest: Digest, path: Path):
+        self._handle = handle
+        self._digest = digest
+        self._path = path
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._handle.read(n)
+        if chunk:
+            self._hash.update(chunk)
+        elif not self._done:
+            self._done = True
+            if Digest.from_hasher(self._hash) != self._digest:
+                raise CorruptBlobError(f"blob {self._digest} in the store is corrupt",
+                                       hint=f"delete {self._path} and bake or pull again")
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+
+def media_type_of_manifest(raw: bytes) -> str:
+    return json.loads(raw).get("mediaType") or mt.OCI_MANIFEST

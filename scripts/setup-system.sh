@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages and the Python environment imagebuild and its
+# tests need. Idempotent: a second run only checks, and costs seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(git make python3-venv docker.io docker-registry skopeo umoci oci-image-tool
+          mmdebstrap openssh-server busybox-static apache2-utils qemu-system-x86 iproute2 curl ca-certificates
+          default-jdk-headless)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing Debian packages: ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    echo "installing imagebuild into .venv" >&2
+    .venv/bin/pip install -q --upgrade pip setuptools > .venv/install.log 2>&1 || { cat .venv/install.log >&2; exit 1; }
+    .venv/bin/pip install -q -e '.[test]' >> .venv/install.log 2>&1 || { cat .venv/install.log >&2; exit 1; }
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
