@@ -1,0 +1,1 @@
+"""Recipes: the public contract (`imagebuild.yaml`), its types, loader and stock recipes."""

@@ -1,0 +1,111 @@
+"""The recipe as frozen, documented types. Keys here are the public contract:
+extend them, never rename them. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class OsSpec:
+    """The OS layer: a Debian suite plus packages, or a base image pinned by digest."""
+
+    debian: str | None = "bookworm"        # suite built with mmdebstrap
+    packages: tuple[str, ...] = ()         # extra Debian packages in the OS layer
+    image: str | None = None               # REF@sha256:... instead of `debian`
+    mirror: str | None = None              # Debian mirror URL; default deb.debian.org
+    variant: str = "essential"             # mmdebstrap variant
+    architecture: str = "amd64"
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """The language runtime, from the suite's own packages. At most one is set."""
+
+    python: str | None = None              # e.g. "3.11" -> python3.11 (full stdlib)
+    java: str | None = None                # e.g. "17" -> openjdk-17-jre-headless
+    node: str | None = None                # e.g. "18" -> nodejs
+
+    @property
+    def language(self) -> str | None:
+        for name in ("python", "java", "node"):
+            if getattr(self, name):
+                return name
+        return None
+
+    @property
+    def version(self) -> str | None:
+        lang = self.language
+        return getattr(self, lang) if lang else None
+
+
+@dataclass(frozen=True)
+class LibrariesSpec:
+    requirements: str | None = None        # path relative to the recipe, pinned
+    packages: tuple[str, ...] = ()         # extra pinned requirement lines, e.g. server packages
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    kind: str | None = None                # gunicorn | uvicorn | nginx | java | command
+    app: str | None = None                 # module:callable (gunicorn/uvicorn) or jar path (java)
+    port: int = 8000
+    workers: int = 2
+    command: tuple[str, ...] = ()          # for kind: command, the argv to run
+    packages: tuple[str, ...] = ()         # pinned PyPI requirements of the server (e.g. gunicorn==23.0.0)
+    options: Mapping[str, str] = field(default_factory=dict)  # passed to the server's config template
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    path: str = "."                        # only files git tracks at the commit under this path
+    exclude: tuple[str, ...] = ()          # gitignore-style patterns left out of the app layer
+    dest: str = "/app"                     # where the app lands in the image (WorkingDir)
+    user: str = "10001:10001"              # non-root by default
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    path: str = "/health"
+    interval: int = 10                     # seconds
+    timeout: int = 3
+    retries: int = 3
+    start_period: int = 5
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    config: Mapping[str, str] = field(default_factory=dict)
+    features: Mapping[str, bool] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()          # required at run time, never baked
+    registry: str | None = None            # promote into another registry/repository
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    registry: str | None = None
+    extends: str | None = None
+    os: OsSpec = OsSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+    libraries: LibrariesSpec = LibrariesSpec()
+    server: ServerSpec = ServerSpec()
+    app: AppSpec = AppSpec()
+    health: HealthSpec = HealthSpec()
+    environments: tuple[Environment, ...] = ()
+    source: Path | None = None             # the imagebuild.yaml this came from
+    stock_dir: Path | None = None          # the stock recipe's directory (templates), if extended
+
+    @property
+    def root(self) -> Path:
+        """The app's root: the directory holding imagebuild.yaml."""
+        return self.source.parent if self.source else Path.cwd()
+
+    def environment(self, name: str) -> Environment | None:
+        return next((env for env in self.environments if env.name == name), None)
+
+    def environment_names(self) -> list[str]:
+        return [env.name for env in self.environments]
