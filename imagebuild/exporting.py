@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from imagebuild.errors import UserError
+from imagebuild.oci.digest import is_digest
 from imagebuild.stores.archive import write_docker_archive
-from imagebuild.stores.layout import LayoutStore
+from imagebuild.oci.model import Descriptor
+from imagebuild.stores.layout import LayoutStore, _os_error
 from imagebuild.stores.transfer import copy_image
 
 DESTINATION_KINDS = ("oci", "docker-archive")
@@ -25,13 +30,52 @@ def export_image(store: LayoutStore, image: str, destination: str) -> dict:
     if not store.exists():
         raise UserError(f"the local store at {store.root} is empty", hint="bake an image first")
     descriptor = store.resolve(image)
-    ref_name = next((n for n, d in store.refs().items() if n == image), None) or image
-    name, _, tag = ref_name.rpartition(":") if ":" in ref_name else (ref_name, "", "latest")
+    ref_name = _tagged_name(store, image, descriptor.digest)
+    name, _, tag = ref_name.rpartition(":")
     if kind == "oci":
-        target = Path(path)
-        if target.exists() and not target.is_dir():
-            raise UserError(f"{path} exists and is not a directory")
-        copy_image(store, descriptor, LayoutStore(target), [tag or "latest"])
+        _export_layout(store, descriptor, Path(path), tag or "latest")
     else:
         write_docker_archive(store, descriptor.digest, [f"{name}:{tag or 'latest'}"], path)
     return {"image": ref_name, "digest": str(descriptor.digest), "destination": destination}
+
+
+def _tagged_name(store: LayoutStore, image: str, digest: str) -> str:
+    """The `name:tag` an export carries: the one asked for, or a tag of the same manifest."""
+    refs = store.refs()
+    if image in refs:
+        return image
+    if is_digest(image) or "@" in image:
+        names = sorted(n for n, d in refs.items() if d.digest == digest and ":" in n.rsplit("/", 1)[-1])
+        if names:
+            return names[0]
+        raise UserError(f"{image} has no name:tag in the local store; export it by name",
+                        hint="run `imagebuild images` to see the names")
+    return image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+
+
+def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag: str) -> None:
+    """Into an existing layout, add blobs then the tag; a new layout is staged and renamed into place,
+    so a failure (a corrupt blob, a full disk) leaves no half-made directory behind."""
+    if target.exists():
+        if not target.is_dir():
+            raise UserError(f"{target} exists and is not a directory", hint="choose a directory path for oci:DIR")
+        copy_image(store, descriptor, LayoutStore(target), [tag])
+        return
+    parent = target.parent
+    if not parent.is_dir():
+        raise UserError(f"directory {parent} does not exist", hint="create it or choose another path")
+    try:
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.tmp-"))
+    except OSError as exc:
+        raise _os_error(parent, exc) from None
+    try:
+        copy_image(store, descriptor, LayoutStore(staging), [tag])
+        # The store's own lock file and temp directory are no part of the handed-over layout.
+        (staging / ".lock").unlink(missing_ok=True)
+        (staging / "tmp").rmdir()
+        os.chmod(staging, 0o755)
+        os.rename(staging, target)
+    except OSError as exc:
+        raise _os_error(target, exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(git make python3-venv docker.io docker-registry skopeo umoci oci-image-tool
           mmdebstrap openssh-server busybox-static apache2-utils qemu-system-x86 iproute2 curl ca-certificates
-          default-jdk-headless)
+          default-jdk-headless zstd file)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

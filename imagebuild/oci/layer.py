@@ -111,6 +111,7 @@ def _prepare(entries: Iterable[Entry], source_date_epoch: int | None) -> list[En
         if entry.kind == HARDLINK:
             linkname = normalize_path(linkname)
         by_path[path] = replace(entry, path=path, mtime=mtime, linkname=linkname)
+    _canonical_hardlinks(by_path)
     default_mtime = source_date_epoch or 0
     for path in list(by_path):
         parent = posixpath.dirname(path)
@@ -123,6 +124,38 @@ def _prepare(entries: Iterable[Entry], source_date_epoch: int | None) -> list[En
             if parent and by_path[parent].kind != DIR:
                 raise LayerInputError(f"{path!r} is inside {parent!r}, which is not a directory")
     return [by_path[p] for p in sorted(by_path, key=_sort_key)]
+
+
+def _canonical_hardlinks(by_path: dict[str, Entry]) -> None:
+    """Give each group of hardlinked paths its content at the first path in sorted order.
+
+    A tar hardlink must follow its target, and which path holds the content
+    must not depend on the order entries were given in. Links whose target is
+    not in this layer (it may live in a lower one) are left as they are.
+    """
+    groups: dict[str, list[str]] = {}
+    for path, entry in by_path.items():
+        if entry.kind != HARDLINK:
+            continue
+        target, seen = entry.linkname, {path}
+        while target in by_path and by_path[target].kind == HARDLINK and target not in seen:
+            seen.add(target)
+            target = by_path[target].linkname
+        if target in seen:
+            raise LayerInputError(f"hardlink {path!r} is part of a loop of hardlinks")
+        if target not in by_path:
+            continue
+        if by_path[target].kind != FILE:
+            raise LayerInputError(f"hardlink {path!r} points at {target!r}, which is not a regular file")
+        groups.setdefault(target, [target]).append(path)
+    for content_path, paths in groups.items():
+        content = by_path[content_path]
+        first = min(paths, key=_sort_key)
+        by_path[first] = replace(content, path=first)
+        for path in paths:
+            if path != first:
+                by_path[path] = replace(content, path=path, kind=HARDLINK, linkname=first, size=0,
+                                        data=None, opener=None)
 
 
 def _sort_key(path: str) -> bytes:
@@ -177,7 +210,13 @@ class _ExactReader:
     def read(self, n: int = -1) -> bytes:
         if n < 0 or n > self._left:
             n = self._left
+        # Pipes and decompressors may return short reads before the end; only EOF is a shrink.
         chunk = self._handle.read(n)
+        while len(chunk) < n:
+            more = self._handle.read(n - len(chunk))
+            if not more:
+                break
+            chunk += more
         if len(chunk) < n:
             raise UserError(f"{self._path} shrank while it was being written into a layer",
                             hint="do not change files while baking")

@@ -27,6 +27,8 @@ from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor, Image, ParsedM
 
 OCI_LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 READ_CHUNK = 1024 * 1024
+# mkstemp creates files 0600; a layout is meant to be read by other users and tools.
+FILE_MODE = 0o644
 
 
 class StoreNotWritableError(UserError):
@@ -64,6 +66,7 @@ class BlobWriter:
 
     def commit(self, digest: Digest) -> Path:
         self.file.flush()
+        os.fchmod(self.file.fileno(), FILE_MODE)
         os.fsync(self.file.fileno())
         self.file.close()
         target = self.store.blob_path(digest)
@@ -122,6 +125,7 @@ class LayoutStore:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
+                os.fchmod(handle.fileno(), FILE_MODE)
                 os.fsync(handle.fileno())
             os.replace(temp, path)
         except BaseException:
@@ -203,11 +207,19 @@ class LayoutStore:
         except FileNotFoundError:
             raise StoreError(f"blob {digest} is missing from the store at {self.root}",
                              hint="bake or pull the image again") from None
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
         with handle:
             yield _VerifyingReader(handle, Digest(digest), path)
 
     def blob_size(self, digest: str) -> int:
-        return self.blob_path(digest).stat().st_size
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store at {self.root}",
+                             hint="bake or pull the image again") from None
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
 
     def verify_blob(self, digest: str) -> None:
         with self.open_blob(digest) as reader:
@@ -308,18 +320,28 @@ class LayoutStore:
 
 
 class _VerifyingReader:
+    """Hashes what is read and checks it against the digest once the last byte is out.
+
+    The check fires when the read total reaches the file's size, not only at
+    an empty read: tar and copy loops that read exactly `size` bytes never ask
+    for the empty read, and a corrupt blob must not slip through them.
+    """
+
     def __init__(self, handle: BinaryIO, digest: Digest, path: Path):
         self._handle = handle
         self._digest = digest
         self._path = path
         self._hash = hashlib.sha256()
+        self._size = os.fstat(handle.fileno()).st_size
+        self._read = 0
         self._done = False
 
     def read(self, n: int = -1) -> bytes:
         chunk = self._handle.read(n)
         if chunk:
             self._hash.update(chunk)
-        elif not self._done:
+            self._read += len(chunk)
+        if not self._done and (not chunk or self._read >= self._size):
             self._done = True
             if Digest.from_hasher(self._hash) != self._digest:
                 raise CorruptBlobError(f"blob {self._digest} in the store is corrupt",

@@ -1,0 +1,128 @@
+"""Bad input through the real CLI: one `error:` line, the right exit code, nothing half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import imagebuild
+from tests.oci_support import HELLO_ENTRYPOINT, make_busybox_rootfs
+
+
+def assert_one_line_error(result, *words, code=2):
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def all_files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.fixture
+def built(tmp_path):
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    store = tmp_path / "store"
+    made = imagebuild("image", "from-dir", rootfs, "app:v1", "--entrypoint", json.dumps(HELLO_ENTRYPOINT),
+                      "--store", store, "--json")
+    assert made.returncode == 0, made.stderr
+    return {"store": store, "rootfs": rootfs, "digest": json.loads(made.stdout)["digest"]}
+
+
+@contextlib.contextmanager
+def read_only_view(source, mountpoint):
+    """A real read-only mount of `source` (root ignores file modes, not a read-only mount)."""
+    mountpoint.mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_missing_directory(tmp_path):
+    store = tmp_path / "store"
+    result = imagebuild("image", "from-dir", tmp_path / "nope", "app:v1", "--store", store)
+    assert_one_line_error(result, "directory not found", str(tmp_path / "nope"))
+    assert not store.exists()
+
+
+def test_path_traversal_entry_is_refused_and_leaves_nothing(built):
+    before = all_files(built["store"])
+    result = imagebuild("image", "from-dir", built["rootfs"], "app:v2", "--prefix", "../outside",
+                        "--store", built["store"])
+    assert_one_line_error(result, "escapes the layer root", "..")
+    assert all_files(built["store"]) == before
+
+
+def test_bad_reference_and_options(tmp_path):
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    assert_one_line_error(imagebuild("image", "from-dir", rootfs, "Bad Name", "--store", tmp_path / "s"),
+                          "invalid")
+    assert_one_line_error(imagebuild("image", "from-dir", rootfs, "a:1", "--compression", "lz4",
+                                     "--store", tmp_path / "s"), "lz4")
+    assert_one_line_error(imagebuild("image", "from-dir", rootfs, "a:1", "--entrypoint", "[1, 2]",
+                                     "--store", tmp_path / "s"), "JSON array of strings")
+
+
+@pytest.mark.parametrize("kind", ["docker-archive", "oci"])
+def test_corrupt_blob_is_named_and_nothing_is_written(built, tmp_path, kind):
+    layer = built["store"] / "blobs" / "sha256"
+    manifest = json.loads((layer / built["digest"].split(":")[1]).read_bytes())
+    layer_digest = manifest["layers"][0]["digest"]
+    path = layer / layer_digest.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    path.write_bytes(bytes(data))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / ("image.tar" if kind == "docker-archive" else "layout")
+    result = imagebuild("export", "app:v1", f"{kind}:{target}", "--store", built["store"])
+    line = assert_one_line_error(result, layer_digest, "corrupt", code=4)
+    assert str(path) in line, "the line says which file to delete"
+    assert all_files(out_dir) == []
+
+
+def test_store_on_a_read_only_mount(built, tmp_path):
+    # Writing refuses with a user error and changes nothing.
+    with read_only_view(built["store"], tmp_path / "ro-store") as ro_store:
+        before = all_files(ro_store)
+        result = imagebuild("image", "from-dir", built["rootfs"], "app:v2", "--store", ro_store)
+        assert_one_line_error(result, "cannot write the store", str(ro_store), "Read-only file system")
+        assert all_files(ro_store) == before
+        # Reading still works: export from the read-only store.
+        archive = tmp_path / "from-ro.tar"
+        exported = imagebuild("export", "app:v1", f"docker-archive:{archive}", "--store", ro_store)
+        assert exported.returncode == 0, exported.stderr
+        assert archive.stat().st_size > 0
+    # A store that does not exist yet, under a read-only directory.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with read_only_view(empty, tmp_path / "ro-parent") as ro_parent:
+        result = imagebuild("image", "from-dir", built["rootfs"], "app:v1", "--store", ro_parent / "store")
+        assert_one_line_error(result, "cannot write the store", "Read-only file system")
+        assert all_files(ro_parent) == []
+
+
+def test_export_into_a_read_only_directory(built, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with read_only_view(empty, tmp_path / "ro") as ro:
+        for destination in (f"oci:{ro / 'layout'}", f"docker-archive:{ro / 'image.tar'}"):
+            result = imagebuild("export", "app:v1", destination, "--store", built["store"])
+            assert_one_line_error(result, "Read-only file system")
+        assert all_files(ro) == []
+
+
+def test_unknown_image_and_destination(built):
+    assert_one_line_error(imagebuild("export", "nope:v1", "oci:/tmp/x", "--store", built["store"]), "nope:v1")
+    assert_one_line_error(imagebuild("export", "app:v1", "tarball:/tmp/x", "--store", built["store"]),
+                          "unknown destination")
