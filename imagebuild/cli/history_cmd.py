@@ -1,0 +1,32 @@
+"""`imagebuild history ENV`: an environment's promotions, newest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import JsonOption, StoreOption, emit_json
+from imagebuild.cli.promote_cmd import InsecureOption, RecipeOption, open_places
+from imagebuild.promote import history
+
+
+@app.command("history")
+def history_command(environment: str = typer.Argument(..., help="An environment named in the recipe"),
+                    recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
+                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
+    """List the promotions into one environment, newest first."""
+    loaded, places = open_places(recipe, store, insecure)
+    try:
+        records = history(places.home, loaded.environments, environment)
+    finally:
+        places.close()
+    if json_out:
+        emit_json({"environment": environment, "promotions": [r.to_dict() for r in records]})
+        return
+    if not records:
+        typer.echo(f"no promotions to {environment} yet")
+    for record in records:
+        typer.echo(f"{record.sequence:>6}  {record.time}  {record.version:<20} {record.digest}")

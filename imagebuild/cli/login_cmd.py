@@ -1,0 +1,39 @@
+"""`imagebuild login HOST`: check credentials against a registry and save them."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import JsonOption, emit_json
+from imagebuild.cli.promote_cmd import InsecureOption
+from imagebuild.errors import UserError
+from imagebuild.registry.auth import Credentials, save_credentials
+from imagebuild.registry.client import RegistryClient
+
+
+@app.command("login")
+def login(host: str = typer.Argument(..., help="Registry HOST[:PORT]"),
+          username: str = typer.Option(..., "--username", "-u"),
+          password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin"),
+          insecure: Optional[bool] = InsecureOption, json_out: bool = JsonOption) -> None:
+    """Log in to a registry; the credentials go where the Docker client keeps them."""
+    if "/" in host:
+        raise UserError(f"{host!r} is not a registry host", hint="give HOST[:PORT] only, e.g. localhost:5000")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True)
+    if not password:
+        raise UserError("empty password", hint="pass it on stdin with --password-stdin")
+    credentials = Credentials(username, password)
+    with RegistryClient(host, insecure=insecure, credentials=credentials) as client:
+        client.ping()
+    path = save_credentials(host, credentials)
+    if json_out:
+        emit_json({"registry": host, "username": username, "saved": str(path)})
+    else:
+        typer.echo(f"logged in to {host} as {username}; credentials saved in {path}")

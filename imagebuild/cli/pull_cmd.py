@@ -1,0 +1,27 @@
+"""`imagebuild pull REF`: bring an image from a registry into the local store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
+from imagebuild.cli.promote_cmd import InsecureOption
+from imagebuild.stores.registry import pull_image, registry_reference
+
+
+@app.command("pull")
+def pull(reference: str = typer.Argument(..., help="HOST[:PORT]/NAME[:TAG] or HOST[:PORT]/NAME@sha256:..."),
+         insecure: Optional[bool] = InsecureOption, store: Optional[Path] = StoreOption,
+         json_out: bool = JsonOption) -> None:
+    """Pull an image into the local store; blobs already there are not fetched."""
+    result = pull_image(open_store(store), registry_reference(reference), insecure=insecure,
+                        progress=None if json_out else say)
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        typer.echo(f"pulled {result.ref_name} ({result.digest}): fetched {result.blobs_fetched} blobs "
+                   f"({result.bytes_downloaded} bytes), {result.blobs_present} already present")

@@ -1,0 +1,52 @@
+"""`imagebuild push IMAGE [--to REF]`: send an image of the local store to a registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
+from imagebuild.cli.promote_cmd import InsecureOption, RecipeOption, load_recipe_for
+from imagebuild.errors import UserError
+from imagebuild.oci.reference import Reference
+from imagebuild.stores.registry import PushResult, push_image
+
+
+def push_target(image: str, to: Optional[str], recipe_path: Path) -> Reference:
+    """`--to` when given, else the recipe's registry plus the image's name and tag."""
+    if to:
+        target = Reference.parse(to)
+        if not target.registry:
+            raise UserError(f"--to {to!r} names no registry", hint="use HOST[:PORT]/NAME[:TAG]")
+        return target
+    recipe = load_recipe_for(recipe_path, required=False)
+    if recipe is None or not recipe.registry:
+        raise UserError("no registry to push to",
+                        hint="pass --to HOST[:PORT]/NAME[:TAG] or set `registry:` in imagebuild.yaml")
+    local = Reference.parse(image)
+    return Reference.parse(f"{recipe.registry.rstrip('/')}/{local.repository.rsplit('/', 1)[-1]}")
+
+
+def push_summary(result: PushResult) -> str:
+    return (f"pushed {result.reference}@{result.digest}: uploaded {result.blobs_uploaded} blobs "
+            f"({result.bytes_uploaded} bytes with the manifest), skipped {result.blobs_skipped}, "
+            f"mounted {result.blobs_mounted}, {result.requests} requests")
+
+
+@app.command("push")
+def push(image: str = typer.Argument(..., help="An image in the local store, e.g. hello:abc1234"),
+         to: Optional[str] = typer.Option(None, "--to", help="Target HOST[:PORT]/NAME[:TAG]; default: the recipe's registry"),
+         recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
+         parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Blobs uploaded at once"),
+         store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
+    """Push an image to a registry; only the blobs it lacks travel."""
+    target = push_target(image, to, recipe)
+    result = push_image(open_store(store), image, target, insecure=insecure, parallel=parallel,
+                        progress=None if json_out else say)
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        typer.echo(push_summary(result))

@@ -1,0 +1,442 @@
+"""Promotion: the same digest, from environment to environment, with a record.
+
+Environments are promoted in list order. An image enters environment N only
+after it was promoted to environment N-1; the first takes any clean image. A
+promotion within one repository is a retag (GET the manifest bytes, PUT them
+unchanged under the environment's tag), so no blob moves. An environment that
+names another registry or repository gets a copy with the same digest.
+
+Every promotion leaves a record in the image's home repository, so `status`
+and `history` read the same answer from any machine: an OCI artifact manifest
+(config and single layer the empty descriptor, `subject` the promoted image)
+tagged `promotion-<environment>-<sequence>`, with the facts in annotations.
+Registries without a referrers API (distribution 2.8) keep these tags like any
+other. Without a registry, the local store holds the same manifests and tags.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Protocol, Sequence
+
+from imagebuild.errors import PromotionError, UserError
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.digest import Digest, is_digest
+from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, Descriptor
+from imagebuild.oci.reference import Reference
+from imagebuild.recipe.model import Environment
+from imagebuild.registry.client import ManifestBytes, RegistryClient
+from imagebuild.stores.layout import LayoutStore, media_type_of_manifest
+
+RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
+RECORD_PREFIX = "promotion-"
+ANN = "dev.imagebuild.promotion."
+ANN_ENVIRONMENT = ANN + "environment"
+ANN_SEQUENCE = ANN + "sequence"
+ANN_DIGEST = ANN + "digest"
+ANN_VERSION = ANN + "version"
+ANN_TARGET = ANN + "target"
+ANN_PREVIOUS = ANN + "previous"
+EMPTY_JSON = b"{}"
+EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, Digest.of(EMPTY_JSON), len(EMPTY_JSON))
+_RECORD_TAG = re.compile(r"^promotion-(?P<env>.+)-(?P<seq>\d{6,})$")
+
+
+# -- where images and records live ----------------------------------------------------
+
+class Repository(Protocol):
+    label: str
+
+    def tags(self) -> list[str]: ...
+    def manifest(self, reference: str) -> ManifestBytes | None: ...
+    def put_manifest(self, tag: str, manifest: ManifestBytes) -> None: ...
+    def put_small_blob(self, data: bytes) -> None: ...
+
+
+class RegistryRepository:
+    def __init__(self, client: RegistryClient, repository: str):
+        self.client = client
+        self.repository = repository
+        self.label = f"{client.host}/{repository}"
+
+    def tags(self) -> list[str]:
+        return self.client.list_tags(self.repository)
+
+    def manifest(self, reference: str) -> ManifestBytes | None:
+        return self.client.get_manifest(self.repository, reference)
+
+    def put_manifest(self, tag: str, manifest: ManifestBytes) -> None:
+        self.client.put_manifest(self.repository, tag, manifest.raw, manifest.media_type)
+
+    def put_small_blob(self, data: bytes) -> None:
+        descriptor = Descriptor("application/octet-stream", Digest.of(data), len(data))
+        self.client.upload_blob(self.repository, descriptor, lambda: _BytesOpener(data))
+
+
+class _BytesOpener:
+    def __init__(self, data: bytes):
+        import io
+        self._io = io.BytesIO(data)
+
+    def __enter__(self):
+        return self._io
+
+    def __exit__(self, *exc):
+        return False
+
+
+class StoreRepository:
+    """One image name in the local store; its tags are the store's `NAME:TAG` refs."""
+
+    def __init__(self, store: LayoutStore, name: str):
+        self.store = store
+        self.name = name
+        self.label = f"local store {store.root} ({name})"
+
+    def tags(self) -> list[str]:
+        if not self.store.exists():
+            return []
+        prefix = self.name + ":"
+        return sorted(ref[len(prefix):] for ref in self.store.refs() if ref.startswith(prefix))
+
+    def manifest(self, reference: str) -> ManifestBytes | None:
+        if not self.store.exists():
+            return None
+        if is_digest(reference):
+            if not self.store.has_blob(reference):
+                return None
+            raw = self.store.read_blob(reference)
+        else:
+            descriptor = self.store.refs().get(f"{self.name}:{reference}")
+            if descriptor is None:
+                return None
+            raw = self.store.read_blob(descriptor.digest)
+        return ManifestBytes(raw, media_type_of_manifest(raw), Digest.of(raw))
+
+    def put_manifest(self, tag: str, manifest: ManifestBytes) -> None:
+        self.store.put_manifest(manifest.raw, manifest.media_type, [f"{self.name}:{tag}"])
+
+    def put_small_blob(self, data: bytes) -> None:
+        self.store.put_blob(data)
+
+
+def same_place(a: Repository, b: Repository) -> bool:
+    return a.label == b.label
+
+
+# -- records ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    environment: str
+    sequence: int
+    digest: str
+    version: str
+    time: str
+    target: str
+    previous: str | None = None
+
+    @property
+    def tag(self) -> str:
+        return record_tag(self.environment, self.sequence)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def record_tag(environment: str, sequence: int) -> str:
+    return f"{RECORD_PREFIX}{environment}-{sequence:06d}"
+
+
+def record_manifest(record: Record, subject: ManifestBytes) -> ManifestBytes:
+    annotations = {
+        ANNOTATION_CREATED: record.time, ANN_ENVIRONMENT: record.environment,
+        ANN_SEQUENCE: str(record.sequence), ANN_DIGEST: record.digest, ANN_VERSION: record.version,
+        ANN_TARGET: record.target,
+    }
+    if record.previous:
+        annotations[ANN_PREVIOUS] = record.previous
+    manifest = {
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": RECORD_ARTIFACT_TYPE,
+        "config": EMPTY_DESCRIPTOR.to_dict(), "layers": [EMPTY_DESCRIPTOR.to_dict()],
+        "subject": {"mediaType": subject.media_type, "digest": str(subject.digest), "size": len(subject.raw)},
+        "annotations": annotations,
+    }
+    raw = canonical_json(manifest)
+    return ManifestBytes(raw, mt.OCI_MANIFEST, Digest.of(raw))
+
+
+def parse_record(raw: bytes) -> Record | None:
+    try:
+        data = json.loads(raw)
+        if data.get("artifactType") != RECORD_ARTIFACT_TYPE:
+            return None
+        a = data["annotations"]
+        return Record(environment=a[ANN_ENVIRONMENT], sequence=int(a[ANN_SEQUENCE]), digest=a[ANN_DIGEST],
+                      version=a.get(ANN_VERSION, ""), time=a.get(ANNOTATION_CREATED, ""),
+                      target=a.get(ANN_TARGET, ""), previous=a.get(ANN_PREVIOUS))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def record_tags(tags: Sequence[str], environment: str) -> list[tuple[int, str]]:
+    """(sequence, tag) of one environment's records, oldest first."""
+    out = []
+    for tag in tags:
+        match = _RECORD_TAG.match(tag)
+        if match and match.group("env") == environment:
+            out.append((int(match.group("seq")), tag))
+    return sorted(out)
+
+
+def read_records(home: Repository, environment: str, tags: Sequence[str] | None = None,
+                 latest_only: bool = False) -> list[Record]:
+    """One environment's records, newest first."""
+    found = record_tags(home.tags() if tags is None else tags, environment)
+    if latest_only:
+        found = found[-1:]
+    records = []
+    for _, tag in reversed(found):
+        manifest = home.manifest(tag)
+        record = parse_record(manifest.raw) if manifest else None
+        if record is not None:
+            records.append(record)
+    return records
+
+
+# -- the promotion ------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    repository: Repository
+    tag: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.repository.label}:{self.tag}"
+
+
+@dataclass
+class PromotionResult:
+    environment: str
+    digest: str
+    version: str
+    source: str
+    target: str
+    action: str                     # "retag" | "copy"
+    dry_run: bool
+    sequence: int
+    previous: str | None = None
+    record: str | None = None
+    rollback: bool = False
+    blobs: dict = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_image(home: Repository, image: str, name: str | None = None) -> ManifestBytes:
+    """IMAGE as a version tag, NAME:TAG, a digest or NAME@DIGEST, looked up in `home`."""
+    reference = image
+    if "@" in image:
+        reference = image.rpartition("@")[2]
+    elif not is_digest(image) and ":" in image:
+        given, _, reference = image.rpartition(":")
+        given_name = given.rsplit("/", 1)[-1]
+        if name and given_name != name.rsplit("/", 1)[-1]:
+            raise UserError(f"{image!r} is not an image of {name!r}", hint=f"name a version of {name}")
+    found = home.manifest(reference)
+    if found is None:
+        raise UserError(f"no image {image!r} in {home.label}",
+                        hint="push it first with `imagebuild bake --push` or `imagebuild push`")
+    return found
+
+
+def image_version(manifest: ManifestBytes) -> str | None:
+    try:
+        return (json.loads(manifest.raw).get("annotations") or {}).get(ANNOTATION_VERSION)
+    except ValueError:
+        return None
+
+
+def check_policy(environments: Sequence[Environment], env_index: int, manifest: ManifestBytes,
+                 version: str | None, home: Repository, tags: Sequence[str]) -> None:
+    if not version:
+        raise PromotionError(f"rule 'versioned images only': {manifest.digest} carries no "
+                             f"{ANNOTATION_VERSION} annotation, so its origin is unknown",
+                             hint="promote images made by `imagebuild bake`")
+    if version.endswith("-dirty"):
+        raise PromotionError(f"rule 'clean images only': {version} was baked from a work tree with "
+                             "uncommitted changes and can never be promoted",
+                             hint="commit, bake and push again")
+    if env_index == 0:
+        return
+    previous = environments[env_index - 1].name
+    if not any(r.digest == manifest.digest for r in read_records(home, previous, tags)):
+        order = " -> ".join(e.name for e in environments)
+        raise PromotionError(f"rule 'promotion order' ({order}): {version} ({manifest.digest[:19]}) was "
+                             f"never promoted to {previous}",
+                             hint=f"promote it to {previous} first")
+
+
+def promote(home: Repository, environments: Sequence[Environment], image: str, environment: str, *,
+            target_for: Callable[[Environment], Target], name: str | None = None, dry_run: bool = False,
+            copy: Callable[[Target, ManifestBytes], dict] | None = None,
+            now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> PromotionResult:
+    """Promote `image` (found in `home`) to `environment`, after checking the rules."""
+    names = [env.name for env in environments]
+    if environment not in names:
+        raise UserError(f"no environment {environment!r}",
+                        hint=f"the recipe names: {', '.join(names) or 'none'}")
+    index = names.index(environment)
+    manifest = resolve_image(home, image, name)
+    version = image_version(manifest)
+    tags = home.tags()
+    check_policy(environments, index, manifest, version, home, tags)
+    target = target_for(environments[index])
+    existing = record_tags(tags, environment)
+    latest = read_records(home, environment, tags, latest_only=True)
+    earlier = read_records(home, environment, tags) if existing else []
+    sequence = (existing[-1][0] + 1) if existing else 1
+    result = PromotionResult(
+        environment=environment, digest=str(manifest.digest), version=version or "", source=home.label,
+        target=target.label, action="retag" if same_place(home, target.repository) else "copy",
+        dry_run=dry_run, sequence=sequence, previous=latest[0].digest if latest else None,
+        rollback=bool(latest) and latest[0].digest != manifest.digest
+        and any(r.digest == manifest.digest for r in earlier))
+    if result.action == "retag":
+        result.messages.append(f"tag {target.label} -> {manifest.digest} (manifest bytes unchanged, no blob moves)")
+    else:
+        result.messages.append(f"copy {manifest.digest} to {target.label} (each blob: HEAD, then mount, then upload)")
+    result.messages.append(f"record {record_tag(environment, sequence)} in {home.label}")
+    if dry_run:
+        return result
+    if result.action == "retag":
+        target.repository.put_manifest(target.tag, manifest)
+    else:
+        if copy is None:
+            raise UserError(f"environment {environment} names another place ({target.label}), "
+                            "which needs a registry", hint="set `registry:` in the recipe")
+        result.blobs = copy(target, manifest)
+    record = Record(environment=environment, sequence=sequence, digest=str(manifest.digest),
+                    version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
+    home.put_small_blob(EMPTY_JSON)
+    home.put_manifest(record.tag, record_manifest(record, manifest))
+    result.record = record.tag
+    return result
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- reading the state ------------------------------------------------------------------------
+
+@dataclass
+class EnvironmentStatus:
+    environment: str
+    target: str
+    digest: str | None
+    version: str | None
+    promoted_at: str | None
+    sequence: int | None
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def status(home: Repository, environments: Sequence[Environment],
+           target_for: Callable[[Environment], Target]) -> list[EnvironmentStatus]:
+    tags = home.tags()
+    out = []
+    for env in environments:
+        target = target_for(env)
+        current = target.repository.manifest(target.tag)
+        latest = read_records(home, env.name, tags, latest_only=True)
+        record = latest[0] if latest else None
+        note = None
+        if current is None and record is None:
+            note = "never promoted"
+        elif current is None:
+            note = f"tag {target.label} is missing"
+        elif record is None or record.digest != current.digest:
+            note = "tag moved outside imagebuild; no record of this digest"
+        out.append(EnvironmentStatus(
+            environment=env.name, target=target.label,
+            digest=str(current.digest) if current else None,
+            version=(image_version(current) if current else None) or (record.version if record else None),
+            promoted_at=record.time if record and current and record.digest == current.digest else None,
+            sequence=record.sequence if record else None, note=note))
+    return out
+
+
+def history(home: Repository, environments: Sequence[Environment], environment: str) -> list[Record]:
+    names = [env.name for env in environments]
+    if environment not in names:
+        raise UserError(f"no environment {environment!r}", hint=f"the recipe names: {', '.join(names) or 'none'}")
+    return read_records(home, environment)
+
+
+
+# -- wiring: the recipe's places -------------------------------------------------------------
+
+class Places:
+    """The home repository (`registry/name`, or the local store) and each environment's target."""
+
+    def __init__(self, name: str, registry: str | None, store: LayoutStore, *, insecure: bool | None = None,
+                 client_options: dict | None = None):
+        self.name = name
+        self.insecure = insecure
+        self.client_options = client_options or {}
+        self._clients: dict[str, RegistryClient] = {}
+        self.home: Repository
+        if registry:
+            ref = _place(registry, name)
+            self.home = RegistryRepository(self.client(ref.registry), ref.repository)
+        else:
+            self.home = StoreRepository(store, name)
+
+    def client(self, host: str) -> RegistryClient:
+        if host not in self._clients:
+            self._clients[host] = RegistryClient(host, insecure=self.insecure, **self.client_options)
+        return self._clients[host]
+
+    def target_for(self, env: Environment) -> Target:
+        if not env.registry:
+            return Target(self.home, env.name)
+        if not isinstance(self.home, RegistryRepository):
+            raise UserError(f"environment {env.name} names registry {env.registry}, but the recipe has no "
+                            "`registry:` to promote from", hint="set `registry:` in the recipe")
+        ref = _place(env.registry, self.name)
+        return Target(RegistryRepository(self.client(ref.registry), ref.repository), env.name)
+
+    def copy(self, target: Target, manifest: ManifestBytes) -> dict:
+        from imagebuild.stores.registry import copy_image
+
+        home = self.home
+        destination = target.repository
+        assert isinstance(home, RegistryRepository) and isinstance(destination, RegistryRepository)
+        result = copy_image(home.client, home.repository, manifest.digest, destination.client,
+                            destination.repository, target.tag)
+        return result.to_dict()
+
+    def requests(self) -> int:
+        return sum(c.counters.requests for c in self._clients.values())
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+def _place(registry: str, name: str) -> Reference:
+    ref = Reference.parse(f"{registry.rstrip('/')}/{name}")
+    if not ref.registry or ref.tag or ref.digest:
+        raise UserError(f"registry {registry!r} is not HOST[:PORT][/PATH]",
+                        hint="write it like localhost:5000/acme")
+    return ref

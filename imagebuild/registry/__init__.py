@@ -1,0 +1,1 @@
+"""The distribution-API client: auth, transport, uploads, tags."""

@@ -1,0 +1,142 @@
+"""Registry credentials and the bearer-token flow.
+
+Credentials come from the Docker client configuration (`~/.docker/config.json`
+or `$DOCKER_CONFIG/config.json`): inline `auths`, per-registry `credHelpers`
+and the default `credsStore`, the latter two through `docker-credential-*`
+programs. A password is held only in `Credentials`, whose repr hides it, so it
+cannot leak into a message or a log line by accident.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagebuild.errors import AuthError, UserError
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+    def basic_header(self) -> str:
+        raw = f"{self.username}:{self.password}".encode("utf-8")
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def docker_config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return Path(base) / "config.json"
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the Docker client configuration {path}: {exc}",
+                        hint="fix or remove the file") from None
+
+
+def _host_key(key: str) -> str:
+    """`https://host:5000/v1/` and `host:5000` name the same registry."""
+    key = re.sub(r"^[a-z]+://", "", key.strip())
+    return key.split("/", 1)[0]
+
+
+def _from_helper(helper: str, host: str) -> Credentials | None:
+    program = f"docker-credential-{helper}"
+    try:
+        done = subprocess.run([program, "get"], input=host, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise AuthError(f"credential helper {program} named in {docker_config_path()} is not installed",
+                        hint="install it or remove it from the configuration") from None
+    except subprocess.TimeoutExpired:
+        raise AuthError(f"credential helper {program} did not answer within 30 s") from None
+    if done.returncode != 0:
+        # Helpers answer "credentials not found" with a non-zero exit: that only means anonymous.
+        return None
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        raise AuthError(f"credential helper {program} gave an unreadable answer") from None
+    if not answer.get("Secret"):
+        return None
+    return Credentials(answer.get("Username") or "", answer["Secret"])
+
+
+def lookup_credentials(host: str) -> Credentials | None:
+    """The credentials the Docker client would use for `host`, or None."""
+    config = _read_config(docker_config_path())
+    helpers = {_host_key(k): v for k, v in (config.get("credHelpers") or {}).items()}
+    if host in helpers:
+        return _from_helper(helpers[host], host)
+    for key, entry in (config.get("auths") or {}).items():
+        if _host_key(key) != host or not isinstance(entry, dict):
+            continue
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+            except ValueError:
+                raise UserError(f"the saved credentials for {host} in {docker_config_path()} are unreadable",
+                                hint=f"run `imagebuild login {host}` again") from None
+            return Credentials(user, password)
+        if entry.get("username") and entry.get("password"):
+            return Credentials(entry["username"], entry["password"])
+    if config.get("credsStore"):
+        return _from_helper(config["credsStore"], host)
+    return None
+
+
+def save_credentials(host: str, credentials: Credentials) -> Path:
+    """Store credentials where the Docker client looks: the creds store when one is set."""
+    path = docker_config_path()
+    config = _read_config(path)
+    helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
+    if helper:
+        payload = json.dumps({"ServerURL": host, "Username": credentials.username,
+                              "Secret": credentials.password})
+        done = subprocess.run([f"docker-credential-{helper}", "store"], input=payload,
+                              capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise AuthError(f"credential helper docker-credential-{helper} could not store the credentials")
+        return path
+    auths = config.setdefault("auths", {})
+    auths[host] = {"auth": base64.b64encode(
+        f"{credentials.username}:{credentials.password}".encode("utf-8")).decode("ascii")}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".config-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            json.dump(config, handle, indent="\t")
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return path
+
+
+_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="...",service="...",scope="..."` to ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+              for m in _PARAM_RE.finditer(rest)}
+    return scheme.lower(), params
+
+
+def repository_scope(repository: str, *actions: str) -> str:
+    return f"repository:{repository}:{','.join(actions)}"

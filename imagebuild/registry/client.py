@@ -1,0 +1,328 @@
+"""The distribution-API client: manifests, tags and blobs of one registry host.
+
+Quirks of the CNCF distribution 2.8 registry are normal here: tag lists may
+ignore pagination (a page without a `Link` header is the last), there is no
+referrers API, and a cross-repository mount may answer 202 with an ordinary
+upload session, which is then used for the upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Iterable
+
+import httpx
+
+from imagebuild.errors import RegistryError
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.digest import Digest
+from imagebuild.oci.model import Descriptor
+from imagebuild.registry.auth import Credentials, repository_scope
+from imagebuild.registry.transport import Transport, registry_error, _UNSET
+
+ACCEPT_MANIFESTS = ", ".join(mt.ALL_MANIFEST_TYPES)
+CHUNKED_THRESHOLD = 16 * 1024 * 1024
+CHUNK_SIZE = 8 * 1024 * 1024
+STREAM_BUFFER = 1024 * 1024
+BLOB_ATTEMPTS = 4
+
+Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object with read(n)
+
+
+@dataclass(frozen=True)
+class ManifestBytes:
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+
+@dataclass
+class UploadOutcome:
+    how: str          # "skipped" | "mounted" | "uploaded"
+    bytes_sent: int = 0
+
+
+def _pull(repository: str) -> list[str]:
+    return [repository_scope(repository, "pull")]
+
+
+def _push(repository: str, mount_from: str | None = None) -> list[str]:
+    scopes = [repository_scope(repository, "pull", "push")]
+    if mount_from and mount_from != repository:
+        # A mount reads the source repository, so the token must allow pulling it too.
+        scopes.append(repository_scope(mount_from, "pull"))
+    return scopes
+
+
+class RegistryClient:
+    def __init__(self, host: str, *, insecure: bool | None = None,
+                 credentials: Credentials | None | object = _UNSET, attempts: int | None = None,
+                 backoff: float | None = None, chunked_threshold: int = CHUNKED_THRESHOLD,
+                 chunk_size: int = CHUNK_SIZE):
+        kwargs = {}
+        if attempts is not None:
+            kwargs["attempts"] = attempts
+        if backoff is not None:
+            kwargs["backoff"] = backoff
+        self.transport = Transport(host, insecure=insecure, credentials=credentials, **kwargs)
+        self.host = host
+        self.chunked_threshold = chunked_threshold
+        self.chunk_size = chunk_size
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def counters(self):
+        return self.transport.counters
+
+    # -- API root -------------------------------------------------------------
+
+    def ping(self) -> None:
+        response = self.transport.request("GET", "/v2/")
+        if response.status_code != 200:
+            raise registry_error(response, f"registry {self.host} did not answer /v2/")
+
+    # -- manifests and tags ---------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str) -> ManifestBytes | None:
+        """The manifest's exact bytes, or None when the registry does not know it."""
+        response = self.transport.request("GET", f"/v2/{repository}/manifests/{reference}",
+                                          scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise registry_error(response, f"reading manifest {repository}:{reference}")
+        raw = response.content
+        digest = Digest.of(raw)
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"registry {self.host} sent a manifest for {reference} whose digest is {digest}")
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if media_type not in mt.ALL_MANIFEST_TYPES:
+            from imagebuild.stores.layout import media_type_of_manifest
+
+            media_type = media_type_of_manifest(raw)
+        return ManifestBytes(raw, media_type, digest)
+
+    def head_manifest(self, repository: str, reference: str) -> Digest | None:
+        response = self.transport.request("HEAD", f"/v2/{repository}/manifests/{reference}",
+                                          scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise registry_error(response, f"checking manifest {repository}:{reference}")
+        value = response.headers.get("docker-content-digest")
+        return Digest(value) if value else None
+
+    def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> Digest:
+        """PUT the exact bytes; the registry must confirm their digest."""
+        expected = Digest.of(raw)
+        response = self.transport.request("PUT", f"/v2/{repository}/manifests/{reference}",
+                                          scopes=_push(repository), headers={"Content-Type": media_type},
+                                          body=raw)
+        if response.status_code not in (200, 201):
+            raise registry_error(response, f"writing manifest {repository}:{reference}")
+        answered = response.headers.get("docker-content-digest")
+        if answered and answered != expected:
+            raise RegistryError(f"registry {self.host} stored {repository}:{reference} as {answered}, "
+                                f"not {expected}", hint="the registry changed the manifest; use another registry")
+        return expected
+
+    def list_tags(self, repository: str) -> list[str]:
+        """All tags; follows `Link` pages when the registry sends them, else one page is all."""
+        tags: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list"
+        seen = set()
+        while path and path not in seen:
+            seen.add(path)
+            response = self.transport.request("GET", path, scopes=_pull(repository))
+            if response.status_code == 404:
+                return tags
+            if response.status_code != 200:
+                raise registry_error(response, f"listing tags of {repository}")
+            tags.extend(response.json().get("tags") or [])
+            match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", response.headers.get("link", ""))
+            path = match.group(1) if match else None
+        return sorted(set(tags))
+
+    # -- blobs -------------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        response = self.transport.request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=_pull(repository))
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise registry_error(response, f"checking blob {digest} in {repository}")
+
+    @contextlib.contextmanager
+    def open_blob(self, repository: str, digest: str) -> Iterator[httpx.Response]:
+        response = self.transport.request("GET", f"/v2/{repository}/blobs/{digest}",
+                                          scopes=_pull(repository), stream=True)
+        try:
+            if response.status_code != 200:
+                raise registry_error(response, f"reading blob {digest} from {repository}")
+            yield response
+        finally:
+            response.close()
+
+    def fetch_blob(self, repository: str, descriptor: Descriptor, sink: Callable[[Iterable[bytes]], None]) -> int:
+        """Stream a blob into `sink`, retrying a dropped download from the start."""
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            try:
+                with self.open_blob(repository, descriptor.digest) as response:
+                    counted = _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
+                    sink(counted)
+                    return counted.total
+            except (httpx.TransportError, RegistryError) as exc:
+                if attempt == BLOB_ATTEMPTS or not _retryable(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise RegistryError(f"downloading blob {descriptor.digest} from {self.host} failed: {exc}",
+                                            hint="retry") from None
+                    raise
+                time.sleep(self.transport._delay(attempt))
+        raise AssertionError("unreachable")
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> str | None:
+        """Mount a blob from another repository; None when mounted, else an upload location."""
+        response = self.transport.request(
+            "POST", f"/v2/{repository}/blobs/uploads/", params={"mount": digest, "from": from_repository},
+            scopes=_push(repository, from_repository), idempotent=False)
+        if response.status_code == 201:
+            return None
+        if response.status_code == 202:
+            return response.headers["location"]
+        raise registry_error(response, f"mounting blob {digest} into {repository}")
+
+    def upload_blob(self, repository: str, descriptor: Descriptor, opener: Opener, *,
+                    mount_from: str | None = None) -> UploadOutcome:
+        """Make one blob present in `repository`: skip, mount or upload it.
+
+        A blob is content addressed, so a failed upload is safely retried as a
+        whole from a new upload session; a HEAD first finds out whether the
+        failed attempt had in fact completed.
+        """
+        digest = descriptor.digest
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            if self.blob_exists(repository, digest):
+                return UploadOutcome("skipped")
+            try:
+                location = None
+                if mount_from and mount_from != repository:
+                    location = self.mount_blob(repository, digest, mount_from)
+                    if location is None:
+                        return UploadOutcome("mounted")
+                sent = self._upload(repository, descriptor, opener, location)
+                return UploadOutcome("uploaded", sent)
+            except (httpx.TransportError, RegistryError) as exc:
+                if attempt == BLOB_ATTEMPTS or not _retryable(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise RegistryError(f"uploading blob {digest} to {self.host}/{repository} failed: {exc}",
+                                            hint="retry") from None
+                    raise
+                time.sleep(self.transport._delay(attempt))
+        raise AssertionError("unreachable")
+
+    def _start_upload(self, repository: str) -> str:
+        response = self.transport.request("POST", f"/v2/{repository}/blobs/uploads/",
+                                          scopes=_push(repository), idempotent=False)
+        if response.status_code != 202 or "location" not in response.headers:
+            raise registry_error(response, f"starting an upload to {repository}")
+        return response.headers["location"]
+
+    def _upload(self, repository: str, descriptor: Descriptor, opener: Opener, location: str | None) -> int:
+        location = location or self._start_upload(repository)
+        scopes = _push(repository)
+        if descriptor.size <= self.chunked_threshold:
+            body = _stream_body(opener, descriptor.size)
+            response = self.transport.request(
+                "PUT", _with_digest(location, descriptor.digest), scopes=scopes, body=body.open,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
+                idempotent=False)
+            self._count_sent(body.sent)
+            if response.status_code != 201:
+                raise registry_error(response, f"uploading blob {descriptor.digest} to {repository}")
+            return body.sent
+        sent = 0
+        with opener() as reader:
+            while sent < descriptor.size:
+                chunk = reader.read(min(self.chunk_size, descriptor.size - sent))
+                if not chunk:
+                    break
+                response = self.transport.request(
+                    "PATCH", location, scopes=scopes, body=chunk, idempotent=False,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Range": f"{sent}-{sent + len(chunk) - 1}"})
+                if response.status_code != 202:
+                    raise registry_error(response, f"uploading a chunk of blob {descriptor.digest} to {repository}")
+                sent += len(chunk)
+                self._count_sent(len(chunk))
+                location = response.headers.get("location", location)
+            # Reading to the end lets a verifying reader check the blob's digest.
+            if reader.read(1):
+                raise RegistryError(f"blob {descriptor.digest} is larger than its descriptor says",
+                                    code="SIZE_INVALID")
+        response = self.transport.request("PUT", _with_digest(location, descriptor.digest), scopes=scopes,
+                                          headers={"Content-Length": "0"}, idempotent=False)
+        if response.status_code != 201:
+            raise registry_error(response, f"finishing the upload of blob {descriptor.digest} to {repository}")
+        return sent
+
+    def _count_sent(self, n: int) -> None:
+        with self.transport._lock:
+            self.transport.counters.bytes_sent += n
+
+
+class _Counted:
+    def __init__(self, chunks: Iterable[bytes], transport: Transport):
+        self._chunks = chunks
+        self._transport = transport
+        self.total = 0
+
+    def __iter__(self):
+        for chunk in self._chunks:
+            self.total += len(chunk)
+            with self._transport._lock:
+                self._transport.counters.bytes_received += len(chunk)
+            yield chunk
+
+
+class _stream_body:
+    """A request body read from a fresh stream on every send."""
+
+    def __init__(self, opener: Opener, size: int):
+        self._opener = opener
+        self._size = size
+        self.sent = 0
+
+    def open(self) -> Iterator[bytes]:
+        self.sent = 0
+        with self._opener() as reader:
+            while chunk := reader.read(STREAM_BUFFER):
+                self.sent += len(chunk)
+                yield chunk
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return str(httpx.URL(location).copy_merge_params({"digest": digest}))
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, httpx.TransportError):
+        return True
+    if isinstance(exc, RegistryError):
+        # A lost connection surfaces without a status; 404 is a vanished upload
+        # session; 5xx and 429 are the registry's own trouble.
+        if exc.status is None:
+            return exc.code is None
+        return exc.status >= 500 or exc.status in (404, 429)
+    return False

@@ -1,0 +1,238 @@
+"""HTTP to one registry host: scheme choice, authentication, retries, counting.
+
+Every request goes through `Transport.request`. It adds the credentials the
+registry asks for (Basic, or a bearer token fetched from the realm named in
+`WWW-Authenticate`, cached per scope set and refreshed on a 401), retries
+idempotent requests on connection errors, 5xx and 429 (honouring
+`Retry-After`) with exponential backoff, and counts requests. Request bodies
+are given as bytes or as a callable that opens a fresh stream, so a retry
+never resends a half-consumed stream.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import httpx
+
+from imagebuild.errors import AuthError, ImageBuildError, RegistryError, RegistryUnreachableError
+from imagebuild.registry.auth import Credentials, lookup_credentials, parse_challenge
+
+Body = bytes | Callable[[], Iterable[bytes]] | None
+
+DEFAULT_ATTEMPTS = 5
+DEFAULT_BACKOFF = 0.25
+MAX_RETRY_AFTER = 30.0
+_UNSET = object()
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    token_requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class Transport:
+    def __init__(self, host: str, *, insecure: bool | None = None,
+                 credentials: Credentials | None | object = _UNSET,
+                 attempts: int = DEFAULT_ATTEMPTS, backoff: float = DEFAULT_BACKOFF,
+                 timeout: float = 120.0):
+        self.host = host
+        plain = insecure if insecure is not None else is_loopback(host)
+        self.scheme = "http" if plain else "https"
+        self.base_url = f"{self.scheme}://{host}"
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.counters = Counters()
+        self._credentials = credentials
+        self._lock = threading.Lock()
+        self._basic = False
+        self._bearer: tuple[str, str | None] | None = None  # realm, service
+        self._tokens: dict[frozenset[str], str] = {}
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=15.0), follow_redirects=True,
+                                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+                                    headers={"User-Agent": "imagebuild"})
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- credentials -------------------------------------------------------
+
+    @property
+    def credentials(self) -> Credentials | None:
+        if self._credentials is _UNSET:
+            self._credentials = lookup_credentials(self.host)
+        return self._credentials  # type: ignore[return-value]
+
+    def _auth_header(self, scopes: frozenset[str]) -> str | None:
+        if self._basic and self.credentials:
+            return self.credentials.basic_header()
+        if self._bearer is None:
+            return None
+        with self._lock:
+            token = self._tokens.get(scopes)
+        if token is None:
+            token = self._fetch_token(scopes)
+        return f"Bearer {token}"
+
+    def _on_unauthorized(self, response: httpx.Response, scopes: frozenset[str]) -> None:
+        scheme, params = parse_challenge(response.headers.get("www-authenticate", ""))
+        if scheme == "basic":
+            if not self.credentials:
+                raise AuthError(f"registry {self.host} needs credentials",
+                                hint=f"run `imagebuild login {self.host}`")
+            self._basic = True
+            return
+        if scheme != "bearer" or not params.get("realm"):
+            raise AuthError(f"registry {self.host} refused access and named no way to authenticate")
+        self._bearer = (params["realm"], params.get("service"))
+        wanted = set(scopes)
+        if params.get("scope"):
+            wanted.update(params["scope"].split(" "))
+        with self._lock:
+            self._tokens.pop(scopes, None)
+        self._fetch_token(scopes, frozenset(wanted))
+
+    def _fetch_token(self, key: frozenset[str], scopes: frozenset[str] | None = None) -> str:
+        assert self._bearer is not None
+        realm, service = self._bearer
+        query: list[tuple[str, str]] = []
+        if service:
+            query.append(("service", service))
+        query.extend(("scope", scope) for scope in sorted(scopes or key))
+        headers = {}
+        if self.credentials:
+            headers["Authorization"] = self.credentials.basic_header()
+        response = self._send_with_retries("GET", realm, params=query, headers=headers, body=None,
+                                           idempotent=True, stream=False, token=True)
+        if response.status_code in (401, 403):
+            raise self._refused(frozenset())
+        if response.status_code != 200:
+            raise RegistryError(f"token server of {self.host} answered {response.status_code}",
+                                status=response.status_code)
+        try:
+            answer = response.json()
+            token = answer.get("token") or answer["access_token"]
+        except (ValueError, KeyError):
+            raise RegistryError(f"token server of {self.host} gave no token") from None
+        with self._lock:
+            self._tokens[key] = token
+        return token
+
+    # -- requests --------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return path if "://" in path else self.base_url + path
+
+    def request(self, method: str, path: str, *, scopes: Iterable[str] = (),
+                headers: Mapping[str, str] | None = None, body: Body = None, params=None,
+                idempotent: bool = True, stream: bool = False) -> httpx.Response:
+        """Send one logical request; the response may be any status but 401."""
+        key = frozenset(scopes)
+        refreshed = False
+        while True:
+            extra = dict(headers or {})
+            auth = self._auth_header(key)
+            if auth:
+                extra["Authorization"] = auth
+            response = self._send_with_retries(method, self.url(path), params=params, headers=extra,
+                                               body=body, idempotent=idempotent, stream=stream)
+            if response.status_code != 401:
+                return response
+            response.close()
+            if refreshed:
+                raise self._refused(key)
+            # A 401 means the request was not acted on, so it is safe to send again.
+            self._on_unauthorized(response, key)
+            refreshed = True
+
+    def _refused(self, scopes: frozenset[str]) -> AuthError:
+        """The error for a registry or token server that still says no."""
+        if not self.credentials:
+            return AuthError(f"registry {self.host} needs credentials", hint=f"run `imagebuild login {self.host}`")
+        user = self.credentials.username
+        if self._bearer is not None and scopes:
+            return AuthError(f"registry {self.host} did not grant user {user!r} {', '.join(sorted(scopes))}",
+                             hint="check the account's permissions on the repository")
+        return AuthError(f"registry {self.host} refused the credentials of user {user!r}",
+                         hint=f"check the password and run `imagebuild login {self.host}`")
+
+    def _send_with_retries(self, method: str, url: str, *, params, headers: dict, body: Body,
+                           idempotent: bool, stream: bool, token: bool = False) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            content = body() if callable(body) else body
+            try:
+                request = self._client.build_request(method, url, params=params, headers=headers,
+                                                     content=content)
+                with self._lock:
+                    self.counters.requests += 1
+                    self.counters.token_requests += int(token)
+                response = self._client.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if idempotent and attempt < self.attempts:
+                    time.sleep(self._delay(attempt))
+                    continue
+                raise self._transport_failure(method, url, exc) from None
+            if idempotent and attempt < self.attempts and (
+                    response.status_code >= 500 or response.status_code == 429):
+                delay = self._delay(attempt, response.headers.get("retry-after"))
+                response.close()
+                time.sleep(delay)
+                continue
+            return response
+
+    def _delay(self, attempt: int, retry_after: str | None = None) -> float:
+        if retry_after:
+            try:
+                return min(MAX_RETRY_AFTER, max(0.0, float(retry_after)))
+            except ValueError:
+                pass
+        return min(8.0, self.backoff * (2 ** (attempt - 1)))
+
+    def _transport_failure(self, method: str, url: str, exc: httpx.TransportError) -> Exception:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectError):
+            hint = "check the address or start the registry"
+            if self.scheme == "https" and ("SSL" in reason or "ssl" in reason):
+                hint = "the registry may speak plain HTTP: pass --insecure"
+            return RegistryUnreachableError(f"cannot reach registry {self.host}: {reason}", hint=hint)
+        path = httpx.URL(url).path
+        return RegistryError(f"connection to registry {self.host} failed during {method} {path}: {reason}",
+                             hint="retry; if it persists, check the network or the registry's logs")
+
+
+def registry_error(response: httpx.Response, what: str) -> ImageBuildError:
+    """A RegistryError from the registry's `{"errors": [...]}` body, or its status."""
+    code = message = None
+    try:
+        response.read()
+        errors = response.json().get("errors") or []
+        if errors:
+            code = errors[0].get("code")
+            message = errors[0].get("message")
+    except (ValueError, AttributeError, httpx.HTTPError):
+        pass
+    detail = f"{code}: {message}" if code else f"HTTP {response.status_code}"
+    if response.status_code == 403 or code == "DENIED":
+        return AuthError(f"{what}: access denied by the registry ({detail})",
+                         hint="check that your account may push or pull this repository")
+    return RegistryError(f"{what}: {detail}", status=response.status_code, code=code)

@@ -1,0 +1,1 @@
+"""Test-only services and images for the registry and promotion tests."""

@@ -1,0 +1,80 @@
+"""Small runnable images written straight into a LayoutStore.
+
+The base layer holds busybox-static, so `docker run` works without any
+image from a public registry. `filler` adds incompressible bytes to a lower
+layer, to make the app layer small next to the rest, as in a real app.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from imagebuild.oci.layer import Entry, write_layer
+from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE,
+                                  ANNOTATION_VERSION, Image)
+from imagebuild.stores.layout import LayoutStore
+
+EPOCH = 1_700_000_000
+CREATED = "2023-11-14T22:13:20Z"
+
+
+def _layer(store: LayoutStore, entries: list[Entry]):
+    store.ensure()
+    with store.blob_writer() as writer:
+        result = write_layer(entries, writer.file, source_date_epoch=EPOCH)
+        writer.commit(result.digest)
+    return result.as_layer()
+
+
+def base_layers(store: LayoutStore, filler_bytes: int = 0, seed: bytes = b"seed") -> list:
+    busybox = Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
+    layers = [_layer(store, [Entry.file("bin/busybox", busybox, mode=0o755),
+                              Entry.symlink("bin/sh", "busybox"), Entry.symlink("bin/cat", "busybox")])]
+    if filler_bytes:
+        # Deterministic, incompressible bytes: the same seed gives the same layer digest.
+        import hashlib
+        out = bytearray()
+        counter = 0
+        while len(out) < filler_bytes:
+            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+            counter += 1
+        layers.append(_layer(store, [Entry.file("opt/runtime/blob.bin", bytes(out[:filler_bytes]))]))
+    return layers
+
+
+def write_app_image(store: LayoutStore, name: str, version: str, message: str = "hello",
+                    filler_bytes: int = 0, revision: str | None = None) -> str:
+    """An image whose top layer holds the app; returns the local ref name `name:version`."""
+    layers = base_layers(store, filler_bytes)
+    layers.append(_layer(store, [Entry.file("app/message.txt", (message + "\n").encode())]))
+    image = Image(created=CREATED, runtime={"Entrypoint": ["/bin/busybox", "echo", message],
+                                            "Env": ["PATH=/bin"]})
+    for index, layer in enumerate(layers):
+        image = image.with_layer(layer, created_by=f"test layer {index}")
+    image = image.with_annotations(**{
+        ANNOTATION_VERSION: version, ANNOTATION_REVISION: revision or version.removesuffix("-dirty"),
+        ANNOTATION_CREATED: CREATED, ANNOTATION_SOURCE: "https://example.invalid/app.git"})
+    ref_name = f"{name}:{version}"
+    store.write_image(image, [ref_name])
+    return ref_name
+
+
+def app_layer_sizes(store: LayoutStore, ref_name: str) -> dict[str, int]:
+    manifest = store.read_manifest(store.resolve(ref_name).digest)
+    return {"app": manifest.layers[-1].size, "config": manifest.config.size, "manifest": len(manifest.raw)}
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env_without_docker_config(tmp: Path) -> dict[str, str]:
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    return {"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
+            "IMAGEBUILD_STORE": os.environ.get("IMAGEBUILD_STORE", str(tmp / "store"))}
