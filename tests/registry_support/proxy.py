@@ -3,8 +3,8 @@
 It forwards every request unchanged (the Host header too, so the registry's
 `Location` headers point back at the proxy), records method, path, status and
 body sizes, and applies faults: on the Nth request matching a rule it either
-drops the connection halfway through the request body, or answers 500 without
-forwarding. Faults are the one thing a real registry cannot be made to do on cue.
+drops the connection halfway through the request body, or answers 500 (or 429)
+without forwarding. Faults are the one thing a real registry cannot be made to do on cue.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 class Fault:
     method: str                 # e.g. "PUT", "PATCH", "POST"
     path: str                   # a regex searched in the request path
-    action: str                 # "drop" or "500"
+    action: str                 # "drop", "500" or "429" (with Retry-After: 1)
     nth: int = 1                # the first matching request that fails
     times: int = 1              # how many matching requests in a row fail (0: all from nth on)
     seen: int = 0
@@ -123,14 +123,17 @@ class FaultProxy:
                     self.connection.shutdown(2)
                     return
                 body = self._read_body()
-                if fault and fault.action == "500":
-                    payload = b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}'
-                    self.send_response(500)
+                if fault and fault.action in ("500", "429"):
+                    code = "TOOMANYREQUESTS" if fault.action == "429" else "UNKNOWN"
+                    payload = b'{"errors":[{"code":"%s","message":"injected failure"}]}' % code.encode()
+                    self.send_response(int(fault.action))
+                    if fault.action == "429":
+                        self.send_header("Retry-After", "1")
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
-                    proxy.log.add(Exchange(method, path, 500, len(body), len(payload), "500"))
+                    proxy.log.add(Exchange(method, path, int(fault.action), len(body), len(payload), fault.action))
                     return
                 # A list, not a dict: clients send several Accept headers and all must reach the registry.
                 headers = [(k, v) for k, v in self.headers.items()
