@@ -11,6 +11,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def _register() -> None:
     # Imported for their @app.command side effects.
     from imagebuild.cli import export_cmd, images_cmd  # noqa: F401
+    from imagebuild.cli import init_cmd  # noqa: F401
     from imagebuild.cli import history_cmd, login_cmd, promote_cmd, pull_cmd, push_cmd, status_cmd  # noqa: F401
     from imagebuild.cli import image_cmd  # noqa: F401
 

@@ -1,0 +1,91 @@
+"""Facts about the git commit an app is baked from.
+
+The only module that runs `git` to describe a work tree. `git_facts` never fails
+on a directory outside a repository (it returns empty facts, so a recipe can be
+rendered anywhere); `require_git` is for callers that need a real commit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from imagebuild.errors import UserError
+
+
+@dataclass(frozen=True)
+class GitFacts:
+    """What git says about the commit checked out at a path.
+
+    Outside a repository every string is None, `dirty` is False and
+    `commit_time` is 0.
+    """
+
+    commit: str | None = None        # full object name of HEAD
+    short: str | None = None         # abbreviated object name (git's default length, at least 7)
+    describe: str | None = None      # `git describe --tags` (e.g. v1.2-3-gabc1234); None without a tag
+    version: str | None = None       # describe when a tag reaches HEAD, else short
+    dirty: bool = False              # tracked files differ from HEAD (staged or not)
+    commit_time: int = 0             # committer time of HEAD, seconds since the epoch
+    branch: str | None = None        # None when HEAD is detached
+    toplevel: Path | None = None     # root of the work tree
+
+    @property
+    def is_repository(self) -> bool:
+        return self.toplevel is not None
+
+    def as_context(self) -> dict[str, object]:
+        """The facts as a template context: absent strings become "" so they render as nothing."""
+        facts = asdict(self)
+        facts["toplevel"] = str(self.toplevel) if self.toplevel else ""
+        return {key: ("" if value is None else value) for key, value in facts.items()}
+
+
+def _git(path: Path, *args: str) -> str | None:
+    """Run git in `path`; its stripped stdout, or None when git fails or is missing."""
+    env = dict(os.environ, LC_ALL="C", GIT_OPTIONAL_LOCKS="0")
+    try:
+        done = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
+                              env=env, check=False)
+    except FileNotFoundError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_facts(path: Path | str) -> GitFacts:
+    """Describe the commit checked out at `path` (a directory inside a work tree).
+
+    Tolerates a directory outside any repository and a repository without
+    commits: the missing facts stay empty.
+    """
+    path = Path(path)
+    toplevel = _git(path, "rev-parse", "--show-toplevel")
+    if toplevel is None:
+        return GitFacts()
+    commit = _git(path, "rev-parse", "--verify", "-q", "HEAD")
+    if not commit:
+        return GitFacts(toplevel=Path(toplevel))
+    short = _git(path, "rev-parse", "--short", "HEAD")
+    describe = _git(path, "describe", "--tags") or None
+    branch = _git(path, "symbolic-ref", "-q", "--short", "HEAD") or None
+    commit_time = int(_git(path, "log", "-1", "--format=%ct", "HEAD") or 0)
+    # Untracked files are not part of the commit and never reach an image, so only
+    # changes to tracked files make the tree dirty.
+    status = _git(path, "status", "--porcelain", "--untracked-files=no")
+    return GitFacts(commit=commit, short=short, describe=describe, version=describe or short,
+                    dirty=bool(status), commit_time=commit_time, branch=branch,
+                    toplevel=Path(toplevel))
+
+
+def require_git(path: Path | str) -> GitFacts:
+    """Like `git_facts`, but a UserError unless `path` is in a repository with a commit."""
+    facts = git_facts(path)
+    if not facts.is_repository:
+        raise UserError(f"not a git repository: {path}",
+                        hint="run git init and commit, or bake from inside a repository")
+    if not facts.commit:
+        raise UserError(f"no commit yet in the git repository at {facts.toplevel}",
+                        hint="commit the app first: images are named by the commit they come from")
+    return facts

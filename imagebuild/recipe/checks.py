@@ -1,0 +1,231 @@
+"""Rules a well-typed recipe must still obey: names, pins, ports, environments.
+
+Each rule reports through `fail(key, message, hint)`, which the loader turns
+into a RecipeError at the line of that key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Callable, NoReturn
+
+from imagebuild.errors import RecipeError, UserError
+from imagebuild.oci.reference import Reference
+from imagebuild.recipe.kinds import KINDS
+from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.schema import did_you_mean
+
+Fail = Callable[..., NoReturn]
+
+_SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
+_DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+_VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
+             "important", "debootstrap", "standard")
+_RUNTIME_VERSION = {"python": re.compile(r"^3\.\d+$"), "java": re.compile(r"^\d+$"),
+                    "node": re.compile(r"^\d+$")}
+# One pinned requirement, optionally with extras, a marker and --hash options.
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?\s*===?\s*[^\s;=]+"
+                     r"(\s*;[^-]*)?(\s+--hash=sha(256|384|512):[0-9a-f]+)*\s*$")
+_APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?$")
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
+_USER = re.compile(r"^\d+(:\d+)?$")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FEATURE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> None:
+    """Run every rule; `explicit(key)` tells whether the recipe files set that key."""
+    _check_names(recipe, fail)
+    _check_os(recipe, fail, explicit)
+    _check_runtime(recipe, fail)
+    _check_libraries(recipe, fail)
+    _check_server(recipe, fail)
+    _check_app(recipe, fail)
+    _check_health(recipe, fail)
+    _check_environments(recipe, fail)
+
+
+def _check_names(recipe: Recipe, fail: Fail) -> None:
+    try:
+        ref = Reference.parse(recipe.name)
+    except UserError:
+        ref = None
+    if ref is None or ref.registry or ref.tag or ref.digest:
+        fail("name", f"{recipe.name!r} is not a valid image name",
+             "use lowercase letters, digits and . _ -; put the registry under registry:")
+    if recipe.registry is not None:
+        try:
+            Reference.parse(f"{recipe.registry}/{recipe.name}")
+        except UserError:
+            fail("registry", f"{recipe.registry!r} is not a registry address",
+                 "write HOST[:PORT][/PATH], e.g. localhost:5000/acme")
+
+
+def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> None:
+    spec = recipe.os
+    if spec.image is not None:
+        if explicit("os.debian"):
+            fail("os.image", "set either os.debian or os.image, not both")
+        try:
+            ref = Reference.parse(spec.image)
+        except UserError as exc:
+            fail("os.image", exc.one_line())
+        if ref.digest is None:
+            fail("os.image", f"{spec.image!r} is not pinned by digest",
+                 "write REF@sha256:..., a tag can change under you")
+    elif not spec.debian or not _SUITE.match(spec.debian):
+        fail("os.debian", f"{spec.debian!r} is not a Debian suite name", "e.g. bookworm")
+    for index, package in enumerate(spec.packages):
+        if not _DEB_PACKAGE.match(package):
+            fail(f"os.packages[{index}]", f"{package!r} is not a Debian package name")
+    if spec.variant not in _VARIANTS:
+        fail("os.variant", f"unknown mmdebstrap variant {spec.variant!r}",
+             did_you_mean(spec.variant, _VARIANTS) or f"use one of {', '.join(_VARIANTS)}")
+
+
+def _check_runtime(recipe: Recipe, fail: Fail) -> None:
+    set_ = [name for name in _RUNTIME_VERSION if getattr(recipe.runtime, name)]
+    if len(set_) > 1:
+        fail(f"runtime.{set_[1]}", f"only one runtime per image, {set_[0]} is set too")
+    for name in set_:
+        version = getattr(recipe.runtime, name)
+        if not _RUNTIME_VERSION[name].match(version):
+            example = {"python": '"3.11"', "java": '"17"', "node": '"18"'}[name]
+            fail(f"runtime.{name}", f"{version!r} is not a {name} version", f"e.g. {example}")
+
+
+def _check_pins(lines: tuple[str, ...], key: str, fail: Fail) -> None:
+    for index, line in enumerate(lines):
+        if not _PINNED.match(line):
+            fail(f"{key}[{index}]", f"{line!r} is not pinned",
+                 "write NAME==VERSION, optionally followed by --hash=sha256:...")
+
+
+def _check_libraries(recipe: Recipe, fail: Fail) -> None:
+    _check_pins(recipe.libraries.packages, "libraries.packages", fail)
+    requirements = recipe.libraries.requirements
+    if requirements is None:
+        return
+    if PurePosixPath(requirements).is_absolute():
+        fail("libraries.requirements", "must be a path relative to the recipe")
+    path = recipe.root / requirements
+    if not path.is_file():
+        fail("libraries.requirements", f"{requirements} does not exist next to the recipe",
+             f"looked in {recipe.root.resolve()}")
+    _check_requirements_file(path, fail)
+    if recipe.runtime.language != "python":
+        fail("libraries.requirements", "Python requirements need runtime.python")
+
+
+def _check_requirements_file(path: Path, fail: Fail) -> None:
+    """Every requirement must be pinned, or the same commit could bake different libraries."""
+    text = path.read_text(encoding="utf-8", errors="replace").replace("\\\n", " ")
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#") or line.startswith("-"):
+            continue
+        if " @ " in line:
+            continue
+        if not _PINNED.match(line):
+            name = re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0]
+            raise RecipeError(f"requirement {name!r} is not pinned with ==", file=str(path),
+                              line=number, key="libraries.requirements",
+                              hint="pin every library, e.g. flask==3.1.3")
+
+
+def _check_server(recipe: Recipe, fail: Fail) -> None:
+    server = recipe.server
+    if server.kind is None:
+        fail("server.kind", "missing", f"set one of {', '.join(KINDS)} or extend a stock recipe")
+    kind = KINDS.get(server.kind)
+    if kind is None:
+        fail("server.kind", f"unknown server kind {server.kind!r}",
+             did_you_mean(server.kind, KINDS) or f"use one of {', '.join(KINDS)}")
+    if not 1 <= server.port <= 65535:
+        fail("server.port", f"{server.port} is not a TCP port", "use 1-65535, e.g. 8000")
+    if server.workers < 1:
+        fail("server.workers", "must be at least 1")
+    if kind.runtime and getattr(recipe.runtime, kind.runtime) is None:
+        fail("server.kind", f"{kind.name} needs runtime.{kind.runtime}")
+    if kind.needs_app and not server.app:
+        example = "app.jar" if kind.name == "java" else "hello:app"
+        fail("server.app", f"{kind.name} needs server.app", f"e.g. app: {example}")
+    if kind.runtime == "python" and not _APP_REF.match(server.app):
+        fail("server.app", f"{server.app!r} is not MODULE:CALLABLE", "e.g. hello:app")
+    if kind.name == "java" and (PurePosixPath(server.app).is_absolute() or ".." in PurePosixPath(server.app).parts):
+        fail("server.app", "the jar path must be relative to the app directory")
+    if kind.name == "command" and not server.command:
+        fail("server.command", "kind command needs the argv to run", "e.g. command: [./serve, --port, '8000']")
+    if kind.name != "command" and server.command:
+        fail("server.command", f"only kind command takes a command; {kind.name} builds its own")
+    for name in server.options:
+        if name not in kind.options:
+            known = ", ".join(kind.options) or "none"
+            fail(f"server.options.{name}", f"{kind.name} has no option {name!r}",
+                 did_you_mean(name, kind.options) or f"known options: {known}")
+        if name in kind.numeric and not server.options[name].isdigit():
+            fail(f"server.options.{name}", f"{server.options[name]!r} is not a whole number")
+        if any(c in server.options[name] for c in '\n;{}"'):
+            fail(f"server.options.{name}", "must not contain newlines, quotes, ; or braces")
+    if kind.name == "nginx" and recipe.os.image is None and not any(
+            p.split("=")[0] in ("nginx", "nginx-light", "nginx-core", "nginx-full") for p in recipe.os.packages):
+        fail("os.packages", "kind nginx needs nginx in os.packages", "add nginx-light")
+    _check_pins(server.packages, "server.packages", fail)
+    if server.packages and recipe.runtime.language != "python":
+        fail("server.packages", "PyPI packages need runtime.python")
+
+
+def _check_app(recipe: Recipe, fail: Fail) -> None:
+    app = recipe.app
+    if PurePosixPath(app.path).is_absolute() or ".." in PurePosixPath(app.path).parts:
+        fail("app.path", "must be a path inside the app's directory", "e.g. . or src/")
+    if not PurePosixPath(app.dest).is_absolute() or PurePosixPath(app.dest) == PurePosixPath("/"):
+        fail("app.dest", f"{app.dest!r} must be an absolute directory other than /", "e.g. /app")
+    if not _USER.match(app.user):
+        fail("app.user", f"{app.user!r} is not UID[:GID]", "use numbers, e.g. 10001:10001")
+
+
+def _check_health(recipe: Recipe, fail: Fail) -> None:
+    health = recipe.health
+    if not _URL_PATH.match(health.path):
+        fail("health.path", f"{health.path!r} must be a URL path", "e.g. /health")
+    for name in ("interval", "timeout", "retries"):
+        if getattr(health, name) < 1:
+            fail(f"health.{name}", "must be at least 1")
+    if health.start_period < 0:
+        fail("health.start_period", "must not be negative")
+
+
+def _check_environments(recipe: Recipe, fail: Fail) -> None:
+    seen: set[str] = set()
+    for index, env in enumerate(recipe.environments):
+        key = f"environments[{index}]"
+        if not _ENV_NAME.match(env.name):
+            fail(f"{key}.name", f"{env.name!r} is not an environment name",
+                 "use lowercase letters, digits and -, e.g. prod")
+        if env.name in seen:
+            fail(f"{key}.name", f"environment {env.name!r} is listed twice")
+        seen.add(env.name)
+        for name in env.config:
+            if not _CONFIG_KEY.match(name):
+                fail(f"{key}.config.{name}", f"{name!r} is not an environment variable name",
+                     "use letters, digits and _, e.g. LOG_LEVEL")
+        for name in env.features:
+            if not _FEATURE.match(name):
+                fail(f"{key}.features.{name}", f"{name!r} is not a feature name",
+                     "use letters, digits and _, e.g. new_checkout")
+        for number, name in enumerate(env.secrets):
+            if not _SECRET.match(name):
+                fail(f"{key}.secrets[{number}]", f"{name!r} is not a secret name",
+                     "secrets are environment variable names in capitals, e.g. DATABASE_URL")
+            if name in env.config:
+                fail(f"{key}.secrets[{number}]", f"{name} is also in config",
+                     "a secret is never baked: remove it from config")
+        if env.registry is not None:
+            try:
+                Reference.parse(f"{env.registry}/{recipe.name}")
+            except UserError:
+                fail(f"{key}.registry", f"{env.registry!r} is not a registry address")

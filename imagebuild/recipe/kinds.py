@@ -1,0 +1,33 @@
+"""The server kinds a recipe can name, and what each one needs. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    name: str
+    runtime: str | None          # the runtime.* key it needs, if any
+    stock: str | None            # the stock recipe holding its templates
+    needs_app: bool              # server.app must be set
+    options: tuple[str, ...]     # the server.options keys it understands
+    numeric: tuple[str, ...] = ()  # the options that must be whole numbers
+
+
+KINDS: dict[str, ServerKind] = {kind.name: kind for kind in (
+    ServerKind("gunicorn", runtime="python", stock="python-wsgi", needs_app=True,
+               options=("host", "timeout", "graceful_timeout", "keepalive", "threads", "log_level"),
+               numeric=("timeout", "graceful_timeout", "keepalive", "threads")),
+    ServerKind("uvicorn", runtime="python", stock="python-asgi", needs_app=True,
+               options=("host", "timeout_keep_alive", "log_level", "root_path"),
+               numeric=("timeout_keep_alive",)),
+    ServerKind("nginx", runtime=None, stock="static-nginx", needs_app=False,
+               options=("host", "index", "client_max_body_size", "worker_processes")),
+    ServerKind("java", runtime="java", stock="java-jar", needs_app=True,
+               options=("java_options",)),
+    ServerKind("command", runtime=None, stock=None, needs_app=False, options=()),
+)}
+
+# Where rendered server configuration lands inside the image.
+CONFIG_DIR = "/etc/imagebuild"

@@ -1,0 +1,100 @@
+"""What runs the server inside the image: its rendered configuration files and argv.
+
+The templates are the `*.j2` files of the stock recipe that belongs to the
+recipe's server kind (recipes/python-wsgi for gunicorn, and so on); each one
+renders to CONFIG_DIR/<name without .j2>.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path, PurePosixPath
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from imagebuild.errors import RecipeError
+from imagebuild.recipe.kinds import CONFIG_DIR, KINDS
+from imagebuild.recipe.loader import stock_recipes_dir
+from imagebuild.recipe.model import Recipe
+
+CONFIG_MODE = 0o644
+
+
+def template_dir(recipe: Recipe) -> Path | None:
+    """The directory holding the server kind's templates, or None for kinds without any."""
+    stock = KINDS[recipe.server.kind].stock
+    return stock_recipes_dir() / stock if stock else None
+
+
+def _context(recipe: Recipe) -> dict:
+    server = recipe.server
+    host = server.options.get("host", "0.0.0.0")
+    bracketed = f"[{host}]" if ":" in host else host
+    return {
+        "recipe": recipe, "server": server, "app": recipe.app, "health": recipe.health,
+        "runtime": recipe.runtime, "os": recipe.os, "options": dict(server.options),
+        "port": server.port, "host": host, "bind": f"{bracketed}:{server.port}",
+        "listen": f"{bracketed}:{server.port}" if "host" in server.options else str(server.port),
+        "config_dir": CONFIG_DIR,
+    }
+
+
+def render_server_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
+    """Render the server's configuration for `recipe`.
+
+    Returns {absolute path inside the image: (file bytes, permission bits)},
+    e.g. {"/etc/imagebuild/gunicorn.conf.py": (b"...", 0o644)}; empty for kinds
+    that need no files (java, command). Pure apart from reading the templates;
+    the same recipe always gives the same bytes.
+    """
+    directory = template_dir(recipe)
+    if directory is None:
+        return {}
+    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(directory)),
+                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                               autoescape=False)
+    env.filters["py"] = repr  # a Python literal, for templates that are Python code
+    context = _context(recipe)
+    files: dict[str, tuple[bytes, int]] = {}
+    for template in sorted(directory.glob("*.j2")):
+        try:
+            text = env.get_template(template.name).render(context)
+        except jinja2.TemplateError as exc:
+            raise RecipeError(f"cannot render {template.name}: {exc}", file=str(template),
+                              line=getattr(exc, "lineno", None)) from None
+        files[f"{CONFIG_DIR}/{template.name.removesuffix('.j2')}"] = (text.encode("utf-8"), CONFIG_MODE)
+    return files
+
+
+def server_command(recipe: Recipe) -> list[str]:
+    """The argv that runs the server inside the image, from its WorkingDir (app.dest).
+
+    gunicorn: ["python3.11", "-m", "gunicorn", "-c", "/etc/imagebuild/gunicorn.conf.py", "hello:app"]
+    uvicorn:  ["python3.11", "/etc/imagebuild/uvicorn_run.py"]
+    nginx:    ["nginx", "-e", "stderr", "-c", "/etc/imagebuild/nginx.conf"]
+    java:     ["java", *java_options, "-jar", "/app/app.jar"]
+    command:  server.command as written
+    Python servers run as `python3.X -m`/a script, never through console scripts,
+    so they only need the libraries on the interpreter's path.
+    """
+    server = recipe.server
+    if server.kind == "gunicorn":
+        return [_python(recipe), "-m", "gunicorn", "-c", f"{CONFIG_DIR}/gunicorn.conf.py", server.app]
+    if server.kind == "uvicorn":
+        return [_python(recipe), f"{CONFIG_DIR}/uvicorn_run.py"]
+    if server.kind == "nginx":
+        # -e: nginx opens its built-in error log before reading the config, and a
+        # non-root user cannot write /var/log/nginx.
+        return ["nginx", "-e", "stderr", "-c", f"{CONFIG_DIR}/nginx.conf"]
+    if server.kind == "java":
+        jar = str(PurePosixPath(recipe.app.dest) / server.app)
+        return ["java", *shlex.split(server.options.get("java_options", "")), "-jar", jar]
+    if server.kind == "command":
+        return list(server.command)
+    raise RecipeError(f"unknown server kind {server.kind!r}", file=str(recipe.source) if recipe.source else None,
+                      key="server.kind")
+
+
+def _python(recipe: Recipe) -> str:
+    return f"python{recipe.runtime.python}"
