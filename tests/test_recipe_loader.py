@@ -430,3 +430,10 @@ def test_cli_reports_recipe_error_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         result.stderr.strip()] and result.stderr.startswith("error: unknown stock recipe 'python-wgsi'")
+
+
+def test_recipe_that_is_not_utf8(tmp_path):
+    path = tmp_path / "imagebuild.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    text = error_of(path).one_line()
+    assert text.startswith(f"{path}: cannot read the recipe")

@@ -194,10 +194,11 @@ def test_flask_example_runs_on_gunicorn_with_rendered_config(tmp_path, site_pack
     recipe = with_server(with_dest(example("flask-hello"), app_dir), port=free_port(),
                          options={"host": "127.0.0.1"})
     answers = run_rendered(tmp_path, recipe, site_packages["flask-hello"],
-                           {"LOG_LEVEL": "debug", "FEATURE_NEW_CHECKOUT": "true"})
+                           {"LOG_LEVEL": "debug", "FEATURE_NEW_CHECKOUT": "true", "IMAGEBUILD_ENV": "dev"})
     assert answers["/health"].status_code == 200 and answers["/health"].text == "ok\n"
     body = answers["/"].json()
-    assert body["log_level"] == "debug" and body["new_checkout"] is True
+    assert body == {"message": "Hello from Flask (new checkout)", "environment": "dev",
+                    "log_level": "debug", "new_checkout": True}
 
 
 @pytest.mark.slow
@@ -225,7 +226,7 @@ def test_java_example_builds_reproducibly_and_runs(tmp_path):
     assert hashlib.sha256(build_jar(app_dir)).hexdigest() == first
     port = free_port()
     recipe = with_dest(example("java-hello"), app_dir)
-    env = {"PATH": os.environ["PATH"], "PORT": str(port), "GREETING": "Howdy", "IMAGEBUILD_ENVIRONMENT": "dev"}
+    env = {"PATH": os.environ["PATH"], "PORT": str(port), "GREETING": "Howdy", "IMAGEBUILD_ENV": "dev"}
     process, health = serve(server_command(recipe), port, env, app_dir)
     try:
         index = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)

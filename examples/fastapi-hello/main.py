@@ -16,7 +16,7 @@ def feature(name: str) -> bool:
 def index() -> dict:
     return {
         "message": "Hello from FastAPI",
-        "environment": os.environ.get("IMAGEBUILD_ENVIRONMENT", "unknown"),
+        "environment": os.environ.get("IMAGEBUILD_ENV", "unknown"),
         "log_level": os.environ.get("LOG_LEVEL", "unset"),
         "dark_mode": feature("dark_mode"),
     }

@@ -16,7 +16,7 @@ def index():
     checkout = "new checkout" if feature("new_checkout") else "classic checkout"
     return jsonify(
         message=f"Hello from Flask ({checkout})",
-        environment=os.environ.get("IMAGEBUILD_ENVIRONMENT", "unknown"),
+        environment=os.environ.get("IMAGEBUILD_ENV", "unknown"),
         log_level=os.environ.get("LOG_LEVEL", "unset"),
         new_checkout=feature("new_checkout"),
     )

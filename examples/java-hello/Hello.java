@@ -13,7 +13,7 @@ public final class Hello {
         HttpServer server = HttpServer.create(new InetSocketAddress(port), 0);
         server.createContext("/health", exchange -> reply(exchange, "ok\n"));
         server.createContext("/", exchange -> {
-            String environment = System.getenv().getOrDefault("IMAGEBUILD_ENVIRONMENT", "unknown");
+            String environment = System.getenv().getOrDefault("IMAGEBUILD_ENV", "unknown");
             String greeting = System.getenv().getOrDefault("GREETING", "Hello");
             boolean banner = "true".equalsIgnoreCase(System.getenv("FEATURE_BANNER"));
             reply(exchange, greeting + " from Java (environment " + environment

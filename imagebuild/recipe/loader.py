@@ -98,7 +98,7 @@ class _Loader:
         check_recipe(recipe, reader.fail_key, lambda key: key in reader.nodes)
         return recipe
 
-    def find_stock(self, name: _ExtendsName) -> Path:
+    def find_stock(self, name: _Located) -> Path:
         names = stock_recipe_names()
         if name in names:
             return stock_recipes_dir() / name
@@ -106,13 +106,15 @@ class _Loader:
         file, line = self.where(name.node)
         available = f"stock recipes: {', '.join(names) or 'none found in ' + str(stock_recipes_dir())}"
         raise RecipeError(f"extends: unknown stock recipe {name!r}", key="extends",
-                          hint=f"{hint} {available}" if hint else available,
-                          **_position(self, name))
+                          hint=f"{hint} {available}" if hint else available, file=file, line=line)
 
     def parse(self, file: Path) -> yaml.Node:
         """Render, then compose YAML nodes whose marks carry the file's name."""
         name = str(file)
-        text = file.read_text(encoding="utf-8")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"cannot read the recipe: {exc}", file=name) from None
         rendered = _render(text, name, self.context)
         self.line_maps[name] = _line_map(text, rendered)
         loader = yaml.SafeLoader(rendered)
@@ -141,33 +143,20 @@ class _Loader:
         return node
 
 
-def _position(loader: _Loader, name: Any) -> dict[str, Any]:
-    node = getattr(name, "node", None)
-    if node is None:
-        return {}
-    file, line = loader.where(node)
-    return {"file": file, "line": line}
-
-
-class _ExtendsName(str):
-    """The `extends:` value, remembering its node for error positions."""
+class _Located(str):
+    """A top-level value read before the recipe is, remembering its node for error positions."""
 
     node: yaml.Node
 
 
-def _top_level_scalar(node: yaml.MappingNode, key: str) -> _ExtendsName | None:
+def _top_level_scalar(node: yaml.MappingNode, key: str) -> _Located | None:
     for key_node, value_node in node.value:
         if key_node.value == key:
-            if not isinstance(value_node, yaml.ScalarNode) or value_node.tag.endswith(":null"):
-                return _with_node("", value_node)
-            return _with_node(value_node.value, value_node)
+            plain = isinstance(value_node, yaml.ScalarNode) and not value_node.tag.endswith(":null")
+            value = _Located(value_node.value if plain else "")
+            value.node = value_node
+            return value
     return None
-
-
-def _with_node(text: str, node: yaml.Node) -> _ExtendsName:
-    value = _ExtendsName(text)
-    value.node = node
-    return value
 
 
 def _render(text: str, name: str, context: dict[str, Any]) -> str:
