@@ -437,3 +437,24 @@ def test_recipe_that_is_not_utf8(tmp_path):
     path.write_bytes(b"name: caf\xe9\n")
     text = error_of(path).one_line()
     assert text.startswith(f"{path}: cannot read the recipe")
+
+
+def test_yaml_anchors_and_merge_keys(tmp_path):
+    path = write(tmp_path, MINIMAL + textwrap.dedent("""\
+        environments:
+          - name: dev
+            config: &common {LOG_LEVEL: debug, REGION: eu}
+          - name: prod
+            config:
+              <<: *common
+              LOG_LEVEL: info
+        """))
+    recipe = load_recipe(path, context=NO_GIT)
+    assert recipe.environment("dev").config == {"LOG_LEVEL": "debug", "REGION": "eu"}
+    assert recipe.environment("prod").config == {"LOG_LEVEL": "info", "REGION": "eu"}
+
+
+def test_bad_merge_key(tmp_path):
+    path = write(tmp_path, MINIMAL + "environments:\n  - name: dev\n    config:\n      <<: 3\n")
+    text = error_of(path).one_line()
+    assert text.startswith(f"{path}:10: YAML merge key")

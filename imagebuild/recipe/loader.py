@@ -20,7 +20,8 @@ from imagebuild.errors import RecipeError
 from imagebuild.gitinfo import git_facts
 from imagebuild.recipe.checks import check_recipe
 from imagebuild.recipe.model import Recipe
-from imagebuild.recipe.schema import NodeReader, did_you_mean, find_duplicate_keys, merge_nodes
+from imagebuild.recipe.schema import (NodeReader, did_you_mean, expand_merge_keys, find_duplicate_keys,
+                                       merge_nodes)
 
 RECIPE_FILE = "imagebuild.yaml"
 
@@ -140,6 +141,11 @@ class _Loader:
             raise RecipeError(f"{key}: the key appears twice", file=file_name, line=line, key=key)
 
         find_duplicate_keys(node, duplicate)
+        try:
+            expand_merge_keys(node)
+        except yaml.MarkedYAMLError as exc:
+            line = self.line_maps[name](exc.problem_mark.line) if exc.problem_mark else None
+            raise RecipeError(f"YAML merge key: {exc.problem}", file=name, line=line) from None
         return node
 
 

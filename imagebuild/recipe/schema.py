@@ -185,6 +185,26 @@ def find_duplicate_keys(node: yaml.Node | None, fail: Callable[[yaml.Node, str],
             find_duplicate_keys(item, fail, f"{key}[{index}]")
 
 
+def expand_merge_keys(node: yaml.Node | None, seen: set[int] | None = None) -> None:
+    """Apply YAML merge keys (`<<: *defaults`) in place; a key written next to `<<` wins."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        yaml.constructor.SafeConstructor().flatten_mapping(node)
+        latest = {}
+        for key_node, value_node in node.value:
+            # The merged keys come first, the mapping's own after them: the last one wins.
+            latest[str(key_node.value)] = (key_node, value_node)
+        node.value = list(latest.values())
+        for _, value_node in node.value:
+            expand_merge_keys(value_node, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            expand_merge_keys(item, seen)
+
+
 def merge_nodes(base: yaml.Node, over: yaml.Node) -> yaml.Node:
     """Deep merge for `extends:`: mappings merge key by key, the user's values win,
     lists and scalars replace, and an empty `key:` keeps the stock value."""
