@@ -12,7 +12,7 @@ import typer
 from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 from imagebuild.errors import UserError
-from imagebuild.images_from_dir import image_from_directory
+from imagebuild.images_from_dir import image_from_directory, store_ref_name
 
 image_app = typer.Typer(no_args_is_help=True, help="Make images in the local store.")
 app.add_typer(image_app, name="image")
@@ -52,8 +52,9 @@ def from_dir(directory: Path = typer.Argument(..., help="Directory whose tree be
     descriptor = image_from_directory(local, directory, name, entrypoint=_command_line("--entrypoint", entrypoint),
                                       cmd=_command_line("--cmd", cmd), env=env, workdir=workdir,
                                       prefix=prefix, compression=compression)
+    ref_name = store_ref_name(name)
     if json_out:
-        emit_json({"image": name, "digest": str(descriptor.digest), "store": str(local.root)})
+        emit_json({"image": ref_name, "digest": str(descriptor.digest), "store": str(local.root)})
     else:
-        say(f"wrote {name} ({descriptor.digest}) to {local.root}")
+        say(f"wrote {ref_name} ({descriptor.digest}) to {local.root}")
         typer.echo(str(descriptor.digest))

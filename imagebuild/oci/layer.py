@@ -10,6 +10,7 @@ stays flat whatever the layer size.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import posixpath
 import stat
@@ -182,21 +183,37 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
 def write_tar(entries: Iterable[Entry], out, source_date_epoch: int | None = None) -> None:
     """Write the sorted, normalised entries as an uncompressed tar stream to `out`."""
     prepared = _prepare(entries, source_date_epoch)
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                      bufsize=COPY_BUFFER) as tar:
+    # Plain "w" mode on a counting writer, not stream mode ("w|"): the stream buffer
+    # grows by concatenation and costs many copies per byte; the tar bytes are the same.
+    with tarfile.TarFile(fileobj=_CountingWriter(out), mode="w", format=tarfile.PAX_FORMAT,
+                         encoding="utf-8", copybufsize=COPY_BUFFER) as tar:
         for entry in prepared:
             info = _tarinfo(entry)
             if entry.kind != FILE:
                 tar.addfile(info)
             elif entry.data is not None:
-                import io
-
                 tar.addfile(info, io.BytesIO(entry.data))
             elif entry.opener is not None:
                 with entry.opener() as handle:
                     tar.addfile(info, _ExactReader(handle, entry.size, entry.path))
             else:
                 raise LayerInputError(f"file entry {entry.path!r} has no content")
+
+
+class _CountingWriter:
+    """Forward writes; `tell` is the count so far, which is all TarFile asks of its file."""
+
+    def __init__(self, out):
+        self._out = out
+        self._count = 0
+
+    def write(self, data) -> int:
+        self._out.write(data)
+        self._count += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._count
 
 
 class _ExactReader:

@@ -270,7 +270,7 @@ class LayoutStore:
                 kept = [d for d in index.get("manifests", [])
                         if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) != ref_name]
                 kept.append(tagged.to_dict())
-                kept.sort(key=lambda d: d["annotations"][ANNOTATION_REF_NAME] if d.get("annotations") else "")
+                kept.sort(key=lambda d: (d.get("annotations") or {}).get(ANNOTATION_REF_NAME, ""))
                 index["manifests"] = kept
                 self._atomic_write(self.root / "index.json", canonical_json(index))
         except OSError as exc:
