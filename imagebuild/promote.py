@@ -423,7 +423,7 @@ class Places:
         destination = target.repository
         assert isinstance(home, RegistryRepository) and isinstance(destination, RegistryRepository)
         result = copy_image(home.client, home.repository, manifest.digest, destination.client,
-                            destination.repository, target.tag)
+                            destination.repository, target.tag, manifest=manifest)
         return result.to_dict()
 
     def requests(self) -> int:

@@ -138,3 +138,18 @@ def test_push_without_a_registry_in_the_reference_is_refused(store):
     ref_name = write_app_image(store, "hello", "noreg")
     with pytest.raises(UserError, match="names no registry"):
         push_image(store, ref_name, Reference.parse("acme/hello"))
+
+
+def test_a_mount_answered_202_becomes_an_ordinary_upload(registry, store):
+    ref_name = write_app_image(store, "hello", "m202")
+    manifest = store.read_manifest(store.resolve(ref_name).digest)
+    repository = unique("m202")
+    with FaultProxy(registry) as proxy, RegistryClient(proxy.address) as client:
+        blob = manifest.layers[-1]
+        outcome = client.upload_blob(repository, blob, lambda: store.open_blob(blob.digest),
+                                     mount_from=unique("never-pushed"))
+        assert (outcome.how, outcome.bytes_sent) == ("uploaded", blob.size)
+        mounts = proxy.log.matching("POST", "mount=")
+        assert [m.status for m in mounts] == [202]
+        assert not proxy.log.matching("POST", r"uploads/$")  # the 202's session was used, not a new one
+        assert client.blob_exists(repository, blob.digest)

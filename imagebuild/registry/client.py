@@ -24,8 +24,8 @@ from imagebuild.registry.auth import Credentials, repository_scope
 from imagebuild.registry.transport import Transport, registry_error, _UNSET
 
 ACCEPT_MANIFESTS = ", ".join(mt.ALL_MANIFEST_TYPES)
-CHUNKED_THRESHOLD = 16 * 1024 * 1024
-CHUNK_SIZE = 8 * 1024 * 1024
+CHUNKED_THRESHOLD = 32 * 1024 * 1024
+CHUNK_SIZE = 32 * 1024 * 1024
 STREAM_BUFFER = 1024 * 1024
 BLOB_ATTEMPTS = 4
 

@@ -298,10 +298,14 @@ def _platform_manifest(client: RegistryClient, source: Reference, index: Manifes
 
 def copy_image(source_client: RegistryClient, source_repository: str, digest: str,
                target_client: RegistryClient, target_repository: str, tag: str, *,
-               parallel: int = DEFAULT_PARALLEL, progress: Progress = None) -> PushResult:
-    """Copy an image by digest, keeping it: HEAD each blob, mount within one registry, else stream it over."""
+               manifest: ManifestBytes | None = None, parallel: int = DEFAULT_PARALLEL,
+               progress: Progress = None) -> PushResult:
+    """Copy an image by digest, keeping it: HEAD each blob, mount within one registry, else stream it over.
+
+    `manifest`, when the caller already holds the manifest's bytes, saves fetching them again.
+    """
     source = _RegistrySource(source_client, source_repository)
-    top = source.manifest(digest)
+    top = manifest if manifest is not None and manifest.digest == digest else source.manifest(digest)
     same_host = source_client.host == target_client.host
 
     def mount_from(blob_digest: str) -> str | None:
