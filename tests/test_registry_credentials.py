@@ -1,0 +1,113 @@
+"""Where credentials come from: Docker config `auths`, `credHelpers`, `credsStore`; and the scheme choice."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from imagebuild.errors import AuthError
+from imagebuild.registry.auth import Credentials, lookup_credentials, save_credentials
+from imagebuild.registry.transport import Transport, is_loopback
+from tests.conftest import imagebuild
+
+# A credential helper speaking the docker-credential-helpers protocol, keeping secrets in a JSON file.
+HELPER = """#!{python}
+import json, os, sys
+path = os.environ["TEST_HELPER_FILE"]
+data = json.load(open(path)) if os.path.exists(path) else {{}}
+verb = sys.argv[1]
+if verb == "get":
+    host = sys.stdin.read().strip()
+    if host not in data:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    print(json.dumps({{"ServerURL": host, "Username": data[host][0], "Secret": data[host][1]}}))
+elif verb == "store":
+    entry = json.load(sys.stdin)
+    data[entry["ServerURL"]] = [entry["Username"], entry["Secret"]]
+    json.dump(data, open(path, "w"))
+"""
+
+
+@pytest.fixture
+def helper_env(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "docker-credential-ibtest"
+    program.write_text(HELPER.format(python=sys.executable))
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    secrets = tmp_path / "helper-secrets.json"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("TEST_HELPER_FILE", str(secrets))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    (tmp_path / "docker").mkdir()
+    return tmp_path / "docker" / "config.json", secrets
+
+
+def test_auths_entries_match_with_or_without_scheme(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    auth = base64.b64encode(b"bob:pw-one").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {
+        "https://reg.example:5000/v1/": {"auth": auth}, "other.example": {"username": "eve", "password": "pw-two"}}}))
+    assert lookup_credentials("reg.example:5000") == Credentials("bob", "pw-one")
+    assert lookup_credentials("other.example") == Credentials("eve", "pw-two")
+    assert lookup_credentials("unknown.example") is None
+    assert "pw-one" not in repr(lookup_credentials("reg.example:5000"))
+
+
+def test_creds_store_and_cred_helpers_are_asked(helper_env):
+    config, secrets = helper_env
+    secrets.write_text(json.dumps({"store.example": ["carol", "pw-store"], "helped.example": ["dan", "pw-helper"]}))
+    config.write_text(json.dumps({"credsStore": "ibtest", "credHelpers": {"helped.example": "ibtest"}}))
+    assert lookup_credentials("store.example") == Credentials("carol", "pw-store")
+    assert lookup_credentials("helped.example") == Credentials("dan", "pw-helper")
+    assert lookup_credentials("missing.example") is None  # the helper's "not found" means anonymous
+
+
+def test_save_goes_to_the_creds_store_when_one_is_set(helper_env):
+    config, secrets = helper_env
+    config.write_text(json.dumps({"credsStore": "ibtest"}))
+    save_credentials("saved.example:5000", Credentials("erin", "pw-saved"))
+    assert json.loads(secrets.read_text())["saved.example:5000"] == ["erin", "pw-saved"]
+    assert "pw-saved" not in config.read_text()
+    assert lookup_credentials("saved.example:5000") == Credentials("erin", "pw-saved")
+
+
+def test_a_missing_helper_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "does-not-exist"}))
+    with pytest.raises(AuthError, match="docker-credential-does-not-exist .* is not installed"):
+        lookup_credentials("reg.example")
+
+
+def test_https_by_default_plain_http_for_loopback_or_insecure():
+    assert [is_loopback(h) for h in ("127.0.0.1:5000", "localhost", "[::1]:5000", "127.8.9.1")] == [True] * 4
+    assert [is_loopback(h) for h in ("registry.example.com", "10.0.0.1:5000", "localhost.example")] == [False] * 3
+    assert Transport("registry.example.com", credentials=None).scheme == "https"
+    assert Transport("registry.example.com", insecure=True, credentials=None).scheme == "http"
+    assert Transport("127.0.0.1:5000", credentials=None).scheme == "http"
+    assert Transport("127.0.0.1:5000", insecure=False, credentials=None).scheme == "https"
+
+
+def test_cli_push_uses_the_recipe_registry(registry, tmp_path):
+    from imagebuild.stores.layout import LayoutStore
+    from tests.registry_support.images import write_app_image
+    import uuid
+
+    store = LayoutStore(tmp_path / "store").ensure()
+    ref_name = write_app_image(store, "hello", "rec1")
+    namespace = f"recipe-{uuid.uuid4().hex[:8]}"
+    recipe = Path(tmp_path / "imagebuild.yaml")
+    recipe.write_text(f"name: hello\nregistry: {registry}/{namespace}\nserver:\n  kind: command\n"
+                      '  command: ["/bin/busybox", "echo", "hi"]\n')
+    done = imagebuild("push", ref_name, "--recipe", recipe, "--store", store.root, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["reference"] == f"{registry}/{namespace}/hello:rec1"
+    missing = imagebuild("push", ref_name, "--recipe", tmp_path / "nope.yaml", "--store", store.root)
+    assert missing.returncode == 2 and "no registry to push to" in missing.stderr
