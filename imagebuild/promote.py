@@ -9,7 +9,9 @@ names another registry or repository gets a copy with the same digest.
 Every promotion leaves a record in the image's home repository, so `status`
 and `history` read the same answer from any machine: an OCI artifact manifest
 (config and single layer the empty descriptor, `subject` the promoted image)
-tagged `promotion-<environment>-<sequence>`, with the facts in annotations.
+tagged `promotion-<environment>-<sequence>-<first 12 hex of the image digest>`,
+with the facts in annotations. The digest in the tag lets the order rule and
+the rollback check find an image's records from the tag list alone.
 Registries without a referrers API (distribution 2.8) keep these tags like any
 other. Without a registry, the local store holds the same manifests and tags.
 """
@@ -43,7 +45,9 @@ ANN_TARGET = ANN + "target"
 ANN_PREVIOUS = ANN + "previous"
 EMPTY_JSON = b"{}"
 EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, Digest.of(EMPTY_JSON), len(EMPTY_JSON))
-_RECORD_TAG = re.compile(r"^promotion-(?P<env>.+)-(?P<seq>\d{6,})$")
+_RECORD_TAG = re.compile(r"^promotion-(?P<env>.+)-(?P<seq>\d{6,})-(?P<short>[0-9a-f]{12})$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+SHORT = 12  # hex digits of the image digest in a record tag: lets a rule find its record without reading all
 
 
 # -- where images and records live ----------------------------------------------------
@@ -142,14 +146,14 @@ class Record:
 
     @property
     def tag(self) -> str:
-        return record_tag(self.environment, self.sequence)
+        return record_tag(self.environment, self.sequence, self.digest)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def record_tag(environment: str, sequence: int) -> str:
-    return f"{RECORD_PREFIX}{environment}-{sequence:06d}"
+def record_tag(environment: str, sequence: int, digest: str) -> str:
+    return f"{RECORD_PREFIX}{environment}-{sequence:06d}-{Digest(digest).hex[:SHORT]}"
 
 
 def record_manifest(record: Record, subject: ManifestBytes) -> ManifestBytes:
@@ -183,27 +187,28 @@ def parse_record(raw: bytes) -> Record | None:
         return None
 
 
-def record_tags(tags: Sequence[str], environment: str) -> list[tuple[int, str]]:
-    """(sequence, tag) of one environment's records, oldest first."""
+def record_tags(tags: Sequence[str], environment: str, digest: str | None = None) -> list[tuple[int, str]]:
+    """(sequence, tag) of one environment's records, oldest first; only those of `digest` when given."""
+    short = Digest(digest).hex[:SHORT] if digest else None
     out = []
     for tag in tags:
         match = _RECORD_TAG.match(tag)
-        if match and match.group("env") == environment:
+        if match and match.group("env") == environment and short in (None, match.group("short")):
             out.append((int(match.group("seq")), tag))
     return sorted(out)
 
 
 def read_records(home: Repository, environment: str, tags: Sequence[str] | None = None,
-                 latest_only: bool = False) -> list[Record]:
-    """One environment's records, newest first."""
-    found = record_tags(home.tags() if tags is None else tags, environment)
+                 latest_only: bool = False, digest: str | None = None) -> list[Record]:
+    """One environment's records (of `digest` only, when given), newest first."""
+    found = record_tags(home.tags() if tags is None else tags, environment, digest)
     if latest_only:
         found = found[-1:]
     records = []
     for _, tag in reversed(found):
         manifest = home.manifest(tag)
         record = parse_record(manifest.raw) if manifest else None
-        if record is not None:
+        if record is not None and (digest is None or record.digest == digest):
             records.append(record)
     return records
 
@@ -277,7 +282,7 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
     if env_index == 0:
         return
     previous = environments[env_index - 1].name
-    if not any(r.digest == manifest.digest for r in read_records(home, previous, tags)):
+    if not read_records(home, previous, tags, latest_only=True, digest=manifest.digest):
         order = " -> ".join(e.name for e in environments)
         raise PromotionError(f"rule 'promotion order' ({order}): {version} ({manifest.digest[:19]}) was "
                              f"never promoted to {previous}",
@@ -294,6 +299,9 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
         raise UserError(f"no environment {environment!r}",
                         hint=f"the recipe names: {', '.join(names) or 'none'}")
     index = names.index(environment)
+    if not _TAG.match(environment) or len(record_tag(environment, 0, EMPTY_DESCRIPTOR.digest)) > 128:
+        raise UserError(f"environment name {environment!r} cannot be a tag",
+                        hint="use letters, digits, '_', '.' and '-', at most 98 characters")
     manifest = resolve_image(home, image, name)
     version = image_version(manifest)
     tags = home.tags()
@@ -301,19 +309,18 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
     target = target_for(environments[index])
     existing = record_tags(tags, environment)
     latest = read_records(home, environment, tags, latest_only=True)
-    earlier = read_records(home, environment, tags) if existing else []
+    been_here = bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest))
     sequence = (existing[-1][0] + 1) if existing else 1
     result = PromotionResult(
         environment=environment, digest=str(manifest.digest), version=version or "", source=home.label,
         target=target.label, action="retag" if same_place(home, target.repository) else "copy",
         dry_run=dry_run, sequence=sequence, previous=latest[0].digest if latest else None,
-        rollback=bool(latest) and latest[0].digest != manifest.digest
-        and any(r.digest == manifest.digest for r in earlier))
+        rollback=bool(latest) and latest[0].digest != manifest.digest and been_here)
     if result.action == "retag":
         result.messages.append(f"tag {target.label} -> {manifest.digest} (manifest bytes unchanged, no blob moves)")
     else:
         result.messages.append(f"copy {manifest.digest} to {target.label} (each blob: HEAD, then mount, then upload)")
-    result.messages.append(f"record {record_tag(environment, sequence)} in {home.label}")
+    result.messages.append(f"record {record_tag(environment, sequence, manifest.digest)} in {home.label}")
     if dry_run:
         return result
     if result.action == "retag":
