@@ -208,3 +208,33 @@ def test_local_store_promotion_without_a_registry(tmp_path):
         ("dev", v1), ("test", v1), ("prod", v1)]
     listed = json.loads(imagebuild("history", "dev", "--recipe", recipe, "--store", store.root, "--json").stdout)
     assert [p["version"] for p in listed["promotions"]] == ["v1"]
+
+
+@pytest.fixture(scope="module")
+def second_registry(tmp_path_factory):
+    from tests.registry_support.services import RegistryProcess
+
+    process = RegistryProcess("plain.yml", tmp_path_factory.mktemp("second-registry"))
+    yield process.address
+    process.stop()
+
+
+def test_promotion_into_another_registry_copies_by_digest(pushed, second_registry):
+    envs = (Environment("dev"), Environment("prod", registry=f"{second_registry}/acme-prod"))
+    places = Places("hello", pushed["home"], pushed["store"])
+    run_promote(places, envs, "v1", "dev")
+    with FaultProxy(second_registry) as far:
+        envs = (envs[0], Environment("prod", registry=f"{far.address}/acme-prod"))
+        result = run_promote(places, envs, "v1", "prod")
+        assert result.action == "copy" and result.digest == pushed["digests"]["v1"]
+        assert (result.blobs["blobs_uploaded"], result.blobs["blobs_mounted"]) == (3, 0)
+        manifest = pushed["store"].read_manifest(result.digest)
+        blob_bytes = sum(b.size for b in manifest.blobs())
+        assert far.log.bytes_sent == blob_bytes + len(manifest.raw)
+        assert len(far.log.matching("HEAD", "/blobs/")) == 3  # each blob checked before it travels
+        far.log.clear()
+        again = run_promote(places, envs, "v1", "prod")
+        assert again.blobs["blobs_skipped"] == 3 and not far.log.blob_uploads()
+    assert tag_digest(second_registry, "acme-prod/hello", "prod") == pushed["digests"]["v1"]
+    inspected = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{second_registry}/acme-prod/hello:prod"])
+    assert json.loads(inspected.stdout)["Digest"] == pushed["digests"]["v1"]

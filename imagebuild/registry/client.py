@@ -200,7 +200,8 @@ class RegistryClient:
         if response.status_code == 201:
             return None
         if response.status_code == 202:
-            return response.headers["location"]
+            # Not mounted (distribution answers so when the source lacks the blob): an upload session instead.
+            return response.headers.get("location") or self._start_upload(repository)
         raise registry_error(response, f"mounting blob {digest} into {repository}")
 
     def upload_blob(self, repository: str, descriptor: Descriptor, opener: Opener, *,
