@@ -388,7 +388,9 @@ def test_extends_merges_stock_recipe(tmp_path):
 
 def test_extends_lists_replace(tmp_path):
     path = write(tmp_path, "name: site\nextends: static-nginx\nos:\n  packages: [nginx, curl]\n")
-    assert load_recipe(path, context=NO_GIT).os.packages == ("nginx", "curl")
+    recipe = load_recipe(path, context=NO_GIT)
+    assert recipe.os.packages == ("nginx", "curl")
+    assert recipe.app.exclude == ("imagebuild.yaml", "imagebuild.lock")   # kept from the stock recipe
 
 
 

@@ -84,6 +84,7 @@ def test_nginx_config_runs_without_root():
         assert line in text, line
     for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{temp}_temp_path /tmp/" in text
+    assert "location ~ /\\.(?!well-known/) {" in text
     assert text.count("{") == text.count("}")
     assert server_command(recipe) == ["nginx", "-e", "stderr", "-c", "/etc/imagebuild/nginx.conf"]
 
