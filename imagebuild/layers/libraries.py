@@ -1,0 +1,150 @@
+"""The libraries layer: the app's pinned requirements, installed for the image, not the host.
+
+pip installs wheels for the image's Python version and platform into a
+scratch directory (`--target`, `--platform`, `--only-binary=:all:`), and the
+directory becomes the layer under /usr/local/lib/pythonX.Y/dist-packages,
+which Debian's Python has on sys.path. Hashes in the requirements file are
+enforced with `--require-hashes`. Console scripts are left out: their shebang
+names the host's interpreter, so servers are started with `python3 -m`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from imagebuild.errors import BuildError, RecipeError, UserError
+from imagebuild.oci.layer import DIR, FILE, Entry, entries_from_directory
+from imagebuild.plan import LayerInputs
+from imagebuild.recipe.model import Recipe
+
+# glibc of each Debian suite: wheels built for it or older run there.
+GLIBC = {"bullseye": (2, 31), "bookworm": (2, 36), "trixie": (2, 41)}
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def site_packages(recipe: Recipe) -> str:
+    return f"usr/local/lib/python{recipe.runtime.python}/dist-packages"
+
+
+def pip_platforms(recipe: Recipe) -> list[str]:
+    machine = MACHINE.get(recipe.os.architecture)
+    if machine is None:
+        raise RecipeError(f"no Python wheels platform for architecture {recipe.os.architecture!r}",
+                          file=_where(recipe), key="os.architecture", hint="use amd64 or arm64")
+    platforms = [f"manylinux2014_{machine}"]
+    glibc = GLIBC.get(recipe.os.debian or "")
+    if glibc:
+        platforms.insert(0, f"manylinux_{glibc[0]}_{glibc[1]}_{machine}")
+    return platforms
+
+
+def _where(recipe: Recipe) -> str | None:
+    return str(recipe.source) if recipe.source else None
+
+
+def pip_install(requirements: bytes, target: Path, python: str, platforms: Sequence[str],
+                what: str) -> None:
+    """Install pinned requirements for another interpreter and platform into `target`."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".txt", prefix="requirements-") as handle:
+        handle.write(requirements)
+        handle.flush()
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                   "--no-input", "--target", str(target), "--python-version", python,
+                   "--implementation", "cp", "--only-binary=:all:", "--no-compile", "--no-warn-script-location"]
+        for platform in platforms:
+            command += ["--platform", platform]
+        command += ["-r", handle.name]
+        if b"--hash=" in requirements:
+            command.append("--require-hashes")
+        done = subprocess.run(command, capture_output=True, text=True, check=False,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+        first = errors[0][len("ERROR:"):].strip() if errors else (done.stderr.strip().splitlines() or ["?"])[-1]
+        if any(marker in done.stderr for marker in ("No matching distribution", "Could not find a version",
+                                                    "Hashes are required", "THESE PACKAGES DO NOT MATCH",
+                                                    "Invalid requirement", "ResolutionImpossible",
+                                                    "conflicting dependencies")):
+            raise UserError(f"{what}: pip could not install the requirements: {first}",
+                            hint=f"check the names, versions and hashes exist as wheels for "
+                                 f"Python {python} on {platforms[-1]}")
+        raise BuildError(f"{what}: pip install failed: {first}")
+
+
+def _drop_host_scripts(target: Path) -> None:
+    """Remove console scripts (host shebangs) and their lines in RECORD, so bytes match on any host."""
+    bin_dir = target / "bin"
+    if bin_dir.is_dir():
+        for path in sorted(bin_dir.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        bin_dir.rmdir()
+    for record in target.glob("*.dist-info/RECORD"):
+        lines = record.read_text("utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not line.startswith("../")]
+        if kept != lines:
+            record.write_text("".join(kept), "utf-8")
+
+
+def normalized_entries(root: Path, prefix: str) -> Iterator[Entry]:
+    """A directory's files with modes that do not depend on the host's umask."""
+    for entry in entries_from_directory(str(root), prefix):
+        if entry.kind == DIR:
+            yield Entry(entry.path, DIR, 0o755)
+        elif entry.kind == FILE:
+            mode = 0o755 if entry.mode & 0o111 else 0o644
+            yield Entry(entry.path, FILE, mode, entry.mtime, entry.size, opener=entry.opener)
+        else:
+            yield entry
+
+
+def install_entries(requirements: bytes, scratch: Path, prefix: str, recipe: Recipe, what: str) -> list[Entry]:
+    """pip-install into `scratch` and return the layer entries rooted at `prefix`."""
+    pip_install(requirements, scratch, recipe.runtime.python or "", pip_platforms(recipe), what)
+    _drop_host_scripts(scratch)
+    return list(normalized_entries(scratch, prefix))
+
+
+def pip_version() -> str:
+    done = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BuildError("pip is not available to install Python libraries",
+                         hint=f"install pip for {sys.executable}")
+    return done.stdout.split()[1]
+
+
+def requirements_bytes(recipe: Recipe, read: Callable[[Path], bytes | None]) -> bytes | None:
+    """The pinned requirements at the commit: the file plus `libraries.packages`; None when there are none.
+
+    The recipe loader has already refused unpinned lines.
+
+    `read(path)` returns a file's bytes at the commit, or None when it is not tracked there.
+    """
+    parts: list[bytes] = []
+    if recipe.libraries.requirements:
+        content = read(recipe.root / recipe.libraries.requirements)
+        if content is None:
+            raise RecipeError(f"libraries.requirements: {recipe.libraries.requirements} is not in the commit",
+                              file=_where(recipe), key="libraries.requirements",
+                              hint="create and commit it, or fix the path (relative to the recipe)")
+        parts.append(content.rstrip(b"\n") + b"\n")
+    if recipe.libraries.packages:
+        parts.append(("\n".join(recipe.libraries.packages) + "\n").encode())
+    if not parts:
+        return None
+    if not recipe.runtime.python:
+        raise RecipeError("libraries need runtime.python", file=_where(recipe), key="libraries",
+                          hint="set runtime.python, or remove the libraries section")
+    return b"".join(parts)
+
+
+def inputs(recipe: Recipe, requirements: bytes, epoch: int, pip: str) -> LayerInputs:
+    return LayerInputs("libraries", {
+        "requirements": "sha256:" + hashlib.sha256(requirements).hexdigest(),
+        "python": recipe.runtime.python, "platforms": pip_platforms(recipe),
+        "prefix": site_packages(recipe), "pip": pip}, epoch)

@@ -1,0 +1,55 @@
+"""The server layer: the app server's pinned packages, its rendered config, and the launcher.
+
+Server packages go to their own directory, put on sys.path by a .pth file
+that Python processes after dist-packages, so the app's own pins always win
+over a server dependency of the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Mapping
+
+from imagebuild.layers.libraries import install_entries, pip_platforms, site_packages
+from imagebuild.launcher import launcher_script
+from imagebuild.oci.layer import Entry
+from imagebuild.plan import LAUNCHER_PATH, LayerInputs
+from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.templates import render_server_files
+
+SERVER_PACKAGES = "usr/local/lib/imagebuild/server-packages"
+PTH_NAME = "zz-imagebuild-server.pth"
+
+
+ServerFiles = Mapping[str, tuple[bytes, int]]
+
+
+def rendered_files(recipe: Recipe) -> ServerFiles:
+    """The stock templates rendered for this recipe: image path (no leading /) → (bytes, mode)."""
+    return {path.lstrip("/"): content for path, content in sorted(render_server_files(recipe).items())}
+
+
+def _digest(files: ServerFiles) -> str:
+    hasher = hashlib.sha256()
+    for path, (content, mode) in sorted(files.items()):
+        hasher.update(f"{path}\0{mode:o}\0".encode() + hashlib.sha256(content).digest())
+    return "sha256:" + hasher.hexdigest()
+
+
+def inputs(recipe: Recipe, files: ServerFiles, epoch: int, pip: str | None) -> LayerInputs:
+    values: dict = {"files": _digest(files), "launcher": "sha256:" + hashlib.sha256(launcher_script()).hexdigest(),
+                    "packages": list(recipe.server.packages)}
+    if recipe.server.packages:
+        values.update({"python": recipe.runtime.python, "platforms": pip_platforms(recipe), "pip": pip})
+    return LayerInputs("server", values, epoch)
+
+
+def build_entries(recipe: Recipe, files: ServerFiles, scratch: Path) -> list[Entry]:
+    entries = [Entry.file(LAUNCHER_PATH.lstrip("/"), launcher_script(), mode=0o755)]
+    entries += [Entry.file(path, content, mode=mode) for path, (content, mode) in files.items()]
+    if recipe.server.packages:
+        requirements = ("\n".join(recipe.server.packages) + "\n").encode()
+        entries += install_entries(requirements, scratch, SERVER_PACKAGES, recipe, "server.packages")
+        entries.append(Entry.file(f"{site_packages(recipe)}/{PTH_NAME}", f"/{SERVER_PACKAGES}\n".encode()))
+    return entries
