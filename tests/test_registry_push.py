@@ -153,3 +153,14 @@ def test_a_mount_answered_202_becomes_an_ordinary_upload(registry, store):
         assert [m.status for m in mounts] == [202]
         assert not proxy.log.matching("POST", r"uploads/$")  # the 202's session was used, not a new one
         assert client.blob_exists(repository, blob.digest)
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_uploads_in_parallel_stay_within_the_bound(registry, store, parallel):
+    ref_name = write_app_image(store, "hello", f"par{parallel}", extra_layers=8)
+    with FaultProxy(registry) as proxy:
+        proxy.upload_delay = 0.2  # each upload stays open long enough for others to overlap it
+        result = push_image(store, ref_name, Reference.parse(f"{proxy.address}/{unique('par')}"),
+                            parallel=parallel)
+        assert result.blobs_uploaded == 11
+        assert 1 <= proxy.max_uploads_in_flight <= parallel

@@ -45,9 +45,11 @@ def base_layers(store: LayoutStore, filler_bytes: int = 0, seed: bytes = b"seed"
 
 
 def write_app_image(store: LayoutStore, name: str, version: str, message: str = "hello",
-                    filler_bytes: int = 0, revision: str | None = None) -> str:
+                    filler_bytes: int = 0, revision: str | None = None, extra_layers: int = 0) -> str:
     """An image whose top layer holds the app; returns the local ref name `name:version`."""
     layers = base_layers(store, filler_bytes)
+    for index in range(extra_layers):
+        layers.append(_layer(store, [Entry.file(f"opt/extra/{index}.txt", f"{version} {index}\n".encode())]))
     layers.append(_layer(store, [Entry.file("app/message.txt", (message + "\n").encode())]))
     image = Image(created=CREATED, runtime={"Entrypoint": ["/bin/busybox", "echo", message],
                                             "Env": ["PATH=/bin"]})

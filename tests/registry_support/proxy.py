@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -89,6 +90,10 @@ class FaultProxy:
         self.log = Log()
         self.faults: list[Fault] = []
         self._faults_lock = threading.Lock()
+        # Blob uploads under way at once, and the most seen; `upload_delay` holds each one open a while.
+        self.upload_delay = 0.0
+        self.uploads_in_flight = 0
+        self.max_uploads_in_flight = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -123,6 +128,20 @@ class FaultProxy:
                     self.connection.shutdown(2)
                     return
                 body = self._read_body()
+                uploading = method in ("PUT", "PATCH") and "/blobs/uploads/" in path
+                if uploading:
+                    with proxy._faults_lock:
+                        proxy.uploads_in_flight += 1
+                        proxy.max_uploads_in_flight = max(proxy.max_uploads_in_flight, proxy.uploads_in_flight)
+                    time.sleep(proxy.upload_delay)
+                try:
+                    self._answer(method, path, body, fault)
+                finally:
+                    if uploading:
+                        with proxy._faults_lock:
+                            proxy.uploads_in_flight -= 1
+
+            def _answer(self, method, path, body, fault):
                 if fault and fault.action in ("500", "429"):
                     code = "TOOMANYREQUESTS" if fault.action == "429" else "UNKNOWN"
                     payload = b'{"errors":[{"code":"%s","message":"injected failure"}]}' % code.encode()
