@@ -126,3 +126,22 @@ def test_unknown_image_and_destination(built):
     assert_one_line_error(imagebuild("export", "nope:v1", "oci:/tmp/x", "--store", built["store"]), "nope:v1")
     assert_one_line_error(imagebuild("export", "app:v1", "tarball:/tmp/x", "--store", built["store"]),
                           "unknown destination")
+
+
+def test_corrupt_zstd_layer_is_named_when_exported_for_docker(tmp_path):
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    store = tmp_path / "store"
+    made = imagebuild("image", "from-dir", rootfs, "app:z", "--compression", "zstd", "--store", store, "--json")
+    assert made.returncode == 0, made.stderr
+    blobs = store / "blobs" / "sha256"
+    manifest = json.loads((blobs / json.loads(made.stdout)["digest"].split(":")[1]).read_bytes())
+    layer_digest = manifest["layers"][0]["digest"]
+    path = blobs / layer_digest.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 64] = bytes(64)  # damage inside the compressed frame
+    path.write_bytes(bytes(data))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = imagebuild("export", "app:z", f"docker-archive:{out_dir / 'image.tar'}", "--store", store)
+    assert_one_line_error(result, layer_digest, "corrupt", code=4)
+    assert all_files(out_dir) == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tarfile
 import shutil
 import uuid
 
@@ -97,3 +99,24 @@ def test_docker_loads_and_runs_the_archive(exported, docker_client):
         assert int(shell.stdout.strip()) >= 6
     finally:
         run(["docker", "rmi", "-f", tag])
+
+
+def test_export_by_digest_keeps_the_images_tag(exported):
+    store = exported["work"] / "store"
+    archive = exported["work"] / "by-digest.tar"
+    done = imagebuild("export", exported["digest"], f"docker-archive:{archive}", "--store", store)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(archive) as tar:
+        doc = json.loads(tar.extractfile("manifest.json").read())
+        config = json.loads(tar.extractfile(doc[0]["Config"]).read())
+        layer_name = doc[0]["Layers"][0]
+        layer = tar.extractfile(layer_name).read()
+    assert doc[0]["RepoTags"] == [f"{exported['name']}:v1"]
+    # gzip layers go in as stored; zstd ones as the plain tar named by its diff_id.
+    diff_id = config["rootfs"]["diff_ids"][0]
+    if exported["compression"] == "zstd":
+        assert layer_name == f"blobs/sha256/{diff_id.split(':')[1]}"
+        assert "sha256:" + hashlib.sha256(layer).hexdigest() == diff_id
+    else:
+        assert layer[:2] == b"\x1f\x8b"
+    assert archive.read_bytes() == exported["archive"].read_bytes()

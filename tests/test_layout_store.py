@@ -152,3 +152,16 @@ def test_cli_store_location_option_env_and_xdg_default(tmp_path):
     assert list(LayoutStore(tmp_path / "by-option").refs()) == ["where:option"]
     listed = cli("images", "--json", "--store", tmp_path / "by-option")
     assert [row["image"] for row in json.loads(listed.stdout)["images"]] == ["where:option"]
+
+
+def test_temp_files_left_by_a_killed_writer_are_swept(tmp_path):
+    store = LayoutStore(tmp_path / "s").ensure()
+    stale = store.root / "tmp" / "blob-killed"
+    stale.write_bytes(b"x" * 1000)
+    old = 1_000_000_000
+    os.utime(stale, (old, old))
+    fresh = store.root / "tmp" / "blob-still-writing"
+    fresh.write_bytes(b"y")
+    store.put_blob(b"anything")
+    assert not stale.exists()
+    assert fresh.exists()

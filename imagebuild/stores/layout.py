@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -29,6 +30,7 @@ OCI_LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 READ_CHUNK = 1024 * 1024
 # mkstemp creates files 0600; a layout is meant to be read by other users and tools.
 FILE_MODE = 0o644
+STALE_TEMP_SECONDS = 24 * 3600
 
 
 class StoreNotWritableError(UserError):
@@ -90,6 +92,7 @@ class LayoutStore:
         try:
             (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             self._tmp_dir().mkdir(exist_ok=True)
+            self._sweep_stale_temps()
             if not (self.root / "oci-layout").exists():
                 self._atomic_write(self.root / "oci-layout", canonical_json(OCI_LAYOUT_VERSION))
             with self.locked():
@@ -98,6 +101,14 @@ class LayoutStore:
         except OSError as exc:
             raise _os_error(self.root, exc) from None
         return self
+
+    def _sweep_stale_temps(self) -> None:
+        """Remove blob temp files a killed writer left behind; a live writer keeps touching its file."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for entry in os.scandir(self._tmp_dir()):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
 
     def exists(self) -> bool:
         return (self.root / "index.json").is_file()
