@@ -145,3 +145,14 @@ def test_corrupt_zstd_layer_is_named_when_exported_for_docker(tmp_path):
     result = imagebuild("export", "app:z", f"docker-archive:{out_dir / 'image.tar'}", "--store", store)
     assert_one_line_error(result, layer_digest, "corrupt", code=4)
     assert all_files(out_dir) == []
+
+
+def test_missing_blob_is_named(built, tmp_path):
+    blobs = built["store"] / "blobs" / "sha256"
+    manifest = json.loads((blobs / built["digest"].split(":")[1]).read_bytes())
+    layer_digest = manifest["layers"][0]["digest"]
+    (blobs / layer_digest.split(":")[1]).unlink()
+    for destination in (f"docker-archive:{tmp_path / 'image.tar'}", f"oci:{tmp_path / 'layout'}"):
+        result = imagebuild("export", "app:v1", destination, "--store", built["store"])
+        assert_one_line_error(result, layer_digest, "missing", code=4)
+    assert not (tmp_path / "image.tar").exists() and not (tmp_path / "layout").exists()
