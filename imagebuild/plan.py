@@ -31,7 +31,7 @@ LAYER_ORDER = ("os", "runtime", "libraries", "server", "app", "config")
 KEY_SKIPS = {"config": frozenset({"app"})}
 
 # Bumped whenever a builder's output for the same inputs changes, so old cache entries stop matching.
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 
 ANNOTATION_DIRTY = "dev.imagebuild.dirty"
 ANNOTATION_ENVIRONMENTS = "dev.imagebuild.environments"

@@ -88,7 +88,7 @@ class RichProgress(Progress):
     def layer_done(self, name: str, cached: bool, size: int, seconds: float) -> None:
         self._bar.console.print(layer_line(name, cached, size, seconds), highlight=False)
         if self._task is not None:
-            self._bar.advance(self._task)
+            self._bar.update(self._task, description="baking", advance=1)
 
     def note(self, message: str) -> None:
         self._bar.console.print(message, highlight=False)

@@ -45,8 +45,31 @@ def inputs(recipe: Recipe, files: ServerFiles, epoch: int, pip: str | None) -> L
     return LayerInputs("server", values, epoch)
 
 
-def build_entries(recipe: Recipe, files: ServerFiles, scratch: Path) -> list[Entry]:
+def account_entries(recipe: Recipe, passwd: str, group: str) -> list[Entry]:
+    """/etc/passwd and /etc/group with an `app` entry for a numeric app.user the OS does not know.
+
+    Some programs look their user up (Java's user.home, Python's getpass); an
+    unknown uid makes them guess or fail.
+    """
+    uid, _, gid = recipe.app.user.partition(":")
+    gid = gid or uid
+    if not (uid.isdigit() and gid.isdigit()):
+        return []
+    entries = []
+    if not any(line.split(":")[2:3] == [uid] for line in passwd.splitlines()):
+        line = f"app:x:{uid}:{gid}:app:{recipe.app.dest}:/usr/sbin/nologin\n"
+        entries.append(Entry.file("etc/passwd", (passwd.rstrip("\n") + "\n" + line).encode()))
+    if not any(line.split(":")[2:3] == [gid] for line in group.splitlines()):
+        entries.append(Entry.file("etc/group", (group.rstrip("\n") + f"\napp:x:{gid}:\n").encode()))
+    return entries
+
+
+def build_entries(recipe: Recipe, files: ServerFiles, scratch: Path,
+                  accounts: tuple[str, str] | None = None) -> list[Entry]:
+    """The layer's entries; `accounts` is the OS layer's (/etc/passwd, /etc/group)."""
     entries = [Entry.file(LAUNCHER_PATH.lstrip("/"), launcher_script(), mode=0o755)]
+    if accounts is not None:
+        entries += account_entries(recipe, *accounts)
     entries += [Entry.file(path, content, mode=mode) for path, (content, mode) in files.items()]
     if recipe.server.packages:
         requirements = ("\n".join(recipe.server.packages) + "\n").encode()
