@@ -1,0 +1,412 @@
+"""The OS and runtime layers, built from Debian packages.
+
+`os` is the suite plus `os.packages`; `runtime` is what installing the
+language runtime changes on top of it. Both root file systems are built by
+mmdebstrap with every package pinned to the version in imagebuild.lock, so the
+same commit bakes the same bytes; without a lock (or when the recipe asks for
+something the lock does not cover) the versions are resolved afresh and the
+lock is written. The two layers are cached in the store under keys made of
+everything that decides their bytes.
+
+`base_from_store` is the other way to get an OS: an image already in the
+local store, pinned by digest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import re
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import imagebuild
+from imagebuild.errors import BuildError, UserError
+from imagebuild.layers import LayerCache, store_layer
+from imagebuild.layers.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
+from imagebuild.layers.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
+                                             unknown_package)
+from imagebuild.layers.os_tree import diff_entries, installed_packages, read_member_text, tree_entries
+from imagebuild.lockfile import DebianLock, read_lock, write_lock
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.digest import Digest
+from imagebuild.oci.layer import LayerResult
+from imagebuild.oci.model import Descriptor, Layer, ParsedManifest
+from imagebuild.oci.reference import Reference
+from imagebuild.recipe.model import OsSpec, RuntimeSpec
+from imagebuild.stores.layout import LayoutStore
+
+# Bumped whenever the same recipe would give other packages or other layer bytes (e.g. a
+# new drop rule); it is part of the lock's inputs, so older locks are resolved afresh.
+LAYER_FORMAT = 2
+
+_VERSION_FORMS = {"python": re.compile(r"3\.\d+"), "java": re.compile(r"\d+"), "node": re.compile(r"\d+")}
+
+
+def source_of(os_spec: OsSpec) -> DebianSource:
+    if os_spec.image or not os_spec.debian:
+        raise UserError("the OS comes from a base image (os.image), not from Debian packages")
+    return DebianSource(suite=os_spec.debian, mirror=(os_spec.mirror or DEFAULT_MIRROR).rstrip("/"),
+                        architecture=os_spec.architecture, variant=os_spec.variant)
+
+
+# -- which packages -----------------------------------------------------------
+
+
+def resolve_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec,
+                     index: AptIndex | None = None) -> tuple[list[str], list[str]]:
+    """(OS packages, runtime packages) for the recipe, each checked against the suite's index."""
+    source = source_of(os_spec)
+    index = index or AptIndex(source)
+    base = sorted(set(os_spec.packages))
+    found = index.versions(base)
+    for name in base:
+        if not found[name]:
+            raise unknown_package(source, name)
+    return base, _runtime_packages(source, runtime_spec, index)
+
+
+def _runtime_packages(source: DebianSource, spec: RuntimeSpec, index: AptIndex) -> list[str]:
+    language, version = spec.language, spec.version
+    if not language:
+        return []
+    version = str(version)
+    if not _VERSION_FORMS[language].fullmatch(version):
+        example = {"python": "3.11", "java": "17", "node": "18"}[language]
+        raise UserError(f"runtime {language} {version!r} is not a version number", hint=f"e.g. {example}")
+
+    def not_shipped(shipped: list[str]) -> UserError:
+        has = ", ".join(shipped) if shipped else "none"
+        return UserError(f"runtime {language} {version} is not shipped by Debian {source.suite} (it has {has})")
+
+    if language == "python":
+        names = index.names_matching(r"python3\.\d+")
+        if f"python{version}" not in names:
+            raise not_shipped(sorted((n[len("python"):] for n in names), key=_numeric))
+        # `python3` (the /usr/bin/python3 name and the stdlib metapackages) only when it is this version
+        default = index.versions(["python3"])["python3"]
+        extra = ["python3"] if default and default[0].startswith(version + ".") else []
+        return [f"python{version}", *extra]
+    if language == "java":
+        names = index.names_matching(r"openjdk-\d+-jre-headless")
+        if f"openjdk-{version}-jre-headless" not in names:
+            raise not_shipped(sorted((n.split("-")[1] for n in names), key=_numeric))
+        return [f"openjdk-{version}-jre-headless"]
+    majors = sorted({v.split(":")[-1].split(".")[0] for v in index.versions(["nodejs"])["nodejs"]}, key=_numeric)
+    if version not in majors:
+        raise not_shipped(majors)
+    return ["nodejs"]
+
+
+def _numeric(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def lock_inputs(os_spec: OsSpec, runtime_spec: RuntimeSpec) -> dict[str, Any]:
+    """What the recipe asks for; a lock made from other inputs is out of date."""
+    source = source_of(os_spec)
+    runtime = {runtime_spec.language: str(runtime_spec.version)} if runtime_spec.language else {}
+    return {**source.describe(), "packages": sorted(set(os_spec.packages)), "runtime": runtime,
+            "layerFormat": LAYER_FORMAT}
+
+
+# -- cache keys ---------------------------------------------------------------
+
+
+def _key(data: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(data)).hexdigest()
+
+
+def _tool() -> list[str]:
+    return [f"imagebuild {imagebuild.__version__}", mmdebstrap_version(), f"format {LAYER_FORMAT}"]
+
+
+def os_layer_key(os_spec: OsSpec, lock: DebianLock) -> str:
+    """The OS layer's cache key: source, variant, architecture, every locked version, epoch, tools."""
+    return _key({"layer": "debian-os", "source": source_of(os_spec).describe(),
+                 "packages": [f"{n}={v}" for n, v in sorted(lock.os.items())],
+                 "sourceDateEpoch": lock.source_date_epoch, "tool": _tool()})
+
+
+def runtime_layer_key(os_spec: OsSpec, runtime_spec: RuntimeSpec, lock: DebianLock, parent_key: str) -> str:
+    """The runtime layer's cache key, chained to the OS layer's."""
+    return _key({"layer": "debian-runtime", "source": source_of(os_spec).describe(),
+                 "runtime": lock_inputs(os_spec, runtime_spec)["runtime"],
+                 "packages": [f"{n}={v}" for n, v in sorted(lock.runtime_versions().items())],
+                 "sourceDateEpoch": lock.source_date_epoch, "tool": _tool(), "parent": parent_key})
+
+
+# -- building -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DebianLayers:
+    """The built (or cached) layers, their keys and the lock they came from."""
+
+    os: LayerResult
+    os_key: str
+    runtime: LayerResult | None
+    runtime_key: str | None
+    lock: DebianLock
+    cached: bool = False
+
+    def layers(self) -> list[LayerResult]:
+        return [self.os] + ([self.runtime] if self.runtime else [])
+
+
+@dataclass
+class _Trees:
+    """The two root file system tars in a scratch directory."""
+
+    work: Path
+    log_dir: Path
+
+    @property
+    def os_tar(self) -> Path:
+        return self.work / "os.tar"
+
+    @property
+    def runtime_tar(self) -> Path:
+        return self.work / "runtime.tar"
+
+
+def _default_log_dir(store: LayoutStore | None) -> Path:
+    if store is not None:
+        return Path(store.root) / "logs"
+    return Path(tempfile.gettempdir()) / "imagebuild-logs"
+
+
+def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, trees: _Trees) -> DebianLock:
+    """Build both trees from the newest versions and record what got installed."""
+    index = AptIndex(source)
+    base, runtime = resolve_packages(os_spec, runtime_spec, index)
+    epoch = index.release_epoch()
+    build_rootfs(source, base, None, epoch, trees.os_tar, trees.log_dir / "debian-os.log")
+    with tarfile.open(trees.os_tar) as tar:
+        os_versions = installed_packages(tar)
+    runtime_changes: dict[str, str] = {}
+    if runtime:
+        # pinned to the OS tree's versions, so the runtime tree differs from it only by the runtime
+        build_rootfs(source, base + runtime, os_versions, epoch, trees.runtime_tar,
+                     trees.log_dir / "debian-runtime.log")
+        with tarfile.open(trees.runtime_tar) as tar:
+            runtime_versions = installed_packages(tar)
+        runtime_changes = {n: v for n, v in runtime_versions.items() if os_versions.get(n) != v}
+        removed = sorted(set(os_versions) - set(runtime_versions))
+        if removed:
+            raise BuildError(f"installing the runtime removes OS packages ({', '.join(removed)})",
+                             hint="remove them from os.packages")
+    return DebianLock(inputs=lock_inputs(os_spec, runtime_spec), source_date_epoch=epoch,
+                      os=os_versions, runtime=runtime_changes)
+
+
+def _check_locked_versions(source: DebianSource, lock: DebianLock) -> None:
+    """Fail early, naming the package, when the mirror has dropped a locked version."""
+    wanted = lock.runtime_versions()
+    index = AptIndex(source)
+    for attempt in (0, 1):
+        if attempt:
+            index.refresh(force=True)     # a stale index must not blame the lock
+        found = index.versions(sorted(wanted))
+        missing = sorted(name for name, version in wanted.items() if version not in found[name])
+        if not missing:
+            return
+    raise locked_version_missing(missing[0], wanted[missing[0]])
+
+
+def _build_locked(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, lock: DebianLock,
+                  trees: _Trees, need_runtime: bool) -> None:
+    _check_locked_versions(source, lock)
+    base = sorted(set(os_spec.packages))
+    runtime = _runtime_packages(source, runtime_spec, AptIndex(source)) if need_runtime else []
+    jobs = [(base, dict(lock.os), trees.os_tar, "debian-os.log")]
+    if need_runtime:
+        jobs.append((base + runtime, lock.runtime_versions(), trees.runtime_tar, "debian-runtime.log"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(build_rootfs, source, include, pins, lock.source_date_epoch, tar,
+                               trees.log_dir / log) for include, pins, tar, log in jobs]
+        for future in futures:
+            future.result()
+    for _, pins, tar_path, _ in jobs:
+        with tarfile.open(tar_path) as tar:
+            installed = installed_packages(tar)
+        for name in sorted(set(pins) | set(installed)):
+            if pins.get(name) != installed.get(name):
+                raise BuildError(f"package {name} was installed as {installed.get(name, 'nothing')} "
+                                 f"but imagebuild.lock pins {pins.get(name, 'nothing')}",
+                                 hint="run `imagebuild lock` to refresh imagebuild.lock")
+
+
+def _write_layers(store: LayoutStore, trees: _Trees, lock: DebianLock, os_result: LayerResult | None,
+                  write_runtime: bool) -> tuple[LayerResult, LayerResult | None]:
+    """Write the layers not already cached; `os_result` is the cached OS layer, if any."""
+    epoch = lock.source_date_epoch
+    runtime_result = None
+    with tarfile.open(trees.os_tar) as os_tar:
+        if os_result is None:
+            os_result = store_layer(store, tree_entries(os_tar), epoch)
+        if write_runtime:
+            with tarfile.open(trees.runtime_tar) as runtime_tar:
+                runtime_result = store_layer(store, diff_entries(os_tar, runtime_tar), epoch)
+    return os_result, runtime_result
+
+
+def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: RuntimeSpec,
+                        lock_path: str | Path, *, update_lock: bool = True, use_cache: bool = True,
+                        log_dir: str | Path | None = None) -> DebianLayers:
+    """The OS layer and (when the recipe names a runtime) the runtime layer, in `store`.
+
+    With a lock matching the recipe, every package is pinned to its locked
+    version. Without one, or with one the recipe has outgrown, versions are
+    resolved afresh and the lock is (re)written — unless `update_lock` is
+    False, as in CI, where that is an error.
+    """
+    source = source_of(os_spec)
+    lock_path = Path(lock_path)
+    inputs = lock_inputs(os_spec, runtime_spec)
+    lock = read_lock(lock_path)
+    if lock is not None and dict(lock.inputs) != _plain(inputs):
+        if not update_lock:
+            raise UserError(f"{lock_path} is out of date with the recipe's os and runtime sections",
+                            hint="run `imagebuild lock` and commit imagebuild.lock")
+        lock = None
+    if lock is None and not update_lock:
+        raise UserError(f"no {lock_path.name} beside the recipe", hint="run `imagebuild lock` and commit it")
+    need_runtime = bool(runtime_spec.language)
+    cache = LayerCache(store)
+    with tempfile.TemporaryDirectory(prefix="imagebuild-debian-") as work:
+        trees = _Trees(Path(work), Path(log_dir) if log_dir else _default_log_dir(store))
+        if lock is None:
+            lock = _resolve(source, os_spec, runtime_spec, trees)
+            write_lock(lock_path, lock)
+            os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
+        else:
+            os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
+            if os_result is not None and (runtime_result is not None or not need_runtime):
+                return DebianLayers(os_result, os_key, runtime_result, runtime_key, lock, cached=True)
+            # the runtime layer is a diff against the OS tree, so it needs both trees
+            _build_locked(source, os_spec, runtime_spec, lock, trees, need_runtime=need_runtime)
+        os_result, written = _write_layers(store, trees, lock, os_result, need_runtime and runtime_result is None)
+        runtime_result = runtime_result or written
+    cache.put(os_key, os_result)
+    if runtime_key and runtime_result:
+        cache.put(runtime_key, runtime_result)
+    return DebianLayers(os_result, os_key, runtime_result, runtime_key, lock)
+
+
+def _cached(cache: LayerCache, os_spec: OsSpec, runtime_spec: RuntimeSpec, lock: DebianLock,
+            use_cache: bool) -> tuple[str, str | None, LayerResult | None, LayerResult | None]:
+    """Both keys, and the layers the cache already holds for them."""
+    os_key = os_layer_key(os_spec, lock)
+    runtime_key = runtime_layer_key(os_spec, runtime_spec, lock, os_key) if runtime_spec.language else None
+    os_result = cache.get(os_key) if use_cache else None
+    runtime_result = cache.get(runtime_key) if (use_cache and runtime_key) else None
+    return os_key, runtime_key, os_result, runtime_result
+
+
+def lock_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec, path: str | Path,
+                  log_dir: str | Path | None = None) -> DebianLock:
+    """Resolve the newest versions the mirror has, by building both trees, and write the lock."""
+    source = source_of(os_spec)
+    with tempfile.TemporaryDirectory(prefix="imagebuild-lock-") as work:
+        trees = _Trees(Path(work), Path(log_dir) if log_dir else _default_log_dir(None))
+        lock = _resolve(source, os_spec, runtime_spec, trees)
+    write_lock(path, lock)
+    return lock
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+# -- reading the OS layer back ----------------------------------------------------
+
+
+def os_accounts(store: LayoutStore, os_layer: LayerResult) -> tuple[str, str]:
+    """(/etc/passwd, /etc/group) of an OS layer in the store, for adding the app's user."""
+    found: dict[str, str] = {}
+    with store.open_blob(os_layer.digest) as blob:
+        compression = mt.layer_compression(os_layer.media_type)
+        stream = blob
+        if compression == "zstd":
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(blob)
+        mode = "r|gz" if compression == "gzip" else "r|"
+        with tarfile.open(fileobj=stream, mode=mode) as tar:
+            for member in tar:
+                if member.name in ("etc/passwd", "etc/group") and member.isfile():
+                    found[member.name] = tar.extractfile(member).read().decode("utf-8", "replace")
+                    if len(found) == 2:
+                        break
+    if len(found) != 2:
+        raise BuildError(f"the OS layer {os_layer.digest} has no etc/passwd or etc/group")
+    return found["etc/passwd"], found["etc/group"]
+
+
+# -- a base image instead -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    reference: str
+    manifest_digest: Digest
+    layers: tuple[Layer, ...]
+    config: dict[str, Any]
+
+
+def base_from_store(store: LayoutStore, ref: str, architecture: str = "amd64") -> BaseImage:
+    """An image already in the local store, pinned by digest, as layers and config."""
+    reference = Reference.parse(ref)
+    if reference.digest is None:
+        raise UserError(f"os.image {ref!r} is not pinned by digest", hint="write it as REF@sha256:...")
+    pull = f"run `imagebuild pull {ref}` first"
+    if not store.has_blob(reference.digest):
+        raise UserError(f"base image {ref} is not in the local store at {store.root}", hint=pull)
+    digest = reference.digest
+    raw = store.read_blob(digest)
+    try:
+        media = json.loads(raw).get("mediaType")
+    except ValueError:
+        raise UserError(f"{reference.digest} in the local store is not an image manifest") from None
+    if media in mt.INDEX_TYPES:
+        digest = _platform_manifest(raw, architecture, ref)
+        if not store.has_blob(digest):
+            raise UserError(f"the {architecture} image of {ref} is not in the local store", hint=pull)
+        raw = store.read_blob(digest)
+    try:
+        manifest = ParsedManifest.parse(raw)
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{digest} in the local store is not an image manifest ({exc})") from None
+    for descriptor in manifest.blobs():
+        if not store.has_blob(descriptor.digest):
+            raise UserError(f"blob {descriptor.digest} of base image {ref} is missing from the local store",
+                            hint=pull)
+    config = store.read_config(manifest)
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    if len(diff_ids) != len(manifest.layers):
+        raise UserError(f"base image {ref} lists {len(manifest.layers)} layers but "
+                        f"{len(diff_ids)} diff_ids in its config")
+    layers = tuple(Layer(_oci_layer(descriptor), Digest(diff_id))
+                   for descriptor, diff_id in zip(manifest.layers, diff_ids))
+    return BaseImage(reference=ref, manifest_digest=Digest(digest), layers=layers, config=config)
+
+
+def _platform_manifest(raw: bytes, architecture: str, ref: str) -> Digest:
+    for entry in json.loads(raw).get("manifests", []):
+        platform = entry.get("platform") or {}
+        if platform.get("os", "linux") == "linux" and platform.get("architecture") == architecture:
+            return Digest(entry["digest"])
+    raise UserError(f"base image {ref} has no linux/{architecture} image")
+
+
+def _oci_layer(descriptor: Descriptor) -> Descriptor:
+    # Docker's gzip layer type names the same bytes as OCI's; an OCI manifest wants OCI's name.
+    if descriptor.media_type == mt.DOCKER_LAYER_GZIP:
+        return Descriptor(mt.OCI_LAYER_GZIP, descriptor.digest, descriptor.size, descriptor.annotations)
+    return descriptor

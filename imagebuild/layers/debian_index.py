@@ -1,0 +1,177 @@
+"""The Debian package index, as apt itself sees it.
+
+apt downloads and verifies (against the host's Debian archive keyring) the
+suite's package lists into a private state directory under the user's cache,
+and answers questions with `apt-cache`: which names exist, which versions a
+mirror still carries. The same lists and signatures mmdebstrap uses, without
+building anything. A refresh costs a second or two and is skipped while the
+lists are fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import fcntl
+import hashlib
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagebuild.errors import BuildError, UserError
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+FRESH_SECONDS = 3600
+# Suites without -updates and -security pockets.
+_ROLLING = {"sid", "unstable", "experimental", "rc-buggy"}
+
+
+@dataclass(frozen=True)
+class DebianSource:
+    """Where packages come from: suite, mirrors, architecture and mmdebstrap variant."""
+
+    suite: str = "bookworm"
+    mirror: str = DEFAULT_MIRROR
+    architecture: str = "amd64"
+    variant: str = "essential"
+
+    @property
+    def security_mirror(self) -> str:
+        base = self.mirror.rstrip("/")
+        if base.endswith("/debian"):
+            return base + "-security"
+        return DEFAULT_SECURITY_MIRROR
+
+    def sources(self) -> list[str]:
+        """The one-line apt sources: main, -updates and -security for a stable suite."""
+        mirror = self.mirror.rstrip("/")
+        lines = [f"deb {mirror} {self.suite} main"]
+        if self.suite not in _ROLLING:
+            lines.append(f"deb {mirror} {self.suite}-updates main")
+            lines.append(f"deb {self.security_mirror} {self.suite}-security main")
+        return lines
+
+    def describe(self) -> dict:
+        return {"suite": self.suite, "sources": self.sources(), "architecture": self.architecture,
+                "variant": self.variant}
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "imagebuild" / "debian-index"
+
+
+class AptIndex:
+    """A private apt state directory for one DebianSource."""
+
+    def __init__(self, source: DebianSource, root: Path | None = None):
+        self.source = source
+        ident = hashlib.sha256("\n".join(source.sources() + [source.architecture]).encode()).hexdigest()[:16]
+        self.root = (root or cache_root()) / f"{source.suite}-{source.architecture}-{ident}"
+        self._refreshed = False
+
+    # -- apt plumbing -----------------------------------------------------
+
+    def _options(self) -> list[str]:
+        root = str(self.root)
+        return ["-o", f"Dir={root}", "-o", f"Dir::State::status={root}/status",
+                "-o", f"Dir::Etc::Parts={root}/apt.conf.d", "-o", f"Dir::Etc::PreferencesParts={root}/preferences.d",
+                "-o", f"Dir::Etc::Preferences={root}/preferences",
+                "-o", f"Dir::Etc::SourceList={root}/sources.list", "-o", f"Dir::Etc::SourceParts={root}/sources.list.d",
+                "-o", f"Dir::Etc::Trusted={KEYRING}", "-o", f"Dir::Etc::TrustedParts={root}/trusted.gpg.d",
+                "-o", f"APT::Architecture={self.source.architecture}",
+                "-o", f"APT::Architectures={self.source.architecture}",
+                "-o", "Acquire::Languages=none", "-o", "Debug::NoLocking=1"]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["APT_CONFIG"] = str(self.root / "apt.conf")   # an empty file: ignore the host's apt setup
+        env["LC_ALL"] = "C.UTF-8"
+        return env
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([tool, *self._options(), *args], capture_output=True, text=True, env=self._env())
+
+    def _prepare(self) -> None:
+        for sub in ("apt.conf.d", "preferences.d", "sources.list.d", "trusted.gpg.d",
+                    "var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        (self.root / "apt.conf").touch()
+        (self.root / "status").touch()
+        (self.root / "sources.list").write_text("\n".join(self.source.sources()) + "\n")
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _stamp(self) -> Path:
+        return self.root / ".updated"
+
+    def refresh(self, force: bool = False) -> "AptIndex":
+        """Download the lists unless they are fresh (or already refreshed by this object)."""
+        if self._refreshed and not force:
+            return self
+        with self._locked():
+            stamp = self._stamp()
+            fresh = stamp.exists() and time.time() - stamp.stat().st_mtime < FRESH_SECONDS
+            if force or not fresh:
+                self._prepare()
+                done = self._run("apt-get", "update")
+                errors = [line for line in (done.stdout + done.stderr).splitlines()
+                          if line.startswith(("E:", "W:", "Err:"))]
+                if done.returncode != 0 or any(line.startswith(("E:", "Err:")) for line in errors):
+                    detail = errors[0] if errors else f"apt-get update exited {done.returncode}"
+                    raise UserError(f"cannot read the Debian package index for {self.source.suite} "
+                                    f"from {self.source.mirror}: {detail}",
+                                    hint="check os.debian, os.mirror and the network")
+                stamp.touch()
+        self._refreshed = True
+        return self
+
+    # -- questions ----------------------------------------------------------
+
+    def versions(self, names: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+        """Every version the mirrors carry for each name; a name without versions is absent."""
+        self.refresh()
+        found: dict[str, list[str]] = {name: [] for name in names}
+        if not names:
+            return found
+        done = self._run("apt-cache", "madison", *names)
+        for line in done.stdout.splitlines():
+            parts = [part.strip() for part in line.split("|")]
+            if len(parts) >= 3 and parts[0] in found and parts[2].endswith("Packages"):
+                if parts[1] not in found[parts[0]]:
+                    found[parts[0]].append(parts[1])
+        return found
+
+    def names_matching(self, pattern: str) -> list[str]:
+        """Package names (not virtual ones) fully matching a regular expression."""
+        self.refresh()
+        regex = re.compile(pattern)
+        done = self._run("apt-cache", "pkgnames")
+        if done.returncode != 0:
+            raise BuildError(f"apt-cache pkgnames failed: {done.stderr.strip().splitlines()[:1]}")
+        return sorted(name for name in done.stdout.split() if regex.fullmatch(name))
+
+    def release_epoch(self) -> int:
+        """The `Date:` of the suite's signed Release file: when this state of the mirror was published."""
+        self.refresh()
+        lists = self.root / "var/lib/apt/lists"
+        suffix = f"_dists_{self.source.suite}_InRelease"
+        for path in sorted(lists.iterdir()):
+            if path.name.endswith(suffix):
+                for line in path.read_text(errors="replace").splitlines():
+                    if line.startswith("Date:"):
+                        return int(email.utils.parsedate_to_datetime(line[5:].strip()).timestamp())
+        raise BuildError(f"the Release file of {self.source.suite} has no Date field")

@@ -1,0 +1,121 @@
+"""One Debian root file system as a tar file, built by mmdebstrap.
+
+mmdebstrap runs as root (`--mode=root`) with SOURCE_DATE_EPOCH set, which
+makes its tar output reproducible. Locked versions are pinned through an apt
+preferences file placed by a setup hook and removed by a customize hook, so
+the essential packages mmdebstrap picks itself are pinned as well as the ones
+asked for. Its chatter goes to a log file; a failure is reported as the one
+line that explains it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+from imagebuild.errors import BuildError, UserError
+from imagebuild.layers.debian_index import DebianSource
+
+PIN_FILE = "etc/apt/preferences.d/imagebuild-lock.pref"
+# Sets up merged /usr with symlinks and the real usr-is-merged package, so the
+# essential init-system-helpers does not pull in usrmerge and perl (~50 MB).
+MERGED_USR_HOOK = Path("/usr/share/mmdebstrap/hooks/maybe-merged-usr")
+
+_UNKNOWN = re.compile(r"^E: Unable to locate package (\S+)")
+_NO_VERSION = re.compile(r"^E: Version '([^']+)' for '([^']+)' was not found")
+
+
+class UnknownPackageError(UserError):
+    """A requested package does not exist in the suite."""
+
+
+class LockedVersionMissingError(UserError):
+    """The mirror no longer carries a version imagebuild.lock pins."""
+
+
+def unknown_package(source: DebianSource, name: str, section: str = "os.packages") -> UnknownPackageError:
+    return UnknownPackageError(f"Debian {source.suite} has no package {name!r} (check the name in {section})")
+
+
+def locked_version_missing(name: str, version: str) -> LockedVersionMissingError:
+    return LockedVersionMissingError(
+        f"locked package {name}={version} is no longer on the mirror; "
+        f"run `imagebuild lock` to refresh imagebuild.lock")
+
+
+@functools.lru_cache(maxsize=1)
+def mmdebstrap_version() -> str:
+    tool = shutil.which("mmdebstrap")
+    if not tool:
+        raise UserError("mmdebstrap is not installed; it builds the Debian OS layer",
+                        hint="apt-get install mmdebstrap (or run `make setup`)")
+    done = subprocess.run([tool, "--version"], capture_output=True, text=True)
+    return done.stdout.strip() or "mmdebstrap"
+
+
+def preferences(pins: Mapping[str, str]) -> str:
+    """apt pins holding every package at its locked version (priority > 1000 also allows downgrades)."""
+    return "".join(f"Package: {name}\nPin: version {version}\nPin-Priority: 1001\n\n"
+                   for name, version in sorted(pins.items()))
+
+
+def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, str] | None,
+                 source_date_epoch: int, out_tar: Path, log_path: Path) -> Path:
+    """Run mmdebstrap into `out_tar`; raise a one-line error on failure (details in `log_path`)."""
+    mmdebstrap_version()
+    if os.geteuid() != 0:
+        raise UserError("building the Debian OS layer needs root (mmdebstrap --mode=root)",
+                        hint="run as root, or use `os: {image: REF@sha256:...}` instead")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="imagebuild-mmdebstrap-") as work:
+        argv = ["mmdebstrap", "--mode=root", f"--variant={source.variant}",
+                f"--architectures={source.architecture}", "--format=tar"]
+        if MERGED_USR_HOOK.is_dir():
+            argv.append(f"--hook-dir={MERGED_USR_HOOK}")
+        if include:
+            argv.append("--include=" + ",".join(include))
+        if pins:
+            pref = Path(work) / "lock.pref"
+            pref.write_text(preferences(pins))
+            argv.append(f'--setup-hook=mkdir -p "$1/etc/apt/preferences.d" && cp {pref} "$1/{PIN_FILE}"')
+            argv.append(f'--customize-hook=rm -f "$1/{PIN_FILE}"')
+        argv += [source.suite, str(out_tar), *source.sources()]
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(source_date_epoch), LC_ALL="C.UTF-8")
+        env.pop("TMPDIR", None)
+        with open(log_path, "w", encoding="utf-8") as log:
+            log.write("$ " + " ".join(argv) + "\n")
+            log.flush()
+            done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    if done.returncode != 0:
+        out_tar.unlink(missing_ok=True)
+        raise _failure(source, log_path, set(include), pins or {})
+    return out_tar
+
+
+def _failure(source: DebianSource, log_path: Path, requested: set[str], pins: Mapping[str, str]):
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for line in lines:
+        match = _NO_VERSION.match(line)
+        if match:
+            version, name = match.groups()
+            return locked_version_missing(name, version)
+        match = _UNKNOWN.match(line)
+        if match:
+            name = match.group(1).split("=", 1)[0]
+            section = "os.packages" if name in requested else "the runtime"
+            return unknown_package(source, name, section)
+    errors = [line for line in lines if line.startswith("E:") and "mmdebstrap failed" not in line]
+    # apt's own explanation comes before mmdebstrap's summary of which command failed
+    reason = next((line for line in lines if "unmet dependencies" in line or "held broken" in line), None)
+    if reason and pins:
+        return BuildError(f"the locked package versions no longer install together ({reason.strip()})",
+                          hint=f"run `imagebuild lock` to refresh imagebuild.lock; details in {log_path}")
+    detail = errors[0][2:].strip() if errors else "mmdebstrap failed"
+    return BuildError(f"building the Debian {source.suite} root file system failed: {detail[:300]}",
+                      hint=f"details in {log_path}")

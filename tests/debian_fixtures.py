@@ -1,0 +1,111 @@
+"""A session-scoped Debian bookworm OS layer plus Python 3.11 runtime layer.
+
+mmdebstrap takes about a minute, so the layers are built once per session,
+and kept across sessions in ~/.cache/imagebuild-test/ (keyed by the inputs)
+as long as the mirror still carries every locked version. Set
+IMAGEBUILD_TEST_FRESH=1 to ignore that cache. Tests that need a genuinely
+fresh build (reproducibility) build again themselves.
+
+Use it from another test module through tests/conftest.py:
+
+    from tests.debian_fixtures import debian_python_base  # noqa: F401
+
+and copy the layers into your own store with `base.copy_into(store)`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imagebuild.errors import UserError
+from imagebuild.layers.debian import DebianLayers, build_debian_layers, source_of
+from imagebuild.layers.debian_index import AptIndex
+from imagebuild.lockfile import LOCK_NAME, read_lock
+from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.layer import LayerResult
+from imagebuild.oci.model import Layer
+from imagebuild.recipe.model import OsSpec, RuntimeSpec
+from imagebuild.stores.layout import LayoutStore
+
+PYTHON_OS = OsSpec(debian="bookworm", packages=("ca-certificates",))
+PYTHON_RUNTIME = RuntimeSpec(python="3.11")
+
+
+@dataclass(frozen=True)
+class DebianBase:
+    """The built layers, the store holding them, and the lock they were built from."""
+
+    store: LayoutStore
+    layers: DebianLayers
+    lock_path: Path
+    os_spec: OsSpec
+    runtime_spec: RuntimeSpec
+
+    @property
+    def results(self) -> list[LayerResult]:
+        return self.layers.layers()
+
+    def oci_layers(self) -> list[Layer]:
+        return [result.as_layer() for result in self.results]
+
+    def copy_into(self, store: LayoutStore) -> list[Layer]:
+        """Put the OS and runtime blobs into another store (hard links when possible)."""
+        store.ensure()
+        for result in self.results:
+            target = store.blob_path(result.digest)
+            if target.exists():
+                continue
+            try:
+                os.link(self.store.blob_path(result.digest), target)
+            except OSError:
+                shutil.copyfile(self.store.blob_path(result.digest), target)
+        return self.oci_layers()
+
+
+def _cache_dir(os_spec: OsSpec, runtime_spec: RuntimeSpec) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagebuild-test"
+    ident = hashlib.sha256(canonical_json([repr(os_spec), repr(runtime_spec)])).hexdigest()[:16]
+    return base / f"debian-{ident}"
+
+
+def _lock_still_installable(os_spec: OsSpec, lock_path: Path) -> bool:
+    try:
+        lock = read_lock(lock_path)
+    except UserError:
+        return False
+    if lock is None:
+        return False
+    wanted = lock.runtime_versions()
+    found = AptIndex(source_of(os_spec)).versions(sorted(wanted))
+    return all(version in found[name] for name, version in wanted.items())
+
+
+def build_cached_base(root: Path, os_spec: OsSpec, runtime_spec: RuntimeSpec) -> DebianBase:
+    """Build (or reuse) the layers in `root`: a store plus the lock beside it."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+b") as guard:
+        fcntl.flock(guard.fileno(), fcntl.LOCK_EX)     # other test processes wait for one build
+        lock_path = root / LOCK_NAME
+        if lock_path.exists() and not _lock_still_installable(os_spec, lock_path):
+            shutil.rmtree(root / "store", ignore_errors=True)
+            lock_path.unlink()
+        store = LayoutStore(root / "store").ensure()
+        layers = build_debian_layers(store, os_spec, runtime_spec, lock_path)
+    return DebianBase(store, layers, lock_path, os_spec, runtime_spec)
+
+
+@pytest.fixture(scope="session")
+def debian_python_base(tmp_path_factory) -> DebianBase:
+    """bookworm + ca-certificates (OS layer) and python3.11 (runtime layer), built once."""
+    if os.environ.get("IMAGEBUILD_TEST_FRESH"):
+        root = tmp_path_factory.mktemp("debian-python")
+    else:
+        root = _cache_dir(PYTHON_OS, PYTHON_RUNTIME)
+    return build_cached_base(root, PYTHON_OS, PYTHON_RUNTIME)
