@@ -18,7 +18,7 @@ from imagebuild.layers.debian import (base_from_store, build_debian_layers, lock
                                       os_accounts, os_layer_key, resolve_packages, runtime_layer_key, source_of)
 from imagebuild.layers.debian_index import AptIndex
 from imagebuild.layers.debian_rootfs import LockedVersionMissingError, UnknownPackageError, build_rootfs
-from imagebuild.layers.os_tree import diff_entries, parse_dpkg_status
+from imagebuild.layers.os_tree import diff_entries, parse_dpkg_status, tree_entries
 from imagebuild.lockfile import DebianLock, dumps, read_lock, write_lock
 from imagebuild.oci.layer import Entry
 from imagebuild.oci.model import Image
@@ -157,6 +157,39 @@ def test_diff_emits_changes_new_paths_parents_and_whiteouts(tmp_path):
     written = layer_members(store, result.digest)
     assert written["etc/.wh.gone"].isfile() and written["etc/.wh.gone"].size == 0
     assert written["usr/bin/tool-link"].islnk()
+
+
+@pytest.mark.slow
+def test_docker_applies_the_diff_and_its_whiteouts(tmp_path, docker_client, busybox_path):
+    """The engine, not our reading of the spec, decides that the whiteouts remove what they should."""
+    busybox = busybox_path.read_bytes()
+    common = [("./", "dir", None, 0o755, 0, 0), ("./bin/", "dir", None, 0o755, 0, 0),
+              ("./bin/busybox", "file", busybox, 0o755, 0, 0), ("./bin/sh", "symlink", "busybox", 0o777, 0, 0),
+              ("./etc/", "dir", None, 0o755, 0, 0), ("./etc/kept", "file", b"kept\n", 0o644, 0, 0)]
+    lower = make_tar(tmp_path / "lower.tar", common + [
+        ("./etc/gone", "file", b"gone\n", 0o644, 0, 0),
+        ("./olddir/", "dir", None, 0o755, 0, 0), ("./olddir/inner", "file", b"i", 0o644, 0, 0)])
+    upper = make_tar(tmp_path / "upper.tar", common + [("./etc/new", "file", b"new\n", 0o644, 0, 0)])
+    store = LayoutStore(tmp_path / "store").ensure()
+    with tarfile.open(lower) as below, tarfile.open(upper) as above:
+        os_layer = store_layer(store, tree_entries(below), 2_000)
+        runtime_layer = store_layer(store, diff_entries(below, above), 2_000)
+    image = (Image(created="2024-01-01T00:00:00Z")
+             .with_layer(os_layer.as_layer(), created_by="os")
+             .with_layer(runtime_layer.as_layer(), created_by="runtime")
+             .with_runtime(Cmd=["/bin/sh", "-c", "cat /etc/kept /etc/new; ls -a /etc; "
+                                "test -e /olddir && echo olddir-exists; true"]))
+    descriptor = store.write_image(image)
+    tag = f"imagebuild-test-whiteout:{uuid.uuid4().hex[:12]}"
+    archive = write_docker_archive(store, descriptor.digest, [tag], str(tmp_path / "image.tar"))
+    with open(archive, "rb") as handle:
+        docker_client.images.load(handle)
+    try:
+        output = docker_client.containers.run(tag, remove=True).decode().split()
+    finally:
+        docker_client.images.remove(tag, force=True)
+    engine_files = {"hostname", "hosts", "resolv.conf", "mtab"}   # mounted by the engine
+    assert [word for word in output if word not in engine_files] == ["kept", "new", ".", "..", "kept", "new"]
 
 
 # -- the real layers (one session-scoped build) ----------------------------------------------
