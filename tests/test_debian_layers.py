@@ -159,6 +159,38 @@ def test_diff_emits_changes_new_paths_parents_and_whiteouts(tmp_path):
     assert written["usr/bin/tool-link"].islnk()
 
 
+def test_tree_entries_leave_out_build_leftovers_and_empty_the_machine_id(tmp_path):
+    tree = make_tar(tmp_path / "tree.tar", [
+        ("./", "dir", None, 0o755, 0, 0), ("./etc/", "dir", None, 0o755, 0, 0),
+        ("./etc/machine-id", "file", b"0123456789abcdef\n", 0o444, 0, 0),
+        ("./etc/hostname", "file", b"build-host\n", 0o644, 0, 0),
+        ("./dev/", "dir", None, 0o755, 0, 0), ("./dev/null", "file", b"", 0o666, 0, 0),
+        ("./var/", "dir", None, 0o755, 0, 0), ("./var/log/", "dir", None, 0o755, 0, 0),
+        ("./var/log/dpkg.log", "file", b"2024-01-01 install", 0o644, 0, 0),
+        ("./var/log/wtmp", "file", b"", 0o664, 0, 43),
+        ("./var/lib/", "dir", None, 0o755, 0, 0), ("./var/lib/dpkg/", "dir", None, 0o755, 0, 0),
+        ("./var/lib/dpkg/status", "file", b"s", 0o644, 0, 0),
+        ("./var/lib/dpkg/status-old", "file", b"o", 0o644, 0, 0)])
+    with tarfile.open(tree) as tar:
+        entries = {entry.path: entry for entry in tree_entries(tar)}
+    assert set(entries) == {"etc", "etc/machine-id", "dev", "var", "var/log", "var/log/wtmp", "var/lib",
+                            "var/lib/dpkg", "var/lib/dpkg/status"}
+    assert entries["etc/machine-id"].data == b"" and entries["etc/machine-id"].mode == 0o444
+    assert entries["var/log/wtmp"].gid == 43
+
+
+def test_a_garbled_lock_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "imagebuild.lock"
+    path.write_text("{not json")
+    with pytest.raises(UserError) as caught:
+        read_lock(path)
+    assert caught.value.exit_code == 2 and str(path) in one_line(caught.value)
+    path.write_text(json.dumps({"format": 1, "debian": {"inputs": {}}}))
+    with pytest.raises(UserError, match="missing or garbles"):
+        read_lock(path)
+    assert read_lock(tmp_path / "absent.lock") is None
+
+
 @pytest.mark.slow
 def test_docker_applies_the_diff_and_its_whiteouts(tmp_path, docker_client, busybox_path):
     """The engine, not our reading of the spec, decides that the whiteouts remove what they should."""
@@ -226,6 +258,14 @@ def test_runtime_layer_adds_python_with_its_full_standard_library(debian_python_
         assert path in members, path
     assert [name for name in members if name.startswith("usr/lib/python3.11/lib-dynload/_ssl.")]
     assert "usr/bin/dpkg" not in members, "unchanged OS files must stay in the OS layer"
+    # the byte-compiled standard library is kept because its pycs are checked-hash (PEP 552, flags 3)
+    pycs = [name for name in members if name.startswith("usr/lib/python3.11/") and name.endswith(".pyc")]
+    assert len(pycs) > 100
+    with gzip.open(base.store.blob_path(base.layers.runtime.digest)) as raw, \
+            tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            if member.name in pycs:
+                assert tar.extractfile(member).read(8)[4:8] == (3).to_bytes(4, "little"), member.name
     # whiteouts exactly for OS paths the runtime tree no longer has
     os_members = layer_members(base.store, base.layers.os.digest)
     for name in members:
