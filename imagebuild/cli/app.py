@@ -14,6 +14,7 @@ def _register() -> None:
     from imagebuild.cli import init_cmd  # noqa: F401
     from imagebuild.cli import history_cmd, login_cmd, promote_cmd, pull_cmd, push_cmd, status_cmd  # noqa: F401
     from imagebuild.cli import image_cmd  # noqa: F401
+    from imagebuild.cli import bake_cmd, lock_cmd  # noqa: F401
 
 
 _register()

@@ -1,0 +1,322 @@
+"""`bake`: one git commit of an app → one reproducible image in the local store.
+
+The order of work: load the recipe, read git, refuse a dirty tree, check
+every requested output, gather each layer's inputs, plan (cache keys), build
+or reuse each layer, write the image, then export, load or push it. Every
+user mistake is found before anything is written to the store.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from imagebuild import plan as planning
+from imagebuild.errors import RecipeError, UserError
+from imagebuild.exporting import export_image, parse_destination
+from imagebuild.gitinfo import require_git
+from imagebuild.layers import LayerCache, debian, store_layer
+from imagebuild.layers import app as app_layer
+from imagebuild.layers import config as config_layer
+from imagebuild.layers import libraries as libraries_layer
+from imagebuild.layers import server as server_layer
+from imagebuild.oci.layer import Entry, LayerResult
+from imagebuild.lockfile import lock_path_for, read_lock
+from imagebuild.oci.model import Descriptor, Image, Layer, Platform
+from imagebuild.oci.reference import Reference
+from imagebuild.progress import Progress
+from imagebuild.recipe.loader import load_recipe
+from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.templates import server_command
+from imagebuild.stores.layout import LayoutStore
+
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class LayerOutcome:
+    name: str
+    digest: str
+    diff_id: str
+    size: int
+    cached: bool
+    seconds: float
+    media_type: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "digest": self.digest, "size": self.size, "cached": self.cached}
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    image: str                         # the reference: NAME:VERSION locally, the registry's when pushed
+    digest: str                        # manifest digest
+    version: str
+    layers: tuple[LayerOutcome, ...]
+    dirty: bool = False
+    local_ref: str = ""                # NAME:VERSION in the local store
+    outputs: tuple[str, ...] = ()      # where else it went: oci:DIR, docker-archive:FILE, docker, pushed refs
+
+    def to_json(self) -> dict:
+        """Exactly the keys `bake --json` promises."""
+        return {"image": self.image, "digest": self.digest, "version": self.version,
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class BakeOptions:
+    allow_dirty: bool = False
+    outputs: tuple[str, ...] = ()      # oci:DIR, docker-archive:FILE
+    load: bool = False                 # into the Docker engine
+    push: bool = False                 # to the recipe's registry
+    docker_url: str | None = None
+    insecure: bool | None = None
+
+
+@dataclass
+class _Step:
+    inputs: planning.LayerInputs
+    build: Callable[[], LayerResult]
+    cached: bool | None = None         # known already when the layer was obtained before planning
+    seconds: float = 0.0
+
+
+def tag_for(version: str) -> str:
+    """A version as a tag: git describe may contain '/' and other characters tags refuse."""
+    return _TAG_UNSAFE.sub("-", version)[:128]
+
+
+def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = BakeOptions(),
+         progress: Progress | None = None) -> BakeResult:
+    progress = progress or Progress.quiet()
+    recipe = load_recipe(recipe_path)
+    facts = require_git(recipe.root)
+    toplevel = Path(facts.toplevel)
+    dirty = bool(app_layer.dirty_files(toplevel))
+    if dirty and not options.allow_dirty:
+        app_layer.refuse_dirty(toplevel)
+    version = facts.version + ("-dirty" if dirty else "")
+    commit = planning.Commit(revision=facts.commit, time=facts.commit_time, version=version, dirty=dirty,
+                             source=app_layer.remote_url(toplevel))
+    local_ref = f"{recipe.name}:{tag_for(version)}"
+    push_target = _check_outputs(recipe, options, local_ref)
+
+    tree = app_layer.SourceTree(toplevel, facts.commit, working_tree=dirty)
+    with tempfile.TemporaryDirectory(prefix="imagebuild-bake-") as scratch, tree:
+        steps = _steps(recipe, store, tree, commit, Path(scratch), progress)
+        plan = planning.make_plan(recipe, commit, [step.inputs for step in steps], server_command(recipe),
+                                  env={"IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision})
+        outcomes = _build(plan, steps, store, progress)
+    image = _image(recipe, plan, outcomes)
+    descriptor = store.write_image(image, [local_ref])
+    outputs = _deliver(store, descriptor.digest, local_ref, recipe, options, push_target, progress)
+    reference = outputs[-1] if options.push and outputs else local_ref
+    return BakeResult(image=reference, digest=str(descriptor.digest), version=version,
+                      layers=tuple(outcomes), dirty=dirty, local_ref=local_ref, outputs=tuple(outputs))
+
+
+def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str) -> Reference | None:
+    """Refuse bad destinations and an unreachable registry before any work is done."""
+    for destination in options.outputs:
+        kind, path = parse_destination(destination)
+        target = Path(path)
+        if kind == "docker-archive" and target.is_dir():
+            raise UserError(f"{path} is a directory; docker-archive needs a file path")
+        if kind == "oci" and target.exists() and not target.is_dir():
+            raise UserError(f"{path} exists and is not a directory", hint="oci: needs a directory")
+    if not options.push:
+        return None
+    if not recipe.registry:
+        raise RecipeError("--push needs a registry in the recipe", file=str(recipe.source), key="registry",
+                          hint="add e.g. registry: localhost:5000/acme")
+    from imagebuild.stores.registry import open_client
+
+    target = Reference.parse(f"{recipe.registry}/{local_ref}")
+    with open_client(target.registry, insecure=options.insecure) as client:
+        client.ping()
+    return target
+
+
+def _epoch_of(tree: app_layer.SourceTree, paths: Sequence[Path], fallback: int) -> int:
+    """The time of the newest commit that changed `paths`: stable across commits that leave them alone."""
+    repo_paths = []
+    for path in paths:
+        try:
+            repo_paths.append(tree.repo_path(path))
+        except ValueError:
+            continue
+    return tree.last_change(repo_paths) or fallback
+
+
+def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) -> int:
+    assert recipe.source is not None
+    rel = tree.repo_path(recipe.source)
+    if tree.read(rel) is None:
+        raise UserError(f"{recipe.source} is not committed",
+                        hint="commit the recipe: an image is baked only from what git tracks")
+    return _epoch_of(tree, [recipe.source], commit_time)
+
+
+def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commit: planning.Commit,
+           scratch: Path, progress: Progress) -> list[_Step]:
+    """Each layer's inputs (for the plan) and how to build it, bottom to top."""
+    recipe_epoch = _recipe_epoch(recipe, tree, commit.time)
+    steps: list[_Step] = []
+
+    def read(path: Path) -> bytes | None:
+        try:
+            return tree.read(tree.repo_path(path))
+        except ValueError:
+            return None
+
+    pip = None
+    requirements = libraries_layer.requirements_bytes(recipe, read)
+    if requirements is not None or recipe.server.packages:
+        pip = libraries_layer.pip_version()
+    if requirements is not None:
+        # Dated by what the libraries come from, so unrelated recipe edits leave the layer cached.
+        paths = [recipe.root / recipe.libraries.requirements] if recipe.libraries.requirements else []
+        if recipe.libraries.packages:
+            paths.append(recipe.source)
+        epoch = _epoch_of(tree, paths, commit.time)
+        entries = functools.partial(libraries_layer.install_entries, requirements, scratch / "libraries",
+                                    libraries_layer.site_packages(recipe), recipe, "libraries")
+        steps.append(_Step(libraries_layer.inputs(recipe, requirements, epoch, pip),
+                           functools.partial(_store_entries, store, entries, epoch)))
+
+    server_files = server_layer.rendered_files(recipe)
+    base: dict[str, LayerResult] = {}
+
+    def server_entries() -> list[Entry]:
+        accounts = debian.os_accounts(store, base["os"])
+        return server_layer.build_entries(recipe, server_files, scratch / "server", accounts)
+
+    steps.append(_Step(server_layer.inputs(recipe, server_files, recipe_epoch, pip),
+                       functools.partial(_store_entries, store, server_entries, recipe_epoch)))
+
+    app_prefix, app_files = app_layer.app_files(recipe, tree)
+    entries = functools.partial(app_layer.entries, recipe, tree, app_prefix, app_files)
+    steps.append(_Step(app_layer.inputs(recipe, app_prefix, app_files, commit.time),
+                       functools.partial(_store_entries, store, entries, commit.time)))
+
+    config_files = config_layer.files(recipe)
+    entries = functools.partial(config_layer.build_entries, config_files)
+    steps.append(_Step(config_layer.inputs(config_files, recipe_epoch),
+                       functools.partial(_store_entries, store, entries, recipe_epoch)))
+    # Last: the slowest inputs to obtain, after every cheaper check of the user's input has passed.
+    debian_steps = _debian_steps(recipe, store, progress)
+    base["os"] = debian_steps[0].build()
+    return debian_steps + steps
+
+
+def _store_entries(store: LayoutStore, entries: Callable[[], Iterable[Entry]], epoch: int) -> LayerResult:
+    return store_layer(store, entries(), epoch)
+
+
+def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress) -> list[_Step]:
+    """The os and runtime layers, pinned by imagebuild.lock (written when missing or outgrown).
+
+    They are built (or found cached) right away: their cache keys come from
+    the lock, which may first have to be resolved.
+    """
+    if recipe.os.image is not None:
+        raise RecipeError("os.image (a base image instead of Debian packages) is not supported by bake yet",
+                          file=str(recipe.source), key="os.image", hint="use os.debian")
+    lock_path = lock_path_for(recipe.source)
+    before = read_lock(lock_path)
+    cache = LayerCache(store)
+    known = {}
+    if before is not None:
+        known["os"] = debian.os_layer_key(recipe.os, before)
+        if recipe.runtime.language:
+            known["runtime"] = debian.runtime_layer_key(recipe.os, recipe.runtime, before, known["os"])
+    if before is None or before.to_dict()["debian"]["inputs"] != json.loads(
+            json.dumps(debian.lock_inputs(recipe.os, recipe.runtime))):
+        # Unknown packages and unshipped runtime versions are the user's to fix: say so before any work.
+        debian.resolve_packages(recipe.os, recipe.runtime)
+    hits = {name for name, key in known.items() if cache.get(key) is not None}
+    needed = {"os", "runtime"} if recipe.runtime.language else {"os"}
+    if not needed <= hits:
+        progress.note("resolving and building the Debian layers ..." if before is None
+                      else "building the Debian layers ...")
+    started = time.monotonic()
+    built = debian.build_debian_layers(store, recipe.os, recipe.runtime, lock_path)
+    seconds = time.monotonic() - started
+    if before is None or before.to_dict() != built.lock.to_dict():
+        progress.note(f"wrote {lock_path}; commit it so every bake of this app uses the same packages")
+    epoch = built.lock.source_date_epoch
+    layers = [("os", built.os_key, built.os)]
+    if built.runtime is not None:
+        layers.append(("runtime", built.runtime_key, built.runtime))
+    return [_Step(planning.LayerInputs(name, {"key": key}, epoch), functools.partial(_given, result),
+                  cached=name in hits and known.get(name) == key, seconds=seconds if name not in hits else 0.0)
+            for name, key, result in layers]
+
+
+def _given(result: LayerResult) -> LayerResult:
+    return result
+
+
+def _build(plan: planning.Plan, steps: list[_Step], store: LayoutStore, progress: Progress) -> list[LayerOutcome]:
+    cache = LayerCache(store)
+    by_name = {step.inputs.name: step for step in steps}
+    outcomes = []
+    progress.begin(len(plan.layers))
+    try:
+        for planned in plan.layers:
+            step = by_name[planned.name]
+            started = time.monotonic()
+            if step.cached is not None:
+                result, cached = step.build(), step.cached
+            else:
+                result = cache.get(planned.key)
+                cached = result is not None
+                if result is None:
+                    progress.layer_started(planned.name)
+                    result = step.build()
+            if not cached or step.cached is not None:
+                cache.put(planned.key, result)
+            seconds = time.monotonic() - started + step.seconds
+            progress.layer_done(planned.name, cached, result.size, seconds)
+            outcomes.append(LayerOutcome(planned.name, str(result.digest), str(result.diff_id), result.size,
+                                         cached, seconds, result.media_type))
+    finally:
+        progress.end()
+    return outcomes
+
+
+def _image(recipe: Recipe, plan: planning.Plan, outcomes: list[LayerOutcome]) -> Image:
+    image = Image(created=plan.created, platform=Platform("linux", recipe.os.architecture),
+                  runtime=plan.runtime, annotations=plan.annotations)
+    for outcome in outcomes:
+        layer = Layer(Descriptor(outcome.media_type, outcome.digest, outcome.size), outcome.diff_id)
+        image = image.with_layer(layer, created_by=f"imagebuild bake: {outcome.name} layer")
+    return image
+
+
+def _deliver(store: LayoutStore, digest: str, local_ref: str, recipe: Recipe, options: BakeOptions,
+             push_target: Reference | None, progress: Progress) -> list[str]:
+    done: list[str] = []
+    for destination in options.outputs:
+        export_image(store, local_ref, destination)
+        progress.note(f"wrote {destination}")
+        done.append(destination)
+    if options.load:
+        from imagebuild.stores.daemon import load_into_daemon
+
+        tags = load_into_daemon(store, digest, [local_ref], base_url=options.docker_url)
+        progress.note(f"loaded into Docker as {', '.join(tags) or local_ref}")
+        done.append("docker:" + local_ref)
+    if push_target is not None:
+        from imagebuild.stores.registry import push_image
+
+        result = push_image(store, local_ref, push_target, insecure=options.insecure)
+        progress.note(f"pushed {result.reference}")
+        done.append(f"{push_target.name}:{push_target.tag}")
+    return done

@@ -1,0 +1,29 @@
+"""`imagebuild lock [PATH]`: refresh imagebuild.lock, the exact Debian package versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import JsonOption, emit_json, say
+from imagebuild.layers.debian import lock_packages
+from imagebuild.lockfile import lock_path_for
+from imagebuild.recipe.loader import load_recipe
+
+
+@app.command("lock")
+def lock_command(path: Path = typer.Argument(Path("."), help="The app directory holding imagebuild.yaml, or the file."),
+                 json_out: bool = JsonOption) -> None:
+    """Resolve the newest Debian packages for the os and runtime layers and write imagebuild.lock."""
+    recipe = load_recipe(path)
+    target = lock_path_for(recipe.source)
+    say(f"resolving Debian {recipe.os.debian} packages for {recipe.name} ...")
+    lock = lock_packages(recipe.os, recipe.runtime, target)
+    summary = {"lock": str(target), "os_packages": len(lock.os), "runtime_packages": len(lock.runtime),
+               "source_date_epoch": lock.source_date_epoch}
+    if json_out:
+        emit_json(summary)
+    else:
+        typer.echo(f"wrote {target}: {len(lock.os)} OS packages, {len(lock.runtime)} runtime packages; commit it")

@@ -1,0 +1,120 @@
+"""The app layer straight from git: tracked files only, excludes, modes, symlinks, dirty trees."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from imagebuild.errors import DirtyTreeError, RecipeError
+from imagebuild.layers import app as app_layer
+from imagebuild.oci.layer import write_layer
+from imagebuild.recipe.model import AppSpec, Recipe
+from tests.bake_support import FIRST_COMMIT_TIME, commit_all, git
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    (root / "web" / "tests").mkdir(parents=True)
+    (root / "web" / "static").mkdir()
+    (root / "web" / "app.py").write_text("print('hi')\n")
+    (root / "web" / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(root / "web" / "run.sh", 0o755)
+    (root / "web" / "static" / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    (root / "web" / "tests" / "test_app.py").write_text("assert True\n")
+    os.symlink("app.py", root / "web" / "main.py")
+    (root / "web" / ".gitignore").write_text("*.log\n")
+    (root / "other.txt").write_text("outside app.path\n")
+    (root / "imagebuild.yaml").write_text("name: x\n")
+    git(root, "init", "-q", "-b", "main")
+    commit_all(root, "first", FIRST_COMMIT_TIME)
+    (root / "web" / "untracked.txt").write_text("not in git\n")
+    (root / "web" / "debug.log").write_text("ignored\n")
+    return root
+
+
+def recipe_for(repo, **app) -> Recipe:
+    return Recipe(name="x", app=AppSpec(path="web", exclude=("tests/", "*.md"), **app),
+                  source=repo / "imagebuild.yaml")
+
+
+def layer_members(recipe: Recipe, tree: app_layer.SourceTree) -> dict[str, tarfile.TarInfo | bytes]:
+    prefix, files = app_layer.app_files(recipe, tree)
+    out = io.BytesIO()
+    with tree:
+        write_layer(app_layer.entries(recipe, tree, prefix, files), out, source_date_epoch=FIRST_COMMIT_TIME)
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:gz") as tar:
+        for member in tar:
+            found[member.name] = (member, tar.extractfile(member).read() if member.isfile() else None)
+    return found
+
+
+def test_only_tracked_files_under_app_path_minus_excludes(repo):
+    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    members = layer_members(recipe_for(repo), tree)
+    assert sorted(members) == ["app", "app/.gitignore", "app/app.py", "app/main.py", "app/run.sh", "app/static",
+                               "app/static/big.bin"]
+    app_py, content = members["app/app.py"]
+    assert content == b"print('hi')\n" and app_py.mode == 0o644 and app_py.uid == 0
+    assert members["app/run.sh"][0].mode == 0o755
+    assert members["app/main.py"][0].issym() and members["app/main.py"][0].linkname == "app.py"
+    assert members["app/static/big.bin"][1] == (repo / "web/static/big.bin").read_bytes()
+    assert all(member.mtime == FIRST_COMMIT_TIME for member, _ in members.values())
+
+
+def test_the_commit_not_the_working_tree_is_baked(repo):
+    commit = git(repo, "rev-parse", "HEAD")
+    (repo / "web" / "app.py").write_text("changed after the commit\n")
+    members = layer_members(recipe_for(repo), app_layer.SourceTree(repo, commit))
+    assert members["app/app.py"][1] == b"print('hi')\n"
+
+
+def test_working_tree_mode_takes_current_contents_of_tracked_files_only(repo):
+    (repo / "web" / "app.py").write_text("uncommitted\n")
+    (repo / "web" / "run.sh").unlink()
+    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"), working_tree=True)
+    members = layer_members(recipe_for(repo), tree)
+    assert members["app/app.py"][1] == b"uncommitted\n"
+    assert "app/run.sh" not in members
+    assert "app/untracked.txt" not in members
+
+
+def test_inputs_change_with_content_and_not_otherwise(repo):
+    recipe = recipe_for(repo)
+    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    prefix, files = app_layer.app_files(recipe, tree)
+    before = app_layer.inputs(recipe, prefix, files, 1).inputs
+    (repo / "web" / "untracked.txt").unlink()
+    (repo / "other.txt").write_text("outside the app, changed\n")
+    commit_all(repo, "outside", FIRST_COMMIT_TIME + 10)
+    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    assert app_layer.inputs(recipe, *app_layer.app_files(recipe, tree), 1).inputs == before
+    (repo / "web" / "app.py").write_text("inside\n")
+    commit_all(repo, "inside", FIRST_COMMIT_TIME + 20)
+    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    assert app_layer.inputs(recipe, *app_layer.app_files(recipe, tree), 1).inputs != before
+
+
+def test_dirty_files_are_named(repo):
+    assert app_layer.dirty_files(repo) == []
+    (repo / "web" / "app.py").write_text("edited\n")
+    git(repo, "mv", "other.txt", "renamed.txt")
+    assert app_layer.dirty_files(repo) == ["renamed.txt", "web/app.py"]
+    with pytest.raises(DirtyTreeError, match="web/app.py"):
+        app_layer.refuse_dirty(repo)
+
+
+def test_an_app_path_without_tracked_files_is_a_recipe_error(repo):
+    (repo / "empty").mkdir()
+    recipe = Recipe(name="x", app=AppSpec(path="empty"), source=repo / "imagebuild.yaml")
+    with pytest.raises(RecipeError, match="no files git tracks"):
+        app_layer.app_files(recipe, app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD")))
+
+
+def test_a_remote_url_loses_its_credentials(repo):
+    git(repo, "remote", "add", "origin", "https://user:token@git.example.test/acme/app.git")
+    assert app_layer.remote_url(repo) == "https://git.example.test/acme/app.git"

@@ -1,0 +1,116 @@
+"""Bad input to bake: one line on stderr, exit code 2, and the store exactly as it was."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+
+import pytest
+
+from tests.bake_support import EXAMPLES, FIRST_COMMIT_TIME, bake, bake_json, commit_all, example_repo, seed
+from tests.debian_fixtures import debian_python_base  # noqa: F401
+from tests.test_export_errors import assert_one_line_error
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def baked_store(tmp_path_factory, debian_python_base):  # noqa: F811
+    """A store that already holds one baked image, so 'intact' means something."""
+    root = tmp_path_factory.mktemp("errors")
+    store = seed(root / "store", debian_python_base)
+    bake_json(example_repo(root, "flask-hello", lock=debian_python_base.lock_path), store.root)
+    return store
+
+
+@pytest.fixture
+def repo(tmp_path, debian_python_base):  # noqa: F811
+    return example_repo(tmp_path, "flask-hello", lock=debian_python_base.lock_path)
+
+
+def snapshot(store) -> tuple[bytes, list[str]]:
+    return (store.root / "index.json").read_bytes(), sorted(p.name for p in (store.root / "blobs/sha256").iterdir())
+
+
+def assert_refused(done, store, before, *words: str) -> None:
+    assert_one_line_error(done, *words)
+    assert snapshot(store) == before
+
+
+def edit_recipe(repo, old: str, new: str) -> None:
+    recipe = repo / "imagebuild.yaml"
+    text = recipe.read_text()
+    assert old in text
+    recipe.write_text(text.replace(old, new, 1))
+    commit_all(repo, "edit", FIRST_COMMIT_TIME + 60)
+
+
+def test_a_recipe_typo_names_file_line_and_key(repo, baked_store):
+    before = snapshot(baked_store)
+    edit_recipe(repo, "server:\n", "sever:\n")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "imagebuild.yaml:", "sever")
+
+
+def test_a_missing_requirements_file(repo, baked_store):
+    before = snapshot(baked_store)
+    edit_recipe(repo, "requirements: requirements.txt", "requirements: requirements-prod.txt")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "requirements-prod.txt")
+
+
+def test_a_requirements_file_that_is_not_committed(repo, baked_store):
+    before = snapshot(baked_store)
+    shutil.copyfile(repo / "requirements.txt", repo / "requirements-new.txt")
+    edit_recipe(repo, "requirements: requirements.txt", "requirements: requirements-new.txt")
+    (repo / "requirements-new.txt").unlink()
+    commit_all(repo, "recipe only", FIRST_COMMIT_TIME + 120)
+    shutil.copyfile(repo / "requirements.txt", repo / "requirements-new.txt")  # present, but untracked
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "requirements-new.txt", "not in the commit")
+
+
+def test_an_unknown_debian_package(repo, baked_store):
+    before = snapshot(baked_store)
+    edit_recipe(repo, "packages: [ca-certificates]", "packages: [ca-certificates, no-such-package-imagebuild]")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "no-such-package-imagebuild")
+
+
+def test_an_unsupported_runtime_version(repo, baked_store):
+    before = snapshot(baked_store)
+    edit_recipe(repo, "extends: python-wsgi\n", "extends: python-wsgi\nruntime:\n  python: \"3.99\"\n")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "3.99")
+
+
+def test_not_a_git_repository(tmp_path, baked_store):
+    before = snapshot(baked_store)
+    plain = tmp_path / "plain"
+    shutil.copytree(EXAMPLES / "flask-hello", plain)
+    assert_refused(bake(plain, baked_store.root), baked_store, before, "not a git repository")
+
+
+def test_a_dirty_tree(repo, baked_store):
+    before = snapshot(baked_store)
+    (repo / "requirements.txt").write_text("flask==3.1.3\n")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "requirements.txt", "--allow-dirty")
+
+
+def test_an_unreachable_registry_for_push(repo, baked_store):
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    before = snapshot(baked_store)
+    edit_recipe(repo, "name: flask-hello\n", f"name: flask-hello\nregistry: 127.0.0.1:{port}/acme\n")
+    assert_refused(bake(repo, baked_store.root, "--push"), baked_store, before, f"127.0.0.1:{port}")
+
+
+def test_push_without_a_registry_in_the_recipe(repo, baked_store):
+    before = snapshot(baked_store)
+    assert_refused(bake(repo, baked_store.root, "--push"), baked_store, before, "registry")
+
+
+def test_an_unknown_output_kind(repo, baked_store):
+    before = snapshot(baked_store)
+    assert_refused(bake(repo, baked_store.root, "--output", "zip:/tmp/x.zip"), baked_store, before, "zip:")
+
+
+def test_a_recipe_path_that_does_not_exist(tmp_path, baked_store):
+    before = snapshot(baked_store)
+    assert_refused(bake(tmp_path / "nowhere", baked_store.root), baked_store, before, "nowhere")
