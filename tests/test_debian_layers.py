@@ -78,6 +78,19 @@ def test_a_runtime_version_the_suite_does_not_ship_is_refused(runtime, message):
     assert one_line(caught.value) == message
 
 
+@pytest.mark.parametrize("spec, reason", [
+    (OsSpec(debian="bookwrm"), "The repository 'http://deb.debian.org/debian bookwrm Release' does not have a Release file."),
+    (OsSpec(mirror="http://127.0.0.1:9/debian"), "Connection refused"),
+])
+def test_an_unreachable_mirror_or_unknown_suite_is_one_line(spec, reason, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(UserError) as caught:
+        resolve_packages(spec, RuntimeSpec(python="3.11"))
+    text = one_line(caught.value)
+    assert text.startswith(f"cannot read the Debian package index for {spec.debian} from ")
+    assert reason in text and text.endswith("(check os.debian, os.mirror and the network)")
+
+
 def test_runtimes_map_to_the_suites_packages():
     assert resolve_packages(BOOKWORM, RuntimeSpec(python="3.11")) == ([], ["python3.11", "python3"])
     assert resolve_packages(BOOKWORM, RuntimeSpec(java="17")) == ([], ["openjdk-17-jre-headless"])

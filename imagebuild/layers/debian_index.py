@@ -86,7 +86,11 @@ class AptIndex:
                 "-o", f"Dir::Etc::Trusted={KEYRING}", "-o", f"Dir::Etc::TrustedParts={root}/trusted.gpg.d",
                 "-o", f"APT::Architecture={self.source.architecture}",
                 "-o", f"APT::Architectures={self.source.architecture}",
-                "-o", "Acquire::Languages=none", "-o", "Debug::NoLocking=1"]
+                "-o", "Acquire::Languages=none", "-o", "Debug::NoLocking=1", *self._sandbox()]
+
+    def _sandbox(self) -> list[str]:
+        # as root apt would hand downloads to _apt, which cannot write into root's cache
+        return ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -128,10 +132,8 @@ class AptIndex:
             if force or not fresh:
                 self._prepare()
                 done = self._run("apt-get", "update")
-                errors = [line for line in (done.stdout + done.stderr).splitlines()
-                          if line.startswith(("E:", "W:", "Err:"))]
-                if done.returncode != 0 or any(line.startswith(("E:", "Err:")) for line in errors):
-                    detail = errors[0] if errors else f"apt-get update exited {done.returncode}"
+                detail = _update_failure(done.stdout + "\n" + done.stderr, done.returncode)
+                if detail:
                     raise UserError(f"cannot read the Debian package index for {self.source.suite} "
                                     f"from {self.source.mirror}: {detail}",
                                     hint="check os.debian, os.mirror and the network")
@@ -175,3 +177,23 @@ class AptIndex:
                     if line.startswith("Date:"):
                         return int(email.utils.parsedate_to_datetime(line[5:].strip()).timestamp())
         raise BuildError(f"the Release file of {self.source.suite} has no Date field")
+
+
+def _update_failure(output: str, returncode: int) -> str | None:
+    """The line that says why `apt-get update` failed, or None when it did not.
+
+    apt exits 0 when a download fails (it keeps old lists), so `Err:` lines count too;
+    their reason is on the indented line that follows.
+    """
+    lines = output.splitlines()
+    for line in lines:
+        if line.startswith("E:"):
+            return line[2:].strip()
+    for number, line in enumerate(lines):
+        if line.startswith("Err:"):
+            reason = lines[number + 1].strip() if number + 1 < len(lines) else ""
+            where = line.split(None, 1)[1] if " " in line else line
+            return f"{where}: {reason}" if reason else where
+    if returncode != 0:
+        return f"apt-get update exited {returncode}"
+    return None
