@@ -205,13 +205,13 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
                       os=os_versions, runtime=runtime_changes)
 
 
-def _check_locked_versions(source: DebianSource, lock: DebianLock) -> None:
-    """Fail early, naming the package, when the mirror has dropped a locked version."""
+def _check_locked_versions(source: DebianSource, lock: DebianLock, fresh: bool = False) -> None:
+    """Fail, naming the package, when the mirror has dropped a locked version."""
     wanted = lock.runtime_versions()
     index = AptIndex(source)
     for attempt in (0, 1):
-        if attempt:
-            index.refresh(force=True)     # a stale index must not blame the lock
+        if attempt or fresh:
+            index.refresh(force=True)     # a stale index must not blame the lock, nor excuse it
         found = index.versions(sorted(wanted))
         missing = sorted(name for name, version in wanted.items() if version not in found[name])
         if not missing:
@@ -237,6 +237,8 @@ def _build_locked(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSp
             installed = installed_packages(tar)
         for name in sorted(set(pins) | set(installed)):
             if pins.get(name) != installed.get(name):
+                # apt ignores a pin on a version it cannot find; that is the usual cause
+                _check_locked_versions(source, lock, fresh=True)
                 raise BuildError(f"package {name} was installed as {installed.get(name, 'nothing')} "
                                  f"but imagebuild.lock pins {pins.get(name, 'nothing')}",
                                  hint="run `imagebuild lock` to refresh imagebuild.lock")
