@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test bench clean
+.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -20,8 +20,17 @@ demo: setup
 test: services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: services
+# Each benchmark measures imagebuild side by side with a peer tool in one run.
+bench: bench-layer-writer bench-registry bench-bake
+
+bench-layer-writer: services
 	$(BIN)/python bench/layer_writer.py
+
+bench-registry: services
+	$(BIN)/python bench/registry.py
+
+bench-bake: services
+	$(BIN)/python bench/bake.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
