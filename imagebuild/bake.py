@@ -122,7 +122,7 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
 
 
 def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str) -> Reference | None:
-    """Refuse bad destinations and an unreachable registry before any work is done."""
+    """Refuse bad destinations, a missing Docker engine and an unreachable registry before any work is done."""
     for destination in options.outputs:
         kind, path = parse_destination(destination)
         target = Path(path)
@@ -130,6 +130,10 @@ def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str) -> Refe
             raise UserError(f"{path} is a directory; docker-archive needs a file path")
         if kind == "oci" and target.exists() and not target.is_dir():
             raise UserError(f"{path} exists and is not a directory", hint="oci: needs a directory")
+    if options.load:
+        from imagebuild.stores.daemon import connect
+
+        connect(options.docker_url).close()
     if not options.push:
         return None
     if not recipe.registry:

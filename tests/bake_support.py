@@ -76,8 +76,8 @@ def base_for(example: str, tmp_path_factory) -> DebianBase:
     return build_cached_base(root, recipe.os, recipe.runtime)
 
 
-def bake(repo: Path, store: Path, *args: str) -> subprocess.CompletedProcess:
-    return imagebuild("bake", repo, "--store", store, *args)
+def bake(repo: Path, store: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return imagebuild("bake", repo, "--store", store, *args, env=env)
 
 
 def bake_json(repo: Path, store: Path, *args: str) -> dict:

@@ -114,3 +114,9 @@ def test_an_unknown_output_kind(repo, baked_store):
 def test_a_recipe_path_that_does_not_exist(tmp_path, baked_store):
     before = snapshot(baked_store)
     assert_refused(bake(tmp_path / "nowhere", baked_store.root), baked_store, before, "nowhere")
+
+
+def test_load_without_a_docker_engine(repo, baked_store, tmp_path):
+    before = snapshot(baked_store)
+    done = bake(repo, baked_store.root, "--load", env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+    assert_refused(done, baked_store, before, "no Docker engine")

@@ -14,9 +14,8 @@ class DaemonError(ImageBuildError):
     exit_code = 7
 
 
-def load_into_daemon(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
-                     base_url: str | None = None) -> list[str]:
-    """Load the image into a Docker engine; return the tags it now has."""
+def connect(base_url: str | None = None):
+    """A client of the Docker engine that answered a ping; a UserError when none answers."""
     import docker
     from docker.errors import DockerException
 
@@ -26,6 +25,15 @@ def load_into_daemon(store: LayoutStore, manifest_digest: str, repo_tags: list[s
     except DockerException as exc:
         raise UserError(f"no Docker engine answers: {str(exc).splitlines()[0]}",
                         hint="start dockerd or set DOCKER_HOST; --load needs an engine") from None
+    return client
+
+
+def load_into_daemon(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
+                     base_url: str | None = None) -> list[str]:
+    """Load the image into a Docker engine; return the tags it now has."""
+    from docker.errors import DockerException
+
+    client = connect(base_url)
     with tempfile.TemporaryDirectory(prefix="imagebuild-load-") as tmp:
         path = os.path.join(tmp, "image.tar")
         write_docker_archive(store, manifest_digest, repo_tags, path)
