@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.bake_support import EXAMPLES, FIRST_COMMIT_TIME, bake, bake_json, commit_all, example_repo, seed
+from tests.bake_support import EXAMPLES, FIRST_COMMIT_TIME, bake, bake_json, commit_all, example_repo, git, seed
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.test_export_errors import assert_one_line_error
 
@@ -120,3 +120,10 @@ def test_load_without_a_docker_engine(repo, baked_store, tmp_path):
     before = snapshot(baked_store)
     done = bake(repo, baked_store.root, "--load", env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
     assert_refused(done, baked_store, before, "no Docker engine")
+
+
+def test_a_recipe_that_is_not_committed(repo, baked_store):
+    before = snapshot(baked_store)
+    git(repo, "rm", "-q", "--cached", "imagebuild.yaml")
+    git(repo, "commit", "-q", "-m", "recipe no longer tracked")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "imagebuild.yaml", "not committed")
