@@ -26,6 +26,10 @@ PIN_FILE = "etc/apt/preferences.d/imagebuild-lock.pref"
 # Sets up merged /usr with symlinks and the real usr-is-merged package, so the
 # essential init-system-helpers does not pull in usrmerge and perl (~50 MB).
 MERGED_USR_HOOK = Path("/usr/share/mmdebstrap/hooks/maybe-merged-usr")
+# mmdebstrap takes the essential packages from the suite itself, not from -security or
+# -updates; an upgrade afterwards brings them up to date (a no-op when pins hold them).
+UPGRADE_HOOK = ('--customize-hook=APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get --yes '
+                '-oDPkg::Chroot-Directory="$1" -oDpkg::Use-Pty=false dist-upgrade')
 
 _UNKNOWN = re.compile(r"^E: Unable to locate package (\S+)")
 _NO_VERSION = re.compile(r"^E: Version '([^']+)' for '([^']+)' was not found")
@@ -80,6 +84,8 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
             argv.append(f"--hook-dir={MERGED_USR_HOOK}")
         if include:
             argv.append("--include=" + ",".join(include))
+        if source.variant not in ("extract", "custom"):
+            argv.append(UPGRADE_HOOK)
         if pins:
             pref = Path(work) / "lock.pref"
             pref.write_text(preferences(pins))
