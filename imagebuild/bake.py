@@ -82,7 +82,7 @@ class BakeOptions:
 @dataclass
 class _Step:
     inputs: planning.LayerInputs
-    build: Callable[[], LayerResult]
+    build: Callable[[], LayerResult | tuple[LayerResult, ...]]
     cached: bool | None = None         # known already when the layer was obtained before planning
     seconds: float = 0.0
 
@@ -109,9 +109,9 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
 
     tree = app_layer.SourceTree(toplevel, facts.commit, working_tree=dirty)
     with tempfile.TemporaryDirectory(prefix="imagebuild-bake-") as scratch, tree:
-        steps = _steps(recipe, store, tree, commit, Path(scratch), progress)
-        plan = planning.make_plan(recipe, commit, [step.inputs for step in steps], server_command(recipe),
-                                  env={"IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision})
+        steps, base_env = _steps(recipe, store, tree, commit, Path(scratch), progress)
+        env = {**base_env, "IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision}
+        plan = planning.make_plan(recipe, commit, [step.inputs for step in steps], server_command(recipe), env=env)
         outcomes = _build(plan, steps, store, progress)
     image = _image(recipe, plan, outcomes)
     descriptor = store.write_image(image, [local_ref])
@@ -168,8 +168,8 @@ def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) 
 
 
 def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commit: planning.Commit,
-           scratch: Path, progress: Progress) -> list[_Step]:
-    """Each layer's inputs (for the plan) and how to build it, bottom to top."""
+           scratch: Path, progress: Progress) -> tuple[list[_Step], dict[str, str]]:
+    """Each layer's inputs (for the plan) and how to build it, and the base image's environment."""
     recipe_epoch = _recipe_epoch(recipe, tree, commit.time)
     steps: list[_Step] = []
 
@@ -198,7 +198,7 @@ def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commi
     base: dict[str, LayerResult] = {}
 
     def server_entries() -> list[Entry]:
-        accounts = debian.os_accounts(store, base["os"])
+        accounts = debian.os_accounts(store, base["os"]) if "os" in base else None
         return server_layer.build_entries(recipe, server_files, scratch / "server", accounts)
 
     steps.append(_Step(server_layer.inputs(recipe, server_files, recipe_epoch, pip),
@@ -214,9 +214,30 @@ def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commi
     steps.append(_Step(config_layer.inputs(config_files, recipe_epoch),
                        functools.partial(_store_entries, store, entries, recipe_epoch)))
     # Last: the slowest inputs to obtain, after every cheaper check of the user's input has passed.
+    if recipe.os.image is not None:
+        image_steps, base_env = _base_image_steps(recipe, store)
+        return image_steps + steps, base_env
     debian_steps = _debian_steps(recipe, store, progress)
     base["os"] = debian_steps[0].build()
-    return debian_steps + steps
+    return debian_steps + steps, {}
+
+
+def _base_image_steps(recipe: Recipe, store: LayoutStore) -> tuple[list[_Step], dict[str, str]]:
+    """`os.image`: the layers of an image in the local store, pinned by digest, and its Env.
+
+    The base brings its own packages and runtime; the runtime section then only
+    says which Python the libraries are installed for.
+    """
+    if recipe.os.packages:
+        raise RecipeError("os.packages need os.debian; a base image (os.image) brings its own packages",
+                          file=str(recipe.source), key="os.packages")
+    base = debian.base_from_store(store, recipe.os.image, recipe.os.architecture)
+    layers = tuple(LayerResult(diff_id=layer.diff_id, digest=layer.digest, size=layer.size, uncompressed_size=0,
+                               media_type=layer.descriptor.media_type) for layer in base.layers)
+    env = dict(item.split("=", 1) for item in (base.config.get("config") or {}).get("Env") or [] if "=" in item)
+    step = _Step(planning.LayerInputs("os", {"image": str(base.manifest_digest)}, 0),
+                 functools.partial(_given, layers), cached=True)
+    return [step], env
 
 
 def _store_entries(store: LayoutStore, entries: Callable[[], Iterable[Entry]], epoch: int) -> LayerResult:
@@ -229,9 +250,6 @@ def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress) -> lis
     They are built (or found cached) right away: their cache keys come from
     the lock, which may first have to be resolved.
     """
-    if recipe.os.image is not None:
-        raise RecipeError("os.image (a base image instead of Debian packages) is not supported by bake yet",
-                          file=str(recipe.source), key="os.image", hint="use os.debian")
     lock_path = lock_path_for(recipe.source)
     before = read_lock(lock_path)
     cache = LayerCache(store)
@@ -263,7 +281,7 @@ def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress) -> lis
             for name, key, result in layers]
 
 
-def _given(result: LayerResult) -> LayerResult:
+def _given(result: LayerResult | tuple[LayerResult, ...]) -> LayerResult | tuple[LayerResult, ...]:
     return result
 
 
@@ -277,19 +295,22 @@ def _build(plan: planning.Plan, steps: list[_Step], store: LayoutStore, progress
             step = by_name[planned.name]
             started = time.monotonic()
             if step.cached is not None:
-                result, cached = step.build(), step.cached
+                found, cached = step.build(), step.cached
             else:
-                result = cache.get(planned.key)
-                cached = result is not None
-                if result is None:
+                found = cache.get(planned.key)
+                cached = found is not None
+                if found is None:
                     progress.layer_started(planned.name)
-                    result = step.build()
-            if not cached or step.cached is not None:
-                cache.put(planned.key, result)
+                    found = step.build()
+            # A base image (os.image) is several layers under one plan entry; they are never cached by key.
+            results = found if isinstance(found, tuple) else (found,)
+            if len(results) == 1 and (not cached or step.cached is not None):
+                cache.put(planned.key, results[0])
             seconds = time.monotonic() - started + step.seconds
-            progress.layer_done(planned.name, cached, result.size, seconds)
-            outcomes.append(LayerOutcome(planned.name, str(result.digest), str(result.diff_id), result.size,
-                                         cached, seconds, result.media_type))
+            for result in results:
+                progress.layer_done(planned.name, cached, result.size, seconds)
+                outcomes.append(LayerOutcome(planned.name, str(result.digest), str(result.diff_id), result.size,
+                                             cached, seconds, result.media_type))
     finally:
         progress.end()
     return outcomes

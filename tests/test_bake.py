@@ -204,3 +204,31 @@ def test_lock_writes_the_exact_package_versions_beside_the_recipe(tmp_path):
     assert "nginx-light" in lock["debian"]["os"]
     assert lock["debian"]["runtime"] == {}
     assert summary["os_packages"] == len(lock["debian"]["os"])
+
+
+def test_a_base_image_from_the_store_replaces_the_debian_layers(flask_repo, store, debian_python_base,  # noqa: F811
+                                                                docker_client):
+    from imagebuild.oci.model import Image
+
+    base = Image(created="2025-01-01T00:00:00Z", layers=tuple(debian_python_base.oci_layers()),
+                 runtime={"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "BASE_MARKER=from-base"]})
+    digest = store.write_image(base, ["python-base:1"]).digest
+    recipe = flask_repo / "imagebuild.yaml"
+    recipe.write_text(recipe.read_text().replace("os:\n  packages: [ca-certificates]\n",
+                                                 f"os:\n  image: python-base@{digest}\n"))
+    commit_all(flask_repo, "base image", FIRST_COMMIT_TIME + 60)
+    result = bake_json(flask_repo, store.root, "--load")
+    assert [layer["name"] for layer in result["layers"]] == ["os", "os", "libraries", "server", "app", "config"]
+    assert [layer["digest"] for layer in result["layers"][:2]] == [str(r.digest) for r in debian_python_base.results]
+    _, config = manifest_and_config(store, result["digest"])
+    assert "BASE_MARKER=from-base" in config["config"]["Env"]
+    assert "PATH=/usr/local/bin:/usr/bin:/bin" in config["config"]["Env"]
+    container = docker_client.containers.run(result["image"], detach=True, ports={"8000/tcp": ("127.0.0.1", None)})
+    try:
+        from tests.bake_support import published_port, wait_for_http
+
+        status, _ = wait_for_http(f"http://127.0.0.1:{published_port(container, 8000)}/health", container)
+        assert status == 200
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(result["image"], force=True)

@@ -127,3 +127,9 @@ def test_a_recipe_that_is_not_committed(repo, baked_store):
     git(repo, "rm", "-q", "--cached", "imagebuild.yaml")
     git(repo, "commit", "-q", "-m", "recipe no longer tracked")
     assert_refused(bake(repo, baked_store.root), baked_store, before, "imagebuild.yaml", "not committed")
+
+
+def test_a_base_image_that_is_not_in_the_store(repo, baked_store):
+    before = snapshot(baked_store)
+    edit_recipe(repo, "os:\n  packages: [ca-certificates]\n", "os:\n  image: base@sha256:" + "ab" * 32 + "\n")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "not in the local store")
