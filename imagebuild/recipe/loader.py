@@ -27,11 +27,16 @@ RECIPE_FILE = "imagebuild.yaml"
 
 
 def stock_recipes_dir() -> Path:
-    """Where stock recipes live: $IMAGEBUILD_RECIPES, else the project's recipes/ directory."""
+    """Where stock recipes live: $IMAGEBUILD_RECIPES, else imagebuild/stock_recipes in an
+    installed package (pyproject.toml ships recipes/ there), else recipes/ of the checkout."""
     configured = os.environ.get("IMAGEBUILD_RECIPES")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "recipes"
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "stock_recipes"
+    if installed.is_dir():
+        return installed
+    return package.parent / "recipes"
 
 
 def stock_recipe_names() -> list[str]:
