@@ -7,12 +7,13 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagebuild.atomic import replacing
 from imagebuild.errors import UserError
 from imagebuild.gitinfo import GitFacts
+from imagebuild.recipe.checks import IMAGE_NAME_HINT, is_image_name
 from imagebuild.recipe.loader import RECIPE_FILE, load_recipe, stock_recipe_names
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.schema import did_you_mean
@@ -193,18 +194,19 @@ def init_app(directory: Path, *, force: bool = False, extends: str | None = None
         if extends not in names:
             raise UserError(f"unknown stock recipe {extends!r}",
                             hint=did_you_mean(extends, names) or f"stock recipes: {', '.join(names)}")
+    if name is not None and not is_image_name(name):
+        raise UserError(f"--name {name!r} is not a valid image name", hint=IMAGE_NAME_HINT)
     found = _forced(directory, extends) if extends else detect_app(directory)
     text = recipe_text(name or image_name_for(directory), found)
-    fd, temp = tempfile.mkstemp(prefix=".imagebuild-", suffix=".yaml", dir=directory)
+    # The recipe is loaded from the temp file, so a recipe that would not load replaces nothing.
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        recipe = load_recipe(Path(temp), context={"git": GitFacts().as_context()})
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        with replacing(target, prefix=".imagebuild-", suffix=".yaml") as pending:
+            pending.write(text.encode("utf-8"))
+            pending.file.flush()
+            recipe = load_recipe(pending.temp_path, context={"git": GitFacts().as_context()})
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}",
+                        hint="make the directory writable") from None
     return InitResult(path=target, detection=found, recipe=dataclasses.replace(recipe, source=target))
 
 

@@ -10,15 +10,14 @@ newline, so a refresh shows up as a small, readable diff.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from imagebuild.atomic import write_atomically
 from imagebuild.errors import UserError
 
 LOCK_NAME = "imagebuild.lock"
@@ -115,20 +114,8 @@ def read_lock(path: str | os.PathLike) -> DebianLock | None:
 def write_lock(path: str | os.PathLike, lock: DebianLock) -> Path:
     """Replace the lock atomically: a reader sees the old file or the new one, never half."""
     path = Path(path)
-    data = dumps(lock).encode("utf-8")
     try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        return write_atomically(path, dumps(lock).encode("utf-8"))
     except OSError as exc:
-        raise LockFileError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    return path
+        raise LockFileError(f"cannot write {path}: {exc.strerror or exc}",
+                            hint="make the recipe's directory writable") from None

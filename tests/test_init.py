@@ -123,6 +123,15 @@ def test_cli_refuses_overwrite_with_exit_code_2(tmp_path):
     assert (app / "imagebuild.yaml").read_text() == "name: mine\n"
 
 
+@pytest.mark.parametrize("name", ["Bad Name", "registry.example.com/shop", "shop:v1"])
+def test_cli_names_a_bad_name_option_not_a_temp_file(tmp_path, name):
+    app = make(tmp_path / "shop", **{"app.py": FLASK})
+    result = imagebuild("init", app, "--name", name)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: --name {name!r} is not a valid image name (use lowercase"), result.stderr
+    assert sorted(p.name for p in app.iterdir()) == ["app.py"]
+
+
 def test_cli_writes_into_the_current_directory(tmp_path):
     app = make(tmp_path / "shop", **{"app.py": FLASK})
     result = imagebuild("init", "--json", cwd=app)

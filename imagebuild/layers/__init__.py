@@ -7,13 +7,11 @@ inside that store, which layer a cache key produced.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from imagebuild.atomic import write_atomically
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_layer
 from imagebuild.stores.layout import LayoutStore, _os_error
@@ -62,16 +60,6 @@ class LayerCache:
                            "media_type": result.media_type}, sort_keys=True).encode()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, self._path(key))
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
+            write_atomically(self._path(key), data, prefix=".tmp-")
         except OSError as exc:
             raise _os_error(self.store.root, exc) from None

@@ -48,14 +48,21 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) ->
     _check_environments(recipe, fail)
 
 
-def _check_names(recipe: Recipe, fail: Fail) -> None:
+IMAGE_NAME_HINT = "use lowercase letters, digits and . _ -; put the registry under registry:"
+
+
+def is_image_name(name: str) -> bool:
+    """A repository name without registry, tag or digest, as `name:` in a recipe takes it."""
     try:
-        ref = Reference.parse(recipe.name)
+        ref = Reference.parse(name)
     except UserError:
-        ref = None
-    if ref is None or ref.registry or ref.tag or ref.digest:
-        fail("name", f"{recipe.name!r} is not a valid image name",
-             "use lowercase letters, digits and . _ -; put the registry under registry:")
+        return False
+    return not (ref.registry or ref.tag or ref.digest)
+
+
+def _check_names(recipe: Recipe, fail: Fail) -> None:
+    if not is_image_name(recipe.name):
+        fail("name", f"{recipe.name!r} is not a valid image name", IMAGE_NAME_HINT)
     if recipe.registry is not None:
         try:
             Reference.parse(f"{recipe.registry}/{recipe.name}")

@@ -10,15 +10,14 @@ cannot leak into a message or a log line by accident.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagebuild.atomic import write_atomically
 from imagebuild.errors import AuthError, UserError
 
 
@@ -113,18 +112,14 @@ def save_credentials(host: str, credentials: Credentials) -> Path:
     auths = config.setdefault("auths", {})
     auths[host] = {"auth": base64.b64encode(
         f"{credentials.username}:{credentials.password}".encode("utf-8")).decode("ascii")}
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".config-")
+    text = json.dumps(config, indent="\t")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            json.dump(config, handle, indent="\t")
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    return path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # 0600: the file holds passwords.
+        return write_atomically(path, text.encode("utf-8"), mode=0o600)
+    except OSError as exc:
+        raise UserError(f"cannot save the credentials in {path}: {exc.strerror or exc}",
+                        hint="make the directory writable or point DOCKER_CONFIG elsewhere") from None
 
 
 _PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')

@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
+from imagebuild.atomic import replacing
 from imagebuild.errors import CorruptBlobError, UserError
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.mediatypes import layer_compression
@@ -101,16 +100,8 @@ def write_docker_archive(store: LayoutStore, manifest_digest: str, repo_tags: li
     if not parent.is_dir():
         raise UserError(f"directory {parent} does not exist", hint="create it or choose another path")
     try:
-        fd, temp = tempfile.mkstemp(dir=parent, prefix=f".{target_path.name}.")
+        with replacing(target_path, mode=FILE_MODE) as pending:
+            write_tar(entries, pending.file, source_date_epoch=0)
     except OSError as exc:
         raise _os_error(parent, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write_tar(entries, handle, source_date_epoch=0)
-            os.fchmod(handle.fileno(), FILE_MODE)
-        os.replace(temp, target_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
     return target_path

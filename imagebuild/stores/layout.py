@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from imagebuild.atomic import write_atomically
 from imagebuild.errors import CorruptBlobError, StoreError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
@@ -131,18 +132,7 @@ class LayoutStore:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fchmod(handle.fileno(), FILE_MODE)
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        write_atomically(path, data, mode=FILE_MODE, prefix=".tmp-")
 
     # -- blobs ------------------------------------------------------------
 
