@@ -99,7 +99,7 @@ def test_cli_push_failure_is_one_line_with_exit_code(proxy, image, registry):
     target = target_via(proxy)
     done = imagebuild("push", ref_name, "--to", str(target), "--store", store.root, "--json")
     assert done.returncode == 5
-    assert done.stdout == ""
+    assert json.loads(done.stdout)["error"]["exit_code"] == 5, "--json prints one object, also on failure"
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: uploading blob sha256:")
     assert "UNKNOWN: injected failure" in lines[0]

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain click help and errors, no rich boxes: they read well in CI logs and in a terminal.
+PLAIN = {"rich_markup_mode": None}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
                   help="Bake one reproducible image per commit, promote it, deploy it.")
 
 
 def _register() -> None:
-    # Imported for their @app.command side effects.
-    from imagebuild.cli import export_cmd, images_cmd  # noqa: F401
-    from imagebuild.cli import init_cmd  # noqa: F401
-    from imagebuild.cli import history_cmd, login_cmd, promote_cmd, pull_cmd, push_cmd, status_cmd  # noqa: F401
-    from imagebuild.cli import image_cmd  # noqa: F401
-    from imagebuild.cli import bake_cmd, lock_cmd  # noqa: F401
+    # Imported for their @app.command side effects; the order is the order of --help.
+    from imagebuild.cli import init_cmd, bake_cmd, lock_cmd  # noqa: F401
+    from imagebuild.cli import images_cmd, image_cmd, export_cmd  # noqa: F401
+    from imagebuild.cli import push_cmd, pull_cmd, promote_cmd, status_cmd, history_cmd, login_cmd  # noqa: F401
 
 
 _register()

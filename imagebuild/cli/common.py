@@ -15,6 +15,10 @@ from imagebuild.stores.layout import LayoutStore
 StoreOption = typer.Option(None, "--store", envvar="IMAGEBUILD_STORE",
                            help="Local store directory (an OCI layout). Default: ~/.cache/imagebuild/store")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else.")
+RecipeOption = typer.Option(Path("imagebuild.yaml"), "--recipe",
+                            help="The recipe (imagebuild.yaml, or its directory) naming the environments")
+InsecureOption = typer.Option(None, "--insecure/--secure",
+                              help="Plain HTTP to the registry (default: only for loopback addresses)")
 
 
 def open_store(store: Optional[Path]) -> LayoutStore:

@@ -9,12 +9,12 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.app import app
+from imagebuild.cli.app import PLAIN, app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 from imagebuild.errors import UserError
 from imagebuild.images_from_dir import image_from_directory, store_ref_name
 
-image_app = typer.Typer(no_args_is_help=True, help="Make images in the local store.")
+image_app = typer.Typer(no_args_is_help=True, help="Make images in the local store.", **PLAIN)
 app.add_typer(image_app, name="image")
 
 

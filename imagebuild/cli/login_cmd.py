@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.app import app
-from imagebuild.cli.common import JsonOption, emit_json
-from imagebuild.cli.promote_cmd import InsecureOption
+from imagebuild.cli.common import InsecureOption, JsonOption, emit_json
 from imagebuild.errors import UserError
 from imagebuild.registry.auth import Credentials, save_credentials
 from imagebuild.registry.client import RegistryClient
@@ -25,6 +24,9 @@ def login(host: str = typer.Argument(..., help="Registry HOST[:PORT]"),
         raise UserError(f"{host!r} is not a registry host", hint="give HOST[:PORT] only, e.g. localhost:5000")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        # A prompt without a terminal would echo the password or read a script's input.
+        raise UserError("no terminal to ask for the password", hint="pass it on stdin with --password-stdin")
     else:
         password = typer.prompt("Password", hide_input=True)
     if not password:

@@ -1,21 +1,73 @@
-"""Entry point: runs the typer app and turns ImageBuildError into one line and an exit code."""
+"""Entry point: runs the typer app and turns every failure into one line and an exit code.
+
+CI logs are read line by line, so usage mistakes (unknown option, missing
+argument) are printed as one `error:` line too, not as click's usage block.
+With `--json`, a failure also prints one JSON object on stdout, so a script
+that parses stdout always gets exactly one object.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
+import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
 from imagebuild.errors import ImageBuildError
+
+INTERRUPTED = 130
+# Set to get the traceback of an unexpected failure instead of its one line.
+DEBUG_VARIABLE = "IMAGEBUILD_DEBUG"
+
+
+def _wants_json(args: list[str]) -> bool:
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _fail(line: str, exit_code: int, kind: str, json_out: bool) -> None:
+    line = " ".join(line.split())
+    if json_out:
+        sys.stdout.write(json.dumps({"error": {"message": line, "exit_code": exit_code, "kind": kind}},
+                                    sort_keys=True) + "\n")
+        sys.stdout.flush()
+    sys.stderr.write(f"error: {line}\n")
+    sys.exit(exit_code)
+
+
+def _usage_line(exc: UsageError) -> str:
+    message = exc.format_message().rstrip(".")
+    if exc.ctx is not None:
+        message = f"{message} (see '{exc.ctx.command_path} --help')"
+    return message
 
 
 def main(argv: list[str] | None = None) -> None:
     from imagebuild.cli.app import app
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_out = _wants_json(args)
+    command = typer.main.get_command(app)
     try:
-        # Standalone mode lets click print usage errors itself, with exit code 2.
-        app(args=argv, prog_name="imagebuild")
+        code = command.main(args=args, prog_name="imagebuild", standalone_mode=False)
     except ImageBuildError as exc:
-        sys.stderr.write(f"error: {exc.one_line()}\n")
+        _fail(exc.one_line(), exc.exit_code, type(exc).__name__, json_out)
+    except NoArgsIsHelpError as exc:
+        sys.stderr.write(exc.format_message() + "\n")
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        sys.exit(130)
+    except UsageError as exc:
+        _fail(_usage_line(exc), exc.exit_code, "UsageError", json_out)
+    except ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code, type(exc).__name__, json_out)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
+    except Exception as exc:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc} (a bug: set {DEBUG_VARIABLE}=1 for the traceback "
+              f"and report it)", 1, type(exc).__name__, json_out)
+    # typer turns Ctrl-C into exit code 130 without a word.
+    if code == INTERRUPTED:
+        _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
+    sys.exit(code if isinstance(code, int) else 0)

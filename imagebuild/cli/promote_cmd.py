@@ -8,13 +8,10 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.app import app
-from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store
+from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_store
 from imagebuild.errors import UserError
 from imagebuild.promote import Places, promote
 
-RecipeOption = typer.Option(Path("imagebuild.yaml"), "--recipe", help="The recipe (imagebuild.yaml) naming the environments")
-InsecureOption = typer.Option(None, "--insecure/--secure",
-                              help="Plain HTTP to the registry (default: only for loopback addresses)")
 
 
 def load_recipe_for(path: Path, required: bool = True):

@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.app import app
-from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
-from imagebuild.cli.promote_cmd import InsecureOption
+from imagebuild.cli.common import InsecureOption, JsonOption, StoreOption, emit_json, open_store, say
 from imagebuild.stores.registry import pull_image, registry_reference
 
 

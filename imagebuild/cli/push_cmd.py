@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.app import app
-from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
-from imagebuild.cli.promote_cmd import InsecureOption, RecipeOption, load_recipe_for
+from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_store, say
+from imagebuild.cli.promote_cmd import load_recipe_for
 from imagebuild.errors import UserError
 from imagebuild.oci.reference import Reference
 from imagebuild.stores.registry import PushResult, push_image

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.app import app
-from imagebuild.cli.common import JsonOption, StoreOption, emit_json
-from imagebuild.cli.promote_cmd import InsecureOption, RecipeOption, open_places
+from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json
+from imagebuild.cli.promote_cmd import open_places
 from imagebuild.promote import status
 
 
