@@ -9,12 +9,17 @@ import typer
 
 from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store
+from imagebuild.errors import UserError
 
 
 @app.command("images")
 def images(store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """List the images tagged in the local store."""
     local = open_store(store)
+    # An empty or missing directory is a store yet to be made; anything else is a wrong path.
+    if local.root.exists() and not local.exists() and not (local.root.is_dir() and not any(local.root.iterdir())):
+        raise UserError(f"{local.root} is not an imagebuild store (it has no index.json)",
+                        hint="point --store or IMAGEBUILD_STORE at the store's directory")
     refs = local.refs() if local.exists() else {}
     rows = [{"image": name, "digest": str(d.digest), "size": d.size} for name, d in sorted(refs.items())]
     if json_out:

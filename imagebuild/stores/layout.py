@@ -50,6 +50,9 @@ def _os_error(path: Path, exc: OSError) -> UserError | StoreError:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StoreNotWritableError(f"cannot write the store at {path}: {exc.strerror}",
                                      hint="point --store or IMAGEBUILD_STORE at a writable directory")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return StoreNotWritableError(f"cannot use {path} as the store: {exc.strerror}",
+                                     hint="point --store or IMAGEBUILD_STORE at a directory")
     if exc.errno == errno.ENOSPC:
         return StoreError(f"no space left for the store at {path}", hint="free disk space and retry")
     return StoreError(f"store at {path}: {exc.strerror or exc}")

@@ -22,7 +22,7 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import Descriptor, Platform
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
-from imagebuild.stores.layout import LayoutStore, media_type_of_manifest
+from imagebuild.stores.layout import LayoutStore, StoreNotWritableError, media_type_of_manifest
 
 DEFAULT_PARALLEL = 4
 KNOWN_BLOBS_FILE = "registry-blobs.json"
@@ -339,6 +339,7 @@ def _remember_blobs(store: LayoutStore, host: str, repository: str, top: Manifes
             for digest in digests:
                 known[digest] = repository
             store._atomic_write(path, json.dumps(data, sort_keys=True).encode())
-    except (OSError, StoreError):
+    except (OSError, StoreError, StoreNotWritableError):
+        # Only a hint for later mounts: a read-only store still pushes.
         pass
 

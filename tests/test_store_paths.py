@@ -1,0 +1,54 @@
+"""The store option pointing somewhere odd: a file, a directory that is no store,
+a read-only mount. Reading works where it can; mistakes are one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.conftest import REGISTRY, imagebuild
+from tests.test_export_errors import all_files, assert_one_line_error, read_only_view
+
+
+def make_store(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "hello.txt").write_text("hello\n")
+    store = tmp_path / "store"
+    made = imagebuild("image", "from-dir", tree, "hello:v1", "--store", store, "--json")
+    assert made.returncode == 0, made.stderr
+    return store, tree, json.loads(made.stdout)["digest"]
+
+
+def test_push_from_a_read_only_store_succeeds(tmp_path):
+    store, _, digest = make_store(tmp_path)
+    target = f"{REGISTRY}/ro-{uuid.uuid4().hex[:10]}/hello:v1"
+    with read_only_view(store, tmp_path / "ro") as ro:
+        before = all_files(ro)
+        pushed = imagebuild("push", "hello:v1", "--to", target, "--store", ro, "--json")
+        assert pushed.returncode == 0, pushed.stderr
+        assert json.loads(pushed.stdout)["digest"] == digest
+        assert all_files(ro) == before
+    pulled = imagebuild("pull", target, "--store", tmp_path / "other", "--json")
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads(pulled.stdout)["digest"] == digest
+
+
+def test_a_file_as_the_store_is_a_user_error(tmp_path):
+    _, tree, _ = make_store(tmp_path)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert_one_line_error(imagebuild("image", "from-dir", tree, "hello:v2", "--store", not_a_dir),
+                          f"cannot use {not_a_dir} as the store", "--store")
+    assert_one_line_error(imagebuild("images", "--store", not_a_dir), "is not an imagebuild store")
+    assert not_a_dir.read_text() == "x"
+
+
+def test_images_in_a_directory_that_is_no_store(tmp_path):
+    _, tree, _ = make_store(tmp_path)
+    assert_one_line_error(imagebuild("images", "--store", tree), f"{tree} is not an imagebuild store")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    listed = imagebuild("images", "--store", empty, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["images"] == []
