@@ -178,6 +178,22 @@ def test_undefined_env_variable(tmp_path):
     assert text.startswith(f"{path}:1:") and "IB_SURELY_UNSET_VARIABLE" in text
 
 
+def test_undefined_env_variable_is_named_as_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("IB_SURELY_UNSET_VARIABLE", raising=False)
+    path = write(tmp_path, MINIMAL + "registry: '{{ env.IB_SURELY_UNSET_VARIABLE }}'\n")
+    text = error_of(path).one_line()
+    assert text == (f"{path}:7: template error: the environment variable IB_SURELY_UNSET_VARIABLE is not set "
+                    "(set it, or give the recipe a default: {{ env.NAME | default('...') }})")
+    defaulted = write(tmp_path, MINIMAL + "registry: \"{{ env.IB_SURELY_UNSET_VARIABLE | default('localhost:5000') }}\"\n")
+    assert load_recipe(defaulted, context=NO_GIT).registry == "localhost:5000"
+
+
+def test_unknown_git_fact_lists_the_known_ones(tmp_path):
+    path = write(tmp_path, MINIMAL + "registry: 'localhost:5000/{{ git.sha }}'\n")
+    text = error_of(path).one_line()
+    assert text.startswith(f"{path}:7: template error: git.sha is not defined; git has branch, commit,"), text
+
+
 def test_jinja_syntax_error_names_its_line(tmp_path):
     path = write(tmp_path, MINIMAL + "registry: '{{ git.short '\n")
     assert error_of(path).one_line().startswith(f"{path}:7: template error")

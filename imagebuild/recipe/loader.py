@@ -170,16 +170,42 @@ def _top_level_scalar(node: yaml.MappingNode, key: str) -> _Located | None:
     return None
 
 
+class _Variables(dict):
+    """`env` or `git` as the template sees them, so a missing key can be named as such."""
+
+    def __init__(self, prefix: str, values: dict):
+        super().__init__(values)
+        self.prefix = prefix
+
+    def missing(self, key: str) -> str:
+        if self.prefix == "env":
+            return f"the environment variable {key} is not set"
+        return f"{self.prefix}.{key} is not defined; {self.prefix} has {', '.join(sorted(self))}"
+
+
+class _RecipeUndefined(jinja2.StrictUndefined):
+    @property
+    def _undefined_message(self) -> str:
+        owner = self._undefined_obj
+        if isinstance(owner, _Variables) and isinstance(self._undefined_name, str):
+            return owner.missing(self._undefined_name)
+        return super()._undefined_message
+
+
 def _render(text: str, name: str, context: dict[str, Any]) -> str:
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    env = SandboxedEnvironment(undefined=_RecipeUndefined, keep_trailing_newline=True,
                                autoescape=False,
                                loader=jinja2.FunctionLoader(lambda _: (text, name, lambda: True)))
+    context = {key: _Variables(key, value) if key in ("env", "git") and isinstance(value, dict) else value
+               for key, value in context.items()}
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
         raise RecipeError(f"template error: {exc.message}", file=name, line=exc.lineno) from None
     except jinja2.TemplateError as exc:
         hint = "the recipe can use git.*, env.* and the context it is given"
+        if str(exc.message or "").startswith("the environment variable"):
+            hint = "set it, or give the recipe a default: {{ env.NAME | default('...') }}"
         raise RecipeError(f"template error: {exc.message or exc}", file=name,
                           line=_template_line(exc, name), hint=hint) from None
 
