@@ -4,9 +4,13 @@ click's usage errors; with --json, stdout holds exactly one JSON object."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 
 import pytest
 
+from imagebuild.atomic import replacing
 from imagebuild.cli import images_cmd, main as cli_main
 
 from conftest import imagebuild
@@ -106,3 +110,22 @@ def test_an_unexpected_failure_is_one_line_unless_debugging(monkeypatch, capsys,
     monkeypatch.setenv(cli_main.DEBUG_VARIABLE, "1")
     with pytest.raises(RuntimeError):
         cli_main.main(["images", "--store", str(tmp_path)])
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_removes_temp_files(monkeypatch, capsys, tmp_path):
+    # A cancelled CI job sends SIGTERM; here the command sends it to itself mid-write.
+    target = tmp_path / "index.json"
+    target.write_bytes(b"old")
+
+    def terminated_mid_write(_store):
+        with replacing(target) as pending:
+            pending.write(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Event().wait(30)  # the handler interrupts this wait at once
+
+    monkeypatch.setattr(images_cmd, "open_store", terminated_mid_write)
+    previous = signal.getsignal(signal.SIGTERM)
+    code, out, err = _run_main(capsys, "images", "--store", str(tmp_path))
+    assert code == 143 and err == "error: terminated\n" and out == ""
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["index.json"]
+    assert signal.getsignal(signal.SIGTERM) == previous

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import typer
@@ -18,6 +19,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from imagebuild.errors import ImageBuildError
 
 INTERRUPTED = 130
+TERMINATED = 128 + signal.SIGTERM
 # Set to get the traceback of an unexpected failure instead of its one line.
 DEBUG_VARIABLE = "IMAGEBUILD_DEBUG"
 
@@ -36,6 +38,23 @@ def _fail(line: str, exit_code: int, kind: str, json_out: bool) -> None:
     sys.exit(exit_code)
 
 
+class _Stop:
+    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so temp files are removed on the way out."""
+
+    terminated = False
+
+    @classmethod
+    def on_sigterm(cls, _signum, _frame) -> None:
+        cls.terminated = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def fail(cls, json_out: bool) -> None:
+        if cls.terminated:
+            _fail("terminated", TERMINATED, "Terminated", json_out)
+        _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
+
+
 def _usage_line(exc: UsageError) -> str:
     message = exc.format_message().rstrip(".")
     if exc.ctx is not None:
@@ -44,10 +63,18 @@ def _usage_line(exc: UsageError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    _Stop.terminated = False
+    previous = signal.signal(signal.SIGTERM, _Stop.on_sigterm)
+    try:
+        _run(args, _wants_json(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: list[str], json_out: bool) -> None:
     from imagebuild.cli.app import app
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    json_out = _wants_json(args)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="imagebuild", standalone_mode=False)
@@ -61,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     except ClickException as exc:
         _fail(exc.format_message(), exc.exit_code, type(exc).__name__, json_out)
     except (typer.Abort, KeyboardInterrupt):
-        _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
+        _Stop.fail(json_out)
     except Exception as exc:
         if os.environ.get(DEBUG_VARIABLE):
             raise
@@ -69,5 +96,5 @@ def main(argv: list[str] | None = None) -> None:
               f"and report it)", 1, type(exc).__name__, json_out)
     # typer turns Ctrl-C into exit code 130 without a word.
     if code == INTERRUPTED:
-        _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
+        _Stop.fail(json_out)
     sys.exit(code if isinstance(code, int) else 0)
