@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 from imagebuild.errors import ImageBuildError, UserError
@@ -19,13 +20,22 @@ def connect(base_url: str | None = None):
     import docker
     from docker.errors import DockerException
 
+    where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
     try:
         client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
         client.ping()
     except DockerException as exc:
-        raise UserError(f"no Docker engine answers: {str(exc).splitlines()[0]}",
+        raise UserError(f"no Docker engine answers at {where}: {_reason(exc)}",
                         hint="start dockerd or set DOCKER_HOST; --load needs an engine") from None
     return client
+
+
+def _reason(exc: Exception) -> str:
+    """The OS's words from deep inside the SDK's wrapped exception ("Connection refused")."""
+    text = str(exc)
+    found = (re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+             or re.search(r"Error\(-?\d+, '([^']+)'\)", text))
+    return found.group(1).strip() if found else text.splitlines()[0]
 
 
 def load_into_daemon(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
