@@ -178,6 +178,8 @@ def test_cli_status_and_history_from_a_fresh_machine(pushed, tmp_path):
 def test_cli_refusals_say_which_rule(pushed, tmp_path):
     recipe = write_recipe(tmp_path / "app", pushed["home"])
     store = pushed["store"].root
+    empty = imagebuild("history", "dev", "--recipe", recipe, "--store", store)
+    assert empty.returncode == 0 and empty.stdout == "" and empty.stderr == "no promotions to dev yet\n"
     assert imagebuild("promote", "v1", "--to", "dev", "--recipe", recipe, "--store", store).returncode == 0
     skipped = imagebuild("promote", "v1", "--to", "prod", "--recipe", recipe, "--store", store)
     assert skipped.returncode == 2

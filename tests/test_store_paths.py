@@ -52,3 +52,9 @@ def test_images_in_a_directory_that_is_no_store(tmp_path):
     listed = imagebuild("images", "--store", empty, "--json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["images"] == []
+
+
+def test_an_empty_listing_says_so_on_stderr_only(tmp_path):
+    listed = imagebuild("images", "--store", tmp_path / "none")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == "" and listed.stderr == f"no images in {tmp_path / 'none'}\n"

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.app import app
-from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json
+from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, say
 from imagebuild.cli.promote_cmd import open_places
 from imagebuild.promote import history
 
@@ -27,6 +27,7 @@ def history_command(environment: str = typer.Argument(..., help="An environment 
         emit_json({"environment": environment, "promotions": [r.to_dict() for r in records]})
         return
     if not records:
-        typer.echo(f"no promotions to {environment} yet")
+        # stderr: stdout holds one line per promotion
+        say(f"no promotions to {environment} yet")
     for record in records:
         typer.echo(f"{record.sequence:>6}  {record.time}  {record.version:<20} {record.digest}")

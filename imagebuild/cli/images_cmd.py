@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.app import app
-from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store
+from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 from imagebuild.errors import UserError
 
 
@@ -26,6 +26,7 @@ def images(store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> 
         emit_json({"store": str(local.root), "images": rows})
         return
     if not rows:
-        typer.echo(f"no images in {local.root}")
+        # stderr: stdout holds one line per image, so `| wc -l` counts them
+        say(f"no images in {local.root}")
     for row in rows:
         typer.echo(f"{row['image']}\t{row['digest']}")
