@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 from tests.conftest import REGISTRY, imagebuild
 from tests.test_export_errors import all_files, assert_one_line_error, read_only_view
 
@@ -58,3 +60,19 @@ def test_an_empty_listing_says_so_on_stderr_only(tmp_path):
     listed = imagebuild("images", "--store", tmp_path / "none")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout == "" and listed.stderr == f"no images in {tmp_path / 'none'}\n"
+
+
+@pytest.mark.parametrize("garbled, words", [
+    ("{bad", "is unreadable"),
+    ('{"manifests": 3}', "is not an OCI image index"),
+    ("[]", "is not an OCI image index"),
+    ('{"manifests": [{"digest": "sha256:00"}]}', "holds a garbled descriptor"),
+])
+def test_a_garbled_store_index_is_one_line_with_exit_code_4(tmp_path, garbled, words):
+    store, _, _ = make_store(tmp_path)
+    (store / "index.json").write_text(garbled)
+    for args in (["images"], ["export", "hello:v1", f"oci:{tmp_path / 'out'}"]):
+        assert_one_line_error(imagebuild(*args, "--store", store), f"the store's index {store / 'index.json'}",
+                              words, "restore it or remove the store", code=4)
+    assert (store / "index.json").read_text() == garbled
+    assert not (tmp_path / "out").exists()

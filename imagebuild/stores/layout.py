@@ -254,16 +254,26 @@ class LayoutStore:
         return descriptor
 
     def _read_index(self) -> dict:
+        path = self.root / "index.json"
         try:
-            return json.loads((self.root / "index.json").read_bytes())
+            index = json.loads(path.read_bytes())
         except FileNotFoundError:
             return index_dict([])
         except (OSError, ValueError) as exc:
-            raise StoreError(f"the store's index {self.root / 'index.json'} is unreadable: {exc}",
+            raise StoreError(f"the store's index {path} is unreadable: {exc}",
                              hint="restore it or remove the store") from None
+        entries = index.get("manifests", []) if isinstance(index, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+            raise StoreError(f"the store's index {path} is not an OCI image index (no list of manifests)",
+                             hint="restore it or remove the store")
+        return index
 
     def manifests(self) -> list[Descriptor]:
-        return [Descriptor.from_dict(d) for d in self._read_index().get("manifests", [])]
+        try:
+            return [Descriptor.from_dict(d) for d in self._read_index().get("manifests", [])]
+        except (KeyError, TypeError, ValueError, UserError) as exc:
+            raise StoreError(f"the store's index {self.root / 'index.json'} holds a garbled descriptor ({exc})",
+                             hint="restore it or remove the store") from None
 
     def tag(self, ref_name: str, descriptor: Descriptor) -> None:
         self.ensure()
