@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.errors import AuthError
+from imagebuild.errors import AuthError, UserError
 from imagebuild.registry.auth import Credentials, lookup_credentials, save_credentials
 from imagebuild.registry.transport import Transport, is_loopback
 from tests.conftest import imagebuild
@@ -84,6 +84,32 @@ def test_a_missing_helper_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps({"credsStore": "does-not-exist"}))
     with pytest.raises(AuthError, match="docker-credential-does-not-exist .* is not installed"):
         lookup_credentials("reg.example")
+
+
+@pytest.mark.parametrize("config, words", [
+    ("[]", "is not a JSON object with `auths` and `credHelpers` objects"),
+    ('{"auths": []}', "is not a JSON object with `auths` and `credHelpers` objects"),
+    ('{"credHelpers": "ecr-login"}', "is not a JSON object with `auths` and `credHelpers` objects"),
+    ('{"auths": {"reg.example": {"auth": 5}}}', "the saved credentials for reg.example"),
+])
+def test_a_garbled_docker_config_is_a_user_error(tmp_path, monkeypatch, config, words):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(UserError) as caught:
+        lookup_credentials("reg.example")
+    assert words in caught.value.one_line()
+
+
+def test_login_keeps_other_entries_and_accepts_null_auths(registry, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"auths": None, "proxies": {"default": {}}}))
+    done = imagebuild("login", registry, "-u", "someone", "--password-stdin", input="s3cret\n",
+                      env={"DOCKER_CONFIG": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["proxies"] == {"default": {}}
+    assert base64.b64decode(saved["auths"][registry]["auth"]) == b"someone:s3cret"
+    assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == 0o600
 
 
 def test_https_by_default_plain_http_for_loopback_or_insecure():

@@ -38,12 +38,17 @@ def docker_config_path() -> Path:
 
 def _read_config(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the Docker client configuration {path}: {exc}",
                         hint="fix or remove the file") from None
+    sections = ("auths", "credHelpers")
+    if not isinstance(config, dict) or not all(isinstance(config.get(key, {}), (dict, type(None))) for key in sections):
+        raise UserError(f"the Docker client configuration {path} is not a JSON object with `auths` and "
+                        "`credHelpers` objects", hint="fix or remove the file")
+    return config
 
 
 def _host_key(key: str) -> str:
@@ -85,7 +90,7 @@ def lookup_credentials(host: str) -> Credentials | None:
         if entry.get("auth"):
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
-            except ValueError:
+            except (ValueError, TypeError):
                 raise UserError(f"the saved credentials for {host} in {docker_config_path()} are unreadable",
                                 hint=f"run `imagebuild login {host}` again") from None
             return Credentials(user, password)
@@ -109,7 +114,8 @@ def save_credentials(host: str, credentials: Credentials) -> Path:
         if done.returncode != 0:
             raise AuthError(f"credential helper docker-credential-{helper} could not store the credentials")
         return path
-    auths = config.setdefault("auths", {})
+    auths = config.get("auths") or {}
+    config["auths"] = auths
     auths[host] = {"auth": base64.b64encode(
         f"{credentials.username}:{credentials.password}".encode("utf-8")).decode("ascii")}
     text = json.dumps(config, indent="\t")
