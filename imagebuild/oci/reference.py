@@ -29,6 +29,9 @@ class Reference:
         original = text
         if not text or text.strip() != text:
             raise UserError(f"invalid image reference {original!r}", hint="use NAME[:TAG][@sha256:DIGEST]")
+        if "://" in text:
+            raise UserError(f"{original!r} is a URL; an image reference has no scheme",
+                            hint="write HOST[:PORT]/NAME[:TAG]; --insecure picks plain HTTP")
         digest = None
         if "@" in text:
             text, _, raw_digest = text.partition("@")

@@ -253,12 +253,14 @@ def pull_image(store: LayoutStore, source: Reference, *, insecure: bool | None =
         top = client.get_manifest(source.repository, source.identifier)
         if top is None:
             raise UserError(f"{source} is not in the registry", hint="check the name, tag or digest")
-        store.ensure()
         result = PullResult(reference=str(source), digest=str(top.digest), ref_name=str(source))
         image = top
         if top.media_type in mt.INDEX_TYPES:
-            store.put_blob(top.raw)
             image = _platform_manifest(client, source, top, platform)
+        _require_image(source, image)
+        store.ensure()
+        if image is not top:
+            store.put_blob(top.raw)
         for blob in _blobs(image):
             if store.has_blob(blob.digest):
                 result.blobs_present += 1
@@ -278,6 +280,14 @@ def pull_image(store: LayoutStore, source: Reference, *, insecure: bool | None =
     finally:
         if own:
             client.close()
+
+
+def _require_image(source: Reference, manifest: ManifestBytes) -> None:
+    """Artifacts (signatures, promotion records, Helm charts) share the manifest type but carry no image."""
+    config = json.loads(manifest.raw).get("config") or {}
+    if config.get("mediaType") not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+        raise UserError(f"{source} is not a container image: its config is {config.get('mediaType')!r}",
+                        hint="pull an image tag or digest, not an artifact")
 
 
 def _platform_manifest(client: RegistryClient, source: Reference, index: ManifestBytes,
