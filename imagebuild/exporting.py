@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -59,8 +60,12 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
     if target.exists():
         if not target.is_dir():
             raise UserError(f"{target} exists and is not a directory", hint="choose a directory path for oci:DIR")
-        copy_image(store, descriptor, LayoutStore(target), [tag])
-        return
+        if (target / "oci-layout").is_file():
+            _add_to_layout(store, descriptor, target, tag)
+            return
+        if any(target.iterdir()):
+            raise UserError(f"{target} is neither an OCI layout (no oci-layout file) nor empty",
+                            hint="choose a new or empty directory, or an existing layout")
     parent = target.parent
     if not parent.is_dir():
         raise UserError(f"directory {parent} does not exist", hint="create it or choose another path")
@@ -70,12 +75,25 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
         raise _os_error(parent, exc) from None
     try:
         copy_image(store, descriptor, LayoutStore(staging), [tag])
-        # The store's own lock file and temp directory are no part of the handed-over layout.
-        (staging / ".lock").unlink(missing_ok=True)
-        (staging / "tmp").rmdir()
+        _drop_store_files(staging, lock_was_there=False)
         os.chmod(staging, 0o755)
+        # Replaces an empty directory too (rename(2) allows that).
         os.rename(staging, target)
     except OSError as exc:
         raise _os_error(target, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _add_to_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag: str) -> None:
+    lock_was_there = (target / ".lock").exists()
+    copy_image(store, descriptor, LayoutStore(target), [tag])
+    _drop_store_files(target, lock_was_there)
+
+
+def _drop_store_files(layout: Path, lock_was_there: bool) -> None:
+    """The store's own lock file and temp directory are no part of a handed-over layout."""
+    if not lock_was_there:
+        (layout / ".lock").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (layout / "tmp").rmdir()

@@ -156,3 +156,26 @@ def test_missing_blob_is_named(built, tmp_path):
         result = imagebuild("export", "app:v1", destination, "--store", built["store"])
         assert_one_line_error(result, layer_digest, "missing", code=4)
     assert not (tmp_path / "image.tar").exists() and not (tmp_path / "layout").exists()
+
+
+def test_oci_export_into_a_directory_that_is_no_layout_is_refused(built, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    result = imagebuild("export", "app:v1", f"oci:{mine}", "--store", built["store"])
+    assert_one_line_error(result, f"{mine} is neither an OCI layout (no oci-layout file) nor empty")
+    assert all_files(mine) == ["notes.txt"]
+
+
+def test_oci_export_into_an_empty_directory_then_into_that_layout_again(built, tmp_path):
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    for _ in ("into the empty directory", "into the layout it made"):
+        made = imagebuild("export", "app:v1", f"oci:{layout}", "--store", built["store"])
+        assert made.returncode == 0, made.stderr
+    names = set(all_files(layout))
+    assert {"oci-layout", "index.json"} <= names
+    assert not {"tmp", ".lock"} & names, "store-only files leaked into the exported layout"
+    inspected = subprocess.run(["skopeo", "inspect", f"oci:{layout}:v1"], capture_output=True, text=True)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Digest"] == built["digest"]
