@@ -26,11 +26,32 @@ def parse_destination(destination: str) -> tuple[str, str]:
     return kind, path
 
 
-def export_image(store: LayoutStore, image: str, destination: str) -> dict:
+def check_destination(destination: str) -> tuple[str, str]:
+    """Every refusal an export can know before it reads the store, so a caller (bake) can
+    refuse a bad destination before any work is done. Returns (kind, path)."""
     kind, path = parse_destination(destination)
+    target = Path(path)
+    if kind == "docker-archive" and target.is_dir():
+        raise UserError(f"{path} is a directory; docker-archive needs a file path")
+    if kind == "oci" and target.exists():
+        if not target.is_dir():
+            raise UserError(f"{target} exists and is not a directory", hint="choose a directory path for oci:DIR")
+        if not (target / "oci-layout").is_file() and any(target.iterdir()):
+            raise UserError(f"{target} is neither an OCI layout (no oci-layout file) nor empty",
+                            hint="choose a new or empty directory, or an existing layout")
+        return kind, path
+    parent = target.parent
+    if not parent.is_dir():
+        raise UserError(f"directory {parent} does not exist", hint="create it or choose another path")
+    return kind, path
+
+
+def export_image(store: LayoutStore, image: str, destination: str) -> dict:
+    parse_destination(destination)
     if not store.exists():
         raise UserError(f"the local store at {store.root} is empty", hint="bake an image first")
     descriptor = store.resolve(image)
+    kind, path = check_destination(destination)
     ref_name = _tagged_name(store, image, descriptor.digest)
     name, _, tag = ref_name.rpartition(":")
     if kind == "oci":
@@ -57,18 +78,11 @@ def _tagged_name(store: LayoutStore, image: str, digest: str) -> str:
 def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag: str) -> None:
     """Into an existing layout, add blobs then the tag; a new layout is staged and renamed into place,
     so a failure (a corrupt blob, a full disk) leaves no half-made directory behind."""
-    if target.exists():
-        if not target.is_dir():
-            raise UserError(f"{target} exists and is not a directory", hint="choose a directory path for oci:DIR")
-        if (target / "oci-layout").is_file():
-            _add_to_layout(store, descriptor, target, tag)
-            return
-        if any(target.iterdir()):
-            raise UserError(f"{target} is neither an OCI layout (no oci-layout file) nor empty",
-                            hint="choose a new or empty directory, or an existing layout")
+    # check_destination has refused what is neither a layout, nor empty, nor new.
+    if (target / "oci-layout").is_file():
+        _add_to_layout(store, descriptor, target, tag)
+        return
     parent = target.parent
-    if not parent.is_dir():
-        raise UserError(f"directory {parent} does not exist", hint="create it or choose another path")
     try:
         staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.tmp-"))
     except OSError as exc:

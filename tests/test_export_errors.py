@@ -122,10 +122,12 @@ def test_export_into_a_read_only_directory(built, tmp_path):
         assert all_files(ro) == []
 
 
-def test_unknown_image_and_destination(built):
-    assert_one_line_error(imagebuild("export", "nope:v1", "oci:/tmp/x", "--store", built["store"]), "nope:v1")
-    assert_one_line_error(imagebuild("export", "app:v1", "tarball:/tmp/x", "--store", built["store"]),
+def test_unknown_image_and_destination(built, tmp_path):
+    out = tmp_path / "x"
+    assert_one_line_error(imagebuild("export", "nope:v1", f"oci:{out}", "--store", built["store"]), "nope:v1")
+    assert_one_line_error(imagebuild("export", "app:v1", f"tarball:{out}", "--store", built["store"]),
                           "unknown destination")
+    assert not out.exists()
 
 
 def test_corrupt_zstd_layer_is_named_when_exported_for_docker(tmp_path):
@@ -179,3 +181,27 @@ def test_oci_export_into_an_empty_directory_then_into_that_layout_again(built, t
     inspected = subprocess.run(["skopeo", "inspect", f"oci:{layout}:v1"], capture_output=True, text=True)
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["Digest"] == built["digest"]
+
+
+def test_check_destination_refuses_before_any_store_is_read(tmp_path):
+    from imagebuild.errors import UserError
+    from imagebuild.exporting import check_destination
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "empty").mkdir()
+    refused = {
+        "tar:x": "unknown destination",
+        f"docker-archive:{tmp_path}": "is a directory",
+        f"docker-archive:{tmp_path}/missing/a.tar": "does not exist",
+        f"oci:{tmp_path}/file": "exists and is not a directory",
+        f"oci:{tmp_path}/full": "neither an OCI layout",
+        f"oci:{tmp_path}/missing/layout": "does not exist",
+    }
+    for destination, words in refused.items():
+        with pytest.raises(UserError, match=words):
+            check_destination(destination)
+    assert check_destination(f"oci:{tmp_path}/empty") == ("oci", f"{tmp_path}/empty")
+    assert check_destination(f"oci:{tmp_path}/new") == ("oci", f"{tmp_path}/new")
+    assert check_destination(f"docker-archive:{tmp_path}/file") == ("docker-archive", f"{tmp_path}/file")
