@@ -16,7 +16,7 @@ StoreOption = typer.Option(None, "--store", envvar="IMAGEBUILD_STORE",
                            help="Local store directory (an OCI layout). Default: ~/.cache/imagebuild/store")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else.")
 RecipeOption = typer.Option(Path("imagebuild.yaml"), "--recipe",
-                            help="The recipe (imagebuild.yaml, or its directory) naming the environments")
+                            help="The recipe (imagebuild.yaml, or its directory) naming the registry and environments")
 InsecureOption = typer.Option(None, "--insecure/--secure",
                               help="Plain HTTP to the registry (default: only for loopback addresses)")
 

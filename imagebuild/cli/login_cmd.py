@@ -16,7 +16,7 @@ from imagebuild.registry.client import RegistryClient
 
 @app.command("login")
 def login(host: str = typer.Argument(..., help="Registry HOST[:PORT]"),
-          username: str = typer.Option(..., "--username", "-u"),
+          username: str = typer.Option(..., "--username", "-u", help="The registry account"),
           password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin"),
           insecure: Optional[bool] = InsecureOption, json_out: bool = JsonOption) -> None:
     """Log in to a registry; the credentials go where the Docker client keeps them."""
