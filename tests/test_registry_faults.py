@@ -119,3 +119,16 @@ def test_pull_survives_a_dropped_download_and_keeps_no_partial_blob(proxy, image
         fresh.verify_blob(blob.digest)
     assert list((fresh.root / "tmp").iterdir()) == []
     assert json.loads(fresh.read_blob(digest))["layers"]
+
+
+def test_a_failed_blob_stops_the_push_without_starting_the_queued_uploads(proxy, registry, tmp_path):
+    store = LayoutStore(tmp_path / "many").ensure()
+    ref_name = write_app_image(store, "hello", "many", extra_layers=10)
+    blobs = len(store.read_manifest(store.resolve(ref_name).digest).blobs())
+    proxy.add_fault(Fault("POST", r"/blobs/uploads/", "500", times=0))
+    with fast_client(proxy, attempts=1) as client:
+        with pytest.raises(RegistryError):
+            push_image(store, ref_name, target_via(proxy), client=client, parallel=1)
+    checked = {exchange.path.rsplit("/", 1)[-1] for exchange in proxy.log.matching("HEAD", "/blobs/")}
+    # One worker: the failing blob, and at most the one it picked up before the pool was stopped.
+    assert 1 <= len(checked) <= 2 < blobs, (len(checked), blobs)
