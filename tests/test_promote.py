@@ -210,6 +210,13 @@ def test_local_store_promotion_without_a_registry(tmp_path):
         ("dev", v1), ("test", v1), ("prod", v1)]
     listed = json.loads(imagebuild("history", "dev", "--recipe", recipe, "--store", store.root, "--json").stdout)
     assert [p["version"] for p in listed["promotions"]] == ["v1"]
+    # The promotion records live in the store as artifacts: `images` lists them only with --all.
+    images = json.loads(imagebuild("images", "--store", store.root, "--json").stdout)["images"]
+    assert [row["image"] for row in images] == ["hello:dev", "hello:prod", "hello:test", "hello:v1", "hello:v2-dirty"]
+    assert {row["kind"] for row in images} == {"image"}
+    everything = json.loads(imagebuild("images", "--all", "--store", store.root, "--json").stdout)["images"]
+    records = [row["image"] for row in everything if row["kind"] == "artifact"]
+    assert len(records) == 3 and all(":promotion-" in name for name in records)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from imagebuild.errors import UserError
 
 
 @app.command("images")
-def images(store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
+def images(store: Optional[Path] = StoreOption,
+           all_kinds: bool = typer.Option(False, "--all", help="Also list artifacts, such as promotion records."),
+           json_out: bool = JsonOption) -> None:
     """List the images tagged in the local store."""
     local = open_store(store)
     # An empty or missing directory is a store yet to be made; anything else is a wrong path.
@@ -21,7 +23,10 @@ def images(store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> 
         raise UserError(f"{local.root} is not an imagebuild store (it has no index.json)",
                         hint="point --store or IMAGEBUILD_STORE at the store's directory")
     refs = local.refs() if local.exists() else {}
-    rows = [{"image": name, "digest": str(d.digest), "size": d.size} for name, d in sorted(refs.items())]
+    rows = [{"image": name, "digest": str(d.digest), "size": d.size, "kind": local.kind_of(d)}
+            for name, d in sorted(refs.items())]
+    if not all_kinds:
+        rows = [row for row in rows if row["kind"] != "artifact"]
     if json_out:
         emit_json({"store": str(local.root), "images": rows})
         return
@@ -29,4 +34,4 @@ def images(store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> 
         # stderr: stdout holds one line per image, so `| wc -l` counts them
         say(f"no images in {local.root}")
     for row in rows:
-        typer.echo(f"{row['image']}\t{row['digest']}")
+        typer.echo(f"{row['image']}\t{row['digest']}" + ("\tartifact" if row["kind"] == "artifact" else ""))

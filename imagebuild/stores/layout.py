@@ -329,6 +329,14 @@ class LayoutStore:
         except (ValueError, KeyError) as exc:
             raise StoreError(f"blob {digest} is not an image manifest: {exc}") from None
 
+    def kind_of(self, descriptor: Descriptor) -> str:
+        """"index", "image", or "artifact": a manifest whose config is no image config,
+        such as a promotion record kept in the store."""
+        if descriptor.media_type in mt.INDEX_TYPES:
+            return "index"
+        config_type = self.read_manifest(descriptor.digest).config.media_type
+        return "image" if config_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG) else "artifact"
+
     def read_config(self, manifest: ParsedManifest) -> dict:
         return json.loads(self.read_blob(manifest.config.digest))
 
