@@ -217,6 +217,9 @@ def test_local_store_promotion_without_a_registry(tmp_path):
     everything = json.loads(imagebuild("images", "--all", "--store", store.root, "--json").stdout)["images"]
     records = [row["image"] for row in everything if row["kind"] == "artifact"]
     assert len(records) == 3 and all(":promotion-" in name for name in records)
+    refused = imagebuild("export", records[0], f"docker-archive:{tmp_path / 'record.tar'}", "--store", store.root)
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {records[0]} is an artifact")
+    assert not (tmp_path / "record.tar").exists()
 
 
 @pytest.fixture(scope="module")
