@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -205,3 +207,28 @@ def test_check_destination_refuses_before_any_store_is_read(tmp_path):
     assert check_destination(f"oci:{tmp_path}/empty") == ("oci", f"{tmp_path}/empty")
     assert check_destination(f"oci:{tmp_path}/new") == ("oci", f"{tmp_path}/new")
     assert check_destination(f"docker-archive:{tmp_path}/file") == ("docker-archive", f"{tmp_path}/file")
+
+
+def without_root_powers(*args) -> list[str]:
+    """Root reads mode-000 files; dropping its capabilities makes modes count, as for any user."""
+    if os.geteuid() != 0:
+        return list(args)
+    return ["setpriv", "--securebits=+noroot,+noroot_locked", "--inh-caps=-all", "--bounding-set=-all", *args]
+
+
+@pytest.mark.parametrize("unreadable", ["sub", "sub/secret.txt"])
+def test_an_unreadable_path_is_named_not_skipped(tmp_path, unreadable):
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "secret.txt").write_text("x\n")
+    (tree / "top.txt").write_text("y\n")
+    (tree / unreadable).chmod(0)
+    store = tmp_path / "store"
+    try:
+        done = subprocess.run(without_root_powers(sys.executable, "-m", "imagebuild", "image", "from-dir",
+                                                  str(tree), "app:v1", "--store", str(store)),
+                              capture_output=True, text=True)
+    finally:
+        (tree / unreadable).chmod(0o755)
+    assert_one_line_error(done, f"cannot read {tree / unreadable}: Permission denied")
+    assert not (store / "index.json").exists() or "app:v1" not in (store / "index.json").read_text()

@@ -266,7 +266,13 @@ def entries_from_directory(root: str, prefix: str = "", *, follow_root_symlink: 
         raise UserError(f"not a directory: {root}")
     prefix = prefix.strip("/")
     found: list[tuple[str, str, os.stat_result]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        # os.walk would otherwise skip the directory's contents without a word.
+        raise LayerInputError(f"cannot read {exc.filename}: {exc.strerror}",
+                              hint="make it readable, or move it out of the tree") from None
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames.sort()
         for name in dirnames + sorted(filenames):
             full = os.path.join(dirpath, name)
@@ -289,6 +295,11 @@ def entries_from_directory(root: str, prefix: str = "", *, follow_root_symlink: 
                 continue
             if st.st_nlink > 1:
                 first_of_inode[key] = layer_path
+            try:
+                # Found now, not halfway through writing the layer.
+                os.close(os.open(full, os.O_RDONLY))
+            except OSError as exc:
+                unreadable(exc)
             yield Entry(layer_path, FILE, mode, mtime, size=st.st_size,
                         opener=functools.partial(open, full, "rb"), **owner)
         elif stat.S_ISFIFO(st.st_mode):
