@@ -4,12 +4,14 @@ a read-only mount. Reading works where it can; mistakes are one line, exit 2."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
 
 from tests.conftest import REGISTRY, imagebuild
-from tests.test_export_errors import all_files, assert_one_line_error, read_only_view
+from tests.test_export_errors import all_files, assert_one_line_error, read_only_view, without_root_powers
 
 
 def make_store(tmp_path):
@@ -76,3 +78,38 @@ def test_a_garbled_store_index_is_one_line_with_exit_code_4(tmp_path, garbled, w
                               words, "restore it or remove the store", code=4)
     assert (store / "index.json").read_text() == garbled
     assert not (tmp_path / "out").exists()
+
+
+def run_without_root_powers(*args):
+    done = subprocess.run(without_root_powers(sys.executable, "-m", "imagebuild", *map(str, args)),
+                          capture_output=True, text=True)
+    return done
+
+
+def test_a_store_without_permissions_names_what_it_cannot_reach(tmp_path):
+    store, tree, digest = make_store(tmp_path)
+    blob = store / "blobs" / "sha256" / digest.split(":", 1)[1]
+    blob.chmod(0)
+    try:
+        done = run_without_root_powers("export", "hello:v1", f"oci:{tmp_path / 'out'}", "--store", store)
+    finally:
+        blob.chmod(0o644)
+    assert_one_line_error(done, f"no access to {blob} in the store at {store}: Permission denied",
+                          "a directory you can read and write")
+    assert not (tmp_path / "out").exists()
+
+    (store / "index.json").chmod(0)
+    try:
+        done = run_without_root_powers("images", "--store", store)
+    finally:
+        (store / "index.json").chmod(0o644)
+    assert_one_line_error(done, f"no access to {store / 'index.json'} in the store at {store}")
+
+    store.chmod(0o555)
+    try:
+        done = run_without_root_powers("image", "from-dir", tree, "hello:v2", "--store", store)
+    finally:
+        store.chmod(0o755)
+    # The temp file was never made: the directory is named, not the temp file's name.
+    assert_one_line_error(done, f"no access to {store} in the store at {store}: Permission denied")
+    assert "hello:v2" not in (store / "index.json").read_text()

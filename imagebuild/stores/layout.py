@@ -47,9 +47,16 @@ def default_store_path() -> Path:
 
 
 def _os_error(path: Path, exc: OSError) -> UserError | StoreError:
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if exc.errno == errno.EROFS:
         return StoreNotWritableError(f"cannot write the store at {path}: {exc.strerror}",
                                      hint="point --store or IMAGEBUILD_STORE at a writable directory")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        # The same errno for a read and a write: name the file (or, for one not made, its directory).
+        where = exc.filename or path
+        if exc.filename and not os.path.lexists(exc.filename):
+            where = os.path.dirname(exc.filename) or path
+        return StoreNotWritableError(f"no access to {where} in the store at {path}: {exc.strerror}",
+                                     hint="point --store or IMAGEBUILD_STORE at a directory you can read and write")
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
         return StoreNotWritableError(f"cannot use {path} as the store: {exc.strerror}",
                                      hint="point --store or IMAGEBUILD_STORE at a directory")
@@ -259,7 +266,9 @@ class LayoutStore:
             index = json.loads(path.read_bytes())
         except FileNotFoundError:
             return index_dict([])
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise _os_error(self.root, exc) from None
+        except ValueError as exc:
             raise StoreError(f"the store's index {path} is unreadable: {exc}",
                              hint="restore it or remove the store") from None
         entries = index.get("manifests", []) if isinstance(index, dict) else None
@@ -269,8 +278,9 @@ class LayoutStore:
         return index
 
     def manifests(self) -> list[Descriptor]:
+        entries = self._read_index().get("manifests", [])
         try:
-            return [Descriptor.from_dict(d) for d in self._read_index().get("manifests", [])]
+            return [Descriptor.from_dict(d) for d in entries]
         except (KeyError, TypeError, ValueError, UserError) as exc:
             raise StoreError(f"the store's index {self.root / 'index.json'} holds a garbled descriptor ({exc})",
                              hint="restore it or remove the store") from None
