@@ -14,7 +14,11 @@ import signal
 import sys
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+try:  # typer 0.2x carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from imagebuild.errors import ImageBuildError
 
