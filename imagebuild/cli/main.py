@@ -15,12 +15,16 @@ import sys
 
 import typer
 
-try:  # typer 0.2x carries its own copy of click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-except ImportError:  # older typer runs on click itself
-    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-
 from imagebuild.errors import ImageBuildError
+
+try:  # typer 0.2x carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_exceptions
+
+ClickException, UsageError = click_exceptions.ClickException, click_exceptions.UsageError
+# click before 8.2 prints the help itself for no_args_is_help; `except ()` then catches nothing.
+NoArgsIsHelpError = getattr(click_exceptions, "NoArgsIsHelpError", ())
 
 INTERRUPTED = 130
 TERMINATED = 128 + signal.SIGTERM
