@@ -1,7 +1,7 @@
 """`bake`: one git commit of an app → one reproducible image in the local store.
 
-The order of work: load the recipe, read git, refuse a dirty tree, check
-every requested output, gather each layer's inputs, plan (cache keys), build
+The order of work: load the recipe, read git, refuse a lock that is not the
+committed one and a dirty tree, check every requested output, gather each layer's inputs, plan (cache keys), build
 or reuse each layer, write the image, then export, load or push it. Every
 user mistake is found before anything is written to the store.
 """
@@ -9,7 +9,6 @@ user mistake is found before anything is written to the store.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import tempfile
 import time
@@ -19,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 from imagebuild import plan as planning
 from imagebuild.errors import RecipeError, UserError
-from imagebuild.exporting import export_image, parse_destination
+from imagebuild.exporting import check_destination, export_image
 from imagebuild.gitinfo import require_git
 from imagebuild.layers import LayerCache, debian, store_layer
 from imagebuild.layers import app as app_layer
@@ -98,7 +97,11 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
     recipe = load_recipe(recipe_path)
     facts = require_git(recipe.root)
     toplevel = Path(facts.toplevel)
-    dirty = bool(app_layer.dirty_files(toplevel))
+    lock_problem = _lock_problem(recipe, toplevel, facts.commit)
+    if lock_problem is not None and not options.allow_dirty:
+        raise lock_problem
+    # A lock resolved (or taken) from outside the commit makes the image as unrebuildable as a dirty file.
+    dirty = bool(app_layer.dirty_files(toplevel)) or lock_problem is not None
     if dirty and not options.allow_dirty:
         app_layer.refuse_dirty(toplevel)
     version = facts.version + ("-dirty" if dirty else "")
@@ -106,10 +109,12 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
                              source=app_layer.remote_url(toplevel))
     local_ref = f"{recipe.name}:{tag_for(version)}"
     push_target = _check_outputs(recipe, options, local_ref)
+    store.ensure()  # a --store that cannot be a store is refused here, not after the layers are built
 
     tree = app_layer.SourceTree(toplevel, facts.commit, working_tree=dirty)
     with tempfile.TemporaryDirectory(prefix="imagebuild-bake-") as scratch, tree:
-        steps, base_env = _steps(recipe, store, tree, commit, Path(scratch), progress)
+        steps, base_env = _steps(recipe, store, tree, commit, Path(scratch), progress,
+                                 update_lock=lock_problem is not None)
         env = {**base_env, "IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision}
         plan = planning.make_plan(recipe, commit, [step.inputs for step in steps], server_command(recipe), env=env)
         outcomes = _build(plan, steps, store, progress)
@@ -124,12 +129,7 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
 def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str) -> Reference | None:
     """Refuse bad destinations, a missing Docker engine and an unreachable registry before any work is done."""
     for destination in options.outputs:
-        kind, path = parse_destination(destination)
-        target = Path(path)
-        if kind == "docker-archive" and target.is_dir():
-            raise UserError(f"{path} is a directory; docker-archive needs a file path")
-        if kind == "oci" and target.exists() and not target.is_dir():
-            raise UserError(f"{path} exists and is not a directory", hint="oci: needs a directory")
+        check_destination(destination)
     if options.load:
         from imagebuild.stores.daemon import connect
 
@@ -145,6 +145,43 @@ def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str) -> Refe
     with open_client(target.registry, insecure=options.insecure) as client:
         client.ping()
     return target
+
+
+_RELOCK = "run `imagebuild lock`, commit it, and bake again, or bake with --allow-dirty"
+_COMMIT_LOCK = "commit it and bake again, or bake with --allow-dirty"
+
+
+def _lock_problem(recipe: Recipe, toplevel: Path, revision: str) -> UserError | None:
+    """Why the lock in the commit cannot pin this bake's Debian layers; None when it can.
+
+    A clean image must be rebuildable from its commit alone, so the lock it is
+    built from has to be the committed one, byte for byte, and made for the
+    os and runtime sections the recipe has now.
+    """
+    if recipe.os.image is not None:
+        return None    # the base image's digest pins it; there is nothing to lock
+    lock_path = lock_path_for(recipe.source)
+    tree = app_layer.SourceTree(toplevel, revision)
+    committed = tree.read(tree.repo_path(lock_path))
+    try:
+        on_disk: bytes | None = lock_path.read_bytes()
+    except FileNotFoundError:
+        on_disk = None
+    except OSError as exc:
+        raise UserError(f"cannot read {lock_path}: {exc.strerror}") from None
+    if committed is None and on_disk is None:
+        return UserError(f"{lock_path} is missing", hint=_RELOCK)
+    if committed is None:
+        return UserError(f"{lock_path} is not committed", hint=_COMMIT_LOCK)
+    if on_disk != committed:
+        return UserError(f"{lock_path} has uncommitted changes", hint=_COMMIT_LOCK)
+    lock = read_lock(lock_path)
+    assert lock is not None
+    if not debian.lock_fits(lock, recipe.os, recipe.runtime):
+        assert recipe.source is not None
+        return UserError(f"{lock_path} is out of date with {recipe.source.name}'s os/runtime sections",
+                         hint=_RELOCK)
+    return None
 
 
 def _epoch_of(tree: app_layer.SourceTree, paths: Sequence[Path], fallback: int) -> int:
@@ -168,8 +205,11 @@ def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) 
 
 
 def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commit: planning.Commit,
-           scratch: Path, progress: Progress) -> tuple[list[_Step], dict[str, str]]:
-    """Each layer's inputs (for the plan) and how to build it, and the base image's environment."""
+           scratch: Path, progress: Progress, update_lock: bool) -> tuple[list[_Step], dict[str, str]]:
+    """Each layer's inputs (for the plan) and how to build it, and the base image's environment.
+
+    `update_lock`: the committed lock does not fit, and --allow-dirty lets it be resolved and written.
+    """
     recipe_epoch = _recipe_epoch(recipe, tree, commit.time)
     steps: list[_Step] = []
 
@@ -217,7 +257,7 @@ def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commi
     if recipe.os.image is not None:
         image_steps, base_env = _base_image_steps(recipe, store)
         return image_steps + steps, base_env
-    debian_steps = _debian_steps(recipe, store, progress)
+    debian_steps = _debian_steps(recipe, store, progress, update_lock)
     base["os"] = debian_steps[0].build()
     return debian_steps + steps, {}
 
@@ -244,8 +284,9 @@ def _store_entries(store: LayoutStore, entries: Callable[[], Iterable[Entry]], e
     return store_layer(store, entries(), epoch)
 
 
-def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress) -> list[_Step]:
-    """The os and runtime layers, pinned by imagebuild.lock (written when missing or outgrown).
+def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress, update_lock: bool) -> list[_Step]:
+    """The os and runtime layers, pinned by imagebuild.lock (with `update_lock`, written when missing
+    or outgrown; otherwise the committed lock, already checked to fit).
 
     They are built (or found cached) right away: their cache keys come from
     the lock, which may first have to be resolved.
@@ -258,8 +299,7 @@ def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress) -> lis
         known["os"] = debian.os_layer_key(recipe.os, before)
         if recipe.runtime.language:
             known["runtime"] = debian.runtime_layer_key(recipe.os, recipe.runtime, before, known["os"])
-    if before is None or before.to_dict()["debian"]["inputs"] != json.loads(
-            json.dumps(debian.lock_inputs(recipe.os, recipe.runtime))):
+    if before is None or not debian.lock_fits(before, recipe.os, recipe.runtime):
         # Unknown packages and unshipped runtime versions are the user's to fix: say so before any work.
         debian.resolve_packages(recipe.os, recipe.runtime)
     hits = {name for name, key in known.items() if cache.get(key) is not None}
@@ -268,10 +308,11 @@ def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress) -> lis
         progress.note("resolving and building the Debian layers ..." if before is None
                       else "building the Debian layers ...")
     started = time.monotonic()
-    built = debian.build_debian_layers(store, recipe.os, recipe.runtime, lock_path)
+    built = debian.build_debian_layers(store, recipe.os, recipe.runtime, lock_path, update_lock=update_lock)
     seconds = time.monotonic() - started
     if before is None or before.to_dict() != built.lock.to_dict():
-        progress.note(f"wrote {lock_path}; commit it so every bake of this app uses the same packages")
+        progress.note(f"wrote {lock_path}; commit it so every bake of this app uses the same packages "
+                      "(until then images are -dirty)")
     epoch = built.lock.source_date_epoch
     layers = [("os", built.os_key, built.os)]
     if built.runtime is not None:

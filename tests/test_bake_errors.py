@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 
 import pytest
 
 from tests.bake_support import EXAMPLES, FIRST_COMMIT_TIME, bake, bake_json, commit_all, example_repo, git, seed
+from tests.conftest import imagebuild
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.test_export_errors import assert_one_line_error
 
@@ -67,16 +69,92 @@ def test_a_requirements_file_that_is_not_committed(repo, baked_store):
     assert_refused(bake(repo, baked_store.root), baked_store, before, "requirements-new.txt", "not in the commit")
 
 
+# A changed os/runtime section outgrows the committed lock; only --allow-dirty resolves a new one,
+# and that resolution is where unknown packages and runtimes are found.
 def test_an_unknown_debian_package(repo, baked_store):
     before = snapshot(baked_store)
     edit_recipe(repo, "packages: [ca-certificates]", "packages: [ca-certificates, no-such-package-imagebuild]")
-    assert_refused(bake(repo, baked_store.root), baked_store, before, "no-such-package-imagebuild")
+    assert_refused(bake(repo, baked_store.root, "--allow-dirty"), baked_store, before, "no-such-package-imagebuild")
+    assert (repo / "imagebuild.lock").read_bytes() == git_show(repo, "imagebuild.lock")
 
 
 def test_an_unsupported_runtime_version(repo, baked_store):
     before = snapshot(baked_store)
     edit_recipe(repo, "extends: python-wsgi\n", "extends: python-wsgi\nruntime:\n  python: \"3.99\"\n")
-    assert_refused(bake(repo, baked_store.root), baked_store, before, "3.99")
+    assert_refused(bake(repo, baked_store.root, "--allow-dirty"), baked_store, before, "3.99")
+
+
+def git_show(repo, path: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, check=True).stdout
+
+
+def test_a_lock_the_recipe_has_outgrown_is_refused_not_rewritten(repo, baked_store):
+    before = snapshot(baked_store)
+    edit_recipe(repo, "packages: [ca-certificates]", "packages: [ca-certificates, tzdata]")
+    assert_refused(bake(repo, baked_store.root), baked_store, before,
+                   "imagebuild.lock is out of date with imagebuild.yaml's os/runtime", "imagebuild lock",
+                   "--allow-dirty")
+    assert (repo / "imagebuild.lock").read_bytes() == git_show(repo, "imagebuild.lock")
+
+
+def test_a_missing_lock(repo, baked_store):
+    before = snapshot(baked_store)
+    git(repo, "rm", "-q", "imagebuild.lock")
+    commit_all(repo, "no lock", FIRST_COMMIT_TIME + 60)
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "imagebuild.lock is missing",
+                   "imagebuild lock", "--allow-dirty")
+    assert not (repo / "imagebuild.lock").exists()
+
+
+def test_a_lock_that_is_not_committed(repo, baked_store):
+    before = snapshot(baked_store)
+    git(repo, "rm", "-q", "--cached", "imagebuild.lock")
+    git(repo, "commit", "-q", "-m", "lock untracked", when=FIRST_COMMIT_TIME + 60)
+    assert (repo / "imagebuild.lock").exists()
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "imagebuild.lock is not committed",
+                   "--allow-dirty")
+
+
+def test_a_lock_with_uncommitted_changes(repo, baked_store):
+    before = snapshot(baked_store)
+    lock = repo / "imagebuild.lock"
+    lock.write_text(lock.read_text() + "\n")
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "imagebuild.lock has uncommitted changes",
+                   "--allow-dirty")
+
+
+def test_allow_dirty_takes_a_lock_from_outside_the_commit_and_marks_the_image_dirty(repo, baked_store):
+    """The quick first try: the image is baked but can never pass for the commit's own."""
+    git(repo, "rm", "-q", "--cached", "imagebuild.lock")
+    git(repo, "commit", "-q", "-m", "lock untracked", when=FIRST_COMMIT_TIME + 60)
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    result = bake_json(repo, baked_store.root, "--allow-dirty")
+    assert result["version"].endswith("-dirty")
+    manifest = baked_store.read_manifest(result["digest"])
+    assert manifest.annotations["dev.imagebuild.dirty"] == "true"
+
+
+def test_lock_refuses_a_base_image_recipe_before_resolving_anything(repo):
+    edit_recipe(repo, "os:\n  packages: [ca-certificates]\n", "os:\n  image: base@sha256:" + "ab" * 32 + "\n")
+    done = imagebuild("lock", repo)
+    line = assert_one_line_error(done, "os.image", "imagebuild.yaml")
+    assert "None" not in line and "resolving" not in done.stderr
+
+
+def test_an_output_directory_whose_parent_does_not_exist(repo, baked_store, tmp_path):
+    before = snapshot(baked_store)
+    missing = tmp_path / "no-such-dir" / "layout"
+    assert_refused(bake(repo, baked_store.root, "--output", f"oci:{missing}"), baked_store, before,
+                   str(missing.parent), "does not exist")
+    assert not missing.parent.exists()
+
+
+def test_a_store_path_that_is_a_file(repo, tmp_path):
+    store = tmp_path / "store-file"
+    store.write_text("not a store\n")
+    line = assert_one_line_error(bake(repo, store), str(store))
+    assert "NotADirectoryError" not in line and "unexpected" not in line
+    assert store.read_text() == "not a store\n"
 
 
 def test_not_a_git_repository(tmp_path, baked_store):

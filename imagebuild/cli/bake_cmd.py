@@ -9,7 +9,7 @@ import typer
 
 from imagebuild.bake import BakeOptions, bake
 from imagebuild.cli.app import app
-from imagebuild.cli.common import JsonOption, StoreOption, emit_json, is_ci, open_store
+from imagebuild.cli.common import InsecureOption, JsonOption, StoreOption, emit_json, is_ci, open_store
 from imagebuild.progress import Progress
 
 
@@ -24,8 +24,7 @@ def bake_command(
                                          help="Also write the image to oci:DIR or docker-archive:FILE (repeatable)."),
         load: bool = typer.Option(False, "--load", help="Load the image into the Docker engine."),
         push: bool = typer.Option(False, "--push", help="Push the image to the recipe's registry."),
-        insecure: Optional[bool] = typer.Option(None, "--insecure/--secure",
-                                                help="Plain HTTP to the registry (default: only for loopback)."),
+        insecure: Optional[bool] = InsecureOption,
         json_out: bool = JsonOption) -> None:
     """Bake the commit checked out at PATH into an image in the local store."""
     options = BakeOptions(allow_dirty=allow_dirty, outputs=tuple(output), load=load, push=push, insecure=insecure)

@@ -8,6 +8,7 @@ import typer
 
 from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, emit_json, say
+from imagebuild.errors import RecipeError
 from imagebuild.layers.debian import lock_packages
 from imagebuild.lockfile import lock_path_for
 from imagebuild.recipe.loader import load_recipe
@@ -18,6 +19,11 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
                  json_out: bool = JsonOption) -> None:
     """Resolve the newest Debian packages for the os and runtime layers and write imagebuild.lock."""
     recipe = load_recipe(path)
+    if recipe.os.image is not None:
+        # The digest in os.image already pins every byte of such a base; there is nothing to resolve.
+        raise RecipeError("os.image names a base image, pinned by its digest; imagebuild.lock is only for os.debian",
+                          file=str(recipe.source), key="os.image",
+                          hint="nothing to lock: bake without imagebuild.lock")
     target = lock_path_for(recipe.source)
     say(f"resolving Debian {recipe.os.debian} packages for {recipe.name} ...")
     lock = lock_packages(recipe.os, recipe.runtime, target)

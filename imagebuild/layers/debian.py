@@ -115,6 +115,11 @@ def lock_inputs(os_spec: OsSpec, runtime_spec: RuntimeSpec) -> dict[str, Any]:
             "layerFormat": LAYER_FORMAT}
 
 
+def lock_fits(lock: DebianLock, os_spec: OsSpec, runtime_spec: RuntimeSpec) -> bool:
+    """Whether `lock` was made for what the recipe's os and runtime sections ask for now."""
+    return dict(lock.inputs) == _plain(lock_inputs(os_spec, runtime_spec))
+
+
 # -- cache keys ---------------------------------------------------------------
 
 
@@ -270,9 +275,8 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
     """
     source = source_of(os_spec)
     lock_path = Path(lock_path)
-    inputs = lock_inputs(os_spec, runtime_spec)
     lock = read_lock(lock_path)
-    if lock is not None and dict(lock.inputs) != _plain(inputs):
+    if lock is not None and not lock_fits(lock, os_spec, runtime_spec):
         if not update_lock:
             raise UserError(f"{lock_path} is out of date with the recipe's os and runtime sections",
                             hint="run `imagebuild lock` and commit imagebuild.lock")
