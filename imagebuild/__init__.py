@@ -1,3 +1,3 @@
-"""imagebuild: bake one reproducible OCI image per commit, promote it, deploy it."""
+"""imagebuild: bake one reproducible OCI image per commit and promote it by digest."""
 
 __version__ = "0.1.0"

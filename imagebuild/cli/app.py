@@ -8,7 +8,7 @@ import typer
 PLAIN = {"rich_markup_mode": None}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
-                  help="Bake one reproducible image per commit, promote it, deploy it.")
+                  help="Bake one reproducible image per commit and promote it by digest.")
 
 
 def _register() -> None:
