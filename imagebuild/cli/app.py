@@ -15,6 +15,7 @@ def _register() -> None:
     # Imported for their @app.command side effects; the order is the order of --help.
     from imagebuild.cli import init_cmd, bake_cmd, lock_cmd  # noqa: F401
     from imagebuild.cli import images_cmd, image_cmd, export_cmd  # noqa: F401
+    from imagebuild.cli import rm_cmd, gc_cmd  # noqa: F401
     from imagebuild.cli import push_cmd, pull_cmd, promote_cmd, status_cmd, history_cmd, login_cmd  # noqa: F401
 
 

@@ -26,6 +26,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor, Image, ParsedManifest, index_dict
+from imagebuild.stores.lease import hold_lease
 
 OCI_LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 READ_CHUNK = 1024 * 1024
@@ -150,12 +151,15 @@ class LayoutStore:
         return self.root / "blobs" / "sha256" / Digest(digest).hex
 
     def has_blob(self, digest: str) -> bool:
+        # A blob found here may be about to be referenced: keep `gc` away until this process ends.
+        hold_lease(self.root)
         return self.blob_path(digest).is_file()
 
     @contextlib.contextmanager
     def blob_writer(self) -> Iterator[BlobWriter]:
         """Write a blob through a temp file; uncommitted temp files are removed."""
         self.ensure()
+        hold_lease(self.root)    # the blob is unreferenced until its image is tagged; see stores/lease.py
         try:
             fd, temp = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
         except OSError as exc:
@@ -196,6 +200,7 @@ class LayoutStore:
 
     def read_blob(self, digest: str) -> bytes:
         """The whole blob, verified against its digest."""
+        hold_lease(self.root)
         path = self.blob_path(digest)
         try:
             data = path.read_bytes()
@@ -212,6 +217,7 @@ class LayoutStore:
     @contextlib.contextmanager
     def open_blob(self, digest: str) -> Iterator[BinaryIO]:
         """A streaming reader that raises CorruptBlobError at end of stream on mismatch."""
+        hold_lease(self.root)
         path = self.blob_path(digest)
         try:
             handle = open(path, "rb")

@@ -1,0 +1,45 @@
+"""`imagebuild gc`: delete the blobs of the local store that nothing references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
+from imagebuild.store_gc import collect_garbage
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+@app.command("gc")
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be removed; remove nothing."),
+       drop_cache: bool = typer.Option(False, "--cache",
+                                       help="Also forget layer-cache entries no image uses, and free their layers "
+                                            "(the next bake rebuilds them)."),
+       no_wait: bool = typer.Option(False, "--no-wait",
+                                    help="Fail instead of waiting when another imagebuild process uses the store."),
+       store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
+    """Remove blobs no tagged image, promotion record or cache entry uses, and stale temp files."""
+    local = open_store(store)
+    result = collect_garbage(local, dry_run=dry_run, drop_cache=drop_cache, wait=not no_wait,
+                             on_wait=lambda: say(f"waiting for other imagebuild processes to finish with {local.root}"))
+    if json_out:
+        emit_json({"store": str(local.root), **result.to_dict()})
+        return
+    verb = "would free" if dry_run else "freed"
+    typer.echo(f"{verb} {len(result.removed_blobs)} blobs, {_size(result.freed_bytes)}; kept {result.kept_blobs} blobs")
+    if result.removed_temp_files:
+        say(f"{'would remove' if dry_run else 'removed'} {result.removed_temp_files} stale temp files")
+    if result.dropped_cache_entries:
+        say(f"{'would drop' if dry_run else 'dropped'} {result.dropped_cache_entries} layer-cache entries")
+    for digest in result.missing_blobs:
+        say(f"warning: {digest} is referenced but missing from the store")

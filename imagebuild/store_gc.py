@@ -1,0 +1,205 @@
+"""Removing images from the local store and reclaiming the space they held.
+
+`remove_refs` drops tags from index.json. `collect_garbage` is a
+mark-and-sweep: it marks every blob reachable from index.json (manifests,
+their configs, layers and `subject`s, indexes and their children) and, by
+default, every blob a layer-cache entry names, then deletes every other blob
+under blobs/sha256 and temp files in tmp/ older than an hour.
+
+A bake writes its layers before it tags its image. The sweep therefore runs
+holding the writers' lease exclusively (see stores/lease.py) and then the
+store's lock, so no writing process runs while blobs are judged, and none can
+start before the sweep is over. Both are taken in that order by everyone,
+which rules out a deadlock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from imagebuild.errors import StoreError, UserError
+from imagebuild.layers import CACHE_DIR
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.digest import Digest
+from imagebuild.oci.model import ANNOTATION_REF_NAME
+from imagebuild.stores.lease import StoreBusy, exclusive_lease
+from imagebuild.stores.layout import LayoutStore, _os_error
+
+STALE_TMP_SECONDS = 3600
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class StoreBusyError(StoreError):
+    """A bake, pull or other writer is using the store and gc was told not to wait."""
+
+
+def _require_store(store: LayoutStore) -> None:
+    if not store.exists():
+        raise UserError(f"{store.root} is not an imagebuild store (it has no index.json)",
+                        hint="point --store or IMAGEBUILD_STORE at the store's directory")
+
+
+# -- rm ---------------------------------------------------------------------------------
+
+def remove_refs(store: LayoutStore, refs: list[str]) -> list[dict[str, str]]:
+    """Untag each ref (NAME:TAG, or a digest: every tag on it). All refs are checked before any is removed."""
+    _require_store(store)
+    tagged = store.refs()
+    names: list[str] = []
+    for ref in refs:
+        if _DIGEST.match(ref):
+            matching = sorted(name for name, d in tagged.items() if d.digest == ref)
+        else:
+            matching = [ref] if ref in tagged else []
+        if not matching:
+            raise UserError(f"no image {ref!r} in the local store at {store.root}",
+                            hint="give NAME:TAG or sha256:DIGEST as `imagebuild images --all` lists them")
+        names.extend(n for n in matching if n not in names)
+    removed = []
+    for name in names:
+        if store.untag(name):
+            removed.append({"ref": name, "digest": str(tagged[name].digest)})
+    return removed
+
+
+# -- gc ---------------------------------------------------------------------------------
+
+@dataclass
+class GcResult:
+    dry_run: bool
+    kept_blobs: int = 0
+    removed_blobs: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+    removed_temp_files: int = 0
+    dropped_cache_entries: int = 0
+    missing_blobs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "kept_blobs": self.kept_blobs,
+                "removed_blobs": len(self.removed_blobs), "removed_digests": self.removed_blobs,
+                "freed_bytes": self.freed_bytes, "removed_temp_files": self.removed_temp_files,
+                "dropped_cache_entries": self.dropped_cache_entries, "missing_blobs": self.missing_blobs}
+
+
+def collect_garbage(store: LayoutStore, *, dry_run: bool = False, drop_cache: bool = False, wait: bool = True,
+                    on_wait: Callable[[], None] | None = None) -> GcResult:
+    """Mark and sweep the store. `drop_cache`: also forget cache entries whose layer no image uses."""
+    _require_store(store)
+    try:
+        with exclusive_lease(store.root, wait=wait, on_wait=on_wait), store.locked():
+            return _mark_and_sweep(store, dry_run, drop_cache)
+    except StoreBusy:
+        raise StoreBusyError(f"another imagebuild process is using the store at {store.root}",
+                             hint="retry when it has finished, or run gc without --no-wait to wait for it") from None
+    except OSError as exc:
+        raise _os_error(store.root, exc) from None
+
+
+def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcResult:
+    result = GcResult(dry_run=dry_run)
+    live = _reachable(store, result)
+    cache_entries = _cache_entries(store)
+    for path, digest in cache_entries:
+        if not drop_cache:
+            if digest is not None:
+                live.add(digest)    # kept so a rebake reuses the layer; a garbled entry is just a miss
+            continue
+        if digest is None or digest not in live:
+            result.dropped_cache_entries += 1
+            if not dry_run:
+                _unlink(path)
+    blob_dir = store.root / "blobs" / "sha256"
+    for entry in sorted(os.scandir(blob_dir), key=lambda e: e.name):
+        if not _HEX.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue    # not ours to judge
+        if f"sha256:{entry.name}" in live:
+            result.kept_blobs += 1
+            continue
+        result.removed_blobs.append(f"sha256:{entry.name}")
+        result.freed_bytes += entry.stat(follow_symlinks=False).st_size
+        if not dry_run:
+            _unlink(Path(entry.path))
+    result.removed_temp_files = _sweep_temps(store.root / "tmp", dry_run)
+    return result
+
+
+def _reachable(store: LayoutStore, result: GcResult) -> set[str]:
+    """Every digest reachable from index.json. A reachable manifest that cannot be read stops gc:
+    without it, what it references is unknown and could be swept."""
+    live: set[str] = set()
+    pending = [(str(d.digest), d.media_type) for d in store.manifests()]
+    while pending:
+        digest, media_type = pending.pop()
+        if digest in live:
+            continue
+        live.add(digest)
+        if not store.blob_path(digest).is_file():
+            result.missing_blobs.append(digest)
+            continue
+        if media_type not in mt.ALL_MANIFEST_TYPES:
+            continue
+        try:
+            data = json.loads(store.read_blob(digest))
+            children = _children(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(f"manifest {digest} in the store at {store.root} cannot be read ({exc}); nothing was removed",
+                             hint="remove its tag with `imagebuild rm` or pull the image again") from None
+        pending.extend(children)
+    result.missing_blobs.sort()
+    return live
+
+
+def _children(data: dict) -> list[tuple[str, str]]:
+    """Descriptors a manifest or index points at: config, layers, child manifests and its subject."""
+    found = []
+    for d in ([data.get("config")] if data.get("config") else []) + list(data.get("layers") or []) \
+            + list(data.get("manifests") or []) + ([data["subject"]] if data.get("subject") else []):
+        found.append((str(Digest(d["digest"])), d.get("mediaType", "")))
+    return found
+
+
+def _cache_entries(store: LayoutStore) -> list[tuple[Path, str | None]]:
+    """(entry file, the layer digest it names or None when garbled) for each layer-cache entry."""
+    root = store.root / CACHE_DIR
+    if not root.is_dir():
+        return []
+    entries: list[tuple[Path, str | None]] = []
+    for path in sorted(root.glob("*.json")):
+        try:
+            entries.append((path, str(Digest(json.loads(path.read_bytes())["digest"]))))
+        except Exception:  # unreadable or garbled (a bad digest raises UserError): LayerCache treats it as a miss
+            entries.append((path, None))
+    return entries
+
+
+def _sweep_temps(tmp_dir: Path, dry_run: bool) -> int:
+    if not tmp_dir.is_dir():
+        return 0
+    cutoff = time.time() - STALE_TMP_SECONDS
+    removed = 0
+    for entry in os.scandir(tmp_dir):
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        removed += 1
+        if not dry_run:
+            _unlink(Path(entry.path))
+    return removed
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
