@@ -12,6 +12,7 @@ from imagebuild.errors import UserError
 from imagebuild.oci.digest import is_digest
 from imagebuild.stores.archive import write_docker_archive
 from imagebuild.oci.model import Descriptor
+from imagebuild.stores.lease import LEASE_FILE, release_lease
 from imagebuild.stores.layout import LayoutStore, _os_error
 from imagebuild.stores.transfer import copy_image
 
@@ -104,13 +105,17 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
 
 def _add_to_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag: str) -> None:
     lock_was_there = (target / ".lock").exists()
+    lease_was_there = (target / LEASE_FILE).exists()
     copy_image(store, descriptor, LayoutStore(target), [tag])
-    _drop_store_files(target, lock_was_there)
+    _drop_store_files(target, lock_was_there, lease_was_there)
 
 
-def _drop_store_files(layout: Path, lock_was_there: bool) -> None:
-    """The store's own lock file and temp directory are no part of a handed-over layout."""
+def _drop_store_files(layout: Path, lock_was_there: bool, lease_was_there: bool = False) -> None:
+    """The store's own lock and lease files and temp directory are no part of a handed-over layout."""
     if not lock_was_there:
         (layout / ".lock").unlink(missing_ok=True)
+    if not lease_was_there:
+        release_lease(layout)
+        (layout / LEASE_FILE).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         (layout / "tmp").rmdir()
