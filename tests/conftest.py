@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,9 +17,13 @@ REGISTRY = os.environ.get("IMAGEBUILD_TEST_REGISTRY", "127.0.0.1:5000")
 
 
 def run(cmd, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command, capturing text output; never raises on a non-zero exit."""
+    """Run a command, capturing text output; never raises on a non-zero exit.
+    Without `input`, stdin is empty rather than the terminal pytest may have been started from."""
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
+    if kwargs.get("input") is None:
+        kwargs.pop("input", None)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run(cmd, **kwargs)
 
 
@@ -27,6 +32,36 @@ def imagebuild(*args, env=None, cwd=None, input=None) -> subprocess.CompletedPro
     full_env = dict(os.environ)
     full_env.update(env or {})
     return run([sys.executable, "-m", "imagebuild", *map(str, args)], env=full_env, cwd=cwd, input=input)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_default_store(tmp_path_factory):
+    """A test that forgets --store writes to a throw-away store, never to ~/.cache/imagebuild/store,
+    where it would see (and leave) images from other runs."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("IMAGEBUILD_STORE", str(tmp_path_factory.mktemp("default-store") / "store"))
+    yield
+    patch.undo()
+
+
+@pytest.fixture
+def docker_leftovers(docker_client):
+    """Containers and images a test made in the engine, removed even when the test fails.
+    Append each container (`.containers`) and image reference (`.images`) as soon as it exists."""
+    import docker
+
+    made = SimpleNamespace(containers=[], images=[])
+    yield made
+    for container in made.containers:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    for reference in made.images:
+        try:
+            docker_client.images.remove(reference, force=True)
+        except docker.errors.NotFound:
+            pass
 
 
 @pytest.fixture

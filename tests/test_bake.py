@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 
 import pytest
@@ -12,7 +11,7 @@ from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import RegistryClient
 from imagebuild.stores.layout import LayoutStore
 from tests.bake_support import (FIRST_COMMIT_TIME, bake, bake_json, cached_flags, commit_all, example_repo, git,
-                                seed)
+                                published_port, seed, wait_for_http)
 from tests.conftest import run
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
@@ -184,7 +183,7 @@ def test_git_is_read_at_the_commit_not_the_index(flask_repo, store):
     (flask_repo / "hello.py").write_text("staged\n")
     git(flask_repo, "add", "hello.py")
     assert bake(flask_repo, store.root).returncode == 2
-    subprocess.run(["git", "-C", str(flask_repo), "reset", "-q", "--hard"], check=True)
+    git(flask_repo, "reset", "-q", "--hard")
     assert bake(flask_repo, store.root).returncode == 0
 
 
@@ -207,7 +206,7 @@ def test_lock_writes_the_exact_package_versions_beside_the_recipe(tmp_path):
 
 
 def test_a_base_image_from_the_store_replaces_the_debian_layers(flask_repo, store, debian_python_base,  # noqa: F811
-                                                                docker_client):
+                                                                docker_client, docker_leftovers):
     from imagebuild.oci.model import Image
 
     base = Image(created="2025-01-01T00:00:00Z", layers=tuple(debian_python_base.oci_layers()),
@@ -218,17 +217,13 @@ def test_a_base_image_from_the_store_replaces_the_debian_layers(flask_repo, stor
                                                  f"os:\n  image: python-base@{digest}\n"))
     commit_all(flask_repo, "base image", FIRST_COMMIT_TIME + 60)
     result = bake_json(flask_repo, store.root, "--load")
+    docker_leftovers.images.append(result["image"])
     assert [layer["name"] for layer in result["layers"]] == ["os", "os", "libraries", "server", "app", "config"]
     assert [layer["digest"] for layer in result["layers"][:2]] == [str(r.digest) for r in debian_python_base.results]
     _, config = manifest_and_config(store, result["digest"])
     assert "BASE_MARKER=from-base" in config["config"]["Env"]
     assert "PATH=/usr/local/bin:/usr/bin:/bin" in config["config"]["Env"]
     container = docker_client.containers.run(result["image"], detach=True, ports={"8000/tcp": ("127.0.0.1", None)})
-    try:
-        from tests.bake_support import published_port, wait_for_http
-
-        status, _ = wait_for_http(f"http://127.0.0.1:{published_port(container, 8000)}/health", container)
-        assert status == 200
-    finally:
-        container.remove(force=True)
-        docker_client.images.remove(result["image"], force=True)
+    docker_leftovers.containers.append(container)
+    status, _ = wait_for_http(f"http://127.0.0.1:{published_port(container, 8000)}/health", container)
+    assert status == 200

@@ -26,6 +26,7 @@ from imagebuild.recipe.model import OsSpec, RuntimeSpec
 from imagebuild.stores.archive import write_docker_archive
 from imagebuild.stores.layout import LayoutStore
 from tests.debian_fixtures import PYTHON_OS, PYTHON_RUNTIME, DebianBase, debian_python_base  # noqa: F401
+from tests.registry_support.images import free_port
 
 BOOKWORM = OsSpec(debian="bookworm")
 
@@ -78,11 +79,13 @@ def test_a_runtime_version_the_suite_does_not_ship_is_refused(runtime, message):
     assert one_line(caught.value) == message
 
 
-@pytest.mark.parametrize("spec, reason", [
-    (OsSpec(debian="bookwrm"), "The repository 'http://deb.debian.org/debian bookwrm Release' does not have a Release file."),
-    (OsSpec(mirror="http://127.0.0.1:9/debian"), "Connection refused"),
+@pytest.mark.parametrize("make_spec, reason", [
+    (lambda: OsSpec(debian="bookwrm"),
+     "The repository 'http://deb.debian.org/debian bookwrm Release' does not have a Release file."),
+    (lambda: OsSpec(mirror=f"http://127.0.0.1:{free_port()}/debian"), "Connection refused"),
 ])
-def test_an_unreachable_mirror_or_unknown_suite_is_one_line(spec, reason, tmp_path, monkeypatch):
+def test_an_unreachable_mirror_or_unknown_suite_is_one_line(make_spec, reason, tmp_path, monkeypatch):
+    spec = make_spec()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(UserError) as caught:
         resolve_packages(spec, RuntimeSpec(python="3.11"))
@@ -404,25 +407,28 @@ def test_an_outgrown_lock_is_refused_when_updates_are_off(tmp_path):
 @pytest.mark.slow
 def test_a_lock_pinning_an_older_version_installs_that_version(tmp_path):
     """Pins reach the essential packages mmdebstrap chooses itself, not only the --include ones."""
-    index = AptIndex(source_of(BOOKWORM))
-    versions = index.versions(["libc6"])["libc6"]
-    if len(versions) < 2:
-        pytest.skip("the mirror carries a single libc6 version today; nothing older to pin")
     first = tmp_path / "first"
     first.mkdir()
     lock = lock_packages(BOOKWORM, RuntimeSpec(), first / "imagebuild.lock")
     assert read_lock(first / "imagebuild.lock") == lock and lock.runtime == {}
+    # The mirror keeps a second version of some packages (the suite's and its -updates');
+    # which ones changes with each point release, so pick one that has two today, libc6 first.
+    offered = AptIndex(source_of(BOOKWORM)).versions(sorted(lock.os))
+    candidates = [name for name in ["libc6", *sorted(lock.os)] if set(offered.get(name, [])) - {lock.os[name]}]
+    assert candidates, "the mirror carries a single version of every essential package; nothing to pin"
+    package = candidates[0]
+    older = sorted(set(offered[package]) - {lock.os[package]})[0]
+    assert package not in BOOKWORM.packages  # one mmdebstrap picks itself, not one the recipe asks for
     built = build_debian_layers(LayoutStore(first / "store"), BOOKWORM, RuntimeSpec(), first / "imagebuild.lock",
                                 update_lock=False)
-    older = next(v for v in versions if v != lock.os["libc6"])
     second = tmp_path / "second"
     second.mkdir()
     write_lock(second / "imagebuild.lock",
-               DebianLock(lock.inputs, lock.source_date_epoch, {**lock.os, "libc6": older}, lock.runtime))
+               DebianLock(lock.inputs, lock.source_date_epoch, {**lock.os, package: older}, lock.runtime))
     store = LayoutStore(second / "store")
     pinned = build_debian_layers(store, BOOKWORM, RuntimeSpec(), second / "imagebuild.lock", update_lock=False)
     status = parse_dpkg_status(layer_file(store, pinned.os.digest, "var/lib/dpkg/status").decode())
-    assert status["libc6"] == older
+    assert status[package] == older
     assert pinned.os.diff_id != built.os.diff_id
 
 

@@ -232,11 +232,12 @@ def second_registry(tmp_path_factory):
 
 
 def test_promotion_into_another_registry_copies_by_digest(pushed, second_registry):
-    envs = (Environment("dev"), Environment("prod", registry=f"{second_registry}/acme-prod"))
+    prod = f"acme-prod-{uuid.uuid4().hex[:10]}"
+    envs = (Environment("dev"), Environment("prod", registry=f"{second_registry}/{prod}"))
     places = Places("hello", pushed["home"], pushed["store"])
     run_promote(places, envs, "v1", "dev")
     with FaultProxy(second_registry) as far:
-        envs = (envs[0], Environment("prod", registry=f"{far.address}/acme-prod"))
+        envs = (envs[0], Environment("prod", registry=f"{far.address}/{prod}"))
         result = run_promote(places, envs, "v1", "prod")
         assert result.action == "copy" and result.digest == pushed["digests"]["v1"]
         assert (result.blobs["blobs_uploaded"], result.blobs["blobs_mounted"]) == (3, 0)
@@ -247,6 +248,6 @@ def test_promotion_into_another_registry_copies_by_digest(pushed, second_registr
         far.log.clear()
         again = run_promote(places, envs, "v1", "prod")
         assert again.blobs["blobs_skipped"] == 3 and not far.log.blob_uploads()
-    assert tag_digest(second_registry, "acme-prod/hello", "prod") == pushed["digests"]["v1"]
-    inspected = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{second_registry}/acme-prod/hello:prod"])
+    assert tag_digest(second_registry, f"{prod}/hello", "prod") == pushed["digests"]["v1"]
+    inspected = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{second_registry}/{prod}/hello:prod"])
     assert json.loads(inspected.stdout)["Digest"] == pushed["digests"]["v1"]

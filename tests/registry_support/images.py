@@ -7,7 +7,6 @@ layer, to make the app layer small next to the rest, as in a real app.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -74,9 +73,3 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
-
-def env_without_docker_config(tmp: Path) -> dict[str, str]:
-    home = tmp / "home"
-    home.mkdir(exist_ok=True)
-    return {"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-            "IMAGEBUILD_STORE": os.environ.get("IMAGEBUILD_STORE", str(tmp / "store"))}

@@ -27,7 +27,11 @@ class RegistryProcess:
         self.log = open(workdir / "registry.log", "wb")
         self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=self.log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self._wait()
+        try:
+            self._wait()
+        except BaseException:
+            self.stop()  # a registry that never answered must not outlive the test run
+            raise
 
     def _wait(self) -> None:
         for _ in range(150):
