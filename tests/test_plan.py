@@ -154,3 +154,4 @@ def test_the_healthcheck_probe_really_speaks_http(tmp_path):
         assert subprocess.run(bad[1:], timeout=10).returncode != 0
     finally:
         server.shutdown()
+        server.server_close()
