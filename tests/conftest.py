@@ -35,11 +35,13 @@ def imagebuild(*args, env=None, cwd=None, input=None) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_default_store(tmp_path_factory):
+def no_personal_state(tmp_path_factory):
     """A test that forgets --store writes to a throw-away store, never to ~/.cache/imagebuild/store,
-    where it would see (and leave) images from other runs."""
+    where it would see (and leave) images from other runs; and registry credentials come from an
+    empty Docker configuration, not from whatever `docker login` or credsStore this machine has."""
     patch = pytest.MonkeyPatch()
     patch.setenv("IMAGEBUILD_STORE", str(tmp_path_factory.mktemp("default-store") / "store"))
+    patch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
     yield
     patch.undo()
 
