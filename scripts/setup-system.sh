@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages and the Python environment imagebuild and its
 # tests need. Idempotent: a second run only checks, and costs seconds.
+# Recommended packages come too: that is the configuration the tests were
+# proven on (skopeo, mmdebstrap and docker.io lean on some of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,7 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "installing Debian packages: ${missing[*]}" >&2
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
 fi
 
 PY=${PYTHON:-python3}
