@@ -127,8 +127,7 @@ def detect_app(directory: Path) -> Detection:
                         hint="expected a Flask/FastAPI/WSGI app, a jar, or index.html; "
                              "pass --extends NAME or write imagebuild.yaml by hand (see docs/recipe.md)")
     if (directory / "requirements.txt").is_file() and found.stock.startswith("python-"):
-        found = Detection(found.stock, found.reason, app=found.app, app_path=found.app_path,
-                          requirements="requirements.txt")
+        found = dataclasses.replace(found, requirements="requirements.txt")
     return found
 
 
