@@ -78,3 +78,13 @@ def test_installed_tool_finds_stock_recipes_and_launcher(wheel, tmp_path):
     assert init.returncode == 0, init.stderr
     assert "extends static-nginx" in init.stderr
     assert (site / "imagebuild.yaml").is_file()
+
+
+def test_the_cli_starts_without_the_libraries_only_some_commands_need():
+    # Every invocation loads every command module; the heavy libraries load when a command runs.
+    heavy = ["httpx", "jinja2", "docker", "yaml", "zstandard", "imagebuild.stores.layout", "imagebuild.bake"]
+    probe = ("import sys, imagebuild.cli.main, imagebuild.cli.app; "
+             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = run([sys.executable, "-c", probe])
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == []

@@ -13,6 +13,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _register() -> None:
     # Imported for their @app.command side effects; the order is the order of --help.
+    # Every invocation loads all of them, so each keeps its library imports inside its command:
+    # `imagebuild images` need not load httpx, jinja2 or the bake machinery.
     from imagebuild.cli import init_cmd, bake_cmd, lock_cmd  # noqa: F401
     from imagebuild.cli import images_cmd, image_cmd, export_cmd  # noqa: F401
     from imagebuild.cli import rm_cmd, gc_cmd  # noqa: F401

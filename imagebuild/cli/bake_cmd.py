@@ -7,10 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.bake import BakeOptions, bake
 from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, StoreOption, emit_json, is_ci, open_store
-from imagebuild.progress import Progress
 
 
 @app.command("bake")
@@ -27,6 +25,8 @@ def bake_command(
         insecure: Optional[bool] = InsecureOption,
         json_out: bool = JsonOption) -> None:
     """Bake the commit checked out at PATH into an image in the local store."""
+    from imagebuild.bake import BakeOptions, bake
+    from imagebuild.progress import Progress
     options = BakeOptions(allow_dirty=allow_dirty, outputs=tuple(output), load=load, push=push, insecure=insecure)
     result = bake(path, open_store(store), options, Progress.for_terminal(ci=is_ci()))
     if json_out:

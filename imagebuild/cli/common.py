@@ -6,11 +6,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from imagebuild.stores.layout import LayoutStore
+if TYPE_CHECKING:
+    from imagebuild.stores.layout import LayoutStore
 
 StoreOption = typer.Option(None, "--store", envvar="IMAGEBUILD_STORE",
                            help="Local store directory (an OCI layout). Default: ~/.cache/imagebuild/store")
@@ -22,6 +23,9 @@ InsecureOption = typer.Option(None, "--insecure/--secure",
 
 
 def open_store(store: Optional[Path]) -> LayoutStore:
+    # Imported here, not at start-up: most invocations (--help, errors) never open the store.
+    from imagebuild.stores.layout import LayoutStore
+
     return LayoutStore(store)
 
 

@@ -10,7 +10,6 @@ import typer
 from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, say
 from imagebuild.cli.promote_cmd import open_places
-from imagebuild.promote import history
 
 
 @app.command("history")
@@ -18,6 +17,7 @@ def history_command(environment: str = typer.Argument(..., help="An environment 
                     recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                     store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """List the promotions into one environment, newest first."""
+    from imagebuild.promote import history
     loaded, places = open_places(recipe, store, insecure)
     try:
         records = history(places.home, loaded.environments, environment)

@@ -9,7 +9,6 @@ import typer
 
 from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, emit_json, say
-from imagebuild.initapp import init_app
 
 
 @app.command("init")
@@ -20,6 +19,7 @@ def init(directory: Path = typer.Argument(Path("."), help="The app's directory (
          name: Optional[str] = typer.Option(None, "--name", help="Image name (default: the directory's name)."),
          json_out: bool = JsonOption) -> None:
     """Detect the kind of app in DIR and write a recipe for it that loads cleanly."""
+    from imagebuild.initapp import init_app
     result = init_app(directory, force=force, extends=extends, name=name)
     found = result.detection
     if json_out:

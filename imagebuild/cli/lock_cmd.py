@@ -9,15 +9,15 @@ import typer
 from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, emit_json, say
 from imagebuild.errors import RecipeError
-from imagebuild.layers.debian import lock_packages
-from imagebuild.lockfile import lock_path_for
-from imagebuild.recipe.loader import load_recipe
 
 
 @app.command("lock")
 def lock_command(path: Path = typer.Argument(Path("."), help="The app directory holding imagebuild.yaml, or the file."),
                  json_out: bool = JsonOption) -> None:
     """Resolve the newest Debian packages for the os and runtime layers and write imagebuild.lock."""
+    from imagebuild.layers.debian import lock_packages
+    from imagebuild.lockfile import lock_path_for
+    from imagebuild.recipe.loader import load_recipe
     recipe = load_recipe(path)
     if recipe.os.image is not None:
         # The digest in os.image already pins every byte of such a base; there is nothing to resolve.

@@ -10,8 +10,6 @@ import typer
 from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, emit_json
 from imagebuild.errors import UserError
-from imagebuild.registry.auth import Credentials, save_credentials
-from imagebuild.registry.client import RegistryClient
 
 
 @app.command("login")
@@ -20,6 +18,8 @@ def login(host: str = typer.Argument(..., help="Registry HOST[:PORT]"),
           password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin"),
           insecure: Optional[bool] = InsecureOption, json_out: bool = JsonOption) -> None:
     """Log in to a registry; the credentials go where the Docker client keeps them."""
+    from imagebuild.registry.auth import Credentials, save_credentials
+    from imagebuild.registry.client import RegistryClient
     if "/" in host:
         raise UserError(f"{host!r} is not a registry host", hint="give HOST[:PORT] only, e.g. localhost:5000")
     if password_stdin:

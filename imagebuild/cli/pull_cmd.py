@@ -9,7 +9,6 @@ import typer
 
 from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, StoreOption, emit_json, open_store, say
-from imagebuild.stores.registry import pull_image, registry_reference
 
 
 @app.command("pull")
@@ -17,6 +16,7 @@ def pull(reference: str = typer.Argument(..., help="HOST[:PORT]/NAME[:TAG] or HO
          insecure: Optional[bool] = InsecureOption, store: Optional[Path] = StoreOption,
          json_out: bool = JsonOption) -> None:
     """Pull an image into the local store; blobs already there are not fetched."""
+    from imagebuild.stores.registry import pull_image, registry_reference
     result = pull_image(open_store(store), registry_reference(reference), insecure=insecure,
                         progress=None if json_out else say)
     if json_out:

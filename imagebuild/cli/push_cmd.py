@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -11,12 +11,15 @@ from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_store, say
 from imagebuild.cli.promote_cmd import load_recipe_for
 from imagebuild.errors import UserError
-from imagebuild.oci.reference import Reference
-from imagebuild.stores.registry import PushResult, push_image
+
+if TYPE_CHECKING:
+    from imagebuild.oci.reference import Reference
+    from imagebuild.stores.registry import PushResult
 
 
 def push_target(image: str, to: Optional[str], recipe_path: Path) -> Reference:
     """`--to` when given, else the recipe's registry plus the image's name and tag."""
+    from imagebuild.oci.reference import Reference
     if to:
         target = Reference.parse(to)
         if not target.registry:
@@ -43,6 +46,7 @@ def push(image: str = typer.Argument(..., help="An image in the local store, e.g
          parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Blobs uploaded at once"),
          store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Push an image to a registry; only the blobs it lacks travel."""
+    from imagebuild.stores.registry import push_image
     target = push_target(image, to, recipe)
     result = push_image(open_store(store), image, target, insecure=insecure, parallel=parallel,
                         progress=None if json_out else say)

@@ -10,13 +10,13 @@ import typer
 from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json
 from imagebuild.cli.promote_cmd import open_places
-from imagebuild.promote import status
 
 
 @app.command("status")
 def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Each environment's current digest, version and promotion time."""
+    from imagebuild.promote import status
     loaded, places = open_places(recipe, store, insecure)
     try:
         rows = status(places.home, loaded.environments, places.target_for)
