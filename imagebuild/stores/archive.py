@@ -72,6 +72,13 @@ def write_docker_archive(store: LayoutStore, manifest_digest: str, repo_tags: li
         name, _, tag = repo_tag.rpartition(":")
         if not name or not tag or "/" in tag:
             raise UserError(f"docker-archive tag {repo_tag!r} must have the form name:tag")
+    # Refuse a bad path before reading the store: a zstd layer is decompressed in full below.
+    target_path = Path(target)
+    if target_path.is_dir():
+        raise UserError(f"{target} is a directory; docker-archive needs a file path")
+    parent = target_path.parent if str(target_path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"directory {parent} does not exist", hint="create it or choose another path")
     manifest = store.read_manifest(manifest_digest)
     diff_ids = store.read_config(manifest).get("rootfs", {}).get("diff_ids", [])
     if len(diff_ids) != len(manifest.layers):
@@ -93,12 +100,6 @@ def write_docker_archive(store: LayoutStore, manifest_digest: str, repo_tags: li
         "Layers": layer_paths,
     }]
     entries = [Entry.file("manifest.json", canonical_json(doc))] + list(entries.values())
-    target_path = Path(target)
-    if target_path.is_dir():
-        raise UserError(f"{target} is a directory; docker-archive needs a file path")
-    parent = target_path.parent if str(target_path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"directory {parent} does not exist", hint="create it or choose another path")
     try:
         with replacing(target_path, mode=FILE_MODE) as pending:
             write_tar(entries, pending.file, source_date_epoch=0)
