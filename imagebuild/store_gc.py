@@ -26,14 +26,13 @@ from typing import Callable
 from imagebuild.errors import StoreError, UserError
 from imagebuild.layers import CACHE_DIR
 from imagebuild.oci import mediatypes as mt
-from imagebuild.oci.digest import Digest
+from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME
 from imagebuild.stores.lease import StoreBusy, exclusive_lease
 from imagebuild.stores.layout import LayoutStore, _os_error
 
 STALE_TMP_SECONDS = 3600
 _HEX = re.compile(r"^[0-9a-f]{64}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class StoreBusyError(StoreError):
@@ -54,7 +53,7 @@ def remove_refs(store: LayoutStore, refs: list[str]) -> list[dict[str, str]]:
     tagged = store.refs()
     names: list[str] = []
     for ref in refs:
-        if _DIGEST.match(ref):
+        if is_digest(ref):
             matching = sorted(name for name, d in tagged.items() if d.digest == ref)
         else:
             matching = [ref] if ref in tagged else []
