@@ -8,13 +8,12 @@ suits static bundles: a busybox or Go binary plus its files.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 from imagebuild.errors import UserError
 from imagebuild.oci.layer import entries_from_directory, normalize_path, write_layer
-from imagebuild.oci.model import Descriptor, Image, Platform
+from imagebuild.oci.model import Descriptor, Image, Platform, rfc3339
 from imagebuild.oci.reference import Reference
 from imagebuild.stores.layout import LayoutStore
 
@@ -30,10 +29,6 @@ def source_date_epoch_from_env() -> int:
         raise UserError(f"SOURCE_DATE_EPOCH={raw!r} is not a whole number of seconds",
                         hint="set it to e.g. $(git log -1 --format=%ct)")
     return int(raw)
-
-
-def rfc3339(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def store_ref_name(name: str) -> str:

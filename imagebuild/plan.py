@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE,
-                                  ANNOTATION_TITLE, ANNOTATION_VERSION)
+                                  ANNOTATION_TITLE, ANNOTATION_VERSION, rfc3339)
 from imagebuild.recipe.model import Recipe
 
 # Bottom to top, ordered by how rarely each changes.
@@ -83,10 +82,6 @@ class Plan:
 
     def layer(self, name: str) -> PlannedLayer | None:
         return next((layer for layer in self.layers if layer.name == name), None)
-
-
-def rfc3339(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def layer_key(name: str, inputs: Mapping[str, Any], parent_key: str | None) -> str:

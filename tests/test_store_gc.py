@@ -167,7 +167,7 @@ def test_cache_entries_keep_their_layers_unless_dropped(store_dir):
 
 WRITER = r"""
 import sys
-from imagebuild.images_from_dir import rfc3339
+from imagebuild.oci.model import rfc3339
 from imagebuild.layers import store_layer
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry

@@ -7,6 +7,7 @@ bytes are produced once, canonically, and afterwards handled only as bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -22,6 +23,11 @@ ANNOTATION_VERSION = "org.opencontainers.image.version"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
+
+
+def rfc3339(epoch: int) -> str:
+    """A Unix time in the form an image's `created` field and annotation take."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
