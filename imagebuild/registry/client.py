@@ -12,7 +12,7 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Iterable
+from typing import Callable, Iterator, Iterable, TypeVar
 
 import httpx
 
@@ -30,6 +30,7 @@ STREAM_BUFFER = 1024 * 1024
 BLOB_ATTEMPTS = 4
 
 Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object with read(n)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,9 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> ManifestBytes | None:
         """The manifest's exact bytes, or None when the registry does not know it."""
-        response = self.transport.request("GET", f"/v2/{repository}/manifests/{reference}",
-                                          scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS})
-        if response.status_code == 404:
+        response = self._manifest_request("GET", repository, reference, "reading")
+        if response is None:
             return None
-        if response.status_code != 200:
-            raise registry_error(response, f"reading manifest {repository}:{reference}")
         raw = response.content
         digest = Digest.of(raw)
         if reference.startswith("sha256:") and digest != reference:
@@ -114,14 +112,19 @@ class RegistryClient:
         return ManifestBytes(raw, media_type, digest)
 
     def head_manifest(self, repository: str, reference: str) -> Digest | None:
-        response = self.transport.request("HEAD", f"/v2/{repository}/manifests/{reference}",
+        response = self._manifest_request("HEAD", repository, reference, "checking")
+        value = response.headers.get("docker-content-digest") if response is not None else None
+        return Digest(value) if value else None
+
+    def _manifest_request(self, method: str, repository: str, reference: str, doing: str) -> httpx.Response | None:
+        """GET or HEAD a manifest; None when the registry does not know it."""
+        response = self.transport.request(method, f"/v2/{repository}/manifests/{reference}",
                                           scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS})
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise registry_error(response, f"checking manifest {repository}:{reference}")
-        value = response.headers.get("docker-content-digest")
-        return Digest(value) if value else None
+            raise registry_error(response, f"{doing} manifest {repository}:{reference}")
+        return response
 
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> Digest:
         """PUT the exact bytes; the registry must confirm their digest."""
@@ -177,20 +180,13 @@ class RegistryClient:
 
     def fetch_blob(self, repository: str, descriptor: Descriptor, sink: Callable[[Iterable[bytes]], None]) -> int:
         """Stream a blob into `sink`, retrying a dropped download from the start."""
-        for attempt in range(1, BLOB_ATTEMPTS + 1):
-            try:
-                with self.open_blob(repository, descriptor.digest) as response:
-                    counted = _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
-                    sink(counted)
-                    return counted.total
-            except (httpx.TransportError, RegistryError) as exc:
-                if attempt == BLOB_ATTEMPTS or not _retryable(exc):
-                    if isinstance(exc, httpx.TransportError):
-                        raise RegistryError(f"downloading blob {descriptor.digest} from {self.host} failed: {exc}",
-                                            hint="retry") from None
-                    raise
-                time.sleep(self.transport._delay(attempt))
-        raise AssertionError("unreachable")
+        def download() -> int:
+            with self.open_blob(repository, descriptor.digest) as response:
+                counted = _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
+                sink(counted)
+                return counted.total
+
+        return self._retry_blob(download, f"downloading blob {descriptor.digest} from {self.host}")
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> str | None:
         """Mount a blob from another repository; None when mounted, else an upload location."""
@@ -213,22 +209,36 @@ class RegistryClient:
         failed attempt had in fact completed.
         """
         digest = descriptor.digest
+
+        def present() -> UploadOutcome | None:
+            return UploadOutcome("skipped") if self.blob_exists(repository, digest) else None
+
+        def upload() -> UploadOutcome:
+            location = None
+            if mount_from and mount_from != repository:
+                location = self.mount_blob(repository, digest, mount_from)
+                if location is None:
+                    return UploadOutcome("mounted")
+            return UploadOutcome("uploaded", self._upload(repository, descriptor, opener, location))
+
+        return self._retry_blob(upload, f"uploading blob {digest} to {self.host}/{repository}", settled=present)
+
+    def _retry_blob(self, attempt_once: Callable[[], T], doing: str, *,
+                    settled: Callable[[], T | None] | None = None) -> T:
+        """Run a whole blob transfer again after a retryable failure; blobs are content addressed.
+
+        `settled`, asked before every attempt and outside the retry (the transport
+        already retries it), may answer without a transfer.
+        """
         for attempt in range(1, BLOB_ATTEMPTS + 1):
-            if self.blob_exists(repository, digest):
-                return UploadOutcome("skipped")
+            if settled is not None and (outcome := settled()) is not None:
+                return outcome
             try:
-                location = None
-                if mount_from and mount_from != repository:
-                    location = self.mount_blob(repository, digest, mount_from)
-                    if location is None:
-                        return UploadOutcome("mounted")
-                sent = self._upload(repository, descriptor, opener, location)
-                return UploadOutcome("uploaded", sent)
+                return attempt_once()
             except (httpx.TransportError, RegistryError) as exc:
                 if attempt == BLOB_ATTEMPTS or not _retryable(exc):
                     if isinstance(exc, httpx.TransportError):
-                        raise RegistryError(f"uploading blob {digest} to {self.host}/{repository} failed: {exc}",
-                                            hint="retry") from None
+                        raise RegistryError(f"{doing} failed: {exc}", hint="retry") from None
                     raise
                 time.sleep(self.transport._delay(attempt))
         raise AssertionError("unreachable")
@@ -249,7 +259,7 @@ class RegistryClient:
                 "PUT", _with_digest(location, descriptor.digest), scopes=scopes, body=body.open,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
                 idempotent=False)
-            self._count_sent(body.sent)
+            self.transport.count_bytes(sent=body.sent)
             if response.status_code != 201:
                 raise registry_error(response, f"uploading blob {descriptor.digest} to {repository}")
             return body.sent
@@ -266,7 +276,7 @@ class RegistryClient:
                 if response.status_code != 202:
                     raise registry_error(response, f"uploading a chunk of blob {descriptor.digest} to {repository}")
                 sent += len(chunk)
-                self._count_sent(len(chunk))
+                self.transport.count_bytes(sent=len(chunk))
                 location = response.headers.get("location", location)
             # Reading to the end lets a verifying reader check the blob's digest.
             if reader.read(1):
@@ -278,10 +288,6 @@ class RegistryClient:
             raise registry_error(response, f"finishing the upload of blob {descriptor.digest} to {repository}")
         return sent
 
-    def _count_sent(self, n: int) -> None:
-        with self.transport._lock:
-            self.transport.counters.bytes_sent += n
-
 
 class _Counted:
     def __init__(self, chunks: Iterable[bytes], transport: Transport):
@@ -292,8 +298,7 @@ class _Counted:
     def __iter__(self):
         for chunk in self._chunks:
             self.total += len(chunk)
-            with self._transport._lock:
-                self._transport.counters.bytes_received += len(chunk)
+            self._transport.count_bytes(received=len(chunk))
             yield chunk
 
 

@@ -200,6 +200,12 @@ class Transport:
                 continue
             return response
 
+    def count_bytes(self, *, sent: int = 0, received: int = 0) -> None:
+        """Body bytes are counted by the client, which alone sees them stream."""
+        with self._lock:
+            self.counters.bytes_sent += sent
+            self.counters.bytes_received += received
+
     def _delay(self, attempt: int, retry_after: str | None = None) -> float:
         if retry_after:
             try:
