@@ -18,6 +18,7 @@ other. Without a registry, the local store holds the same manifests and tags.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -78,19 +79,7 @@ class RegistryRepository:
 
     def put_small_blob(self, data: bytes) -> None:
         descriptor = Descriptor("application/octet-stream", Digest.of(data), len(data))
-        self.client.upload_blob(self.repository, descriptor, lambda: _BytesOpener(data))
-
-
-class _BytesOpener:
-    def __init__(self, data: bytes):
-        import io
-        self._io = io.BytesIO(data)
-
-    def __enter__(self):
-        return self._io
-
-    def __exit__(self, *exc):
-        return False
+        self.client.upload_blob(self.repository, descriptor, lambda: io.BytesIO(data))
 
 
 class StoreRepository:
