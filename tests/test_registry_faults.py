@@ -44,6 +44,14 @@ def target_via(proxy: FaultProxy) -> Reference:
     return Reference.parse(f"{proxy.address}/fault-{uuid.uuid4().hex[:10]}/hello:f1")
 
 
+def push_with_fault(proxy: FaultProxy, image, fault: Fault, target: Reference, **options):
+    """Push the test image through `proxy` with `fault` armed, in chunks small enough to meet it."""
+    store, ref_name, _ = image
+    proxy.add_fault(fault)
+    with fast_client(proxy, chunked_threshold=1024 * 1024, chunk_size=512 * 1024, **options) as client:
+        return push_image(store, ref_name, target, client=client)
+
+
 def registry_digest(registry: str, reference: Reference) -> str | None:
     with RegistryClient(registry) as client:
         found = client.get_manifest(reference.repository, reference.tag)
@@ -61,11 +69,9 @@ def registry_digest(registry: str, reference: Reference) -> str | None:
     Fault("PUT", r"/manifests/", "drop", nth=1),
 ], ids=lambda f: f"{f.action}-{f.method}-{f.nth}")
 def test_push_completes_through_transient_faults(proxy, image, registry, fault):
-    store, ref_name, digest = image
-    proxy.add_fault(fault)
+    store, _, digest = image
     target = target_via(proxy)
-    with fast_client(proxy, chunked_threshold=1024 * 1024, chunk_size=512 * 1024) as client:
-        result = push_image(store, ref_name, target, client=client)
+    result = push_with_fault(proxy, image, fault, target)
     assert [e.fault for e in proxy.log.exchanges if e.fault] == [fault.action] * (fault.times or 1)
     assert result.digest == digest
     assert registry_digest(registry, target) == digest
@@ -81,12 +87,9 @@ def test_push_completes_through_transient_faults(proxy, image, registry, fault):
     Fault("PUT", r"/manifests/", "500", times=0),
 ], ids=lambda f: f"{f.action}-{f.method}")
 def test_push_fails_cleanly_and_tags_nothing(proxy, image, registry, fault):
-    store, ref_name, _ = image
-    proxy.add_fault(fault)
     target = target_via(proxy)
-    with fast_client(proxy, attempts=3, chunked_threshold=1024 * 1024, chunk_size=512 * 1024) as client:
-        with pytest.raises(RegistryError) as caught:
-            push_image(store, ref_name, target, client=client)
+    with pytest.raises(RegistryError) as caught:
+        push_with_fault(proxy, image, fault, target, attempts=3)
     assert "\n" not in caught.value.one_line()
     assert registry_digest(registry, target) is None
     if fault.method != "PUT" or "manifests" not in fault.path:
