@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 from imagebuild import plan as planning
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.exporting import check_destination, export_image
-from imagebuild.gitinfo import require_git
+from imagebuild.gitinfo import git_facts, require_git
 from imagebuild.layers import LayerCache, debian, store_layer
 from imagebuild.layers import app as app_layer
 from imagebuild.layers import config as config_layer
@@ -94,14 +94,17 @@ def tag_for(version: str) -> str:
 def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = BakeOptions(),
          progress: Progress | None = None) -> BakeResult:
     progress = progress or Progress.quiet()
-    recipe = load_recipe(recipe_path)
-    facts = require_git(recipe.root)
+    recipe_path = Path(recipe_path)
+    # One look at git serves both the recipe's `git.*` variables and the bake.
+    facts = git_facts(recipe_path if recipe_path.is_dir() else recipe_path.parent)
+    recipe = load_recipe(recipe_path, {"git": facts.as_context()})
+    facts = require_git(recipe.root, facts)
     toplevel = Path(facts.toplevel)
     lock_problem = _lock_problem(recipe, toplevel, facts.commit)
     if lock_problem is not None and not options.allow_dirty:
         raise lock_problem
     # A lock resolved (or taken) from outside the commit makes the image as unrebuildable as a dirty file.
-    dirty = bool(app_layer.dirty_files(toplevel)) or lock_problem is not None
+    dirty = facts.dirty or lock_problem is not None
     if dirty and not options.allow_dirty:
         app_layer.refuse_dirty(toplevel)
     version = facts.version + ("-dirty" if dirty else "")

@@ -79,9 +79,12 @@ def git_facts(path: Path | str) -> GitFacts:
                     toplevel=Path(toplevel))
 
 
-def require_git(path: Path | str) -> GitFacts:
-    """Like `git_facts`, but a UserError unless `path` is in a repository with a commit."""
-    facts = git_facts(path)
+def require_git(path: Path | str, facts: GitFacts | None = None) -> GitFacts:
+    """Like `git_facts`, but a UserError unless `path` is in a repository with a commit.
+
+    `facts`: already read for `path` (e.g. to render its recipe), so git is not asked twice.
+    """
+    facts = git_facts(path) if facts is None else facts
     if not facts.is_repository:
         raise UserError(f"not a git repository: {path}",
                         hint="run git init and commit, or bake from inside a repository")
