@@ -283,11 +283,7 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
             copy: Callable[[Target, ManifestBytes], dict] | None = None,
             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> PromotionResult:
     """Promote `image` (found in `home`) to `environment`, after checking the rules."""
-    names = [env.name for env in environments]
-    if environment not in names:
-        raise UserError(f"no environment {environment!r}",
-                        hint=f"the recipe names: {', '.join(names) or 'none'}")
-    index = names.index(environment)
+    index = _environment_index(environments, environment)
     if not _TAG.match(environment) or len(record_tag(environment, 0, EMPTY_DESCRIPTOR.digest)) > 128:
         raise UserError(f"environment name {environment!r} cannot be a tag",
                         hint="use letters, digits, '_', '.' and '-', at most 98 characters")
@@ -298,13 +294,14 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
     target = target_for(environments[index])
     existing = record_tags(tags, environment)
     latest = read_records(home, environment, tags, latest_only=True)
-    been_here = bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest))
     sequence = (existing[-1][0] + 1) if existing else 1
     result = PromotionResult(
         environment=environment, digest=str(manifest.digest), version=version or "", source=home.label,
         target=target.label, action="retag" if same_place(home, target.repository) else "copy",
         dry_run=dry_run, sequence=sequence, previous=latest[0].digest if latest else None,
-        rollback=bool(latest) and latest[0].digest != manifest.digest and been_here)
+        # A rollback returns to a digest this environment had before: read only when it is not the latest.
+        rollback=bool(latest) and latest[0].digest != manifest.digest
+        and bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest)))
     if result.action == "retag":
         result.messages.append(f"tag {target.label} -> {manifest.digest} (manifest bytes unchanged, no blob moves)")
     else:
@@ -373,11 +370,15 @@ def status(home: Repository, environments: Sequence[Environment],
 
 
 def history(home: Repository, environments: Sequence[Environment], environment: str) -> list[Record]:
+    _environment_index(environments, environment)
+    return read_records(home, environment)
+
+
+def _environment_index(environments: Sequence[Environment], environment: str) -> int:
     names = [env.name for env in environments]
     if environment not in names:
         raise UserError(f"no environment {environment!r}", hint=f"the recipe names: {', '.join(names) or 'none'}")
-    return read_records(home, environment)
-
+    return names.index(environment)
 
 
 # -- wiring: the recipe's places -------------------------------------------------------------

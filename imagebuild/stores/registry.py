@@ -221,7 +221,7 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
 
         result = send_image(client, target.repository, top, source, tag, mount_from=mount_from,
                             parallel=parallel, progress=progress)
-        _remember_blobs(store, target.registry, target.repository, top, source)
+        _remember_blobs(store, target.registry, target.repository, top)
         return result
     finally:
         if own:
@@ -336,7 +336,7 @@ def _known_blobs(store: LayoutStore, host: str) -> dict[str, str]:
     return data.get(host, {}) if isinstance(data, dict) else {}
 
 
-def _remember_blobs(store: LayoutStore, host: str, repository: str, top: ManifestBytes, source: _Source) -> None:
+def _remember_blobs(store: LayoutStore, host: str, repository: str, top: ManifestBytes) -> None:
     digests = [b.digest for b in _blobs(top)] if top.media_type not in mt.INDEX_TYPES else []
     path = store.root / KNOWN_BLOBS_FILE
     try:
