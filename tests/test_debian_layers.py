@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -47,6 +48,20 @@ def layer_file(store: LayoutStore, digest: str, path: str) -> bytes:
             if member.name == path:
                 return tar.extractfile(member).read()
     raise AssertionError(f"{path} is not in layer {digest}")
+
+
+@contextlib.contextmanager
+def loaded_in_docker(docker_client, store: LayoutStore, image: Image, repository: str, tmp_path: Path):
+    """Load `image` into the engine under a unique tag, and remove it again afterwards."""
+    descriptor = store.write_image(image)
+    tag = f"{repository}:{uuid.uuid4().hex[:12]}"
+    archive = write_docker_archive(store, descriptor.digest, [tag], str(tmp_path / "image.tar"))
+    with open(archive, "rb") as handle:
+        docker_client.images.load(handle)
+    try:
+        yield tag
+    finally:
+        docker_client.images.remove(tag, force=True)
 
 
 def one_line(error: Exception) -> str:
@@ -227,15 +242,8 @@ def test_docker_applies_the_diff_and_its_whiteouts(tmp_path, docker_client, busy
              .with_layer(runtime_layer.as_layer(), created_by="runtime")
              .with_runtime(Cmd=["/bin/sh", "-c", "cat /etc/kept /etc/new; ls -a /etc; "
                                 "test -e /olddir && echo olddir-exists; true"]))
-    descriptor = store.write_image(image)
-    tag = f"imagebuild-test-whiteout:{uuid.uuid4().hex[:12]}"
-    archive = write_docker_archive(store, descriptor.digest, [tag], str(tmp_path / "image.tar"))
-    with open(archive, "rb") as handle:
-        docker_client.images.load(handle)
-    try:
+    with loaded_in_docker(docker_client, store, image, "imagebuild-test-whiteout", tmp_path) as tag:
         output = docker_client.containers.run(tag, remove=True).decode().split()
-    finally:
-        docker_client.images.remove(tag, force=True)
     engine_files = {"hostname", "hosts", "resolv.conf", "mtab"}   # mounted by the engine
     assert [word for word in output if word not in engine_files] == ["kept", "new", ".", "..", "kept", "new"]
 
@@ -348,18 +356,11 @@ def test_the_layers_run_python_with_tls_in_docker(debian_python_base: DebianBase
         image = image.with_layer(layer, created_by=f"imagebuild debian {name}")
     image = image.with_runtime(Cmd=["python3", "-c", "import html, json, ssl, email.parser; "
                                     "ssl.create_default_context(); print('ok')"])
-    descriptor = store.write_image(image)
-    tag = f"imagebuild-test-debian:{uuid.uuid4().hex[:12]}"
-    archive = write_docker_archive(store, descriptor.digest, [tag], str(tmp_path / "image.tar"))
-    with open(archive, "rb") as handle:
-        docker_client.images.load(handle)
-    try:
+    with loaded_in_docker(docker_client, store, image, "imagebuild-test-debian", tmp_path) as tag:
         output = docker_client.containers.run(tag, remove=True)
         assert output.decode().strip() == "ok"
         user = docker_client.containers.run(tag, ["sh", "-c", "id -u nobody && ls /dev/null"], remove=True)
         assert user.decode().split() == ["65534", "/dev/null"]
-    finally:
-        docker_client.images.remove(tag, force=True)
 
 
 # -- locks that no longer fit ----------------------------------------------------------------
