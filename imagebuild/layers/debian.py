@@ -38,14 +38,13 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
 from imagebuild.oci.model import Descriptor, Layer, ParsedManifest
 from imagebuild.oci.reference import Reference
+from imagebuild.recipe.kinds import RUNTIME_VERSIONS
 from imagebuild.recipe.model import OsSpec, RuntimeSpec
 from imagebuild.stores.layout import LayoutStore
 
 # Bumped whenever the same recipe would give other packages or other layer bytes (e.g. a
 # new drop rule); it is part of the lock's inputs, so older locks are resolved afresh.
 LAYER_FORMAT = 2
-
-_VERSION_FORMS = {"python": re.compile(r"3\.\d+"), "java": re.compile(r"\d+"), "node": re.compile(r"\d+")}
 
 
 def source_of(os_spec: OsSpec) -> DebianSource:
@@ -76,8 +75,8 @@ def _runtime_packages(source: DebianSource, spec: RuntimeSpec, index: AptIndex) 
     if not language:
         return []
     version = str(version)
-    if not _VERSION_FORMS[language].fullmatch(version):
-        example = {"python": "3.11", "java": "17", "node": "18"}[language]
+    form, example = RUNTIME_VERSIONS[language]
+    if not form.fullmatch(version):
         raise UserError(f"runtime {language} {version!r} is not a version number", hint=f"e.g. {example}")
 
     def not_shipped(shipped: list[str]) -> UserError:
@@ -210,10 +209,9 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
                       os=os_versions, runtime=runtime_changes)
 
 
-def _check_locked_versions(source: DebianSource, lock: DebianLock, fresh: bool = False) -> None:
+def _check_locked_versions(index: AptIndex, lock: DebianLock, fresh: bool = False) -> None:
     """Fail, naming the package, when the mirror has dropped a locked version."""
     wanted = lock.runtime_versions()
-    index = AptIndex(source)
     for attempt in (0, 1):
         if attempt or fresh:
             index.refresh(force=True)     # a stale index must not blame the lock, nor excuse it
@@ -226,9 +224,10 @@ def _check_locked_versions(source: DebianSource, lock: DebianLock, fresh: bool =
 
 def _build_locked(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, lock: DebianLock,
                   trees: _Trees, need_runtime: bool) -> None:
-    _check_locked_versions(source, lock)
+    index = AptIndex(source)
+    _check_locked_versions(index, lock)
     base = sorted(set(os_spec.packages))
-    runtime = _runtime_packages(source, runtime_spec, AptIndex(source)) if need_runtime else []
+    runtime = _runtime_packages(source, runtime_spec, index) if need_runtime else []
     jobs = [(base, dict(lock.os), trees.os_tar, "debian-os.log")]
     if need_runtime:
         jobs.append((base + runtime, lock.runtime_versions(), trees.runtime_tar, "debian-runtime.log"))
@@ -243,7 +242,7 @@ def _build_locked(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSp
         for name in sorted(set(pins) | set(installed)):
             if pins.get(name) != installed.get(name):
                 # apt ignores a pin on a version it cannot find; that is the usual cause
-                _check_locked_versions(source, lock, fresh=True)
+                _check_locked_versions(index, lock, fresh=True)
                 raise BuildError(f"package {name} was installed as {installed.get(name, 'nothing')} "
                                  f"but imagebuild.lock pins {pins.get(name, 'nothing')}",
                                  hint="run `imagebuild lock` to refresh imagebuild.lock")
@@ -287,12 +286,12 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
     cache = LayerCache(store)
     with tempfile.TemporaryDirectory(prefix="imagebuild-debian-") as work:
         trees = _Trees(Path(work), Path(log_dir) if log_dir else _default_log_dir(store))
+        resolved = lock is None
         if lock is None:
             lock = _resolve(source, os_spec, runtime_spec, trees)
             write_lock(lock_path, lock)
-            os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
-        else:
-            os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
+        os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
+        if not resolved:
             if os_result is not None and (runtime_result is not None or not need_runtime):
                 return DebianLayers(os_result, os_key, runtime_result, runtime_key, lock, cached=True)
             # the runtime layer is a diff against the OS tree, so it needs both trees

@@ -12,7 +12,7 @@ from typing import Callable, NoReturn
 
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.reference import Reference
-from imagebuild.recipe.kinds import KINDS
+from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.schema import did_you_mean
 
@@ -22,8 +22,6 @@ _SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
 _DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
              "important", "debootstrap", "standard")
-_RUNTIME_VERSION = {"python": re.compile(r"^3\.\d+$"), "java": re.compile(r"^\d+$"),
-                    "node": re.compile(r"^\d+$")}
 # One pinned requirement, optionally with extras, a marker and --hash options.
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?\s*===?\s*[^\s;=]+"
                      r"(\s*;[^-]*)?(\s+--hash=sha(256|384|512):[0-9a-f]+)*\s*$")
@@ -94,14 +92,14 @@ def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> No
 
 
 def _check_runtime(recipe: Recipe, fail: Fail) -> None:
-    set_ = [name for name in _RUNTIME_VERSION if getattr(recipe.runtime, name)]
+    set_ = [name for name in RUNTIME_VERSIONS if getattr(recipe.runtime, name)]
     if len(set_) > 1:
         fail(f"runtime.{set_[1]}", f"only one runtime per image, {set_[0]} is set too")
     for name in set_:
         version = getattr(recipe.runtime, name)
-        if not _RUNTIME_VERSION[name].match(version):
-            example = {"python": '"3.11"', "java": '"17"', "node": '"18"'}[name]
-            fail(f"runtime.{name}", f"{version!r} is not a {name} version", f"e.g. {example}")
+        form, example = RUNTIME_VERSIONS[name]
+        if not form.fullmatch(version):
+            fail(f"runtime.{name}", f"{version!r} is not a {name} version", f'e.g. "{example}"')
 
 
 def _check_pins(lines: tuple[str, ...], key: str, fail: Fail) -> None:

@@ -1,7 +1,8 @@
-"""The server kinds a recipe can name, and what each one needs. No I/O."""
+"""The server kinds and runtime versions a recipe can name, and what each kind needs. No I/O."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -31,3 +32,10 @@ KINDS: dict[str, ServerKind] = {kind.name: kind for kind in (
 
 # Where rendered server configuration lands inside the image.
 CONFIG_DIR = "/etc/imagebuild"
+
+# The version forms runtime.* takes (matched whole), with an example of each for hints.
+RUNTIME_VERSIONS: dict[str, tuple[re.Pattern[str], str]] = {
+    "python": (re.compile(r"3\.\d+"), "3.11"),
+    "java": (re.compile(r"\d+"), "17"),
+    "node": (re.compile(r"\d+"), "18"),
+}
