@@ -48,15 +48,21 @@ class InitResult:
     recipe: Recipe
 
 
-def _files(directory: Path, pattern: str) -> list[Path]:
-    """Files matching `pattern` at most _MAX_DEPTH levels down, shallowest and preferred first."""
+def _all_files(directory: Path) -> list[Path]:
+    """Every file at most _MAX_DEPTH levels down, outside tool and dependency directories."""
     found = []
     for root, dirs, names in os.walk(directory):
         depth = len(Path(root).relative_to(directory).parts)
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
         if depth >= _MAX_DEPTH:
             dirs[:] = []
-        found.extend(Path(root) / name for name in names if Path(name).match(pattern))
+        found.extend(Path(root) / name for name in names)
+    return found
+
+
+def _files(directory: Path, all_files: list[Path], pattern: str) -> list[Path]:
+    """The files of `all_files` whose names match `pattern`, shallowest and preferred first."""
+    found = [path for path in all_files if Path(path.name).match(pattern)]
 
     def order(path: Path):
         stem = path.stem
@@ -106,14 +112,15 @@ def _detect_static(directory: Path) -> Detection | None:
 
 def detect_app(directory: Path) -> Detection:
     """Pick the stock recipe for the app in `directory`, or a UserError saying what was missing."""
-    python_files = _files(directory, "*.py")
+    all_files = _all_files(directory)    # walked once, then filtered per kind of file
+    python_files = _files(directory, all_files, "*.py")
     found = _detect_python(directory, python_files) if python_files else None
     if found is None:
-        jars = _files(directory, "*.jar")
+        jars = _files(directory, all_files, "*.jar")
         if jars:
             jar = jars[0].relative_to(directory).as_posix()
             found = Detection("java-jar", f"the jar {jar}", app=jar)
-    if found is None and (_files(directory, "*.java") or (directory / "pom.xml").is_file()
+    if found is None and (_files(directory, all_files, "*.java") or (directory / "pom.xml").is_file()
                           or (directory / "build.gradle").is_file()):
         found = Detection("java-jar", "Java sources (build the jar, then check server.app)", app="app.jar")
     if found is None and not python_files:
