@@ -21,7 +21,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import Descriptor
 from imagebuild.registry.auth import Credentials, repository_scope
-from imagebuild.registry.transport import Transport, registry_error, _UNSET
+from imagebuild.registry.transport import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Transport, registry_error, _UNSET
 
 ACCEPT_MANIFESTS = ", ".join(mt.ALL_MANIFEST_TYPES)
 CHUNKED_THRESHOLD = 32 * 1024 * 1024
@@ -60,15 +60,11 @@ def _push(repository: str, mount_from: str | None = None) -> list[str]:
 
 class RegistryClient:
     def __init__(self, host: str, *, insecure: bool | None = None,
-                 credentials: Credentials | None | object = _UNSET, attempts: int | None = None,
-                 backoff: float | None = None, chunked_threshold: int = CHUNKED_THRESHOLD,
+                 credentials: Credentials | None | object = _UNSET, attempts: int = DEFAULT_ATTEMPTS,
+                 backoff: float = DEFAULT_BACKOFF, chunked_threshold: int = CHUNKED_THRESHOLD,
                  chunk_size: int = CHUNK_SIZE):
-        kwargs = {}
-        if attempts is not None:
-            kwargs["attempts"] = attempts
-        if backoff is not None:
-            kwargs["backoff"] = backoff
-        self.transport = Transport(host, insecure=insecure, credentials=credentials, **kwargs)
+        self.transport = Transport(host, insecure=insecure, credentials=credentials, attempts=attempts,
+                                   backoff=backoff)
         self.host = host
         self.chunked_threshold = chunked_threshold
         self.chunk_size = chunk_size
