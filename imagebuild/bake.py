@@ -339,6 +339,7 @@ def _build(plan: planning.Plan, steps: list[_Step], store: LayoutStore, progress
             step = by_name[planned.name]
             started = time.monotonic()
             if step.cached is not None:
+                # Obtained before planning (Debian layers, a base image): cached under their own keys, if at all.
                 found, cached = step.build(), step.cached
             else:
                 found = cache.get(planned.key)
@@ -346,10 +347,9 @@ def _build(plan: planning.Plan, steps: list[_Step], store: LayoutStore, progress
                 if found is None:
                     progress.layer_started(planned.name)
                     found = step.build()
-            # A base image (os.image) is several layers under one plan entry; they are never cached by key.
+                    cache.put(planned.key, found)
+            # A base image (os.image) is several layers under one plan entry.
             results = found if isinstance(found, tuple) else (found,)
-            if len(results) == 1 and (not cached or step.cached is not None):
-                cache.put(planned.key, results[0])
             seconds = time.monotonic() - started + step.seconds
             for result in results:
                 progress.layer_done(planned.name, cached, result.size, seconds)
