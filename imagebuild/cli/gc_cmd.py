@@ -9,14 +9,7 @@ import typer
 
 from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+from imagebuild.progress import human_size
 
 
 @app.command("gc")
@@ -36,7 +29,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
         emit_json({"store": str(local.root), **result.to_dict()})
         return
     verb = "would free" if dry_run else "freed"
-    typer.echo(f"{verb} {len(result.removed_blobs)} blobs, {_size(result.freed_bytes)}; kept {result.kept_blobs} blobs")
+    typer.echo(f"{verb} {len(result.removed_blobs)} blobs, {human_size(result.freed_bytes)}; kept {result.kept_blobs} blobs")
     if result.removed_temp_files:
         say(f"{'would remove' if dry_run else 'removed'} {result.removed_temp_files} stale temp files")
     if result.dropped_cache_entries:
