@@ -13,7 +13,7 @@ from imagebuild.oci.digest import is_digest
 from imagebuild.stores.archive import write_docker_archive
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.lease import LEASE_FILE, release_lease
-from imagebuild.stores.layout import LayoutStore, _os_error
+from imagebuild.stores.layout import LayoutStore, os_error_for
 from imagebuild.stores.transfer import copy_image
 
 DESTINATION_KINDS = ("oci", "docker-archive")
@@ -90,7 +90,7 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
     try:
         staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.tmp-"))
     except OSError as exc:
-        raise _os_error(parent, exc) from None
+        raise os_error_for(parent, exc) from None
     try:
         copy_image(store, descriptor, LayoutStore(staging), [tag])
         _drop_store_files(staging, lock_was_there=False)
@@ -98,7 +98,7 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
         # Replaces an empty directory too (rename(2) allows that).
         os.rename(staging, target)
     except OSError as exc:
-        raise _os_error(target, exc) from None
+        raise os_error_for(target, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

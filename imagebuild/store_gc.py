@@ -29,7 +29,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME
 from imagebuild.stores.lease import StoreBusy, exclusive_lease
-from imagebuild.stores.layout import LayoutStore, _os_error
+from imagebuild.stores.layout import LayoutStore, os_error_for
 
 STALE_TMP_SECONDS = 3600
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -98,7 +98,7 @@ def collect_garbage(store: LayoutStore, *, dry_run: bool = False, drop_cache: bo
         raise StoreBusyError(f"another imagebuild process is using the store at {store.root}",
                              hint="retry when it has finished, or run gc without --no-wait to wait for it") from None
     except OSError as exc:
-        raise _os_error(store.root, exc) from None
+        raise os_error_for(store.root, exc) from None
 
 
 def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcResult:

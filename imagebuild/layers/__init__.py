@@ -14,7 +14,7 @@ from typing import Iterable
 from imagebuild.atomic import write_atomically
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_layer
-from imagebuild.stores.layout import LayoutStore, _os_error
+from imagebuild.stores.layout import LayoutStore, os_error_for
 
 CACHE_DIR = "imagebuild-cache/layers"
 
@@ -62,4 +62,4 @@ class LayerCache:
             self.root.mkdir(parents=True, exist_ok=True)
             write_atomically(self._path(key), data, prefix=".tmp-")
         except OSError as exc:
-            raise _os_error(self.store.root, exc) from None
+            raise os_error_for(self.store.root, exc) from None

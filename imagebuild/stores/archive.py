@@ -19,7 +19,7 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.mediatypes import layer_compression
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.layer import Entry, write_tar
-from imagebuild.stores.layout import FILE_MODE, READ_CHUNK, LayoutStore, _os_error
+from imagebuild.stores.layout import FILE_MODE, READ_CHUNK, LayoutStore, os_error_for
 
 
 def _blob_entry(store: LayoutStore, digest: str) -> Entry:
@@ -104,5 +104,5 @@ def write_docker_archive(store: LayoutStore, manifest_digest: str, repo_tags: li
         with replacing(target_path, mode=FILE_MODE) as pending:
             write_tar(entries, pending.file, source_date_epoch=0)
     except OSError as exc:
-        raise _os_error(parent, exc) from None
+        raise os_error_for(parent, exc) from None
     return target_path

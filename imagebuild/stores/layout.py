@@ -47,7 +47,8 @@ def default_store_path() -> Path:
     return Path(cache) / "imagebuild" / "store"
 
 
-def _os_error(path: Path, exc: OSError) -> UserError | StoreError:
+def os_error_for(path: Path, exc: OSError) -> UserError | StoreError:
+    """The one-line error for an OSError on the store or a layout at `path`; shared by every writer of layouts."""
     if exc.errno == errno.EROFS:
         return StoreNotWritableError(f"cannot write the store at {path}: {exc.strerror}",
                                      hint="point --store or IMAGEBUILD_STORE at a writable directory")
@@ -88,7 +89,7 @@ class BlobWriter:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.temp_path, target)
         except OSError as exc:
-            raise _os_error(self.store.root, exc) from None
+            raise os_error_for(self.store.root, exc) from None
         self.committed = digest
         return target
 
@@ -111,7 +112,7 @@ class LayoutStore:
                 if not (self.root / "index.json").exists():
                     self._atomic_write(self.root / "index.json", canonical_json(index_dict([])))
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
         return self
 
     def _sweep_stale_temps(self) -> None:
@@ -134,7 +135,7 @@ class LayoutStore:
         try:
             handle = open(self.root / ".lock", "a+b")
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
         with handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
@@ -163,7 +164,7 @@ class LayoutStore:
         try:
             fd, temp = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
         writer = BlobWriter(self, os.fdopen(fd, "wb"), Path(temp))
         try:
             yield writer
@@ -208,7 +209,7 @@ class LayoutStore:
             raise StoreError(f"blob {digest} is missing from the store at {self.root}",
                              hint="bake or pull the image again") from None
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
         if Digest.of(data) != digest:
             raise CorruptBlobError(f"blob {digest} in the store at {self.root} is corrupt",
                                    hint=f"delete {path} and bake or pull again")
@@ -225,7 +226,7 @@ class LayoutStore:
             raise StoreError(f"blob {digest} is missing from the store at {self.root}",
                              hint="bake or pull the image again") from None
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
         with handle:
             yield _VerifyingReader(handle, Digest(digest), path)
 
@@ -236,7 +237,7 @@ class LayoutStore:
             raise StoreError(f"blob {digest} is missing from the store at {self.root}",
                              hint="bake or pull the image again") from None
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
 
     def verify_blob(self, digest: str) -> None:
         with self.open_blob(digest) as reader:
@@ -273,7 +274,7 @@ class LayoutStore:
         except FileNotFoundError:
             return index_dict([])
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
         except ValueError as exc:
             raise StoreError(f"the store's index {path} is unreadable: {exc}",
                              hint="restore it or remove the store") from None
@@ -304,7 +305,7 @@ class LayoutStore:
                 index["manifests"] = kept
                 self._atomic_write(self.root / "index.json", canonical_json(index))
         except OSError as exc:
-            raise _os_error(self.root, exc) from None
+            raise os_error_for(self.root, exc) from None
 
     def untag(self, ref_name: str) -> bool:
         with self.locked():
