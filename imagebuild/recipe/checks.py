@@ -151,7 +151,7 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
              did_you_mean(server.kind, KINDS) or f"use one of {', '.join(KINDS)}")
     if not 1 <= server.port <= 65535:
         fail("server.port", f"{server.port} is not a TCP port", "use 1-65535, e.g. 8000")
-    if server.workers < 1:
+    if server.workers is not None and server.workers < 1:
         fail("server.workers", "must be at least 1")
     if kind.runtime and getattr(recipe.runtime, kind.runtime) is None:
         fail("server.kind", f"{kind.name} needs runtime.{kind.runtime}")

@@ -18,6 +18,7 @@ class OsSpec:
     mirror: str | None = None              # Debian mirror URL; default deb.debian.org
     variant: str = "essential"             # mmdebstrap variant
     architecture: str = "amd64"
+    dockerfile: str | None = None          # a Dockerfile (Jinja2) built by a Docker engine as the base
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ServerSpec:
     kind: str | None = None                # gunicorn | uvicorn | nginx | java | command
     app: str | None = None                 # module:callable (gunicorn/uvicorn) or jar path (java)
     port: int = 8000
-    workers: int = 2
+    workers: int | None = None             # None: from the CPU count when the container starts
     command: tuple[str, ...] = ()          # for kind: command, the argv to run
     packages: tuple[str, ...] = ()         # pinned PyPI requirements of the server (e.g. gunicorn==23.0.0)
     options: Mapping[str, str] = field(default_factory=dict)  # passed to the server's config template
@@ -76,12 +77,40 @@ class HealthSpec:
 
 
 @dataclass(frozen=True)
+class DetectRule:
+    """How the launcher recognises an environment when no variable names it."""
+
+    hostname: str | None = None            # shell pattern matched against the hostname, e.g. "prod-*"
+    file: str | None = None                # the environment is chosen when this path exists
+
+
+@dataclass(frozen=True)
+class DetectSpec:
+    variable: str = "IMAGEBUILD_ENV"       # the variable that names the environment explicitly
+    default: str | None = None             # used when nothing detects one; None: refuse to start
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     config: Mapping[str, str] = field(default_factory=dict)
     features: Mapping[str, bool] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()          # required at run time, never baked
     registry: str | None = None            # promote into another registry/repository
+    detect: DetectRule = DetectRule()      # rules tried in list order after the variable
+    hosts: tuple[str, ...] = ()            # ssh://user@host:port targets of `imagebuild deploy`
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    migrate: tuple[str, ...] = ()          # argv run once from the new image before traffic moves
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """`bake --format disk`: the same layers plus a kernel, as a bootable disk."""
+
+    kernel: str = "linux-image-cloud-amd64"  # Debian package of the kernel
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,9 @@ class Recipe:
     app: AppSpec = AppSpec()
     health: HealthSpec = HealthSpec()
     environments: tuple[Environment, ...] = ()
+    detect: DetectSpec = DetectSpec()
+    deploy: DeploySpec = DeploySpec()
+    disk: DiskSpec = DiskSpec()
     source: Path | None = None             # the imagebuild.yaml this came from
     stock_dir: Path | None = None          # the stock recipe's directory (templates), if extended
 
