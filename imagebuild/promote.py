@@ -221,7 +221,7 @@ class PromotionResult:
     version: str
     source: str
     target: str
-    action: str                     # "retag" | "copy"
+    action: str                     # "retag" | "copy" | "none" (already there)
     dry_run: bool
     sequence: int
     previous: str | None = None
@@ -302,6 +302,12 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
         # A rollback returns to a digest this environment had before: read only when it is not the latest.
         rollback=bool(latest) and latest[0].digest != manifest.digest
         and bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest)))
+    if latest and latest[0].digest == manifest.digest and _points_at(target, manifest):
+        # Promoting what is already there would only add a record that history then shows twice.
+        result.action, result.sequence, result.record = "none", latest[0].sequence, latest[0].tag
+        result.messages.append(f"{target.label} already holds {manifest.digest} since {latest[0].time} "
+                               f"({latest[0].tag}); nothing to do")
+        return result
     if result.action == "retag":
         result.messages.append(f"tag {target.label} -> {manifest.digest} (manifest bytes unchanged, no blob moves)")
     else:
@@ -322,6 +328,11 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
     home.put_manifest(record.tag, record_manifest(record, manifest))
     result.record = record.tag
     return result
+
+
+def _points_at(target: Target, manifest: ManifestBytes) -> bool:
+    found = target.repository.manifest(target.tag)
+    return found is not None and found.digest == manifest.digest
 
 
 def _timestamp(moment: datetime) -> str:

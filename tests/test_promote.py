@@ -116,6 +116,26 @@ def test_promotion_into_a_second_repository_mounts(pushed, proxy):
     assert tag_digest(proxy.address, f"{prod_repo}/hello", "prod") == pushed["digests"]["v1"]
 
 
+def test_promoting_again_to_the_same_environment_changes_nothing(pushed, proxy):
+    places = Places("hello", pushed["home"], pushed["store"])
+    first = run_promote(places, ENVS, "v1", "dev")
+    proxy.log.clear()
+    again = run_promote(places, ENVS, "v1", "dev")
+    assert again.action == "none" and again.record == first.record and "nothing to do" in again.messages[0]
+    assert not proxy.log.matching("PUT", "/manifests/")
+    assert [r.sequence for r in history(places.home, ENVS, "dev")] == [1]
+
+
+def test_a_moved_tag_is_put_back_by_promoting_again(pushed):
+    places = Places("hello", pushed["home"], pushed["store"])
+    v1, v2 = pushed["digests"]["v1"], pushed["digests"]["v2"]
+    run_promote(places, ENVS, "v1", "dev")
+    places.home.put_manifest("dev", places.home.manifest(v2))  # someone retagged by hand
+    again = run_promote(places, ENVS, "v1", "dev")
+    assert again.action == "retag" and again.sequence == 2
+    assert tag_digest(places.home.client.host, places.home.repository, "dev") == v1
+
+
 def test_promoting_an_older_version_is_a_rollback(pushed):
     places = Places("hello", pushed["home"], pushed["store"])
     v1, v2 = pushed["digests"]["v1"], pushed["digests"]["v2"]
@@ -247,7 +267,8 @@ def test_promotion_into_another_registry_copies_by_digest(pushed, second_registr
         assert len(far.log.matching("HEAD", "/blobs/")) == 3  # each blob checked before it travels
         far.log.clear()
         again = run_promote(places, envs, "v1", "prod")
-        assert again.blobs["blobs_skipped"] == 3 and not far.log.blob_uploads()
+        assert (again.action, again.sequence, again.record) == ("none", result.sequence, result.record)
+        assert not far.log.blob_uploads() and not far.log.matching("PUT", "/manifests/")
     assert tag_digest(second_registry, f"{prod}/hello", "prod") == pushed["digests"]["v1"]
     inspected = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{second_registry}/{prod}/hello:prod"])
     assert json.loads(inspected.stdout)["Digest"] == pushed["digests"]["v1"]

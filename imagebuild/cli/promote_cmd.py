@@ -48,6 +48,11 @@ def promote_command(image: str = typer.Argument(..., help="A version (abc1234), 
     if json_out:
         emit_json(result.to_dict())
         return
+    if result.action == "none":
+        typer.echo(f"{result.version} ({result.digest}) is already in {result.environment}")
+        for line in result.messages:
+            typer.echo(f"  {line}")
+        return
     what = "would promote" if dry_run else ("rolled back" if result.rollback else "promoted")
     typer.echo(f"{what} {result.version} ({result.digest}) to {result.environment}")
     for line in result.messages:
