@@ -84,8 +84,12 @@ class RegistryError(ImageBuildError):
         super().__init__(message, hint=hint)
 
 
-class RegistryUnreachableError(UserError):
-    """No registry answers at the configured address: usually a wrong address."""
+class RegistryUnreachableError(ImageBuildError):
+    """No registry answers at the address: a wrong address, or an outage worth retrying.
+
+    Its own exit code lets CI retry it without also retrying refusals (5) and mistakes (2)."""
+
+    exit_code = 8
 
 
 class AuthError(UserError):

@@ -34,8 +34,8 @@ def snapshot(store) -> tuple[bytes, list[str]]:
     return (store.root / "index.json").read_bytes(), sorted(p.name for p in (store.root / "blobs/sha256").iterdir())
 
 
-def assert_refused(done, store, before, *words: str) -> None:
-    assert_one_line_error(done, *words)
+def assert_refused(done, store, before, *words: str, code: int = 2) -> None:
+    assert_one_line_error(done, *words, code=code)
     assert snapshot(store) == before
 
 
@@ -176,7 +176,7 @@ def test_an_unreachable_registry_for_push(repo, baked_store):
         port = probe.getsockname()[1]
     before = snapshot(baked_store)
     edit_recipe(repo, "name: flask-hello\n", f"name: flask-hello\nregistry: 127.0.0.1:{port}/acme\n")
-    assert_refused(bake(repo, baked_store.root, "--push"), baked_store, before, f"127.0.0.1:{port}")
+    assert_refused(bake(repo, baked_store.root, "--push"), baked_store, before, f"127.0.0.1:{port}", code=8)
 
 
 def test_push_without_a_registry_in_the_recipe(repo, baked_store):

@@ -122,14 +122,14 @@ def test_cli_push_and_pull_report_json(registry, tmp_path):
     assert json.loads(pulled.stdout)["digest"] == data["digest"]
 
 
-def test_unreachable_registry_is_a_user_error(store):
+def test_unreachable_registry_has_its_own_exit_code(store):
     ref_name = write_app_image(store, "hello", "nowhere")
     port = free_port()
     client = RegistryClient(f"127.0.0.1:{port}", attempts=2, backoff=0.01)
     with pytest.raises(RegistryUnreachableError, match=f"cannot reach registry 127.0.0.1:{port}"):
         push_image(store, ref_name, Reference.parse(f"127.0.0.1:{port}/x/hello"), client=client)
     done = imagebuild("push", ref_name, "--to", f"127.0.0.1:{port}/x/hello", "--store", store.root)
-    assert done.returncode == 2
+    assert done.returncode == 8
     assert done.stderr.startswith(f"error: cannot reach registry 127.0.0.1:{port}")
     assert "start the registry" in done.stderr and "Traceback" not in done.stderr
 
