@@ -78,9 +78,11 @@ class RegistryError(ImageBuildError):
     exit_code = 5
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 hint: str | None = None):
+                 hint: str | None = None, retried: bool = False):
         self.status = status
         self.code = code
+        # True when the transport already spent its retries on it: nobody above retries it again.
+        self.retried = retried
         super().__init__(message, hint=hint)
 
 

@@ -135,3 +135,16 @@ def test_a_failed_blob_stops_the_push_without_starting_the_queued_uploads(proxy,
     checked = {exchange.path.rsplit("/", 1)[-1] for exchange in proxy.log.matching("HEAD", "/blobs/")}
     # One worker: the failing blob, and at most the one it picked up before the pool was stopped.
     assert 1 <= len(checked) <= 2 < blobs, (len(checked), blobs)
+
+
+def test_retries_do_not_multiply_across_layers(proxy, image, registry, tmp_path):
+    """A blob GET the transport already retried is final: the blob-level retry does not start it over."""
+    store, ref_name, _ = image
+    target = Reference.parse(f"{registry}/fault-retry-{uuid.uuid4().hex[:8]}/hello:f1")
+    push_image(store, ref_name, target)
+    fault = proxy.add_fault(Fault("GET", r"/blobs/sha256:", "500", times=0))
+    with pytest.raises(RegistryError, match="HTTP 500|injected failure"):
+        with fast_client(proxy, attempts=3) as client:
+            pull_image(LayoutStore(tmp_path / "fresh"), Reference.parse(f"{proxy.address}/{target.repository}:f1"),
+                       client=client)
+    assert fault.seen == 3, "one logical download, three tries, and no second round on top"

@@ -323,7 +323,10 @@ def _retryable(exc: Exception) -> bool:
         return True
     if isinstance(exc, RegistryError):
         # A lost connection surfaces without a status; 404 is a vanished upload
-        # session; 5xx and 429 are the registry's own trouble.
+        # session; 5xx and 429 are the registry's own trouble. What the transport
+        # already retried is final, or retries would multiply.
+        if exc.retried:
+            return False
         if exc.status is None:
             return exc.code is None
         return exc.status >= 500 or exc.status in (404, 429)

@@ -26,6 +26,8 @@ Body = bytes | Callable[[], Iterable[bytes]] | None
 
 DEFAULT_ATTEMPTS = 5
 DEFAULT_BACKOFF = 0.25
+# Marks a response whose request the transport already retried as often as it may.
+RETRIED = "imagebuild.retries_spent"
 MAX_RETRY_AFTER = 30.0
 _UNSET = object()
 
@@ -191,13 +193,14 @@ class Transport:
                 if idempotent and attempt < self.attempts:
                     time.sleep(self._delay(attempt))
                     continue
-                raise self._transport_failure(method, url, exc) from None
-            if idempotent and attempt < self.attempts and (
-                    response.status_code >= 500 or response.status_code == 429):
-                delay = self._delay(attempt, response.headers.get("retry-after"))
-                response.close()
-                time.sleep(delay)
-                continue
+                raise self._transport_failure(method, url, exc, retried=idempotent) from None
+            if idempotent and (response.status_code >= 500 or response.status_code == 429):
+                if attempt < self.attempts:
+                    delay = self._delay(attempt, response.headers.get("retry-after"))
+                    response.close()
+                    time.sleep(delay)
+                    continue
+                response.extensions[RETRIED] = True
             return response
 
     def count_bytes(self, *, sent: int = 0, received: int = 0) -> None:
@@ -214,7 +217,8 @@ class Transport:
                 pass
         return min(8.0, self.backoff * (2 ** (attempt - 1)))
 
-    def _transport_failure(self, method: str, url: str, exc: httpx.TransportError) -> Exception:
+    def _transport_failure(self, method: str, url: str, exc: httpx.TransportError, *,
+                           retried: bool) -> Exception:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, httpx.ConnectError):
             hint = "check the address or start the registry"
@@ -223,7 +227,8 @@ class Transport:
             return RegistryUnreachableError(f"cannot reach registry {self.host}: {reason}", hint=hint)
         path = httpx.URL(url).path
         return RegistryError(f"connection to registry {self.host} failed during {method} {path}: {reason}",
-                             hint="retry; if it persists, check the network or the registry's logs")
+                             hint="retry; if it persists, check the network or the registry's logs",
+                             retried=retried)
 
 
 def registry_error(response: httpx.Response, what: str) -> ImageBuildError:
@@ -241,4 +246,5 @@ def registry_error(response: httpx.Response, what: str) -> ImageBuildError:
     if response.status_code == 403 or code == "DENIED":
         return AuthError(f"{what}: access denied by the registry ({detail})",
                          hint="check that your account may push or pull this repository")
-    return RegistryError(f"{what}: {detail}", status=response.status_code, code=code)
+    return RegistryError(f"{what}: {detail}", status=response.status_code, code=code,
+                         retried=bool(response.extensions.get(RETRIED)))
