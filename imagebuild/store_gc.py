@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,10 +26,11 @@ from imagebuild.errors import StoreError, UserError
 from imagebuild.layers import CACHE_DIR
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
-from imagebuild.oci.model import ANNOTATION_REF_NAME
+from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor
 from imagebuild.stores.lease import StoreBusy, exclusive_lease
 from imagebuild.stores.layout import LayoutStore, os_error_for
 
+# gc runs with no writer at work (it holds the writers' lease), so an hour-old temp file is surely dead.
 STALE_TMP_SECONDS = 3600
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -50,22 +50,23 @@ def _require_store(store: LayoutStore) -> None:
 def remove_refs(store: LayoutStore, refs: list[str]) -> list[dict[str, str]]:
     """Untag each ref (NAME:TAG, or a digest: every tag on it). All refs are checked before any is removed."""
     _require_store(store)
-    tagged = store.refs()
-    names: list[str] = []
-    for ref in refs:
-        if is_digest(ref):
-            matching = sorted(name for name, d in tagged.items() if d.digest == ref)
-        else:
-            matching = [ref] if ref in tagged else []
-        if not matching:
-            raise UserError(f"no image {ref!r} in the local store at {store.root}",
-                            hint="give NAME:TAG or sha256:DIGEST as `imagebuild images --all` lists them")
-        names.extend(n for n in matching if n not in names)
-    removed = []
-    for name in names:
-        if store.untag(name):
-            removed.append({"ref": name, "digest": str(tagged[name].digest)})
-    return removed
+
+    names: list[str] = []   # in the order asked, for the report
+
+    def choose(tagged: dict[str, Descriptor]) -> list[str]:
+        for ref in refs:
+            if is_digest(ref):
+                matching = sorted(name for name, d in tagged.items() if d.digest == ref)
+            else:
+                matching = [ref] if ref in tagged else []
+            if not matching:
+                raise UserError(f"no image {ref!r} in the local store at {store.root}",
+                                hint="give NAME:TAG or sha256:DIGEST as `imagebuild images --all` lists them")
+            names.extend(n for n in matching if n not in names)
+        return names
+
+    removed = store.untag(choose=choose)
+    return [{"ref": name, "digest": str(removed[name].digest)} for name in names if name in removed]
 
 
 # -- gc ---------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcRe
         result.freed_bytes += entry.stat(follow_symlinks=False).st_size
         if not dry_run:
             _unlink(Path(entry.path))
-    result.removed_temp_files = _sweep_temps(store.root / "tmp", dry_run)
+    result.removed_temp_files = store.sweep_stale_temps(STALE_TMP_SECONDS, dry_run=dry_run)
     return result
 
 
@@ -176,25 +177,6 @@ def _cache_entries(store: LayoutStore) -> list[tuple[Path, str | None]]:
         except Exception:  # unreadable or garbled (a bad digest raises UserError): LayerCache treats it as a miss
             entries.append((path, None))
     return entries
-
-
-def _sweep_temps(tmp_dir: Path, dry_run: bool) -> int:
-    if not tmp_dir.is_dir():
-        return 0
-    cutoff = time.time() - STALE_TMP_SECONDS
-    removed = 0
-    for entry in os.scandir(tmp_dir):
-        if not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                continue
-        except FileNotFoundError:
-            continue
-        removed += 1
-        if not dry_run:
-            _unlink(Path(entry.path))
-    return removed
 
 
 def _unlink(path: Path) -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from imagebuild.atomic import write_atomically
 from imagebuild.errors import CorruptBlobError, StoreError, UserError
@@ -97,6 +97,7 @@ class BlobWriter:
 class LayoutStore:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_store_path()
+        self._ensured = False
 
     # -- set-up ---------------------------------------------------------
 
@@ -105,7 +106,8 @@ class LayoutStore:
         try:
             (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             self._tmp_dir().mkdir(exist_ok=True)
-            self._sweep_stale_temps()
+            with contextlib.suppress(OSError):  # one unremovable leftover must not stop a bake
+                self.sweep_stale_temps()
             if not (self.root / "oci-layout").exists():
                 self._atomic_write(self.root / "oci-layout", canonical_json(OCI_LAYOUT_VERSION))
             with self.locked():
@@ -113,15 +115,29 @@ class LayoutStore:
                     self._atomic_write(self.root / "index.json", canonical_json(index_dict([])))
         except OSError as exc:
             raise os_error_for(self.root, exc) from None
+        self._ensured = True
         return self
 
-    def _sweep_stale_temps(self) -> None:
-        """Remove blob temp files a killed writer left behind; a live writer keeps touching its file."""
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        for entry in os.scandir(self._tmp_dir()):
-            with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+    def sweep_stale_temps(self, older_than: float = STALE_TEMP_SECONDS, *, dry_run: bool = False) -> int:
+        """Remove temp files a killed writer left behind (a live writer keeps touching its file).
+
+        Returns how many were (or, with `dry_run`, would be) removed."""
+        cutoff = time.time() - older_than
+        removed = 0
+        try:
+            entries = list(os.scandir(self._tmp_dir()))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                if not dry_run:
                     os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+        return removed
 
     def exists(self) -> bool:
         return (self.root / "index.json").is_file()
@@ -159,7 +175,8 @@ class LayoutStore:
     @contextlib.contextmanager
     def blob_writer(self) -> Iterator[BlobWriter]:
         """Write a blob through a temp file; uncommitted temp files are removed."""
-        self.ensure()
+        if not self._ensured:  # once per store object: a bake writes many blobs
+            self.ensure()
         hold_lease(self.root)    # the blob is unreferenced until its image is tagged; see stores/lease.py
         try:
             fd, temp = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
@@ -285,9 +302,11 @@ class LayoutStore:
         return index
 
     def manifests(self) -> list[Descriptor]:
-        entries = self._read_index().get("manifests", [])
+        return self._descriptors(self._read_index())
+
+    def _descriptors(self, index: dict) -> list[Descriptor]:
         try:
-            return [Descriptor.from_dict(d) for d in entries]
+            return [Descriptor.from_dict(d) for d in index.get("manifests", [])]
         except (KeyError, TypeError, ValueError, UserError) as exc:
             raise StoreError(f"the store's index {self.root / 'index.json'} holds a garbled descriptor ({exc})",
                              hint="restore it or remove the store") from None
@@ -307,24 +326,33 @@ class LayoutStore:
         except OSError as exc:
             raise os_error_for(self.root, exc) from None
 
-    def untag(self, ref_name: str) -> bool:
+    def untag(self, *ref_names: str,
+              choose: Callable[[dict[str, Descriptor]], Iterable[str]] | None = None) -> dict[str, Descriptor]:
+        """Remove tags in one index write under the lock; returns the removed ones.
+
+        `choose`, given the refs as they are under the lock, names the tags instead
+        (it may raise to remove nothing), so checking and removing cannot race a writer."""
         with self.locked():
             index = self._read_index()
-            before = index.get("manifests", [])
-            kept = [d for d in before if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) != ref_name]
-            if len(kept) == len(before):
-                return False
-            index["manifests"] = kept
-            self._atomic_write(self.root / "index.json", canonical_json(index))
-            return True
+            wanted = set(choose(_refs_of(self._descriptors(index))) if choose else ref_names)
+            removed: dict[str, Descriptor] = {}
+            kept = []
+            for entry in index.get("manifests", []):
+                name = (entry.get("annotations") or {}).get(ANNOTATION_REF_NAME)
+                if name in wanted:
+                    removed[name] = Descriptor.from_dict(entry)
+                else:
+                    kept.append(entry)
+            if removed:
+                index["manifests"] = kept
+                try:
+                    self._atomic_write(self.root / "index.json", canonical_json(index))
+                except OSError as exc:
+                    raise os_error_for(self.root, exc) from None
+            return removed
 
     def refs(self) -> dict[str, Descriptor]:
-        out = {}
-        for descriptor in self.manifests():
-            name = descriptor.annotations.get(ANNOTATION_REF_NAME)
-            if name:
-                out[name] = descriptor
-        return out
+        return _refs_of(self.manifests())
 
     def resolve(self, ref_name: str) -> Descriptor:
         """A tagged name (`hello:abc1234`) or a manifest digest to its descriptor."""
@@ -389,6 +417,10 @@ class _VerifyingReader:
 
     def readable(self) -> bool:
         return True
+
+
+def _refs_of(descriptors: Iterable[Descriptor]) -> dict[str, Descriptor]:
+    return {name: d for d in descriptors if (name := d.annotations.get(ANNOTATION_REF_NAME))}
 
 
 def media_type_of_manifest(raw: bytes) -> str:
