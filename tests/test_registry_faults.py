@@ -148,3 +148,25 @@ def test_retries_do_not_multiply_across_layers(proxy, image, registry, tmp_path)
             pull_image(LayoutStore(tmp_path / "fresh"), Reference.parse(f"{proxy.address}/{target.repository}:f1"),
                        client=client)
     assert fault.seen == 3, "one logical download, three tries, and no second round on top"
+
+
+def test_a_blob_that_arrives_altered_is_fetched_again_and_never_stored(proxy, image, registry, tmp_path):
+    store, ref_name, digest = image
+    target = Reference.parse(f"{registry}/fault-corrupt-{uuid.uuid4().hex[:8]}/hello:f1")
+    push_image(store, ref_name, target)
+    source = Reference.parse(f"{proxy.address}/{target.repository}:f1")
+    once = proxy.add_fault(Fault("GET", r"/blobs/sha256:", "corrupt", nth=1))
+    fresh = LayoutStore(tmp_path / "fresh")
+    with fast_client(proxy) as client:
+        pulled = pull_image(fresh, source, client=client)
+    assert once.seen >= 2 and pulled.digest == digest
+    for blob in fresh.read_manifest(digest).blobs():
+        fresh.verify_blob(blob.digest)
+    proxy.clear_faults()
+    proxy.add_fault(Fault("GET", r"/blobs/sha256:", "corrupt", times=0))
+    other = LayoutStore(tmp_path / "other")
+    with pytest.raises(RegistryError, match="arrived with different content"):
+        with fast_client(proxy) as client:
+            pull_image(other, source, client=client)
+    assert list((other.root / "blobs" / "sha256").iterdir()) == [], "an altered blob was kept"
+    assert list((other.root / "tmp").iterdir()) == []

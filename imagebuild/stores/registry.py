@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
-from imagebuild.errors import RegistryError, StoreError, UserError
+from imagebuild.errors import CorruptBlobError, RegistryError, StoreError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import Descriptor, Platform
@@ -111,31 +111,50 @@ class _RegistrySource(_Source):
         return opened
 
 
-class _VerifyingIterReader:
-    """`read(n)` over an iterator of chunks, checking the digest at the end."""
+class _IterReader:
+    """`read(n)` over an iterator of chunks."""
 
-    def __init__(self, chunks: Iterable[bytes], digest: str):
+    def __init__(self, chunks: Iterable[bytes]):
         self._chunks = iter(chunks)
-        self._buffer = b""
-        self._hash = hashlib.sha256()
-        self._digest = digest
+        self._buffer = bytearray()
         self._done = False
+
+    def _more(self) -> None:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            self._done = True
+        else:
+            self._buffer += chunk
 
     def read(self, n: int = -1) -> bytes:
         while not self._done and (n < 0 or len(self._buffer) < n):
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._done = True
-                if "sha256:" + self._hash.hexdigest() != self._digest:
-                    raise RegistryError(f"blob {self._digest} arrived with different content", hint="retry")
-                break
+            self._more()
+        if n < 0 or n >= len(self._buffer):
+            out = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            out = bytes(self._buffer[:n])
+            del self._buffer[:n]
+        return out
+
+
+class _VerifyingIterReader(_IterReader):
+    """An _IterReader that checks the digest at the end, for streams no store write verifies."""
+
+    def __init__(self, chunks: Iterable[bytes], digest: str):
+        super().__init__(chunks)
+        self._hash = hashlib.sha256()
+        self._digest = digest
+
+    def _more(self) -> None:
+        chunk = next(self._chunks, None)
+        if chunk is not None:
             self._hash.update(chunk)
             self._buffer += chunk
-        if n < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
+            return
+        self._done = True
+        if "sha256:" + self._hash.hexdigest() != self._digest:
+            raise RegistryError(f"blob {self._digest} arrived with different content", hint="retry")
 
 
 def _child_manifests(manifest: ManifestBytes) -> list[Descriptor]:
@@ -267,7 +286,11 @@ def pull_image(store: LayoutStore, source: Reference, *, insecure: bool | None =
                 continue
 
             def sink(chunks, blob=blob):
-                store.put_blob_stream(_VerifyingIterReader(chunks, blob.digest), Digest(blob.digest))
+                # put_blob_stream hashes as it writes; a mismatch is the registry's, and worth a retry.
+                try:
+                    store.put_blob_stream(_IterReader(chunks), Digest(blob.digest))
+                except CorruptBlobError:
+                    raise RegistryError(f"blob {blob.digest} arrived with different content", hint="retry") from None
 
             result.bytes_downloaded += client.fetch_blob(source.repository, blob, sink)
             result.blobs_fetched += 1

@@ -24,7 +24,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 class Fault:
     method: str                 # e.g. "PUT", "PATCH", "POST"
     path: str                   # a regex searched in the request path
-    action: str                 # "drop", "500" or "429" (with Retry-After: 1)
+    action: str                 # "drop", "500", "429" (with Retry-After: 1) or "corrupt" (first byte flipped)
     nth: int = 1                # the first matching request that fails
     times: int = 1              # how many matching requests in a row fail (0: all from nth on)
     seen: int = 0
@@ -167,6 +167,8 @@ class FaultProxy:
                     upstream.endheaders(body or None)
                     response = upstream.getresponse()
                     payload = response.read()
+                    if fault and fault.action == "corrupt" and payload:
+                        payload = bytes([payload[0] ^ 0xFF]) + payload[1:]
                     self.send_response(response.status, response.reason)
                     for key, value in response.getheaders():
                         if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
