@@ -61,11 +61,12 @@ class BakeResult:
     dirty: bool = False
     local_ref: str = ""                # NAME:VERSION in the local store
     outputs: tuple[str, ...] = ()      # where else it went: oci:DIR, docker-archive:FILE, docker, pushed refs
+    warnings: tuple[str, ...] = ()     # e.g. files in the app layer that look like credentials
 
     def to_json(self) -> dict:
         """Exactly the keys `bake --json` promises."""
         return {"image": self.image, "digest": self.digest, "version": self.version,
-                "layers": [layer.to_dict() for layer in self.layers]}
+                "layers": [layer.to_dict() for layer in self.layers], "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,9 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
 
     tree = app_layer.SourceTree(toplevel, facts.commit, working_tree=dirty)
     with tempfile.TemporaryDirectory(prefix="imagebuild-bake-") as scratch, tree:
+        warnings = app_layer.credential_warnings(recipe, *app_layer.app_files(recipe, tree))
+        for line in warnings:
+            progress.note(f"warning: {line}")
         steps, base_env = _steps(recipe, store, tree, commit, Path(scratch), progress,
                                  update_lock=lock_problem is not None)
         env = {**base_env, "IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision}
@@ -126,7 +130,8 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
     outputs = _deliver(store, descriptor.digest, local_ref, recipe, options, push_target, progress)
     reference = outputs[-1] if options.push and outputs else local_ref
     return BakeResult(image=reference, digest=str(descriptor.digest), version=version,
-                      layers=tuple(outcomes), dirty=dirty, local_ref=local_ref, outputs=tuple(outputs))
+                      layers=tuple(outcomes), dirty=dirty, local_ref=local_ref, outputs=tuple(outputs),
+                      warnings=tuple(warnings))
 
 
 def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str) -> Reference | None:

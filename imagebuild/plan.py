@@ -34,6 +34,7 @@ PLAN_FORMAT = 2
 
 ANNOTATION_DIRTY = "dev.imagebuild.dirty"
 ANNOTATION_ENVIRONMENTS = "dev.imagebuild.environments"
+ANNOTATION_ENV_VARIABLE = "dev.imagebuild.env-variable"   # the variable that names the environment at start
 
 LAUNCHER_PATH = "/usr/local/bin/imagebuild-launch"
 CONFIG_DIR = "/etc/imagebuild"
@@ -111,11 +112,14 @@ def chain(layer_inputs: Sequence[LayerInputs]) -> tuple[PlannedLayer, ...]:
 
 
 def healthcheck(recipe: Recipe) -> dict[str, Any]:
-    """Docker's Healthcheck: bash's /dev/tcp, so the image needs no curl or wget."""
+    """Docker's Healthcheck: bash's /dev/tcp, so the image needs no curl or wget.
+
+    It probes $PORT, as the server does, so a port moved at start stays checked.
+    """
     health = recipe.health
     port = recipe.server.port
     path = health.path if health.path.startswith("/") else "/" + health.path
-    probe = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+    probe = (f"exec 3<>/dev/tcp/127.0.0.1/${{PORT:-{port}}} && "
              f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
              "head -1 <&3 | grep -q ' 200 '")
     return {
@@ -136,6 +140,7 @@ def image_settings(recipe: Recipe, commit: Commit, server_argv: Sequence[str],
         ANNOTATION_VERSION: commit.version,
         ANNOTATION_TITLE: recipe.name,
         ANNOTATION_ENVIRONMENTS: ",".join(recipe.environment_names()),
+        ANNOTATION_ENV_VARIABLE: recipe.detect.variable,
     }
     if commit.source:
         annotations[ANNOTATION_SOURCE] = commit.source

@@ -35,7 +35,7 @@ def manifest_and_config(store: LayoutStore, digest: str):
 
 def test_json_has_exactly_the_promised_keys_and_names_the_commit(flask_repo, store):
     result = bake_json(flask_repo, store.root)
-    assert set(result) == {"image", "digest", "version", "layers"}
+    assert set(result) == {"image", "digest", "version", "layers", "warnings"}
     short = git(flask_repo, "rev-parse", "--short", "HEAD")
     full = git(flask_repo, "rev-parse", "HEAD")
     assert result["version"] == short

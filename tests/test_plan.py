@@ -125,7 +125,7 @@ def test_healthcheck_durations_are_nanoseconds_and_need_no_curl():
     assert check["StartPeriod"] == 3_000_000_000
     assert check["Retries"] == 4
     assert check["Test"][:3] == ["CMD", "bash", "-c"]
-    assert "/dev/tcp/127.0.0.1/8000" in check["Test"][3]
+    assert "/dev/tcp/127.0.0.1/${PORT:-8000}" in check["Test"][3]
     assert "curl" not in check["Test"][3]
 
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from imagebuild.gitinfo import GitFacts
+from imagebuild.launcher import RUNTIME_MODULE, runtime_module
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import render_server_files, server_command
@@ -47,40 +48,93 @@ def with_dest(recipe: Recipe, dest: Path) -> Recipe:
 
 # -- rendering ------------------------------------------------------------------
 
+def gunicorn_settings(recipe: Recipe, env: dict[str, str]) -> dict:
+    """Run the rendered gunicorn.conf.py as gunicorn does, with `env` as the process environment."""
+    text = render_server_files(recipe)["/etc/imagebuild/gunicorn.conf.py"][0]
+    settings: dict = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("PORT", "WEB_CONCURRENCY", "IMAGEBUILD_CPUS", "LOG_LEVEL"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        exec(compile(text, "gunicorn.conf.py", "exec"), settings)
+    return settings
+
+
+def uvicorn_settings(recipe: Recipe, env: dict[str, str]) -> dict:
+    """The keywords the rendered uvicorn_run.py passes to uvicorn.run, evaluated with `env`
+    (its helper functions run; uvicorn itself is not imported)."""
+    text = render_server_files(recipe)["/etc/imagebuild/uvicorn_run.py"][0].decode()
+    tree = ast.parse(text)
+    helpers = ast.Module([node for node in tree.body if isinstance(node, ast.FunctionDef)], type_ignores=[])
+    scope: dict = {"os": os, "sys": sys}
+    exec(compile(helpers, "uvicorn_run.py", "exec"), scope)
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "run")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("PORT", "WEB_CONCURRENCY", "IMAGEBUILD_CPUS", "LOG_LEVEL"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        keywords = {kw.arg: eval(compile(ast.Expression(kw.value), "uvicorn_run.py", "eval"), scope)
+                    for kw in call.keywords}
+    keywords["app"] = ast.literal_eval(call.args[0])
+    return keywords
+
+
 def test_gunicorn_config_is_python_with_the_recipe_settings():
     recipe = with_server(example("flask-hello"), port=9001, workers=3, options={"timeout": "60"})
     files = render_server_files(recipe)
     assert list(files) == ["/etc/imagebuild/gunicorn.conf.py"]
-    text, mode = files["/etc/imagebuild/gunicorn.conf.py"]
-    assert mode == 0o644
-    settings: dict = {}
-    exec(compile(text, "gunicorn.conf.py", "exec"), settings)  # it is Python; gunicorn runs it the same way
+    assert files["/etc/imagebuild/gunicorn.conf.py"][1] == 0o644
+    settings = gunicorn_settings(recipe, {})
     assert settings["bind"] == ["0.0.0.0:9001"]
     assert settings["workers"] == 3 and settings["timeout"] == 60
     assert settings["chdir"] == "/app"
+    assert settings["loglevel"] == "info"
     assert settings["accesslog"] == "-" and settings["errorlog"] == "-" and settings["pidfile"] is None
     assert settings["worker_tmp_dir"] in ("/dev/shm", "/tmp")
     assert server_command(recipe) == ["python3.11", "-m", "gunicorn", "-c", "/etc/imagebuild/gunicorn.conf.py",
                                       "hello:app"]
 
 
+def test_gunicorn_takes_port_workers_and_log_level_when_it_starts():
+    fixed = with_server(example("flask-hello"), port=9001, workers=3, options={"host": "::"})
+    settings = gunicorn_settings(fixed, {"PORT": "7000", "LOG_LEVEL": "WARN"})
+    assert settings["bind"] == ["[::]:7000"] and settings["loglevel"] == "warning"
+    assert settings["workers"] == 3
+    assert gunicorn_settings(fixed, {"WEB_CONCURRENCY": "7"})["workers"] == 7
+    per_cpu = with_server(example("flask-hello"), workers=None)
+    assert per_cpu.server.workers is None  # the stock recipe leaves it to the CPU count
+    assert gunicorn_settings(per_cpu, {"IMAGEBUILD_CPUS": "4"})["workers"] == 9
+    assert gunicorn_settings(per_cpu, {})["workers"] == 2 * len(os.sched_getaffinity(0)) + 1
+    assert gunicorn_settings(per_cpu, {"LOG_LEVEL": "loud"})["loglevel"] == "info"
+
+
 def test_uvicorn_launcher_is_python_with_the_recipe_settings():
     recipe = with_server(example("fastapi-hello"), port=9002, options={"host": "::"})
-    text = render_server_files(recipe)["/etc/imagebuild/uvicorn_run.py"][0].decode()
-    tree = ast.parse(text)
-    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
-                and getattr(node.func, "attr", "") == "run")
-    keywords = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    assert ast.literal_eval(call.args[0]) == "main:app"
+    keywords = uvicorn_settings(recipe, {})
+    assert keywords["app"] == "main:app"
     assert keywords["host"] == "::" and keywords["port"] == 9002 and keywords["app_dir"] == "/app"
+    assert keywords["workers"] == 1 and keywords["log_level"] == "info"
     assert server_command(recipe) == ["python3.11", "/etc/imagebuild/uvicorn_run.py"]
+    moved = uvicorn_settings(recipe, {"PORT": "7001", "LOG_LEVEL": "debug", "WEB_CONCURRENCY": "3"})
+    assert (moved["port"], moved["log_level"], moved["workers"]) == (7001, "debug", 3)
+    per_cpu = with_server(recipe, workers=None)
+    assert uvicorn_settings(per_cpu, {"IMAGEBUILD_CPUS": "4"})["workers"] == 4
+
+
+def test_stock_python_recipes_leave_workers_to_the_cpu_count(tmp_path):
+    for stock, app in (("python-wsgi", "hello:app"), ("python-asgi", "main:app")):
+        (tmp_path / "imagebuild.yaml").write_text(f"name: x\nextends: {stock}\nserver:\n  app: {app}\n")
+        assert load_recipe(tmp_path, context=NO_GIT).server.workers is None
 
 
 def test_nginx_config_runs_without_root():
     recipe = example("static-site")
     text = render_server_files(recipe)["/etc/imagebuild/nginx.conf"][0].decode()
     for line in ("daemon off;", "pid /tmp/nginx.pid;", "error_log stderr warn;", "access_log /dev/stdout;",
-                 "listen 8080;", "root /app;", "location = /health {", "return 200"):
+                 "listen 8080; # imagebuild:port", "worker_processes auto;", "root /app;", "location = /health {", "return 200"):
         assert line in text, line
     for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{temp}_temp_path /tmp/" in text
@@ -93,7 +147,7 @@ def test_nginx_host_option_and_health_path():
     recipe = with_server(example("static-site"), port=8081, options={"host": "127.0.0.1"})
     recipe = dataclasses.replace(recipe, health=dataclasses.replace(recipe.health, path="/-/ready"))
     text = render_server_files(recipe)["/etc/imagebuild/nginx.conf"][0].decode()
-    assert "listen 127.0.0.1:8081;" in text and "location = /-/ready {" in text
+    assert "listen 127.0.0.1:8081; # imagebuild:port" in text and "location = /-/ready {" in text
 
 
 def test_java_has_no_files_and_runs_the_jar():
@@ -171,7 +225,11 @@ def run_rendered(tmp_path: Path, recipe: Recipe, site: Path, extra_env: dict) ->
         local.chmod(mode)
         argv = [str(local) if arg == image_path else arg for arg in argv]
     argv = [SYSTEM_PYTHON if arg == "python3.11" else arg for arg in argv]
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HOME": str(tmp_path), **extra_env}
+    helper = tmp_path / "runtime"
+    helper.mkdir()
+    (helper / f"{RUNTIME_MODULE}.py").write_bytes(runtime_module())
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{site}:{helper}", "HOME": str(tmp_path),
+           "IMAGEBUILD_RUN_DIR": str(tmp_path / "run"), **extra_env}
     process, health = serve(argv, recipe.server.port, env, Path(recipe.app.dest))
     try:
         index = httpx.get(f"http://127.0.0.1:{recipe.server.port}/", timeout=5)

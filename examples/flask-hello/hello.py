@@ -1,14 +1,9 @@
 """A small Flask app: greets, shows its environment's settings, answers /health."""
 
-import os
-
 from flask import Flask, jsonify
+from imagebuild_runtime import config, environment, feature
 
 app = Flask(__name__)
-
-
-def feature(name: str) -> bool:
-    return os.environ.get(f"FEATURE_{name.upper()}", "false").lower() in ("1", "true", "yes", "on")
 
 
 @app.get("/")
@@ -16,8 +11,8 @@ def index():
     checkout = "new checkout" if feature("new_checkout") else "classic checkout"
     return jsonify(
         message=f"Hello from Flask ({checkout})",
-        environment=os.environ.get("IMAGEBUILD_ENV", "unknown"),
-        log_level=os.environ.get("LOG_LEVEL", "unset"),
+        environment=environment() or "unknown",
+        log_level=config("LOG_LEVEL", "unset"),
         new_checkout=feature("new_checkout"),
     )
 

@@ -15,7 +15,7 @@ public final class Hello {
         server.createContext("/", exchange -> {
             String environment = System.getenv().getOrDefault("IMAGEBUILD_ENV", "unknown");
             String greeting = System.getenv().getOrDefault("GREETING", "Hello");
-            boolean banner = "true".equalsIgnoreCase(System.getenv("FEATURE_BANNER"));
+            boolean banner = "on".equals(System.getenv("FEATURE_BANNER"));
             reply(exchange, greeting + " from Java (environment " + environment
                     + (banner ? ", banner on" : "") + ")\n");
         });

@@ -1,13 +1,17 @@
 """What is baked into every image so it can configure itself at start.
 
 `launch.sh` is the image's entrypoint (POSIX sh, no third-party anything, so
-it runs in images without Python). This module produces it and the files it
-reads, one per environment, from the recipe. See docs/bake.md.
+it runs in images without Python); `imagebuild_runtime.py` is the stdlib-only
+helper Python apps import. This module produces them and the files the
+launcher reads, from the recipe. See docs/launcher.md.
 
-Files in the image (under /etc/imagebuild):
-  environments          one environment name per line; the first is the default
-  environments.json     every environment's config, features and secret names
+Files in the image (under /etc/imagebuild), from the config layer:
+  environments          one environment name per line, in the recipe's order
+  environments.json     every environment's config, features, secret names and detect rules
+  detect.sh             the variable that names the environment, the default, the detect rules
   env/<name>.sh         what the launcher sources: `config`, `feature` and `secret` lines
+and from the server layer:
+  server.sh             how many workers the server runs (fixed, or per CPU)
 """
 
 from __future__ import annotations
@@ -18,15 +22,22 @@ from importlib import resources
 from typing import Mapping
 
 from imagebuild.errors import RecipeError
-from imagebuild.recipe.model import Environment, Recipe
+from imagebuild.recipe.model import DetectSpec, Environment, Recipe
 
 DEFAULT_ENVIRONMENT = "default"
+RUN_DIR = "/run/imagebuild"            # where the launcher writes config.json and features.json
+RUNTIME_MODULE = "imagebuild_runtime"  # the Python helper's module name
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def launcher_script() -> bytes:
     return resources.files(__package__).joinpath("launch.sh").read_bytes()
+
+
+def runtime_module() -> bytes:
+    """The source of `imagebuild_runtime`, shipped into Python images."""
+    return resources.files(__package__).joinpath(f"{RUNTIME_MODULE}.py").read_bytes()
 
 
 def feature_variable(name: str) -> str:
@@ -51,14 +62,35 @@ def _check(recipe: Recipe, env: Environment) -> None:
             raise RecipeError(f"environment {env.name!r}: {key!r} is not a valid variable name",
                               file=_where(recipe), key=f"environments.{env.name}",
                               hint="use letters, digits and '_', not starting with a digit")
+
+
+def _check_detect(recipe: Recipe, envs: tuple[Environment, ...]) -> None:
+    detect = recipe.detect
+    if not _VAR_NAME.match(detect.variable):
+        raise RecipeError(f"detect.variable {detect.variable!r} is not a valid variable name",
+                          file=_where(recipe), key="detect.variable")
+    if detect.default is not None and detect.default not in {env.name for env in envs}:
+        raise RecipeError(f"detect.default {detect.default!r} is not a listed environment",
+                          file=_where(recipe), key="detect.default")
+
+
+def feature_names(recipe: Recipe) -> list[str]:
+    """Every feature any environment names, in first-seen order.
+
+    An environment that does not list a feature has it off, so `feature(name)`
+    answers in every environment and a toggle is released by turning it on.
+    """
+    names: dict[str, None] = {}
     seen: dict[str, str] = {}
-    for name in env.features:
-        variable = feature_variable(name)
-        if variable in seen:
-            raise RecipeError(f"environment {env.name!r}: features {seen[variable]!r} and {name!r} "
-                              f"both become FEATURE_{variable}", file=_where(recipe),
-                              key=f"environments.{env.name}.features")
-        seen[variable] = name
+    for env in environments(recipe):
+        for name in env.features:
+            variable = feature_variable(name)
+            if seen.setdefault(variable, name) != name:
+                raise RecipeError(f"features {seen[variable]!r} and {name!r} both become FEATURE_{variable}",
+                                  file=_where(recipe), key=f"environments.{env.name}.features",
+                                  hint="give them names that differ in more than case or punctuation")
+            names[name] = None
+    return list(names)
 
 
 def _value(value: object) -> str:
@@ -67,12 +99,26 @@ def _value(value: object) -> str:
     return str(value)
 
 
-def environment_script(env: Environment) -> bytes:
+def environment_script(env: Environment, features: list[str] | None = None) -> bytes:
+    """The lines the launcher sources for one environment; `features` is every toggle the image knows."""
     lines = [f"# environment {env.name}: sourced by imagebuild-launch"]
     lines += [f"config {key} {sh_quote(_value(value))}" for key, value in sorted(env.config.items())]
-    lines += [f"feature {feature_variable(name)} {'true' if enabled else 'false'}"
-              for name, enabled in sorted(env.features.items())]
+    for name in sorted(features if features is not None else env.features):
+        state = "on" if env.features.get(name, False) else "off"
+        lines.append(f"feature {name} {feature_variable(name)} {state}")
     lines += [f"secret {name}" for name in sorted(env.secrets)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def detect_script(detect: DetectSpec, envs: tuple[Environment, ...]) -> bytes:
+    lines = ["# how imagebuild-launch picks the environment: the variable first, then the rules in order",
+             f"variable={detect.variable}",
+             f"default={sh_quote(detect.default or '')}",
+             "detect_rules() {", "    :"]
+    for env in envs:
+        if env.detect.hostname or env.detect.file:
+            lines.append(f"    rule {env.name} {sh_quote(env.detect.hostname or '')} {sh_quote(env.detect.file or '')}")
+    lines.append("}")
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -80,21 +126,57 @@ def environments(recipe: Recipe) -> tuple[Environment, ...]:
     return recipe.environments or (Environment(DEFAULT_ENVIRONMENT),)
 
 
+def detect_spec(recipe: Recipe) -> DetectSpec:
+    """A recipe without environments has one, which is always its own default."""
+    if recipe.environments:
+        return recipe.detect
+    return DetectSpec(variable=recipe.detect.variable, default=DEFAULT_ENVIRONMENT)
+
+
 def config_files(recipe: Recipe) -> Mapping[str, bytes]:
     """Image path (relative to /) → content, for every environment in the recipe."""
     envs = environments(recipe)
     for env in envs:
         _check(recipe, env)
+    _check_detect(recipe, envs)
+    detect = detect_spec(recipe)
+    features = feature_names(recipe)
+    document = {
+        "variable": detect.variable,
+        "default": detect.default,
+        "features": features,
+        "environments": [{"name": env.name,
+                          "config": {k: _value(v) for k, v in env.config.items()},
+                          "features": {name: bool(env.features.get(name, False)) for name in features},
+                          "secrets": list(env.secrets),
+                          "detect": {k: v for k, v in (("hostname", env.detect.hostname),
+                                                       ("file", env.detect.file)) if v}}
+                         for env in envs],
+    }
     files: dict[str, bytes] = {
         "etc/imagebuild/environments": ("\n".join(env.name for env in envs) + "\n").encode(),
-        "etc/imagebuild/environments.json": json.dumps(
-            {"default": envs[0].name,
-             "environments": [{"name": env.name,
-                               "config": {k: _value(v) for k, v in env.config.items()},
-                               "features": {k: bool(v) for k, v in env.features.items()},
-                               "secrets": list(env.secrets)} for env in envs]},
-            indent=2, sort_keys=True).encode() + b"\n",
+        "etc/imagebuild/environments.json": json.dumps(document, indent=2, sort_keys=True).encode() + b"\n",
+        "etc/imagebuild/detect.sh": detect_script(detect, envs),
     }
     for env in envs:
-        files[f"etc/imagebuild/env/{env.name}.sh"] = environment_script(env)
+        files[f"etc/imagebuild/env/{env.name}.sh"] = environment_script(env, features)
     return files
+
+
+def server_script(kind: str | None, workers: int | None, port: int, config: str | None = None) -> bytes:
+    """What the launcher needs to adapt the server: a fixed worker count or workers per CPU, and,
+    for a server that cannot read PORT itself (nginx), the config file whose `listen` it rewrites.
+
+    gunicorn's sync workers wait on I/O, so it gets its documented 2 × CPUs + 1;
+    uvicorn's event loop keeps one CPU busy per worker.
+    """
+    lines = [f"# server {kind}: sourced by imagebuild-launch", f"port_baked={port}"]
+    if workers is not None and kind in ("gunicorn", "uvicorn"):
+        lines.append(f"workers_fixed={workers}")
+    elif kind == "gunicorn":
+        lines += ["workers_per_cpu=2", "workers_plus=1"]
+    elif kind == "uvicorn":
+        lines += ["workers_per_cpu=1", "workers_plus=0"]
+    if config:
+        lines.append(f"port_config={sh_quote(config)}")
+    return ("\n".join(lines) + "\n").encode("utf-8")

@@ -297,6 +297,38 @@ def app_files(recipe: Recipe, tree: SourceTree) -> tuple[str, list[TrackedFile]]
     return prefix, kept
 
 
+# Names that usually hold credentials. A warning, not a refusal: a test fixture or a public
+# certificate can look the same, and app.exclude (or leaving them out of git) settles it.
+_CREDENTIAL_NAMES = frozenset({".env", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".netrc", ".pypirc",
+                               ".git-credentials", ".npmrc", ".htpasswd"})
+_CREDENTIAL_SUFFIXES = (".pem", ".key", ".p12", ".pfx", ".jks", ".keystore")
+_HARMLESS_ENV_SUFFIXES = (".example", ".sample", ".template", ".dist", ".defaults")
+CREDENTIALS_SHOWN = 5
+
+
+def looks_like_credentials(path: str) -> bool:
+    """`.env`, `.env.production`, private keys (`id_rsa`, `*.key`), `*.pem`, `*.p12`, ...;
+    `.env.example` and public keys (`id_rsa.pub`) are not."""
+    name = posixpath.basename(path).lower()
+    if name in _CREDENTIAL_NAMES:
+        return True
+    if name.startswith(".env.") and not name.endswith(_HARMLESS_ENV_SUFFIXES):
+        return True
+    return name.endswith(_CREDENTIAL_SUFFIXES)
+
+
+def credential_warnings(recipe: Recipe, prefix: str, files: list[TrackedFile]) -> list[str]:
+    """One warning line naming the files of the app layer that look like credentials, or none."""
+    found = [posixpath.join(recipe.app.dest, item.path[len(prefix):].lstrip("/") if prefix else item.path)
+             for item in files if looks_like_credentials(item.path)]
+    if not found:
+        return []
+    shown = ", ".join(found[:CREDENTIALS_SHOWN])
+    more = f" and {len(found) - CREDENTIALS_SHOWN} more" if len(found) > CREDENTIALS_SHOWN else ""
+    return [f"the app layer holds files that look like credentials: {shown}{more}; anyone who pulls the image "
+            "can read them. Leave them out with app.exclude (or out of git) and pass secrets at run time"]
+
+
 def inputs(recipe: Recipe, prefix: str, files: list[TrackedFile], epoch: int) -> LayerInputs:
     listing = hashlib.sha256()
     for item in files:

@@ -1,5 +1,12 @@
 """The server layer: the app server's pinned packages, its rendered config, and the launcher.
 
+Beside the launcher it carries what the launcher and the app need at start:
+/etc/imagebuild/server.sh (how many workers), the stdlib-only
+`imagebuild_runtime` module for Python apps (in the interpreter's
+dist-packages, so `import imagebuild_runtime` works with no path set up), and
+/run/imagebuild owned by the app's user, where the launcher writes the
+environment's config.json and features.json.
+
 Server packages go to their own directory, put on sys.path by a .pth file
 that Python processes after dist-packages, so the app's own pins always win
 over a server dependency of the same name.
@@ -12,9 +19,9 @@ from pathlib import Path
 from typing import Mapping
 
 from imagebuild.layers.libraries import install_entries, pip_platforms, site_packages
-from imagebuild.launcher import launcher_script
-from imagebuild.oci.layer import Entry
-from imagebuild.plan import LAUNCHER_PATH, LayerInputs
+from imagebuild.launcher import RUN_DIR, RUNTIME_MODULE, launcher_script, runtime_module, server_script
+from imagebuild.oci.layer import DIR, Entry
+from imagebuild.plan import CONFIG_DIR, LAUNCHER_PATH, LayerInputs
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import render_server_files
 
@@ -26,8 +33,15 @@ ServerFiles = Mapping[str, tuple[bytes, int]]
 
 
 def rendered_files(recipe: Recipe) -> ServerFiles:
-    """The stock templates rendered for this recipe: image path (no leading /) → (bytes, mode)."""
-    return {path.lstrip("/"): content for path, content in sorted(render_server_files(recipe).items())}
+    """The stock templates rendered for this recipe, the launcher's server.sh and, for Python
+    images, the runtime helper: image path (no leading /) → (bytes, mode)."""
+    files = {path.lstrip("/"): content for path, content in render_server_files(recipe).items()}
+    port_config = f"{CONFIG_DIR}/nginx.conf" if recipe.server.kind == "nginx" else None
+    files[f"{CONFIG_DIR.lstrip('/')}/server.sh"] = (
+        server_script(recipe.server.kind, recipe.server.workers, recipe.server.port, port_config), 0o644)
+    if recipe.runtime.python:
+        files[f"{site_packages(recipe)}/{RUNTIME_MODULE}.py"] = (runtime_module(), 0o644)
+    return dict(sorted(files.items()))
 
 
 def _digest(files: ServerFiles) -> str:
@@ -39,7 +53,7 @@ def _digest(files: ServerFiles) -> str:
 
 def inputs(recipe: Recipe, files: ServerFiles, epoch: int, pip: str | None) -> LayerInputs:
     values: dict = {"files": _digest(files), "launcher": "sha256:" + hashlib.sha256(launcher_script()).hexdigest(),
-                    "packages": list(recipe.server.packages)}
+                    "packages": list(recipe.server.packages), "user": recipe.app.user}
     if recipe.server.packages:
         values.update({"python": recipe.runtime.python, "platforms": pip_platforms(recipe), "pip": pip})
     return LayerInputs("server", values, epoch)
@@ -64,10 +78,16 @@ def account_entries(recipe: Recipe, passwd: str, group: str) -> list[Entry]:
     return entries
 
 
+def run_dir_entry(recipe: Recipe) -> Entry:
+    """/run/imagebuild, writable by the app's user only: the launcher runs as that user."""
+    uid, _, gid = recipe.app.user.partition(":")
+    return Entry(RUN_DIR.lstrip("/"), DIR, 0o755, uid=int(uid), gid=int(gid or uid))
+
+
 def build_entries(recipe: Recipe, files: ServerFiles, scratch: Path,
                   accounts: tuple[str, str] | None = None) -> list[Entry]:
     """The layer's entries; `accounts` is the OS layer's (/etc/passwd, /etc/group)."""
-    entries = [Entry.file(LAUNCHER_PATH.lstrip("/"), launcher_script(), mode=0o755)]
+    entries = [Entry.file(LAUNCHER_PATH.lstrip("/"), launcher_script(), mode=0o755), run_dir_entry(recipe)]
     if accounts is not None:
         entries += account_entries(recipe, *accounts)
     entries += [Entry.file(path, content, mode=mode) for path, (content, mode) in files.items()]

@@ -10,6 +10,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, NoReturn
 
+import yaml
+
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
@@ -32,6 +34,10 @@ _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FEATURE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# Variables the image config sets (plan.image_settings); a config key of the same name would lose to them.
+_IMAGE_VARIABLES = frozenset({"PATH", "PORT", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_HINT = "secrets lists names only; the values come at run time (docker run -e NAME=... or NAME_FILE)"
 
 
 def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> None:
@@ -44,6 +50,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) ->
     _check_app(recipe, fail)
     _check_health(recipe, fail)
     _check_environments(recipe, fail)
+    _check_detect(recipe, fail)
 
 
 IMAGE_NAME_HINT = "use lowercase letters, digits and . _ -; put the registry under registry:"
@@ -222,7 +229,16 @@ def _check_environments(recipe: Recipe, fail: Fail) -> None:
             if not _FEATURE.match(name):
                 fail(f"{key}.features.{name}", f"{name!r} is not a feature name",
                      "use letters, digits and _, e.g. new_checkout")
+        for name in env.config:
+            if name in _IMAGE_VARIABLES or name.startswith("IMAGEBUILD_"):
+                fail(f"{key}.config.{name}", f"{name} is set by the image itself, so a config value would never apply",
+                     "set the port with server.port (or PORT at run time)" if name == "PORT" else None)
+            if name.startswith("FEATURE_"):
+                fail(f"{key}.config.{name}", f"{name} would be taken for a feature toggle",
+                     "declare toggles under features, e.g. features: {new_checkout: true}")
         for number, name in enumerate(env.secrets):
+            if "=" in name or ":" in name or " " in name:
+                fail(f"{key}.secrets[{number}]", "holds a value, and a secret is never baked", SECRET_HINT)
             if not _SECRET.match(name):
                 fail(f"{key}.secrets[{number}]", f"{name!r} is not a secret name",
                      "secrets are environment variable names in capitals, e.g. DATABASE_URL")
@@ -234,3 +250,63 @@ def _check_environments(recipe: Recipe, fail: Fail) -> None:
                 Reference.parse(f"{env.registry}/{recipe.name}")
             except UserError:
                 fail(f"{key}.registry", f"{env.registry!r} is not a registry address")
+
+
+def _check_detect(recipe: Recipe, fail: Fail) -> None:
+    """How the launcher picks the environment: a variable, per-environment rules, a default."""
+    detect = recipe.detect
+    names = recipe.environment_names()
+    if not _VARIABLE.match(detect.variable):
+        fail("detect.variable", f"{detect.variable!r} is not an environment variable name",
+             "use letters, digits and _, e.g. APP_ENV")
+    if detect.variable.startswith("FEATURE_"):
+        fail("detect.variable", f"{detect.variable} would be taken for a feature toggle", "e.g. APP_ENV")
+    for index, env in enumerate(recipe.environments):
+        if detect.variable in env.config or detect.variable in env.secrets:
+            fail("detect.variable", f"{detect.variable} is also a config or secret name of {env.name!r}",
+                 "the variable names the environment; choose another name for one of them")
+        rule = env.detect
+        where = f"environments[{index}].detect"
+        if rule.hostname is not None and (not rule.hostname.strip() or any(c.isspace() for c in rule.hostname)):
+            fail(f"{where}.hostname", f"{rule.hostname!r} is not a hostname pattern", "e.g. prod-*")
+        if rule.file is not None and (not PurePosixPath(rule.file).is_absolute() or "\n" in rule.file):
+            fail(f"{where}.file", f"{rule.file!r} must be an absolute path inside the container",
+                 "e.g. /etc/prod-marker")
+    if detect.default is not None:
+        if not names:
+            fail("detect.default", f"names {detect.default!r}, but the recipe lists no environments",
+                 "list the environments under environments:, or drop detect.default")
+        if detect.default not in names:
+            fail("detect.default", f"{detect.default!r} is not a listed environment",
+                 did_you_mean(detect.default, names) or f"use one of {', '.join(names)}")
+    toggles: dict[str, str] = {}
+    for index, env in enumerate(recipe.environments):
+        for name in env.features:
+            upper = name.upper()
+            if toggles.setdefault(upper, name) != name:
+                fail(f"environments[{index}].features.{name}",
+                     f"{name!r} and {toggles[upper]!r} are the same toggle (FEATURE_{upper})",
+                     "spell a feature the same way in every environment")
+
+
+def check_secret_nodes(tree: yaml.Node, fail: Callable[[yaml.Node, str, str, str], NoReturn]) -> None:
+    """Before the recipe is read: `secrets:` written as NAME: value (a mapping) gets its own message,
+    not the generic "expected a list", because the value must never be baked."""
+    environments = _child(tree, "environments")
+    if not isinstance(environments, yaml.SequenceNode):
+        return
+    for index, env in enumerate(environments.value):
+        secrets = _child(env, "secrets")
+        key = f"environments[{index}].secrets"
+        if isinstance(secrets, yaml.MappingNode):
+            fail(secrets, key, "is a mapping of values, and a secret is never baked", SECRET_HINT)
+        if isinstance(secrets, yaml.SequenceNode):
+            for number, item in enumerate(secrets.value):
+                if isinstance(item, yaml.MappingNode):
+                    fail(item, f"{key}[{number}]", "holds a value, and a secret is never baked", SECRET_HINT)
+
+
+def _child(node: yaml.Node, name: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((value for key, value in node.value if getattr(key, "value", None) == name), None)

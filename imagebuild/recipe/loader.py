@@ -18,7 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from imagebuild.errors import RecipeError
 from imagebuild.gitinfo import git_facts
-from imagebuild.recipe.checks import check_recipe
+from imagebuild.recipe.checks import check_recipe, check_secret_nodes
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.schema import (NodeReader, did_you_mean, expand_merge_keys, find_duplicate_keys,
                                        merge_nodes)
@@ -97,6 +97,7 @@ class _Loader:
                 raise RecipeError("a stock recipe cannot extend another one",
                                   file=str(stock_dir / RECIPE_FILE), key="extends")
             tree = merge_nodes(stock, user)
+        check_secret_nodes(tree, reader.fail)
         recipe = reader.read(Recipe, tree)
         recipe = dataclasses.replace(recipe, source=source, stock_dir=stock_dir)
         if recipe.os.image is not None:
