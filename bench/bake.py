@@ -7,7 +7,7 @@ committed, so both sides use the same Debian package versions):
             a store already holding the os and runtime layers;
             `docker build --no-cache` of bench/flask.Dockerfile (twice), on a
             base image made beforehand from the same os + runtime rootfs
-            (Dockerfile.base), plus the host-side pip install its context needs
+            (bench/base.Dockerfile), plus the host-side pip install its context needs
   warm      after a commit that changes only hello.py: re-bake into the first
             store vs `docker build` with its cache
   size      imagebuild: compressed layers (what a registry stores) and unpacked;
@@ -52,7 +52,7 @@ from imagebuild.recipe.loader import load_recipe  # noqa: E402
 from imagebuild.stores.layout import LayoutStore  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "flask-hello"
-BASE_DOCKERFILE = REPO / "Dockerfile.base"
+BASE_DOCKERFILE = REPO / "bench" / "base.Dockerfile"
 APP_DOCKERFILE = REPO / "bench" / "flask.Dockerfile"
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}

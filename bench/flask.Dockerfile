@@ -1,5 +1,5 @@
 # examples/flask-hello the conventional Docker way: the same libraries, server
-# and app that `imagebuild bake` puts in its image, on the same OS (Dockerfile.base).
+# and app that `imagebuild bake` puts in its image, on the same OS (bench/base.Dockerfile).
 # Ordered from what changes least to what changes most, so an app commit
 # rebuilds only the last COPY.
 #

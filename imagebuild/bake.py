@@ -27,7 +27,7 @@ from imagebuild.layers import libraries as libraries_layer
 from imagebuild.layers import server as server_layer
 from imagebuild.oci.layer import Entry, LayerResult
 from imagebuild.lockfile import lock_path_for, read_lock
-from imagebuild.oci.model import Descriptor, Image, Layer, Platform
+from imagebuild.oci.model import Descriptor, Image, Layer, Platform, rfc3339
 from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
 from imagebuild.recipe.loader import load_recipe
@@ -121,7 +121,7 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
         for line in warnings:
             progress.note(f"warning: {line}")
         steps, base_env = _steps(recipe, store, tree, commit, Path(scratch), progress,
-                                 update_lock=lock_problem is not None)
+                                 update_lock=lock_problem is not None, docker_url=options.docker_url)
         env = {**base_env, "IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision}
         plan = planning.make_plan(recipe, commit, [step.inputs for step in steps], server_command(recipe), env=env)
         outcomes = _build(plan, steps, store, progress)
@@ -213,10 +213,12 @@ def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) 
 
 
 def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commit: planning.Commit,
-           scratch: Path, progress: Progress, update_lock: bool) -> tuple[list[_Step], dict[str, str]]:
+           scratch: Path, progress: Progress, update_lock: bool,
+           docker_url: str | None = None) -> tuple[list[_Step], dict[str, str]]:
     """Each layer's inputs (for the plan) and how to build it, and the base image's environment.
 
     `update_lock`: the committed lock does not fit, and --allow-dirty lets it be resolved and written.
+    `docker_url`: the engine that builds an `os.dockerfile` base.
     """
     recipe_epoch = _recipe_epoch(recipe, tree, commit.time)
     steps: list[_Step] = []
@@ -262,6 +264,10 @@ def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commi
     steps.append(_Step(config_layer.inputs(config_files, recipe_epoch),
                        functools.partial(_store_entries, store, entries, recipe_epoch)))
     # Last: the slowest inputs to obtain, after every cheaper check of the user's input has passed.
+    if recipe.os.dockerfile is not None:
+        image_steps, base_env = _dockerfile_base_steps(recipe, store, tree, scratch, progress, update_lock,
+                                                       docker_url)
+        return image_steps + steps, base_env
     if recipe.os.image is not None:
         image_steps, base_env = _base_image_steps(recipe, store)
         return image_steps + steps, base_env
@@ -270,22 +276,61 @@ def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commi
     return debian_steps + steps, {}
 
 
-def _base_image_steps(recipe: Recipe, store: LayoutStore) -> tuple[list[_Step], dict[str, str]]:
-    """`os.image`: the layers of an image in the local store, pinned by digest, and its Env.
+def _base_image_steps(recipe: Recipe, store: LayoutStore, ref: str | None = None,
+                      cached: bool = True) -> tuple[list[_Step], dict[str, str]]:
+    """`os.image` (or `ref`, a base built from os.dockerfile): the layers of an image in the
+    local store, pinned by digest, and its Env.
 
     The base brings its own packages and runtime; the runtime section then only
     says which Python the libraries are installed for.
     """
-    if recipe.os.packages:
+    if ref is None and recipe.os.packages:
         raise RecipeError("os.packages need os.debian; a base image (os.image) brings its own packages",
                           file=str(recipe.source), key="os.packages")
-    base = debian.base_from_store(store, recipe.os.image, recipe.os.architecture)
+    base = debian.base_from_store(store, ref or recipe.os.image, recipe.os.architecture)
     layers = tuple(LayerResult(diff_id=layer.diff_id, digest=layer.digest, size=layer.size, uncompressed_size=0,
                                media_type=layer.descriptor.media_type) for layer in base.layers)
     env = dict(item.split("=", 1) for item in (base.config.get("config") or {}).get("Env") or [] if "=" in item)
     step = _Step(planning.LayerInputs("os", {"image": str(base.manifest_digest)}, 0),
-                 functools.partial(_given, layers), cached=True)
+                 functools.partial(_given, layers), cached=cached)
     return [step], env
+
+
+def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, scratch: Path,
+                           progress: Progress, update_lock: bool,
+                           docker_url: str | None) -> tuple[list[_Step], dict[str, str]]:
+    """`os.dockerfile`: a base built by the Docker engine FROM os.image, or FROM the Debian os and
+    runtime layers, then used by digest like any os.image. The engine is asked only when the
+    rendered Dockerfile or its context changed."""
+    from imagebuild.layers import dockerfile_base
+
+    from_ref = recipe.os.image
+    if from_ref is None:
+        debian_layers = [step.build() for step in _debian_steps(recipe, store, progress, update_lock)]
+        from_ref = _store_debian_base(recipe, store, debian_layers)
+    prepared = dockerfile_base.prepare(recipe, tree, dockerfile_base.engine_tag_for(from_ref), scratch)
+    ref = dockerfile_base.cached(store, prepared)
+    built = ref is None
+    if ref is None:
+        from imagebuild.stores.daemon import connect
+
+        client = connect(docker_url)
+        try:
+            ref = dockerfile_base.build(store, prepared, client, from_ref, progress)
+        finally:
+            client.close()
+    return _base_image_steps(recipe, store, ref, cached=not built)
+
+
+def _store_debian_base(recipe: Recipe, store: LayoutStore, results: list) -> str:
+    """The Debian os and runtime layers as an image in the store, for a Dockerfile to start FROM."""
+    image = Image(created=rfc3339(0), platform=Platform("linux", recipe.os.architecture),
+                  runtime={"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]})
+    for result in results:
+        image = image.with_layer(result.as_layer(), created_by="imagebuild bake: Debian layer")
+    descriptor = image.manifest_descriptor()
+    store.write_image(image, [f"{recipe.name}-debian:{descriptor.digest.hex[:20]}"])
+    return f"{recipe.name}-debian@{descriptor.digest}"
 
 
 def _store_entries(store: LayoutStore, entries: Callable[[], Iterable[Entry]], epoch: int) -> LayerResult:
@@ -382,10 +427,13 @@ def _deliver(store: LayoutStore, digest: str, local_ref: str, recipe: Recipe, op
         progress.note(f"wrote {destination}")
         done.append(destination)
     if options.load:
-        from imagebuild.stores.daemon import load_into_daemon
+        from imagebuild.progress import human_size
+        from imagebuild.stores.daemon import load_image
 
-        tags = load_into_daemon(store, digest, [local_ref], base_url=options.docker_url)
-        progress.note(f"loaded into Docker as {', '.join(tags) or local_ref}")
+        report = load_image(store, digest, [local_ref], base_url=options.docker_url)
+        sent = (f"sent {report.layers_sent} of {report.layers} layers, {human_size(report.bytes_sent)}"
+                if report.layers_sent else "the engine had the image already")
+        progress.note(f"loaded into Docker as {', '.join(report.tags) or local_ref} ({sent})")
         done.append("docker:" + local_ref)
     if push_target is not None:
         from imagebuild.stores.registry import push_image

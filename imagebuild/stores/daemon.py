@@ -1,55 +1,350 @@
-"""A Docker engine as a sink, through the Docker SDK (`docker load`)."""
+"""A Docker engine as a store, through the Docker SDK: images go in by `docker load`
+(streamed, never staged on disk) and come out by `docker save` into the local store.
+
+The engine is wherever DOCKER_HOST points: the local socket, tcp://, or
+ssh://user@host (the SDK's paramiko transport; the remote side runs
+`docker system dial-stdio`, so it needs the docker CLI and sshd).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import queue
 import re
-import tempfile
+import threading
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterable, Iterator
+from urllib.parse import urlparse
 
 from imagebuild.errors import ImageBuildError, UserError
-from imagebuild.stores.archive import write_docker_archive
-from imagebuild.stores.layout import LayoutStore
+from imagebuild.oci.layer import LayerResult, write_tar
+from imagebuild.oci.model import Descriptor
+from imagebuild.stores.archive import check_repo_tags, docker_archive_entries, read_docker_archive
+from imagebuild.stores.layout import READ_CHUNK, LayoutStore
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+STREAM_CHUNK = 1 << 20        # what one piece of a streamed load holds
+STREAM_DEPTH = 4              # pieces in flight: memory stays near STREAM_CHUNK * STREAM_DEPTH
+MAX_INSPECTED = 64            # images looked at when searching the engine for layers it already has
+_CONTAINERD_STORE = "io.containerd.snapshotter"
 
 
 class DaemonError(ImageBuildError):
     exit_code = 7
 
 
+def engine_address(base_url: str | None = None) -> str:
+    """Where the SDK will connect, as a user would write it."""
+    return base_url or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+
+
 def connect(base_url: str | None = None):
-    """A client of the Docker engine that answered a ping; a UserError when none answers."""
+    """A client of the Docker engine that answered a ping; a UserError when none answers
+    or when this user may not use it."""
     import docker
+    import paramiko
     from docker.errors import DockerException
 
-    where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
+    where = engine_address(base_url)
     try:
         client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
         client.ping()
-    except DockerException as exc:
-        raise UserError(f"no Docker engine answers at {where}: {_reason(exc)}",
-                        hint="start dockerd or set DOCKER_HOST; --load needs an engine") from None
+    except (DockerException, paramiko.SSHException, OSError) as exc:
+        raise _connect_error(where, exc) from None
     return client
 
 
-def _reason(exc: Exception) -> str:
+def _connect_error(where: str, exc: BaseException) -> UserError:
+    reason = _reason(exc)
+    url = urlparse(where if "://" in where else f"unix://{where}")
+    if "Permission denied" in reason or isinstance(exc, PermissionError):
+        if url.scheme in ("unix", "http+unix"):
+            return UserError(f"permission denied on the Docker socket {url.path}",
+                             hint="run as a member of the socket's group (usually docker), "
+                                  "or set DOCKER_HOST to an engine you may use")
+        return UserError(f"permission denied by the Docker engine at {where}: {reason}")
+    if url.scheme == "ssh":
+        hint = "check that sshd runs there, that your key is accepted and the host is in ~/.ssh/known_hosts"
+        if "known_hosts" in reason:
+            port = f"-p {url.port} " if url.port else ""
+            hint = f"add its host key: ssh-keyscan {port}{url.hostname} >> ~/.ssh/known_hosts"
+        elif "uthentication" in reason:
+            hint = "the remote host does not accept your SSH key; name it with IdentityFile in ~/.ssh/config"
+        return UserError(f"no Docker engine answers at {where}: {reason}", hint=hint)
+    return UserError(f"no Docker engine answers at {where}: {reason}",
+                     hint="start dockerd or set DOCKER_HOST; --load needs an engine")
+
+
+def _reason(exc: BaseException) -> str:
     """The OS's words from deep inside the SDK's wrapped exception ("Connection refused")."""
-    text = str(exc)
+    text = str(exc) or type(exc).__name__
     found = (re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
              or re.search(r"Error\(-?\d+, '([^']+)'\)", text))
     return found.group(1).strip() if found else text.splitlines()[0]
 
 
+# -- load -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did: the tags the engine now has, and how much had to be sent."""
+
+    tags: tuple[str, ...]
+    image_id: str                 # the engine's ID of the image: its config digest
+    layers: int                   # layers in the image
+    layers_sent: int              # layer files in the streamed archive (0: the engine had the image)
+    bytes_sent: int
+
+
 def load_into_daemon(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
-                     base_url: str | None = None) -> list[str]:
+                     base_url: str | None = None, client=None) -> list[str]:
     """Load the image into a Docker engine; return the tags it now has."""
+    return list(load_image(store, manifest_digest, repo_tags, base_url=base_url, client=client).tags)
+
+
+def load_image(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
+               base_url: str | None = None, client=None) -> LoadReport:
+    """Load the image, streamed: the archive is written while the engine reads it.
+
+    An engine that already has the image (same ID) is only tagged. Otherwise the
+    leading layers whose chain the engine already has are left out of the
+    archive; an engine that then asks for one of them anyway (it removed the
+    image in between, or its image store needs every file) gets the full archive.
+    """
+    check_repo_tags(repo_tags)
+    client = client or connect(base_url)
+    manifest = store.read_manifest(manifest_digest)
+    config = store.read_config(manifest)
+    image_id = str(manifest.config.digest)
+    diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
+    if _has_image(client, image_id):
+        for repo_tag in repo_tags:
+            repo, _, tag = repo_tag.rpartition(":")
+            _api(lambda: client.api.tag(image_id, repo, tag, force=True), "docker tag")
+        return LoadReport(tuple(repo_tags), image_id, len(diff_ids), 0, 0)
+    present = _layers_present(client, diff_ids, repo_tags)
+    try:
+        return _stream_load(client, store, manifest_digest, repo_tags, image_id, len(diff_ids), present)
+    except _LayerMissing:
+        return _stream_load(client, store, manifest_digest, repo_tags, image_id, len(diff_ids), 0)
+
+
+class _LayerMissing(Exception):
+    pass
+
+
+def _stream_load(client, store: LayoutStore, manifest_digest: str, repo_tags: list[str], image_id: str,
+                 layer_count: int, omit: int) -> LoadReport:
+    from docker.errors import DockerException
+    import requests
+
+    entries = docker_archive_entries(store, manifest_digest, repo_tags, omit_layers=omit)
+    body = _Streamed(lambda out: write_tar(entries, out, source_date_epoch=0))
+    tags: list[str] = []
+    try:
+        for message in client.api.load_image(iter(body), quiet=True):
+            error = message.get("error") or (message.get("errorDetail") or {}).get("message")
+            if error:
+                if omit and "no such file or directory" in error:
+                    raise _LayerMissing(error)
+                raise DaemonError(f"docker load refused the image: {error.strip()}")
+            found = re.match(r"Loaded image: (\S+)", message.get("stream") or "")
+            if found:
+                tags.append(found.group(1))
+    except (DockerException, requests.RequestException, OSError) as exc:
+        body.raise_failure()
+        if omit and "no such file or directory" in str(exc):
+            raise _LayerMissing(str(exc)) from None
+        raise DaemonError(f"docker load failed: {_reason(exc)}") from None
+    finally:
+        body.close()
+    body.raise_failure()
+    return LoadReport(tuple(tags or repo_tags), image_id, layer_count, layer_count - omit, body.sent)
+
+
+def _api(call: Callable, what: str):
     from docker.errors import DockerException
 
-    client = connect(base_url)
-    with tempfile.TemporaryDirectory(prefix="imagebuild-load-") as tmp:
-        path = os.path.join(tmp, "image.tar")
-        write_docker_archive(store, manifest_digest, repo_tags, path)
+    try:
+        return call()
+    except DockerException as exc:
+        raise DaemonError(f"{what} failed: {_reason(exc)}") from None
+
+
+def _has_image(client, image_id: str) -> bool:
+    from docker.errors import DockerException, NotFound
+
+    try:
+        return client.api.inspect_image(image_id)["Id"] == image_id
+    except NotFound:
+        return False
+    except DockerException as exc:
+        raise DaemonError(f"cannot ask the engine about {image_id}: {_reason(exc)}") from None
+
+
+def uses_containerd_store(client) -> bool:
+    """Whether the engine keeps images in containerd (the default from Docker 29 on, an option
+    before): its `docker load` imports every blob, so leaving layers out is of no use there."""
+    info = _api(client.info, "docker info")
+    status = dict(tuple(pair) for pair in info.get("DriverStatus") or [] if len(pair) == 2)
+    return status.get("driver-type", "").startswith(_CONTAINERD_STORE)
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """The engine's layer identities: each layer named together with every layer below it."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        if not chain:
+            chain.append(diff_id)
+        else:
+            chain.append("sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest())
+    return chain
+
+
+def _layers_present(client, diff_ids: list[str], repo_tags: list[str]) -> int:
+    """How many leading layers of the image the engine already has.
+
+    The engine's API has no "which layers do you have" question, so this looks
+    at its images, the same repositories' images first, then the newest.
+    """
+    if not diff_ids or uses_containerd_store(client):
+        return 0
+    wanted = {chain: index + 1 for index, chain in enumerate(chain_ids(diff_ids))}
+    repos = {tag.rpartition(":")[0] for tag in repo_tags}
+    images = _api(client.api.images, "docker images")
+
+    def order(summary: dict) -> tuple:
+        mine = any(tag.rpartition(":")[0] in repos for tag in summary.get("RepoTags") or [])
+        return (not mine, -int(summary.get("Created") or 0))
+
+    best = 0
+    for summary in sorted(images, key=order)[:MAX_INSPECTED]:
         try:
-            with open(path, "rb") as handle:
-                images = client.images.load(handle)
-        except DockerException as exc:
-            raise DaemonError(f"docker load refused the image: {exc}") from None
-    return [tag for image in images for tag in image.tags]
+            layers = client.api.inspect_image(summary["Id"]).get("RootFS", {}).get("Layers") or []
+        except Exception:  # removed meanwhile: it simply does not count
+            continue
+        best = max([best] + [wanted[chain] for chain in chain_ids(layers) if chain in wanted])
+        if best == len(diff_ids):
+            break
+    return best
+
+
+class _Streamed:
+    """Bytes written by `write(file)` in a thread, handed out as an iterator of pieces.
+
+    The queue is bounded, so the writer waits for the reader and memory stays
+    flat however large the image. A failure in the writer (a corrupt blob) is
+    kept for `raise_failure`; closing stops the writer.
+    """
+
+    def __init__(self, write: Callable[[BinaryIO], None]):
+        self._queue: queue.Queue = queue.Queue(maxsize=STREAM_DEPTH)
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._buffer = bytearray()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, args=(write,), daemon=True)
+        self._thread.start()
+
+    # the writer's side ------------------------------------------------------------
+    def write(self, data) -> int:
+        self._buffer += data
+        if len(self._buffer) >= STREAM_CHUNK:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def _put(self, item) -> None:
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self, write: Callable[[BinaryIO], None]) -> None:
+        try:
+            write(self)  # type: ignore[arg-type]
+            if self._buffer:
+                self._put(bytes(self._buffer))
+            self._put(None)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self._failure = exc
+            try:
+                self._put(None)
+            except _Stopped:
+                pass
+
+    # the reader's side ------------------------------------------------------------
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            piece = self._queue.get()
+            if piece is None:
+                self.raise_failure()
+                return
+            self.sent += len(piece)
+            yield piece
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Stopped(Exception):
+    pass
+
+
+# -- save -------------------------------------------------------------------------------
+
+def save_image(client, image: str, store: LayoutStore, ref_names: tuple[str, ...] = (),
+               known: dict[str, LayerResult] | None = None) -> Descriptor:
+    """`docker save` of one engine image, read as it arrives into the local store.
+    `known`: layers (by diff_id) the store already holds, which are not stored again."""
+    from docker.errors import DockerException
+    import requests
+
+    try:
+        chunks = client.api.get_image(image, chunk_size=READ_CHUNK)
+        return read_docker_archive(store, _IterReader(chunks), ref_names, known)
+    except (DockerException, requests.RequestException) as exc:
+        raise DaemonError(f"docker save of {image} failed: {_reason(exc)}") from None
+
+
+class _IterReader:
+    """A forward-only file over an iterator of byte pieces (what tarfile's stream mode reads).
+    Reads are served from the current piece by offset: tarfile asks for 10 KiB at a time."""
+
+    def __init__(self, pieces: Iterable[bytes]):
+        self._pieces = iter(pieces)
+        self._piece = b""
+        self._offset = 0
+
+    def read(self, n: int = -1) -> bytes:
+        parts = []
+        wanted = n
+        while wanted != 0:
+            if self._offset >= len(self._piece):
+                piece = next(self._pieces, None)
+                if piece is None:
+                    break
+                self._piece, self._offset = piece, 0
+                continue
+            end = len(self._piece) if wanted < 0 else min(len(self._piece), self._offset + wanted)
+            parts.append(self._piece[self._offset:end])
+            if wanted > 0:
+                wanted -= end - self._offset
+            self._offset = end
+        return b"".join(parts)
