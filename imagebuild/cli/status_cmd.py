@@ -1,32 +1,70 @@
-"""`imagebuild status`: what each environment runs, read from the registry."""
+"""`imagebuild status`: what each environment runs, read from the registry, and on its hosts."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json
+from imagebuild.cli.deploy_cmd import AgentOption, IdentityOption, KnownHostsOption, ssh_options
 from imagebuild.cli.promote_cmd import open_places
 
 
 @app.command("status")
 def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
-                   store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
-    """Each environment's current digest, version and promotion time."""
+                   store: Optional[Path] = StoreOption, json_out: bool = JsonOption,
+                   hosts: bool = typer.Option(True, "--hosts/--no-hosts",
+                                              help="Also ask each environment's hosts what runs there (over SSH)."),
+                   identity: Optional[List[Path]] = IdentityOption, known_hosts: Optional[Path] = KnownHostsOption,
+                   agent: bool = AgentOption) -> None:
+    """Each environment's current digest, version and promotion time, and what runs on its hosts since when."""
     from imagebuild.promote import status
     loaded, places = open_places(recipe, store, insecure)
     try:
         rows = status(places.home, loaded.environments, places.target_for)
     finally:
         places.close()
+    on_hosts = _hosts_of(loaded, ssh_options(identity, known_hosts, agent)) if hosts else {}
     if json_out:
-        emit_json({"image": loaded.name, "home": places.home.label, "environments": [r.to_dict() for r in rows]})
+        environments = []
+        for row in rows:
+            entry = row.to_dict()
+            entry["hosts"] = [h.to_dict() for h in on_hosts.get(row.environment, [])]
+            environments.append(entry)
+        emit_json({"image": loaded.name, "home": places.home.label, "environments": environments})
         return
     for row in rows:
         line = f"{row.environment:<12} {row.version or '-':<20} {row.digest or '-':<71} {row.promoted_at or '-'}"
         if row.note:
             line += f"  ({row.note})"
         typer.echo(line)
+        for host in on_hosts.get(row.environment, []):
+            typer.echo("  " + _host_line(host, row.digest))
+
+
+def _hosts_of(recipe, options) -> dict:
+    from imagebuild.deploy import host_status, parse_hosts
+
+    found = {}
+    for index, env in enumerate(recipe.environments):
+        if env.hosts:
+            hosts = parse_hosts(env.hosts, f"environments[{index}].hosts:")
+            found[env.name] = host_status(recipe, env.name, hosts, options)
+    return found
+
+
+def _host_line(host, promoted_digest: str | None) -> str:
+    what = f"{host.version or '-'} since {host.since or '-'}"
+    facts = [f"port {host.port}"]
+    if host.container:
+        facts.append(f"{host.container} {host.state or 'gone'}" + (f" ({host.health})" if host.health else ""))
+    if host.front:
+        facts.append(f"front {host.front}")
+    if host.digest and promoted_digest and host.digest != promoted_digest:
+        facts.append("behind the promoted digest: run `imagebuild deploy`")
+    if host.note:
+        facts.append(host.note)
+    return f"{host.host:<40} {what:<50} {', '.join(facts)}"

@@ -103,7 +103,15 @@ class Environment:
 
 @dataclass(frozen=True)
 class DeploySpec:
+    """`imagebuild deploy`: how each host runs the app behind its nginx front (docs/deploy.md)."""
+
     migrate: tuple[str, ...] = ()          # argv run once from the new image before traffic moves
+    port: int = 8080                       # the public port of each host's front (per host: ?port= in its URL)
+    listen: str = "0.0.0.0"                # the address the front listens on
+    drain: int = 30                        # seconds in-flight requests get before the old container stops
+    health_timeout: int = 120              # seconds a new container gets to answer health.path with 200
+    env_file: str | None = None            # a file on the host with run-time variables (secrets); stays there
+    state_dir: str = "/var/lib/imagebuild"  # where each host keeps the front's config and the deploy state
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""`imagebuild deploy ENV`: roll the environment's digest onto its hosts, one at a time, with no failed request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, say
+from imagebuild.errors import UserError
+
+HostOption = typer.Option(None, "--host", metavar="ssh://USER@HOST[:PORT]",
+                          help="A target host (repeatable); replaces the environment's `hosts:` from the recipe.")
+IdentityOption = typer.Option(None, "--identity", "-i", metavar="KEY",
+                              help="A private key file (repeatable). Default: ssh-agent and ~/.ssh/id_*.")
+KnownHostsOption = typer.Option(None, "--known-hosts", envvar="IMAGEBUILD_KNOWN_HOSTS", metavar="FILE",
+                                help="The known_hosts file host keys are checked against. Default: ~/.ssh/known_hosts")
+AgentOption = typer.Option(True, "--agent/--no-agent", help="Offer the keys of ssh-agent (SSH_AUTH_SOCK).")
+
+
+def ssh_options(identities: Optional[List[Path]], known_hosts: Optional[Path], agent: bool,
+                accept_new: bool = False):
+    from imagebuild.deploy import SshOptions
+
+    for key in identities or ():
+        if not key.is_file():
+            raise UserError(f"identity {key} is not a file", hint="pass the private key, e.g. ~/.ssh/id_ed25519")
+    return SshOptions(known_hosts=known_hosts or Path.home() / ".ssh" / "known_hosts",
+                      identities=tuple(identities or ()), accept_new_host_key=accept_new, use_agent=agent)
+
+
+def targets(recipe, environment: str, given: Optional[List[str]]):
+    """The hosts to act on: --host when given, else the environment's hosts in the recipe."""
+    from imagebuild.deploy import parse_hosts
+
+    if given:
+        return parse_hosts(given, "--host")
+    env = recipe.environment(environment)
+    if env is None:
+        names = ", ".join(recipe.environment_names()) or "none"
+        raise UserError(f"no environment {environment!r}", hint=f"the recipe names: {names}")
+    if not env.hosts:
+        raise UserError(f"environment {environment} has no hosts",
+                        hint=f"add `hosts: [ssh://user@host]` to {environment} in the recipe, or pass --host")
+    index = recipe.environment_names().index(environment)
+    return parse_hosts(env.hosts, f"environments[{index}].hosts:")
+
+
+@app.command("deploy")
+def deploy_command(environment: str = typer.Argument(..., help="The environment whose image to deploy"),
+                   to: Optional[str] = typer.Option(None, "--to", metavar="VERSION",
+                                                    help="Roll back: move ENV's tag to a VERSION it ran before, "
+                                                         "then deploy it"),
+                   host: Optional[List[str]] = HostOption, identity: Optional[List[Path]] = IdentityOption,
+                   known_hosts: Optional[Path] = KnownHostsOption, agent: bool = AgentOption,
+                   accept_new_host_key: bool = typer.Option(
+                       False, "--accept-new-host-key",
+                       help="Trust a host not yet in known_hosts and record its key there (a changed key is "
+                            "always refused)."),
+                   recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
+                   store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
+    """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time."""
+    from imagebuild.cli.promote_cmd import open_places
+    from imagebuild.deploy import deploy, resolve_release
+
+    loaded, places = open_places(recipe, store, insecure)
+    try:
+        hosts = targets(loaded, environment, host)
+        options = ssh_options(identity, known_hosts, agent, accept_new_host_key)
+        release = resolve_release(loaded, places, environment, to)
+    finally:
+        places.close()
+    if release.rolled_back:
+        say(f"moved {environment} back to {release.version} ({release.digest}); recorded as a rollback")
+    say(f"deploying {release.version} ({release.digest}) to {environment}: {len(hosts)} host(s), one at a time")
+    result = deploy(loaded, release, hosts, options, listener=lambda event: say(event.line()))
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    for outcome in result.hosts:
+        was = f" (was {outcome.previous_version})" if outcome.previous_version else ""
+        typer.echo(f"{outcome.host:<40} {outcome.action:<9} {outcome.version}{was} in {outcome.container}")
+    typer.echo(f"{environment}: {release.version} on {len(result.hosts)} host(s) in {result.seconds:.1f} s")

@@ -1,0 +1,167 @@
+"""The front: one nginx master per app, environment and public port on each host.
+
+It listens on the public port and proxies to the one container named in
+upstream.conf. Moving traffic is: write the new upstream.conf, `nginx -t`,
+`nginx -s reload`. On reload the master starts new workers with the new
+upstream and tells the old ones to stop accepting and finish what they hold,
+so no request is refused and none in flight is cut. The listening socket
+belongs to the master and never closes. The swap is complete when every old
+worker has exited; only then is the old container stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from imagebuild.deploy.ssh import SshSession
+from imagebuild.errors import DeployError
+
+POLL = 0.1                 # seconds between looks at the master's workers
+EXTRA_WAIT = 10            # seconds past worker_shutdown_timeout before a stuck old worker is an error
+START_WAIT = 10            # seconds for a newly started master to show its workers
+
+NGINX_CONF = """\
+# Written by imagebuild deploy on every deploy; edits are overwritten.
+daemon on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_processes 2;
+# Old workers get this long to finish their requests after a reload.
+worker_shutdown_timeout {drain}s;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    server_tokens off;
+
+    upstream app {{
+        include {dir}/upstream.conf;
+        keepalive 16;
+    }}
+
+    server {{
+        # One socket shared by old and new workers (no reuseport: a closing per-worker socket would
+        # reset the connections still queued on it).
+        listen {listen}:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Front:
+    session: SshSession
+    directory: str
+    listen: str
+    port: int
+    drain: int
+
+    def _nginx(self, *flags: str) -> list[str]:
+        return ["nginx", "-p", self.directory, "-c", f"{self.directory}/nginx.conf",
+                "-e", f"{self.directory}/error.log", *flags]
+
+    def prepare(self) -> None:
+        self.session.check(["mkdir", "-p", f"{self.directory}/tmp"], f"creating {self.directory}")
+
+    def read_state(self) -> dict | None:
+        result = self.session.run(["cat", f"{self.directory}/current.json"])
+        if not result.ok:
+            return None
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return None
+
+    def write_state(self, state: dict) -> None:
+        self.session.write_file(f"{self.directory}/current.json",
+                                (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
+
+    def master(self) -> int | None:
+        """The running master's pid, or None (no pid file, or a stale one)."""
+        pid_file = shlex.quote(f"{self.directory}/nginx.pid")
+        result = self.session.shell(
+            f"pid=$(cat {pid_file} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null && "
+            f"grep -q nginx /proc/\"$pid\"/cmdline && echo \"$pid\"")
+        text = result.stdout.strip()
+        return int(text) if result.ok and text.isdigit() else None
+
+    def workers(self, master: int) -> set[int]:
+        # /proc, not ps: a minimal host may lack procps.
+        result = self.session.shell(
+            f"awk -v m={master} '/^Pid:/ {{p=$2}} /^PPid:/ {{if ($2 == m) print p}}' /proc/[0-9]*/status "
+            "2>/dev/null; true")
+        return {int(word) for word in result.stdout.split() if word.isdigit()}
+
+    def point_to(self, upstream_port: int) -> None:
+        """Write the config for `upstream_port` and check it; nothing running changes yet."""
+        self.session.write_file(f"{self.directory}/upstream.conf",
+                                f"server 127.0.0.1:{upstream_port} max_fails=0;\n".encode())
+        conf = NGINX_CONF.format(dir=self.directory, listen=self.listen, port=self.port, drain=self.drain)
+        self.session.write_file(f"{self.directory}/nginx.conf", conf.encode())
+        result = self.session.run(self._nginx("-t", "-q"))
+        if not result.ok:
+            raise DeployError(f"{self.session.host}: nginx rejects the front's configuration: {result.said()}")
+
+    def switch(self, on_reload: Callable[[str], None] = lambda _: None) -> str:
+        """Apply the written config: reload a running master (waiting out its old workers), or start one."""
+        master = self.master()
+        if master is None:
+            return self._start()
+        old = self.workers(master)
+        on_reload(f"nginx {master}: reload; old workers {sorted(old)} finish their requests")
+        result = self.session.run(self._nginx("-s", "reload"))
+        if not result.ok:
+            raise DeployError(f"{self.session.host}: nginx reload failed: {result.said()}")
+        deadline = time.monotonic() + self.drain + EXTRA_WAIT
+        while True:
+            current = self.workers(master)
+            if current and not (current & old):
+                return f"nginx {master} reloaded; its {len(old)} old workers finished their requests"
+            if self.master() != master:
+                raise DeployError(f"{self.session.host}: the nginx front (pid {master}) died during the reload; "
+                                  f"see {self.directory}/error.log on the host")
+            if time.monotonic() > deadline:
+                raise DeployError(f"{self.session.host}: old nginx workers {sorted(current & old)} still run "
+                                  f"{self.drain + EXTRA_WAIT}s after the reload; see {self.directory}/error.log")
+            time.sleep(POLL)
+
+    def _start(self) -> str:
+        result = self.session.run(self._nginx())
+        if not result.ok:
+            raise DeployError(f"{self.session.host}: the nginx front cannot start on {self.listen}:{self.port}: "
+                              f"{result.said()}", hint="is another program using that port? set deploy.port "
+                              "or ?port= in the host's URL")
+        deadline = time.monotonic() + START_WAIT
+        while True:
+            master = self.master()
+            if master is not None and self.workers(master):
+                return f"nginx {master} started on {self.listen}:{self.port}"
+            if time.monotonic() > deadline:
+                raise DeployError(f"{self.session.host}: the nginx front did not come up; "
+                                  f"see {self.directory}/error.log on the host")
+            time.sleep(POLL)
+
+    def stop(self) -> None:
+        if self.master() is not None:
+            self.session.run(self._nginx("-s", "quit"))

@@ -1,0 +1,114 @@
+"""The host's Docker engine, driven by the docker CLI over the SSH session.
+
+Why commands and not the Docker SDK's ssh:// transport: the SDK's paramiko
+transport trusts only ~/.ssh/known_hosts and ~/.ssh/config and opens its own
+connection, so --known-hosts, --identity and --accept-new-host-key could not
+apply to it; it also runs `docker system dial-stdio` on the host, so the host
+needs the docker CLI either way. The front (nginx) needs commands anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Sequence
+
+from imagebuild.deploy.ssh import Result, SshSession
+from imagebuild.errors import DeployError
+
+PULL_TIMEOUT = 1800        # seconds; a first pull of a large image over a slow link
+MIGRATE_TIMEOUT = 3600     # seconds; migrations may rewrite big tables
+STOP_GRACE = 10            # seconds between SIGTERM and SIGKILL when the old container stops
+
+
+class RemoteDocker:
+    def __init__(self, session: SshSession):
+        self.session = session
+        self.host = session.host
+
+    def version(self) -> str:
+        result = self.session.run(["docker", "version", "--format", "{{.Server.Version}}"])
+        if not result.ok:
+            raise DeployError(f"{self.host}: the Docker engine does not answer: {result.said()}",
+                              hint="install docker on the host and let this user reach it (docker group or root)")
+        return result.stdout.strip()
+
+    def pull(self, reference: str) -> None:
+        result = self.session.run(["docker", "pull", "--quiet", reference], timeout=PULL_TIMEOUT)
+        if not result.ok:
+            raise DeployError(f"{self.host}: docker pull {reference} failed: {result.said()}",
+                              hint="the host must reach the registry; for a private one run `docker login` there")
+
+    def exposed_ports(self, reference: str) -> list[int]:
+        result = self.session.run(["docker", "image", "inspect", "--format", "{{json .Config.ExposedPorts}}",
+                                   reference])
+        if not result.ok:
+            raise DeployError(f"{self.host}: cannot inspect {reference}: {result.said()}")
+        ports = json.loads(result.stdout.strip() or "null") or {}
+        return sorted(int(key.split("/")[0]) for key in ports if key.endswith("/tcp"))
+
+    def run_detached(self, name: str, reference: str, *, env: Mapping[str, str], labels: Mapping[str, str],
+                     container_port: int, env_file: str | None) -> str:
+        argv = ["docker", "run", "--detach", "--name", name, "--restart", "unless-stopped",
+                # An ephemeral port on loopback: old and new run side by side, only the front is public.
+                "--publish", f"127.0.0.1::{container_port}"]
+        argv += _env_args(env, env_file)
+        for key, value in sorted(labels.items()):
+            argv += ["--label", f"{key}={value}"]
+        result = self.session.run([*argv, reference], timeout=PULL_TIMEOUT)
+        if not result.ok:
+            raise DeployError(f"{self.host}: starting {name} failed: {result.said()}")
+        return result.stdout.strip()
+
+    def run_once(self, name: str, reference: str, argv: Sequence[str], *, env: Mapping[str, str],
+                 env_file: str | None) -> Result:
+        self.remove(name)
+        command = ["docker", "run", "--rm", "--name", name, *_env_args(env, env_file), reference, *argv]
+        return self.session.run(command, timeout=MIGRATE_TIMEOUT)
+
+    def published_port(self, name: str, container_port: int) -> int:
+        result = self.session.run(["docker", "port", name, f"{container_port}/tcp"])
+        for line in result.stdout.splitlines():
+            host, _, port = line.strip().rpartition(":")
+            if host == "127.0.0.1" and port.isdigit():
+                return int(port)
+        raise DeployError(f"{self.host}: {name} publishes no loopback port for {container_port}/tcp: "
+                          f"{result.said()}")
+
+    def inspect(self, *names: str) -> list[dict]:
+        """The containers among `names` that exist (docker inspect fails as a whole on a missing one)."""
+        found = []
+        for name in names:
+            result = self.session.run(["docker", "container", "inspect", name])
+            if result.ok:
+                found += json.loads(result.stdout)
+        return found
+
+    def state(self, name: str) -> dict | None:
+        found = self.inspect(name)
+        return found[0]["State"] if found else None
+
+    def containers(self, labels: Mapping[str, str]) -> list[dict]:
+        argv = ["docker", "ps", "--all", "--quiet", "--no-trunc"]
+        for key, value in labels.items():
+            argv += ["--filter", f"label={key}={value}"]
+        ids = self.session.check(argv, "listing containers").stdout.split()
+        return self.inspect(*ids) if ids else []
+
+    def last_log_line(self, name: str) -> str:
+        result = self.session.run(["docker", "logs", "--tail", "20", name])
+        return result.said() if (result.stdout.strip() or result.stderr.strip()) else "an empty log"
+
+    def stop(self, name: str) -> None:
+        self.session.run(["docker", "stop", "--time", str(STOP_GRACE), name], timeout=STOP_GRACE + 60)
+
+    def remove(self, name: str) -> bool:
+        return self.session.run(["docker", "rm", "--force", name], timeout=STOP_GRACE + 60).ok
+
+
+def _env_args(env: Mapping[str, str], env_file: str | None) -> list[str]:
+    argv: list[str] = []
+    if env_file:
+        argv += ["--env-file", env_file]
+    for key, value in sorted(env.items()):
+        argv += ["--env", f"{key}={value}"]
+    return argv

@@ -1,0 +1,348 @@
+"""The blue/green rollout, one host at a time.
+
+Before anything changes, every host is connected (host key checked) and
+checked for docker, nginx and bash, so a bad host found late cannot leave the
+environment half-deployed for a reason known up front. Then, per host:
+
+1. pull REGISTRY/REPO@DIGEST (never a tag);
+2. once per deploy, on the first host that needs the image: the recipe's
+   `deploy.migrate` argv, run from the new image; a failure stops everything;
+3. start the new container in the free slot (blue or green) on an ephemeral
+   loopback port, with IMAGEBUILD_ENV naming the environment;
+4. wait until it answers the health path with 200 (twice in a row); if it
+   exits or never does, remove it and stop: the old one keeps serving;
+5. point the front at it and reload nginx, waiting until the old workers
+   have finished their in-flight requests;
+6. record the new state, then stop and remove the old container.
+
+The next host starts only after the previous one finished step 6, so an
+environment never loses more than the capacity of the host being swapped,
+and even that host keeps serving throughout.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+from imagebuild.deploy.front import Front
+from imagebuild.deploy.hosts import Host
+from imagebuild.deploy.release import Release
+from imagebuild.deploy.remote_docker import RemoteDocker
+from imagebuild.deploy.ssh import SshOptions, SshSession
+from imagebuild.errors import DeployError, RecipeError
+from imagebuild.recipe.model import DeploySpec, Recipe
+
+LABEL = "dev.imagebuild.deploy."
+SLOTS = ("blue", "green")
+HEALTHY_STREAK = 2         # consecutive 200s before a container counts as healthy
+HEALTH_POLL = 0.5          # seconds between health probes
+PROBE_TIMEOUT = 5          # seconds one probe may take
+ENV_VARIABLE = "IMAGEBUILD_ENV"
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+_SAFE_LISTEN = re.compile(r"^[A-Za-z0-9.:-]+$")
+
+# A plain HTTP/1.0 request from the host to the container's loopback port, with bash's /dev/tcp, the
+# path nginx will use; prints the status line. Values arrive as arguments, never inside the script.
+PROBE = ('exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 7; '
+         'printf "GET %s HTTP/1.0\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" "$1" >&3; '
+         'head -n 1 <&3')
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Event:
+    time: str
+    host: str
+    step: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        return f"{self.time} {self.host} {self.step}: {self.message}"
+
+
+class Events:
+    def __init__(self, listener: Callable[[Event], None] | None = None):
+        self.listener = listener
+        self.items: list[Event] = []
+
+    def emit(self, host: Host | str, step: str, message: str) -> Event:
+        event = Event(now(), str(host), step, message)
+        self.items.append(event)
+        if self.listener:
+            self.listener(event)
+        return event
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    action: str                    # "deployed" | "unchanged"
+    container: str
+    version: str
+    digest: str
+    previous_version: str | None = None
+    previous_digest: str | None = None
+    since: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DeployResult:
+    release: Release
+    hosts: list[HostOutcome] = field(default_factory=list)
+    migrated: bool = False
+    seconds: float = 0.0
+    events: list[Event] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"environment": self.release.environment, "digest": self.release.digest,
+                "version": self.release.version, "reference": self.release.reference,
+                "rolled_back": self.release.rolled_back, "migrated": self.migrated,
+                "seconds": round(self.seconds, 3), "hosts": [h.to_dict() for h in self.hosts],
+                "events": [e.to_dict() for e in self.events]}
+
+
+def check_spec(spec: DeploySpec) -> None:
+    """deploy.* values the host's shell and nginx will see; bad ones are recipe errors."""
+    if not 1 <= spec.port <= 65535:
+        raise RecipeError(f"deploy.port: {spec.port} is not a port number", key="deploy.port")
+    if spec.drain < 0:
+        raise RecipeError("deploy.drain: must not be negative", key="deploy.drain")
+    if spec.health_timeout < 1:
+        raise RecipeError("deploy.health_timeout: must be at least 1 second", key="deploy.health_timeout")
+    if not _SAFE_PATH.match(spec.state_dir) or "/.." in spec.state_dir:
+        raise RecipeError(f"deploy.state_dir: {spec.state_dir!r} must be an absolute path of letters, digits "
+                          "and . _ - /", key="deploy.state_dir")
+    if not _SAFE_LISTEN.match(spec.listen):
+        raise RecipeError(f"deploy.listen: {spec.listen!r} is not an address", key="deploy.listen",
+                          hint="e.g. 0.0.0.0, 127.0.0.1 or [::]")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One app in one environment behind one public port on a host: its names and its directory."""
+
+    app: str
+    environment: str
+    port: int
+    state_dir: str
+
+    @classmethod
+    def of(cls, recipe: Recipe, environment: str, host: Host) -> "Instance":
+        return cls(recipe.name.replace("/", "-"), environment, host.public_port or recipe.deploy.port,
+                   recipe.deploy.state_dir.rstrip("/") or "/")
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}-{self.environment}-{self.port}"
+
+    @property
+    def directory(self) -> str:
+        return f"{self.state_dir}/{self.key}"
+
+    def container(self, slot: str) -> str:
+        return f"{self.key}-{slot}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL + "app": self.app, LABEL + "environment": self.environment, LABEL + "port": str(self.port)}
+
+
+def listen_address(spec: DeploySpec) -> str:
+    return f"[{spec.listen.strip('[]')}]" if ":" in spec.listen else spec.listen
+
+
+class HostRollout:
+    def __init__(self, session: SshSession, recipe: Recipe, release: Release, events: Events):
+        self.session = session
+        self.host = session.host
+        self.recipe = recipe
+        self.release = release
+        self.events = events
+        self.spec = recipe.deploy
+        self.instance = Instance.of(recipe, release.environment, self.host)
+        self.docker = RemoteDocker(session)
+        self.front = Front(session, self.instance.directory, listen_address(self.spec), self.instance.port,
+                           self.spec.drain)
+
+    def emit(self, step: str, message: str) -> None:
+        self.events.emit(self.host, step, message)
+
+    def preflight(self) -> None:
+        version = self.docker.version()
+        missing = self.session.shell("for tool in nginx bash timeout awk; do command -v \"$tool\" >/dev/null "
+                                     "|| echo \"$tool\"; done").stdout.split()
+        if missing:
+            raise DeployError(f"{self.host}: missing on the host: {', '.join(missing)}",
+                              hint="install them (Debian: apt-get install nginx bash coreutils mawk)")
+        if self.spec.env_file:
+            if not self.session.run(["test", "-r", self.spec.env_file]).ok:
+                raise DeployError(f"{self.host}: deploy.env_file {self.spec.env_file} is not a readable file "
+                                  "on the host", hint="create it there; its values never leave the host")
+        self.emit("check", f"docker {version}, nginx and bash present; instance {self.instance.key}")
+
+    def current(self) -> tuple[dict | None, dict | None]:
+        """The recorded state and the state of its container, when that container still runs."""
+        state = self.front.read_state()
+        if not state:
+            return None, None
+        container = self.docker.state(state.get("container", ""))
+        if container is None or not container.get("Running"):
+            self.emit("note", f"recorded container {state.get('container')} is not running")
+            return state, None
+        return state, container
+
+    def run(self, migrate: bool) -> tuple[HostOutcome, bool]:
+        """Roll this host; returns its outcome and whether the migration ran here."""
+        release = self.release
+        state, running = self.current()
+        if state and running and state.get("digest") == release.digest and self.front.master() is not None:
+            self.emit("unchanged", f"{release.version} already serves here since {state.get('since')}")
+            return HostOutcome(str(self.host), "unchanged", state["container"], release.version, release.digest,
+                               since=state.get("since")), False
+
+        started = time.monotonic()
+        self.docker.pull(release.reference)
+        self.emit("pull", f"{release.reference} ({time.monotonic() - started:.1f} s)")
+        migrated = False
+        if migrate and self.spec.migrate:
+            self._migrate(state if running else None)
+            migrated = True
+
+        old_name = state.get("container") if state and running else None
+        old_slot = state.get("slot") if old_name else None
+        slot = SLOTS[1] if old_slot == SLOTS[0] else SLOTS[0]
+        name = self.instance.container(slot)
+        if name == old_name:  # a state file from an older layout; never reuse the serving name
+            slot, name = SLOTS[1], self.instance.container(SLOTS[1])
+        if self.docker.remove(name):
+            self.emit("cleanup", f"removed a leftover {name} that served no traffic")
+        ports = self.docker.exposed_ports(release.reference)
+        container_port = self.recipe.server.port if self.recipe.server.port in ports else (ports or [0])[0]
+        if not container_port:
+            raise DeployError(f"{self.host}: {release.reference} exposes no TCP port to send traffic to")
+        labels = {**self.instance.labels, LABEL + "slot": slot, LABEL + "digest": release.digest,
+                  LABEL + "version": release.version, LABEL + "created": now()}
+        self.docker.run_detached(name, release.reference, env={ENV_VARIABLE: release.environment},
+                                 labels=labels, container_port=container_port, env_file=self.spec.env_file)
+        upstream = self.docker.published_port(name, container_port)
+        self.emit("start", f"{name} ({release.version}) on 127.0.0.1:{upstream}")
+
+        self._wait_healthy(name, upstream, state.get("version") if old_name else None)
+
+        self.front.prepare()
+        self.front.point_to(upstream)
+        how = self.front.switch(on_reload=lambda text: self.emit("reload", text))
+        since = self.events.emit(self.host, "switch", f"traffic on {self.instance.port} now goes to {name} "
+                                                      f"({release.version}); {how}").time
+        previous = {key: state.get(key) for key in ("container", "digest", "version", "since")} if old_name else None
+        self.front.write_state({
+            "app": self.instance.app, "environment": release.environment, "port": self.instance.port,
+            "container": name, "slot": slot, "digest": release.digest, "version": release.version,
+            "reference": release.reference, "upstream": upstream, "since": since, "host": str(self.host),
+            "previous": previous})
+        if old_name:
+            self.docker.stop(old_name)
+            self.docker.remove(old_name)
+            self.emit("stop", f"drained, stopped and removed {old_name} ({state.get('version')})")
+        self.emit("done", f"{release.version} serves on port {self.instance.port} "
+                          f"({time.monotonic() - started:.1f} s)")
+        return HostOutcome(str(self.host), "deployed", name, release.version, release.digest,
+                           previous_version=state.get("version") if old_name else None,
+                           previous_digest=state.get("digest") if old_name else None, since=since), migrated
+
+    def _migrate(self, serving: dict | None) -> None:
+        argv = list(self.spec.migrate)
+        shown = " ".join(shlex.quote(part) for part in argv)
+        self.emit("migrate", f"running `{shown}` from {self.release.version}")
+        result = self.docker.run_once(f"{self.instance.key}-migrate", self.release.reference, argv,
+                                      env={ENV_VARIABLE: self.release.environment}, env_file=self.spec.env_file)
+        if not result.ok:
+            keeps = f"{serving.get('version')} keeps serving" if serving else "nothing was started"
+            raise DeployError(f"{self.host}: migration `{shown}` from {self.release.version} failed "
+                              f"(exit {result.exit_code}): {result.said()}; no traffic moved, {keeps}")
+        self.emit("migrated", f"`{shown}` succeeded")
+
+    def _wait_healthy(self, name: str, upstream: int, serving_version: str | None) -> None:
+        path = self.recipe.health.path if self.recipe.health.path.startswith("/") else "/" + self.recipe.health.path
+        timeout = self.spec.health_timeout
+        deadline = time.monotonic() + timeout
+        streak, seen = 0, "no answer yet"
+        while True:
+            problem = None
+            state = self.docker.state(name)
+            if state is None or not state.get("Running"):
+                code = state.get("ExitCode") if state else "?"
+                problem = f"the container exited with code {code}; its log ends: {self.docker.last_log_line(name)}"
+            elif (state.get("Health") or {}).get("Status") == "unhealthy":
+                problem = f"Docker's health check reports unhealthy; last answer to GET {path}: {seen}"
+            else:
+                probe = self.session.run(["timeout", str(PROBE_TIMEOUT), "bash", "-c", PROBE, str(upstream), path],
+                                         timeout=PROBE_TIMEOUT + 30)
+                status_line = probe.stdout.strip()
+                if probe.ok and status_line.split()[1:2] == ["200"]:
+                    streak += 1
+                    if streak >= HEALTHY_STREAK:
+                        self.emit("healthy", f"{name} answers GET {path} with {status_line}")
+                        return
+                else:
+                    streak = 0
+                    seen = status_line or _probe_failure(probe)
+                if time.monotonic() > deadline:
+                    problem = f"no 200 from GET {path} within {timeout} s; the last answer was: {seen}"
+            if problem:
+                self.docker.remove(name)
+                keeps = f"{serving_version} keeps serving" if serving_version else "no traffic was moved to it"
+                self.emit("unhealthy", f"{name} ({self.release.version}): {problem}; removed it, {keeps}")
+                raise DeployError(f"{self.host}: {self.release.version} is not healthy: {problem}; "
+                                  f"removed {name}, {keeps}")
+            time.sleep(HEALTH_POLL)
+
+
+def _probe_failure(probe) -> str:
+    if probe.exit_code == 124:
+        return f"no status line within {PROBE_TIMEOUT} s"
+    said = probe.said()
+    if "refused" in said.lower():
+        return "connection refused"
+    return "connection closed without a status line" if said == "no output" else said
+
+
+def deploy(recipe: Recipe, release: Release, hosts: Sequence[Host], options: SshOptions,
+           listener: Callable[[Event], None] | None = None) -> DeployResult:
+    """Roll `release` onto `hosts`, one at a time; raises DeployError at the first host that fails."""
+    check_spec(recipe.deploy)
+    events = Events(listener)
+    result = DeployResult(release, events=events.items)
+    begun = time.monotonic()
+    sessions: list[SshSession] = []
+    try:
+        for host in hosts:
+            session = SshSession(host, options, on_note=lambda text, h=host: events.emit(h, "known-hosts", text))
+            sessions.append(session)
+            events.emit(host, "connect", f"{host.user}@{host.address}:{host.ssh_port}, host key verified")
+        rollouts = [HostRollout(session, recipe, release, events) for session in sessions]
+        for rollout in rollouts:
+            rollout.preflight()
+        for rollout in rollouts:
+            outcome, migrated = rollout.run(migrate=not result.migrated)
+            result.migrated = result.migrated or migrated
+            result.hosts.append(outcome)
+    finally:
+        for session in sessions:
+            session.close()
+        result.seconds = time.monotonic() - begun
+    return result

@@ -1,0 +1,76 @@
+"""What runs where, and since when: read from each host's deploy state and its Docker engine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from imagebuild.deploy.front import Front
+from imagebuild.deploy.hosts import Host
+from imagebuild.deploy.remote_docker import RemoteDocker
+from imagebuild.deploy.rollout import LABEL, Instance, listen_address
+from imagebuild.deploy.ssh import SshOptions, SshSession
+from imagebuild.errors import ImageBuildError, UserError
+from imagebuild.recipe.model import Recipe
+
+
+@dataclass
+class HostStatus:
+    environment: str
+    host: str
+    port: int
+    version: str | None = None
+    digest: str | None = None
+    since: str | None = None            # when traffic moved to it
+    container: str | None = None
+    state: str | None = None            # the container's state: running, exited, ...
+    health: str | None = None           # Docker's verdict from the image's Healthcheck
+    front: str | None = None            # "running" or "down"
+    note: str | None = None             # unreachable, never deployed, ...
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def host_status(recipe: Recipe, environment: str, hosts: Sequence[Host], options: SshOptions) -> list[HostStatus]:
+    """One row per host; a host that cannot be read gets a note instead of failing the others,
+    except an unknown host key, which is refused like everywhere else."""
+    rows = []
+    for host in hosts:
+        instance = Instance.of(recipe, environment, host)
+        row = HostStatus(environment, str(host), instance.port)
+        try:
+            with SshSession(host, options) as session:
+                _fill(row, session, instance, recipe)
+        except UserError:
+            raise
+        except ImageBuildError as exc:
+            row.note = exc.one_line()
+        rows.append(row)
+    return rows
+
+
+def _fill(row: HostStatus, session: SshSession, instance: Instance, recipe: Recipe) -> None:
+    front = Front(session, instance.directory, listen_address(recipe.deploy), instance.port, recipe.deploy.drain)
+    docker = RemoteDocker(session)
+    state = front.read_state()
+    row.front = "running" if front.master() is not None else "down"
+    if state:
+        row.version, row.digest, row.since = state.get("version"), state.get("digest"), state.get("since")
+        row.container = state.get("container")
+    containers = docker.containers(instance.labels)
+    serving = next((c for c in containers if c["Name"].lstrip("/") == row.container), None)
+    if serving is None and containers:
+        # No state file (or a stale one): report what the labels say runs.
+        serving = containers[0]
+        labels = serving["Config"]["Labels"]
+        row.container = serving["Name"].lstrip("/")
+        row.version, row.digest = labels.get(LABEL + "version"), labels.get(LABEL + "digest")
+        row.note = "no deploy record for this container"
+    if serving is not None:
+        row.state = serving["State"]["Status"]
+        row.health = (serving["State"].get("Health") or {}).get("Status")
+    elif not state:
+        row.note = "never deployed"
+    else:
+        row.note = f"recorded container {row.container} is gone"
