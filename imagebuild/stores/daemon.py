@@ -61,7 +61,7 @@ def _connect_error(where: str, exc: BaseException) -> UserError:
     if "Permission denied" in reason or isinstance(exc, PermissionError):
         if url.scheme in ("unix", "http+unix"):
             return UserError(f"permission denied on the Docker socket {url.path}",
-                             hint="run as a member of the socket's group (usually docker), "
+                             hint="run as a member of its group, usually docker, "
                                   "or set DOCKER_HOST to an engine you may use")
         return UserError(f"permission denied by the Docker engine at {where}: {reason}")
     if url.scheme == "ssh":
@@ -78,7 +78,7 @@ def _connect_error(where: str, exc: BaseException) -> UserError:
 
 def _reason(exc: BaseException) -> str:
     """The OS's words from deep inside the SDK's wrapped exception ("Connection refused")."""
-    text = str(exc) or type(exc).__name__
+    text = (str(exc) or type(exc).__name__).replace("[Errno None] ", "")
     found = (re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
              or re.search(r"Error\(-?\d+, '([^']+)'\)", text))
     return found.group(1).strip() if found else text.splitlines()[0]
