@@ -17,6 +17,7 @@ def _register() -> None:
     # `imagebuild images` need not load httpx, jinja2 or the bake machinery.
     from imagebuild.cli import init_cmd, bake_cmd, lock_cmd  # noqa: F401
     from imagebuild.cli import images_cmd, image_cmd, export_cmd  # noqa: F401
+    from imagebuild.cli import dockerfile_cmd  # noqa: F401
     from imagebuild.cli import rm_cmd, gc_cmd  # noqa: F401
     from imagebuild.cli import push_cmd, pull_cmd, promote_cmd, status_cmd, history_cmd, login_cmd  # noqa: F401
     from imagebuild.cli import deploy_cmd  # noqa: F401

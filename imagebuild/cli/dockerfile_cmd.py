@@ -1,0 +1,43 @@
+"""`imagebuild dockerfile`: print a Dockerfile equivalent to what `bake` makes of a recipe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagebuild.cli.app import app
+from imagebuild.cli.common import RecipeOption, StoreOption
+
+
+@app.command("dockerfile")
+def dockerfile_command(recipe: Path = RecipeOption, store: Optional[Path] = StoreOption) -> None:
+    """Print a Dockerfile that builds what `imagebuild bake` makes of the recipe.
+
+    Build it from the app's directory with `docker build -f FILE .`. The base
+    is Dockerfile.base rendered with the recipe's os and runtime sections;
+    --build-arg BASE=IMAGE starts from another image. With os.image, the base
+    image's Env is read from the local store when it is there.
+    """
+    from imagebuild.dockerfile_export import render_dockerfile
+    from imagebuild.recipe.loader import load_recipe
+
+    loaded = load_recipe(recipe)
+    sys.stdout.write(render_dockerfile(loaded, _base_env(loaded, store)))
+
+
+def _base_env(recipe, store: Optional[Path]) -> dict[str, str]:
+    if recipe.os.image is None:
+        return {}
+    from imagebuild.cli.common import open_store
+    from imagebuild.errors import UserError
+    from imagebuild.layers.debian import base_from_store
+
+    try:
+        base = base_from_store(open_store(store), recipe.os.image, recipe.os.architecture)
+    except UserError:
+        return {}       # not pulled here: Docker takes the Env from the base itself
+    env = (base.config.get("config") or {}).get("Env") or []
+    return dict(item.split("=", 1) for item in env if "=" in item)
