@@ -124,3 +124,14 @@ def test_a_recipe_mistake_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {tmp_path / 'imagebuild.yaml'}:3: ")
     assert done.stdout == ""
+
+
+def test_an_installed_package_carries_dockerfile_base():
+    """The template the printed Dockerfile starts with ships inside the package (a link in the checkout)."""
+    import tomllib
+
+    from imagebuild.layers.dockerfile_base import TEMPLATE
+
+    assert TEMPLATE.read_bytes() == (REPO_ROOT / "Dockerfile.base").read_bytes()
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert TEMPLATE.name in pyproject["tool"]["setuptools"]["package-data"]["imagebuild"]

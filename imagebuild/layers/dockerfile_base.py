@@ -36,7 +36,8 @@ from imagebuild.stores.layout import LayoutStore
 # Bumped when the same template and context would give a different base (what the key covers).
 FORMAT = 1
 OUTPUT_TAIL = 8           # lines of a failed step's output shown in the error
-TEMPLATE = Path(__file__).resolve().parents[2] / "Dockerfile.base"
+# Dockerfile.base at the repository root; the package holds it too (a link in the checkout).
+TEMPLATE = Path(__file__).resolve().parents[1] / "Dockerfile.base"
 
 
 def runtime_packages(recipe: Recipe) -> list[str]:
