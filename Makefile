@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake clean
+.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake bench-docker-load clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -21,7 +21,7 @@ test: services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
-bench: bench-layer-writer bench-registry bench-bake
+bench: bench-layer-writer bench-registry bench-bake bench-docker-load
 
 bench-layer-writer: services
 	$(BIN)/python bench/layer_writer.py
@@ -31,6 +31,9 @@ bench-registry: services
 
 bench-bake: services
 	$(BIN)/python bench/bake.py
+
+bench-docker-load: services
+	$(BIN)/python bench/docker_load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

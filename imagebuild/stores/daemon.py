@@ -143,7 +143,9 @@ def _stream_load(client, store: LayoutStore, manifest_digest: str, repo_tags: li
     body = _Streamed(lambda out: write_tar(entries, out, source_date_epoch=0))
     tags: list[str] = []
     try:
-        for message in client.api.load_image(iter(body), quiet=True):
+        # Not quiet: the engine reports each layer as it unpacks it, so a large image never leaves
+        # the response silent for longer than the client's read timeout.
+        for message in client.api.load_image(iter(body), quiet=False):
             error = message.get("error") or (message.get("errorDetail") or {}).get("message")
             if error:
                 if omit and "no such file or directory" in error:
@@ -184,8 +186,8 @@ def _has_image(client, image_id: str) -> bool:
 
 
 def uses_containerd_store(client) -> bool:
-    """Whether the engine keeps images in containerd (the default from Docker 29 on, an option
-    before): its `docker load` imports every blob, so leaving layers out is of no use there."""
+    """Whether the engine keeps images in containerd (its containerd image store) rather than in
+    a graph driver: only the latter is known to skip layer files it has, so the former gets all."""
     info = _api(client.info, "docker info")
     status = dict(tuple(pair) for pair in info.get("DriverStatus") or [] if len(pair) == 2)
     return status.get("driver-type", "").startswith(_CONTAINERD_STORE)
