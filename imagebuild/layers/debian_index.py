@@ -166,6 +166,34 @@ class AptIndex:
             raise BuildError(f"apt-cache pkgnames failed: {done.stderr.strip().splitlines()[:1]}")
         return sorted(name for name in done.stdout.split() if regex.fullmatch(name))
 
+    def candidate(self, name: str) -> dict[str, str]:
+        """The apt-cache fields (Version, Depends, Filename, SHA256, ...) of the version apt would install."""
+        self.refresh()
+        done = self._run("apt-cache", "show", "--no-all-versions", name)
+        fields: dict[str, str] = {}
+        for line in done.stdout.splitlines():
+            if not line.strip():
+                break
+            if ":" in line and not line.startswith(" "):
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if done.returncode != 0 or "Version" not in fields:
+            raise UserError(f"Debian {self.source.suite} has no package {name}",
+                            hint="check the package name against the suite")
+        return fields
+
+    def download(self, name: str, version: str, into: Path) -> Path:
+        """Fetch NAME=VERSION's .deb into a directory (apt checks it against the signed index)."""
+        self.refresh()
+        into.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["apt-get", *self._options(), "download", f"{name}={version}"], cwd=into,
+                              capture_output=True, text=True, env=self._env())
+        found = sorted(into.glob(f"{name}_*.deb"))
+        if done.returncode != 0 or not found:
+            detail = (done.stderr.strip().splitlines() or [f"apt-get exited {done.returncode}"])[-1]
+            raise BuildError(f"cannot download {name} {version} from {self.source.mirror}: {detail}")
+        return found[-1]
+
     def release_epoch(self) -> int:
         """The `Date:` of the suite's signed Release file: when this state of the mirror was published."""
         self.refresh()

@@ -1,0 +1,36 @@
+"""Bootable VM disks of baked images (`imagebuild bake --format disk`).
+
+The disk holds the image's layers applied in order as its root file system, a
+Debian kernel, and an initramfs whose init brings up the network by DHCP and
+starts the image's Entrypoint + Cmd as the image config says. See docs/disk.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagebuild.disk.artifact import DiskResult, bake_disk, check_disk_output, disk_ref, write_disk
+from imagebuild.layers.debian_index import DEFAULT_MIRROR, DebianSource
+from imagebuild.recipe.model import Recipe
+
+__all__ = ["DiskResult", "bake_disk", "bake_recipe_disk", "check_disk_output", "disk_ref", "write_disk",
+           "source_for"]
+
+
+def source_for(recipe: Recipe) -> DebianSource:
+    """The suite the kernel comes from: the recipe's own, or the default one for an os.image base."""
+    if recipe.os.debian:
+        return DebianSource(suite=recipe.os.debian, mirror=(recipe.os.mirror or DEFAULT_MIRROR).rstrip("/"),
+                            architecture=recipe.os.architecture)
+    return DebianSource(architecture=recipe.os.architecture)
+
+
+def bake_recipe_disk(recipe_path: Path, store, image_ref: str) -> DiskResult:
+    """The disk of IMAGE_REF, just baked from the recipe at RECIPE_PATH (whose disk and os sections apply)."""
+    from imagebuild.gitinfo import git_facts
+    from imagebuild.recipe.loader import load_recipe
+
+    recipe_path = Path(recipe_path)
+    facts = git_facts(recipe_path if recipe_path.is_dir() else recipe_path.parent)
+    recipe = load_recipe(recipe_path, {"git": facts.as_context()})
+    return bake_disk(store, image_ref, source_for(recipe), recipe.disk.kernel, recipe.name)

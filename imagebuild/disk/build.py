@@ -1,0 +1,98 @@
+"""One image in the local store → one bootable disk (raw and qcow2).
+
+The disk's root file system is the image's layers applied in order; the boot
+partition holds a Debian kernel, an initramfs with the drivers and the start
+script, and SYSLINUX. The kernel command line carries no environment: give it at
+boot (`imagebuild.env=NAME`, see `imagebuild disk set-env`) or on a config drive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagebuild.disk import assemble
+from imagebuild.disk.initramfs import build_initramfs
+from imagebuild.disk.packages import fetch_busybox, fetch_kernel
+from imagebuild.disk.rootfs import MergedTree, image_layers
+from imagebuild.disk.start import launch_of, start_script
+from imagebuild.layers.debian_index import DebianSource
+from imagebuild.oci.model import ParsedManifest
+from imagebuild.stores.layout import LayoutStore
+
+# Bumped whenever the same image and packages would give other disk bytes.
+DISK_FORMAT = 1
+BASE_CMDLINE = "console=tty0 console=ttyS0,115200 panic=10 quiet"
+
+
+def syslinux_cfg(cmdline: str) -> str:
+    return ("DEFAULT imagebuild\nPROMPT 0\nTIMEOUT 0\n"
+            "LABEL imagebuild\n  LINUX /vmlinuz\n  INITRD /initrd.img\n"
+            f"  APPEND {cmdline}\n")
+
+
+@dataclass(frozen=True)
+class BuiltDisk:
+    raw: Path
+    qcow2: Path
+    raw_size: int
+    raw_digest: str                   # sha256:... of the raw disk: the disk's identity
+    kernel: str                       # package=version
+    kernel_release: str
+    busybox: str                      # version of busybox-static
+    root_size: int
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSource, kernel_package: str,
+               workdir: Path, hostname: str) -> BuiltDisk:
+    """Build the raw and qcow2 disks of the image into WORKDIR."""
+    config = store.read_config(manifest)
+    created = str(config.get("created") or "")
+    epoch = _epoch(created)
+    seed = str(manifest.digest)
+    kernel = fetch_kernel(source, kernel_package)
+    busybox_version, busybox = fetch_busybox(source)
+    layers = list(image_layers(store, list(manifest.layers), workdir))
+    root_tar = workdir / "root.tar"
+    with MergedTree(layers) as tree:
+        launch = launch_of(config, tree)
+        with open(root_tar, "wb") as out:
+            entries, content = tree.write_tar(out)
+        file_blocks = sum(-(-member.info.size // assemble.BLOCK) for member in tree.members.values()
+                          if member.info.isreg())
+    for layer in layers:
+        layer.unlink()
+    initrd = build_initramfs(kernel, busybox, start_script(launch, hostname), epoch)
+    root_image, boot_image = workdir / "root.ext2", workdir / "boot.fat"
+    root_size = assemble.root_filesystem(root_tar, assemble.RootStats(entries, content, file_blocks),
+                                         root_image, seed, epoch)
+    root_tar.unlink()
+    ident = hashlib.sha256(seed.encode()).hexdigest()
+    boot_size = assemble.boot_filesystem(
+        {"vmlinuz": kernel.vmlinuz, "initrd.img": initrd, "syslinux.cfg": syslinux_cfg(BASE_CMDLINE).encode()},
+        boot_image, ident[:8], epoch, workdir)
+    raw = workdir / "disk.raw"
+    size = assemble.disk_image(boot_image, boot_size, root_image, root_size, raw, ident[8:16])
+    root_image.unlink()
+    boot_image.unlink()
+    qcow2 = workdir / "disk.qcow2"
+    assemble.to_qcow2(raw, qcow2)
+    return BuiltDisk(raw, qcow2, size, _sha256(raw), f"{kernel.package}={kernel.version}", kernel.release,
+                     busybox_version, root_size)
+
+
+def _epoch(created: str) -> int:
+    import datetime
+    try:
+        return int(datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0

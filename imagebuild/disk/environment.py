@@ -1,0 +1,78 @@
+"""Naming the environment a disk boots into, without rebuilding it.
+
+Two ways, both read by the initramfs (the kernel command line wins):
+- the kernel command line: `set_environment` rewrites the boot partition's
+  syslinux.cfg in place (mtools on the disk file, no mount), appending
+  `imagebuild.env=NAME`; a qcow2 disk goes through raw and back;
+- a config drive: `config_drive` writes a small FAT image labelled IMAGEBUILD
+  holding a file `env`, to attach as a second disk.
+Both give the same bytes for the same disk and name.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from imagebuild.disk import assemble
+from imagebuild.disk.build import BASE_CMDLINE, syslinux_cfg
+from imagebuild.disk.initramfs import CONFIG_LABEL
+from imagebuild.errors import BuildError, UserError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_EPOCH = 315532800      # 1980-01-01, FAT's first day: times carry no information here
+
+
+def check_name(environment: str) -> str:
+    if not _NAME.match(environment):
+        raise UserError(f"{environment!r} is not an environment name",
+                        hint="use letters, digits, '.', '_' and '-', as in the recipe's environments")
+    return environment
+
+
+def set_environment(disk: Path, environment: str | None) -> None:
+    """Make DISK boot into ENVIRONMENT (None: back to detection)."""
+    if environment is not None:
+        check_name(environment)
+    if not disk.is_file():
+        raise UserError(f"{disk} is not a file", hint="give the path of a disk made by `bake --format disk`")
+    cmdline = BASE_CMDLINE + (f" imagebuild.env={environment}" if environment else "")
+    if assemble.disk_format(disk) == "qcow2":
+        with tempfile.TemporaryDirectory(prefix="imagebuild-disk-", dir=disk.parent) as scratch:
+            raw = Path(scratch) / "disk.raw"
+            assemble.to_raw(disk, raw)
+            _write_cfg(raw, cmdline, Path(scratch))
+            assemble.to_qcow2(raw, Path(scratch) / "disk.qcow2")
+            (Path(scratch) / "disk.qcow2").replace(disk)
+        return
+    with tempfile.TemporaryDirectory(prefix="imagebuild-disk-") as scratch:
+        _write_cfg(disk, cmdline, Path(scratch))
+
+
+def _write_cfg(raw: Path, cmdline: str, scratch: Path) -> None:
+    offset = assemble.boot_partition_offset(raw)
+    staged = scratch / "syslinux.cfg"
+    staged.write_text(syslinux_cfg(cmdline))
+    done = subprocess.run(["mcopy", "-o", "-i", f"{raw}@@{offset}", str(staged), "::syslinux.cfg"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BuildError(f"cannot rewrite the boot configuration of {raw}: {done.stderr.strip()}")
+    assemble.fix_fat_times(raw, _EPOCH, offset)
+
+
+def config_drive(path: Path, environment: str) -> None:
+    """A 1 MiB FAT image labelled IMAGEBUILD whose file `env` names the environment."""
+    check_name(environment)
+    with tempfile.TemporaryDirectory(prefix=".imagebuild-config-", dir=path.parent) as scratch:
+        image = Path(scratch) / "config.img"
+        subprocess.run(["mkfs.fat", "-C", "--invariant", "-i", "1b5e0000", "-n", CONFIG_LABEL, str(image), "1024"],
+                       capture_output=True, check=True)
+        (Path(scratch) / "env").write_text(environment + "\n")
+        done = subprocess.run(["mcopy", "-i", str(image), str(Path(scratch) / "env"), "::env"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BuildError(f"cannot write the config drive: {done.stderr.strip()}")
+        assemble.fix_fat_times(image, _EPOCH)
+        image.replace(path)

@@ -1,0 +1,98 @@
+"""Booting a disk under qemu-system-x86_64: user-mode networking, the app's port forwarded to loopback.
+
+KVM is used when it can run a guest, which an openable /dev/kvm does not prove
+(nested hypervisors may refuse real-mode boot code or hang the kernel): the
+probe boots the disk's own kernel without a root file system and waits for its
+first console line. Otherwise qemu emulates the CPU (TCG), several times slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from imagebuild.disk import assemble
+from imagebuild.errors import BuildError
+
+QEMU = "qemu-system-x86_64"
+PROBE_SECONDS = 30.0
+
+
+def boot_file(disk: Path, name: str, out: Path) -> Path:
+    """Copy a file (vmlinuz, initrd.img, syslinux.cfg) out of a disk's boot partition."""
+    with tempfile.TemporaryDirectory(prefix="imagebuild-disk-") as scratch:
+        raw = disk
+        if assemble.disk_format(disk) == "qcow2":
+            raw = Path(scratch) / "disk.raw"
+            assemble.to_raw(disk, raw)
+        offset = assemble.boot_partition_offset(raw)
+        done = subprocess.run(["mcopy", "-n", "-i", f"{raw}@@{offset}", f"::{name}", str(out)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BuildError(f"cannot read {name} from {disk}: {done.stderr.strip()}")
+    return out
+
+
+def kvm_usable(kernel: Path) -> bool:
+    """Whether KVM runs KERNEL far enough to print its banner."""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+    except OSError:
+        return False
+    process = subprocess.Popen([QEMU, "-accel", "kvm", "-m", "256", "-display", "none", "-no-reboot", "-nodefaults",
+                                "-serial", "stdio", "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = b""
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + PROBE_SECONDS
+            while time.monotonic() < deadline and b"Linux version" not in seen:
+                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    break
+                chunk = os.read(process.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        process.kill()
+        process.wait()
+    return b"Linux version" in seen
+
+
+def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, config_drive: Path | None = None,
+                 memory_mb: int = 1024, snapshot: bool = True) -> list[str]:
+    """The command line that boots DISK with 127.0.0.1:PORT forwarded to the guest's GUEST_PORT."""
+    command = [QEMU, "-accel", accelerator, "-m", str(memory_mb), "-smp", "2", "-display", "none", "-no-reboot",
+               "-serial", "stdio", "-monitor", "none",
+               "-drive", f"file={disk},format={assemble.disk_format(disk)},if=virtio",
+               "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{guest_port}",
+               "-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]
+    if snapshot:
+        command.append("-snapshot")        # the guest's writes go to a temp file: the disk stays as built
+    if config_drive is not None:
+        command += ["-drive", f"file={config_drive},format=raw,if=virtio,readonly=on"]
+    return command
+
+
+@contextlib.contextmanager
+def booted(command: list[str], console: Path) -> Iterator[subprocess.Popen]:
+    """Run qemu with its serial console going to CONSOLE; stop it on the way out."""
+    with open(console, "wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

@@ -1,0 +1,124 @@
+"""The image's start script: what a container engine does with an image config, as PID 1 of a VM.
+
+Everything an engine reads from the config is decided when the disk is built and
+written into the script: the program and its arguments (Entrypoint + Cmd, the
+program found on the image's PATH), the environment (Env), the working directory
+and the user (names looked up in the image's own /etc/passwd and /etc/group). At
+boot the script only adds what belongs to the machine: the network, by DHCP on
+every interface, and the environment name the initramfs read from the kernel
+command line or a config drive, as IMAGEBUILD_ENV. When the app exits the machine
+powers off.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from imagebuild.disk.initramfs import STAGE
+from imagebuild.disk.rootfs import MergedTree
+from imagebuild.errors import UserError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: tuple[str, ...]
+    program: str                 # absolute path of argv[0] inside the image
+    env: tuple[str, ...]
+    workdir: str
+    uid: int
+    gid: int
+
+
+def _table(tree: MergedTree, path: str) -> list[list[str]]:
+    text = (tree.read(path) or b"").decode(errors="replace")
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def _user(tree: MergedTree, spec: str) -> tuple[int, int, str]:
+    """(uid, gid, home) for an image config's User, as an engine resolves it."""
+    name, _, group = (spec or "0").partition(":")
+    passwd = _table(tree, "etc/passwd")
+    entry = next((row for row in passwd if len(row) >= 6 and (row[0] == name or row[2] == name)), None)
+    if name.isdigit():
+        uid = int(name)
+    elif entry is not None:
+        uid = int(entry[2])
+    else:
+        raise UserError(f"the image's user {name!r} is not in its /etc/passwd; the disk cannot start it")
+    gid = int(entry[3]) if entry is not None else 0
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            row = next((row for row in _table(tree, "etc/group") if row and row[0] == group), None)
+            if row is None or len(row) < 3:
+                raise UserError(f"the image's group {group!r} is not in its /etc/group; the disk cannot start it")
+            gid = int(row[2])
+    home = entry[5] if entry is not None else "/"
+    return uid, gid, home
+
+
+def launch_of(config: dict, tree: MergedTree) -> Launch:
+    settings = config.get("config") or {}
+    argv = tuple((settings.get("Entrypoint") or []) + (settings.get("Cmd") or []))
+    if not argv:
+        raise UserError("the image has neither Entrypoint nor Cmd; a disk needs a program to start")
+    env = list(settings.get("Env") or [])
+    names = {item.partition("=")[0] for item in env}
+    path = next((item[5:] for item in env if item.startswith("PATH=")), DEFAULT_PATH)
+    workdir = settings.get("WorkingDir") or "/"
+    uid, gid, home = _user(tree, settings.get("User") or "")
+    if "PATH" not in names:
+        env.insert(0, f"PATH={path}")
+    if "HOME" not in names:
+        env.append(f"HOME={home}")
+    program = argv[0]
+    if "/" not in program:
+        found = [f"{folder.rstrip('/')}/{program}" for folder in path.split(":") if folder]
+        program = next((candidate for candidate in found if tree.exists(candidate)), "")
+        if not program:
+            raise UserError(f"the image's program {argv[0]!r} is not on its PATH ({path})")
+    elif not program.startswith("/"):
+        program = f"{workdir.rstrip('/')}/{program}"
+    return Launch(argv, program, tuple(env), workdir, uid, gid)
+
+
+def start_script(launch: Launch, hostname: str) -> str:
+    quote = shlex.quote
+    env = " ".join(quote(item) for item in launch.env)
+    args = " ".join(quote(arg) for arg in launch.argv[1:])
+    return f"""#!{STAGE}/busybox sh
+# imagebuild disk: stage 2, PID 1 on the image's root file system
+b={STAGE}/busybox
+$b mkdir -p /dev/pts /dev/shm
+$b mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+$b mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
+$b hostname {quote(hostname)}
+$b ip link set lo up
+for path in /sys/class/net/*; do
+    interface=${{path##*/}}
+    [ "$interface" = lo ] && continue
+    $b ip link set "$interface" up
+    $b udhcpc -i "$interface" -s {STAGE}/dhcp -t 30 -T 1 -n -x hostname:{quote(hostname)} \\
+        || echo "imagebuild: no DHCP lease on $interface"
+done
+environment=$($b cat {STAGE}/environment)
+if [ -n "$environment" ]; then
+    set -- "IMAGEBUILD_ENV=$environment"
+    echo "imagebuild: environment $environment"
+else
+    set --
+fi
+cd {quote(launch.workdir)} || echo "imagebuild: no working directory {launch.workdir}"
+$b env -i {env} "$@" $b start-stop-daemon -S -c {launch.uid}:{launch.gid} -x {quote(launch.program)} \\
+    -a {quote(launch.argv[0])} -- {args} &
+app=$!
+wait $app
+status=$?
+echo "imagebuild: the app exited with status $status; powering off"
+$b sync
+$b poweroff -f
+"""

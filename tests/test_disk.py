@@ -1,0 +1,182 @@
+"""`bake --format disk`: the Flask example as a bootable VM disk, booted under qemu.
+
+Two clean bakes of the same commit (separate stores) are made once per session;
+the boot tests run the disk under qemu-system-x86_64 with user-mode networking
+and the app's port forwarded to a free loopback port, with KVM when it can run
+the guest (see imagebuild/disk/qemu.py), else TCG. The boot bound is generous:
+TCG on a loaded machine is slow; the measured times are in docs/disk.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imagebuild.disk.qemu import boot_file, booted, kvm_usable, qemu_command
+from tests.bake_support import bake, base_for, example_repo, http_get, seed
+from tests.conftest import imagebuild
+
+BOOT_BOUND_SECONDS = 600
+GUEST_PORT = 8000
+
+
+@dataclass(frozen=True)
+class BakedDisk:
+    result: dict
+    store: Path
+    qcow2: Path
+    raw: Path
+
+
+def _bake_disk(tmp_path_factory, base, name: str) -> BakedDisk:
+    root = tmp_path_factory.mktemp(name)
+    repo = example_repo(root, "flask-hello", lock=base.lock_path)
+    store = seed(root / "store", base)
+    qcow2, raw = root / "flask.qcow2", root / "flask.raw"
+    done = bake(repo, store.root, "--format", "disk", "--json", "-o", f"disk:{qcow2}", "-o", f"disk:{raw}")
+    assert done.returncode == 0, done.stderr
+    return BakedDisk(json.loads(done.stdout), store.root, qcow2, raw)
+
+
+@pytest.fixture(scope="session")
+def flask_disks(tmp_path_factory) -> tuple[BakedDisk, BakedDisk]:
+    base = base_for("flask-hello", tmp_path_factory)
+    return _bake_disk(tmp_path_factory, base, "disk-a"), _bake_disk(tmp_path_factory, base, "disk-b")
+
+
+@pytest.fixture(scope="session")
+def accelerator(flask_disks, tmp_path_factory) -> str:
+    kernel = boot_file(flask_disks[0].raw, "vmlinuz", tmp_path_factory.mktemp("kernel") / "vmlinuz")
+    return "kvm" if kvm_usable(kernel) else "tcg"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_health(port: int, process: subprocess.Popen, console: Path) -> float:
+    """Seconds until /health answers 200 (bounded); fail with the console if it never does."""
+    started = time.monotonic()
+    while time.monotonic() - started < BOOT_BOUND_SECONDS:
+        try:
+            status, body = http_get(f"http://127.0.0.1:{port}/health", timeout=3)
+            if status == 200:
+                return time.monotonic() - started
+        except OSError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(1)
+    raise AssertionError(f"the VM never answered /health; console:\n{console.read_text(errors='replace')[-4000:]}")
+
+
+def test_two_clean_bakes_give_the_same_disk(flask_disks):
+    first, second = flask_disks
+    assert first.result["digest"] == second.result["digest"]
+    disk_a, disk_b = first.result["disk"], second.result["disk"]
+    assert disk_a["cached"] is False
+    assert disk_a["raw_digest"] == disk_b["raw_digest"]
+    assert disk_a["digest"] == disk_b["digest"]
+    assert first.qcow2.read_bytes() == second.qcow2.read_bytes()
+    assert subprocess.run(["cmp", "-s", str(first.raw), str(second.raw)]).returncode == 0
+    assert disk_a["raw_size"] == first.raw.stat().st_size
+    assert disk_a["qcow2_size"] == first.qcow2.stat().st_size
+    assert 0 < disk_a["qcow2_size"] < disk_a["raw_size"]
+
+
+def test_the_disk_is_an_artifact_attached_to_its_image(flask_disks):
+    baked = flask_disks[0]
+    disk = baked.result["disk"]
+    assert disk["reference"] == f"{baked.result['image']}-disk"
+    index = json.loads((baked.store / "index.json").read_text())
+    tagged = {entry["annotations"]["org.opencontainers.image.ref.name"]: entry for entry in index["manifests"]}
+    assert tagged[disk["reference"]]["digest"] == disk["digest"]
+    manifest = json.loads((baked.store / "blobs" / "sha256" / disk["digest"].split(":")[1]).read_bytes())
+    assert manifest["artifactType"] == "application/vnd.imagebuild.disk.v1"
+    assert manifest["subject"]["digest"] == baked.result["digest"]
+    assert manifest["annotations"]["dev.imagebuild.disk.raw.digest"] == disk["raw_digest"]
+    assert manifest["annotations"]["org.opencontainers.image.version"] == baked.result["version"]
+    [layer] = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.imagebuild.disk.qcow2"
+    blob = baked.store / "blobs" / "sha256" / layer["digest"].split(":")[1]
+    assert blob.read_bytes() == baked.qcow2.read_bytes()
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(baked.qcow2)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["format"] == "qcow2" and info["virtual-size"] == disk["raw_size"]
+
+
+def test_a_second_bake_reuses_the_disk(flask_disks):
+    baked = flask_disks[0]
+    repo = baked.store.parent / "flask-hello"
+    done = bake(repo, baked.store, "--format", "disk", "--json")
+    assert done.returncode == 0, done.stderr
+    again = json.loads(done.stdout)["disk"]
+    assert again["cached"] is True
+    assert again["digest"] == baked.result["disk"]["digest"]
+
+
+def test_the_disk_boots_answers_health_and_reports_the_kernel_command_line_environment(
+        flask_disks, accelerator, tmp_path):
+    disk = tmp_path / "test.qcow2"
+    shutil.copyfile(flask_disks[0].qcow2, disk)
+    done = imagebuild("disk", "set-env", disk, "test")
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "syslinux.cfg"
+    assert "imagebuild.env=test" in boot_file(disk, "syslinux.cfg", config).read_text()
+
+    port, console = free_port(), tmp_path / "console.log"
+    with booted(qemu_command(disk, port, GUEST_PORT, accelerator), console) as process:
+        seconds = wait_for_health(port, process, console)
+        status, body = http_get(f"http://127.0.0.1:{port}/health")
+        assert (status, body) == (200, b"ok\n")
+        status, body = http_get(f"http://127.0.0.1:{port}/")
+        assert status == 200
+        answer = json.loads(body)
+        assert (answer["environment"], answer["log_level"]) == ("test", "info")
+    log = console.read_text(errors="replace")
+    assert "imagebuild: environment test" in log
+    assert "lease of" in log                      # the address came by DHCP
+    print(f"boot to /health under {accelerator}: {seconds:.1f} s")
+
+
+def test_a_config_drive_names_the_environment_and_the_vm_powers_off_when_the_app_exits(
+        flask_disks, accelerator, tmp_path):
+    drive = tmp_path / "config.img"
+    done = imagebuild("disk", "config-drive", drive, "prod")
+    assert done.returncode == 0, done.stderr
+    port, console = free_port(), tmp_path / "console.log"
+    command = qemu_command(flask_disks[0].raw, port, GUEST_PORT, accelerator, config_drive=drive)
+    with booted(command, console) as process:
+        # prod needs SECRET_KEY, which nobody gave: the launcher refuses, the app exits, the VM powers off
+        process.wait(timeout=BOOT_BOUND_SECONDS)
+    log = console.read_text(errors="replace")
+    assert "imagebuild: environment prod" in log
+    assert "SECRET_KEY" in log
+    assert "the app exited with status 64" in log
+
+
+def test_bad_disk_requests_are_one_line_user_errors(flask_disks, tmp_path):
+    baked = flask_disks[0]
+    repo = baked.store.parent / "flask-hello"
+    cases = [
+        bake(repo, baked.store, "--format", "disk", "-o", f"disk:{tmp_path}/x.vmdk"),
+        bake(repo, baked.store, "-o", f"disk:{tmp_path}/x.qcow2"),
+        bake(repo, baked.store, "--format", "floppy"),
+        imagebuild("disk", "set-env", tmp_path / "missing.qcow2", "test"),
+        imagebuild("disk", "set-env", baked.qcow2, "no good"),
+        imagebuild("disk", "write", baked.result["image"], tmp_path / "x.qcow2", "--store", baked.store),
+    ]
+    for done in cases:
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert not (tmp_path / "x.qcow2").exists()
