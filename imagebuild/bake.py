@@ -94,6 +94,37 @@ def tag_for(version: str) -> str:
 
 def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = BakeOptions(),
          progress: Progress | None = None) -> BakeResult:
+    engine = _Engine(options.docker_url)
+    try:
+        return _bake(recipe_path, store, options, progress, engine)
+    finally:
+        engine.close()
+
+
+class _Engine:
+    """The bake's one connection to the Docker engine, made when first needed: over ssh:// each
+    connection costs a handshake, and a bake may need the engine three times (check, build a
+    Dockerfile base, load)."""
+
+    def __init__(self, url: str | None):
+        self.url = url
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            from imagebuild.stores.daemon import connect
+
+            self._client = connect(self.url)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions, progress: Progress | None,
+          engine: _Engine) -> BakeResult:
     progress = progress or Progress.quiet()
     recipe_path = Path(recipe_path)
     # One look at git serves both the recipe's `git.*` variables and the bake.
@@ -112,7 +143,7 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
     commit = planning.Commit(revision=facts.commit, time=facts.commit_time, version=version, dirty=dirty,
                              source=app_layer.remote_url(toplevel))
     local_ref = f"{recipe.name}:{tag_for(version)}"
-    push_target = _check_outputs(recipe, options, local_ref)
+    push_target = _check_outputs(recipe, options, local_ref, engine)
     store.ensure()  # a --store that cannot be a store is refused here, not after the layers are built
 
     tree = app_layer.SourceTree(toplevel, facts.commit, working_tree=dirty)
@@ -121,27 +152,25 @@ def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = Bak
         for line in warnings:
             progress.note(f"warning: {line}")
         steps, base_env = _steps(recipe, store, tree, commit, Path(scratch), progress,
-                                 update_lock=lock_problem is not None, docker_url=options.docker_url)
+                                 update_lock=lock_problem is not None, engine=engine)
         env = {**base_env, "IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision}
         plan = planning.make_plan(recipe, commit, [step.inputs for step in steps], server_command(recipe), env=env)
         outcomes = _build(plan, steps, store, progress)
     image = _image(recipe, plan, outcomes)
     descriptor = store.write_image(image, [local_ref])
-    outputs = _deliver(store, descriptor.digest, local_ref, recipe, options, push_target, progress)
+    outputs = _deliver(store, descriptor.digest, local_ref, recipe, options, push_target, progress, engine)
     reference = outputs[-1] if options.push and outputs else local_ref
     return BakeResult(image=reference, digest=str(descriptor.digest), version=version,
                       layers=tuple(outcomes), dirty=dirty, local_ref=local_ref, outputs=tuple(outputs),
                       warnings=tuple(warnings))
 
 
-def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str) -> Reference | None:
+def _check_outputs(recipe: Recipe, options: BakeOptions, local_ref: str, engine: _Engine) -> Reference | None:
     """Refuse bad destinations, a missing Docker engine and an unreachable registry before any work is done."""
     for destination in options.outputs:
         check_destination(destination)
     if options.load:
-        from imagebuild.stores.daemon import connect
-
-        connect(options.docker_url).close()
+        engine.client()
     if not options.push:
         return None
     if not recipe.registry:
@@ -214,11 +243,11 @@ def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) 
 
 def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commit: planning.Commit,
            scratch: Path, progress: Progress, update_lock: bool,
-           docker_url: str | None = None) -> tuple[list[_Step], dict[str, str]]:
+           engine: _Engine | None = None) -> tuple[list[_Step], dict[str, str]]:
     """Each layer's inputs (for the plan) and how to build it, and the base image's environment.
 
     `update_lock`: the committed lock does not fit, and --allow-dirty lets it be resolved and written.
-    `docker_url`: the engine that builds an `os.dockerfile` base.
+    `engine`: the Docker engine that builds an `os.dockerfile` base.
     """
     recipe_epoch = _recipe_epoch(recipe, tree, commit.time)
     steps: list[_Step] = []
@@ -266,7 +295,7 @@ def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commi
     # Last: the slowest inputs to obtain, after every cheaper check of the user's input has passed.
     if recipe.os.dockerfile is not None:
         image_steps, base_env = _dockerfile_base_steps(recipe, store, tree, scratch, progress, update_lock,
-                                                       docker_url)
+                                                       engine or _Engine(None))
         return image_steps + steps, base_env
     if recipe.os.image is not None:
         image_steps, base_env = _base_image_steps(recipe, store)
@@ -298,7 +327,7 @@ def _base_image_steps(recipe: Recipe, store: LayoutStore, ref: str | None = None
 
 def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, scratch: Path,
                            progress: Progress, update_lock: bool,
-                           docker_url: str | None) -> tuple[list[_Step], dict[str, str]]:
+                           engine: _Engine) -> tuple[list[_Step], dict[str, str]]:
     """`os.dockerfile`: a base built by the Docker engine FROM os.image, or FROM the Debian os and
     runtime layers, then used by digest like any os.image. The engine is asked only when the
     rendered Dockerfile or its context changed."""
@@ -312,13 +341,7 @@ def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_layer.S
     ref = dockerfile_base.cached(store, prepared)
     built = ref is None
     if ref is None:
-        from imagebuild.stores.daemon import connect
-
-        client = connect(docker_url)
-        try:
-            ref = dockerfile_base.build(store, prepared, client, from_ref, progress)
-        finally:
-            client.close()
+        ref = dockerfile_base.build(store, prepared, engine.client(), from_ref, progress)
     return _base_image_steps(recipe, store, ref, cached=not built)
 
 
@@ -420,7 +443,7 @@ def _image(recipe: Recipe, plan: planning.Plan, outcomes: list[LayerOutcome]) ->
 
 
 def _deliver(store: LayoutStore, digest: str, local_ref: str, recipe: Recipe, options: BakeOptions,
-             push_target: Reference | None, progress: Progress) -> list[str]:
+             push_target: Reference | None, progress: Progress, engine: _Engine) -> list[str]:
     done: list[str] = []
     for destination in options.outputs:
         export_image(store, local_ref, destination)
@@ -430,7 +453,7 @@ def _deliver(store: LayoutStore, digest: str, local_ref: str, recipe: Recipe, op
         from imagebuild.progress import human_size
         from imagebuild.stores.daemon import load_image
 
-        report = load_image(store, digest, [local_ref], base_url=options.docker_url)
+        report = load_image(store, digest, [local_ref], client=engine.client())
         sent = (f"sent {report.layers_sent} of {report.layers} layers, {human_size(report.bytes_sent)}"
                 if report.layers_sent else "the engine had the image already")
         progress.note(f"loaded into Docker as {', '.join(report.tags) or local_ref} ({sent})")
