@@ -19,6 +19,7 @@ def _register() -> None:
     from imagebuild.cli import images_cmd, image_cmd, export_cmd  # noqa: F401
     from imagebuild.cli import dockerfile_cmd  # noqa: F401
     from imagebuild.cli import rm_cmd, gc_cmd  # noqa: F401
+    from imagebuild.cli import run_cmd  # noqa: F401
     from imagebuild.cli import push_cmd, pull_cmd, promote_cmd, status_cmd, history_cmd, login_cmd  # noqa: F401
     from imagebuild.cli import deploy_cmd  # noqa: F401
     from imagebuild.cli import disk_cmd  # noqa: F401
