@@ -9,23 +9,12 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import RecipeError
-from imagebuild.gitinfo import GitFacts
 from imagebuild.layers.app import TrackedFile, credential_warnings, looks_like_credentials
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import Recipe
 
 from conftest import imagebuild
-
-NO_GIT = {"git": GitFacts().as_context()}
-
-MINIMAL = """\
-name: hello
-runtime:
-  python: "3.11"
-server:
-  kind: gunicorn
-  app: hello:app
-"""
+from test_recipe_loader import MINIMAL, NO_GIT
 
 
 def write(directory: Path, text: str) -> Path:
