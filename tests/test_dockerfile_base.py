@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 
 import pytest
 
@@ -168,3 +169,24 @@ def test_an_uncommitted_dockerfile_is_refused(tmp_path, store, python_base_ref, 
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: {repo / 'imagebuild.yaml'}: os.dockerfile 'docker/other.Dockerfile' is not committed "
         "(commit it: the base is built only from what git tracks)")
+
+
+def test_a_from_the_engine_cannot_find_is_one_line(tmp_path, store, python_base_ref, debian_python_base,  # noqa: F811
+                                                    docker_leftovers):
+    missing = f"imagebuild-no-such-base:{uuid.uuid4().hex[:12]}"
+
+    def prepare(repo):
+        (repo / "docker").mkdir()
+        (repo / "docker" / "base.Dockerfile").write_text(f"FROM {missing}\nRUN true\n")
+        recipe = repo / "imagebuild.yaml"
+        recipe.write_text(recipe.read_text().replace(
+            "os:\n  packages: [ca-certificates]\n",
+            f"os:\n  image: {python_base_ref}\n  dockerfile: docker/base.Dockerfile\n"))
+    repo = example_repo(tmp_path, "flask-hello", lock=debian_python_base.lock_path, prepare=prepare)
+    done = bake(repo, store.root)
+    docker_leftovers.images.append(f"imagebuild-base:{python_base_ref.split('@')[1][7:27]}")
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    # what follows is the engine's word on the pull it tried (no such host here, access denied elsewhere)
+    assert last.startswith(f"error: building the base from base.Dockerfile failed at `FROM {missing}`: ")
+    assert "Traceback" not in done.stderr

@@ -260,5 +260,5 @@ def _engine_build(client, prepared: Prepared) -> str:
 
 def _failure(name: str, step: str, error: str, tail: collections.deque[str]) -> str:
     where = f" at `{step}`" if step else ""
-    output = " | ".join(tail) if tail else "no output"
-    return f"building the base from {name} failed{where}: {error.strip()}; last output: {output}"
+    output = f"; last output: {' | '.join(tail)}" if tail else ""
+    return f"building the base from {name} failed{where}: {error.strip()}{output}"
