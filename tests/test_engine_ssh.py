@@ -9,7 +9,7 @@ import pytest
 
 from tests.bake_support import bake, example_repo, published_port, seed, wait_for_http
 from tests.debian_fixtures import debian_python_base  # noqa: F401
-from tests.ssh_support import ssh_home, sshd, sshd_factory  # noqa: F401
+from tests.ssh_support import keygen, ssh_home, sshd, sshd_factory  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +70,31 @@ def test_a_stopped_sshd_is_one_line(tmp_path, baked, store, sshd_factory):  # no
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: no Docker engine answers at {server.url}: Unable to connect to port {server.port} on 127.0.0.1 "
         "(check that sshd runs there, that your key is accepted and the host is in ~/.ssh/known_hosts)")
+
+
+def test_a_key_the_host_refuses_is_one_line(tmp_path, baked, store, sshd):  # noqa: F811
+    repo, _ = baked
+    env = over_ssh(tmp_path, sshd)
+    identity = tmp_path / "home" / ".ssh" / "id_ed25519"
+    identity.unlink()
+    identity.with_suffix(".pub").unlink()
+    keygen(identity, "a key no server knows")
+    done = bake(repo, store.root, "--load", env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: no Docker engine answers at {sshd.url}: Authentication failed. "
+        "(the remote host does not accept your SSH key; name it with IdentityFile in ~/.ssh/config)")
+
+
+def test_a_host_without_docker_is_one_line(tmp_path, baked, store, sshd_factory):  # noqa: F811
+    repo, _ = baked
+    server = sshd_factory()
+    # What a host without the docker CLI does with the command the SDK runs there.
+    keys = server.directory / "authorized_keys"
+    keys.write_text('command="echo docker: command not found >&2; exit 127" ' + keys.read_text())
+    done = bake(repo, store.root, "--load", env=over_ssh(tmp_path, server))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: no Docker engine answers at {server.url}: the SSH login worked, but the remote end closed the "
+        "connection (`docker system dial-stdio` must run there: install the docker CLI on that host and let "
+        "this user use its engine)")

@@ -66,6 +66,11 @@ def _connect_error(where: str, exc: BaseException) -> UserError:
         return UserError(f"permission denied by the Docker engine at {where}: {reason}")
     if url.scheme == "ssh":
         hint = "check that sshd runs there, that your key is accepted and the host is in ~/.ssh/known_hosts"
+        if "RemoteDisconnected" in str(exc):
+            # The login worked; the command the SDK runs on the far side did not.
+            return UserError(f"no Docker engine answers at {where}: the SSH login worked, but the remote end "
+                             "closed the connection", hint="`docker system dial-stdio` must run there: install "
+                             "the docker CLI on that host and let this user use its engine")
         if "known_hosts" in reason:
             port = f"-p {url.port} " if url.port else ""
             hint = f"add its host key: ssh-keyscan {port}{url.hostname} >> ~/.ssh/known_hosts"
