@@ -37,6 +37,8 @@ from imagebuild.stores.layout import LayoutStore, media_type_of_manifest
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
 RECORD_PREFIX = "promotion-"
+DISK_ARTIFACT_TYPE = "application/vnd.imagebuild.disk.v1"    # imagebuild.disk.artifact: the VM disk of an image
+DISK_SUFFIX = "-disk"
 ANN = "dev.imagebuild.promotion."
 ANN_ENVIRONMENT = ANN + "environment"
 ANN_SEQUENCE = ANN + "sequence"
@@ -229,6 +231,7 @@ class PromotionResult:
     rollback: bool = False
     blobs: dict = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    disk: str | None = None         # the digest of the image's disk (bake --format disk), carried along
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -312,6 +315,10 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
         result.messages.append(f"tag {target.label} -> {manifest.digest} (manifest bytes unchanged, no blob moves)")
     else:
         result.messages.append(f"copy {manifest.digest} to {target.label} (each blob: HEAD, then mount, then upload)")
+    disk = disk_of(home, manifest, version, tags)
+    if disk is not None:
+        result.disk = str(disk.digest)
+        result.messages.append(f"carry its disk {disk.digest} to {target.label}{DISK_SUFFIX}")
     result.messages.append(f"record {record_tag(environment, sequence, manifest.digest)} in {home.label}")
     if dry_run:
         return result
@@ -322,12 +329,37 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
             raise UserError(f"environment {environment} names another place ({target.label}), "
                             "which needs a registry", hint="set `registry:` in the recipe")
         result.blobs = copy(target, manifest)
+    if disk is not None:
+        disk_target = Target(target.repository, target.tag + DISK_SUFFIX)
+        if result.action == "retag":
+            disk_target.repository.put_manifest(disk_target.tag, disk)
+        elif copy is not None:
+            copy(disk_target, disk)
     record = Record(environment=environment, sequence=sequence, digest=str(manifest.digest),
                     version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
     home.put_small_blob(EMPTY_JSON)
     home.put_manifest(record.tag, record_manifest(record, manifest))
     result.record = record.tag
     return result
+
+
+def disk_of(home: Repository, manifest: ManifestBytes, version: str | None,
+            tags: Sequence[str]) -> ManifestBytes | None:
+    """The disk baked from this image (`VERSION-disk`, its subject this digest), if there is one."""
+    if not version:
+        return None
+    from imagebuild.bake import tag_for
+
+    tag = tag_for(version) + DISK_SUFFIX
+    if tag not in tags:
+        return None
+    disk = home.manifest(tag)
+    if disk is None:
+        return None
+    data = json.loads(disk.raw)
+    if data.get("artifactType") != DISK_ARTIFACT_TYPE or (data.get("subject") or {}).get("digest") != manifest.digest:
+        return None
+    return disk
 
 
 def _points_at(target: Target, manifest: ManifestBytes) -> bool:

@@ -9,9 +9,13 @@ TCG on a loaded machine is slow; the measured times are in docs/disk.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import socket
+import stat
+import struct
 import subprocess
 import time
 from dataclasses import dataclass
@@ -180,3 +184,87 @@ def test_bad_disk_requests_are_one_line_user_errors(flask_disks, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert not (tmp_path / "x.qcow2").exists()
+
+
+def test_promoting_in_the_local_store_carries_the_disk(flask_disks):
+    baked = flask_disks[0]
+    repo = baked.store.parent / "flask-hello"
+    done = imagebuild("promote", baked.result["version"], "--to", "dev", "--recipe", repo / "imagebuild.yaml",
+                      "--store", baked.store)
+    assert done.returncode == 0, done.stderr
+    assert "carry its disk" in done.stdout
+    refs = {entry["annotations"]["org.opencontainers.image.ref.name"]: entry["digest"]
+            for entry in json.loads((baked.store / "index.json").read_text())["manifests"]}
+    assert refs["flask-hello:dev"] == baked.result["digest"]
+    assert refs["flask-hello:dev-disk"] == baked.result["disk"]["digest"]
+
+
+def _partition(raw: Path, number: int, out: Path) -> Path:
+    with open(raw, "rb") as disk:
+        mbr = disk.read(512)
+        start, size = struct.unpack_from("<II", mbr, 446 + 16 * (number - 1) + 8)
+        disk.seek(start * 512)
+        with open(out, "wb") as target:
+            left = size * 512
+            while left:
+                chunk = disk.read(min(left, 1 << 22))
+                target.write(chunk)
+                left -= len(chunk)
+    return out
+
+
+def _tree(root: Path, modes: dict[str, tuple[int, int, int]] | None = None) -> dict[str, tuple]:
+    """path -> (mode, uid, gid, sha256 or link target, mtime of non-directories)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        relative = str(path.relative_to(root))
+        if stat.S_ISREG(info.st_mode):
+            what = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif stat.S_ISLNK(info.st_mode):
+            what = os.readlink(path)
+        else:
+            what = ""
+        mode, uid, gid = modes[relative] if modes is not None else (info.st_mode, info.st_uid, info.st_gid)
+        mtime = 0 if stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode) else int(info.st_mtime)
+        out[relative] = (mode, uid, gid, what, mtime)
+    return out
+
+
+def _ext2_modes(image: Path, directories: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Mode (with setuid/setgid/sticky bits), uid and gid of every entry, as the ext2 file system holds them."""
+    script = image.parent / "ls.debugfs"
+    script.write_text("".join(f'ls -p "/{directory}"\n' for directory in directories))
+    done = subprocess.run(["debugfs", "-f", str(script), str(image)], capture_output=True, text=True, check=True)
+    modes, current = {}, ""
+    for line in done.stdout.splitlines():
+        if line.startswith("debugfs:"):
+            current = line.split('"')[1].strip("/")
+            continue
+        fields = line.split("/")
+        if len(fields) >= 6 and fields[5] not in (".", "..", "lost+found"):
+            relative = f"{current}/{fields[5]}".strip("/")
+            modes[relative] = (int(fields[2], 8), int(fields[3]), int(fields[4]))
+    return modes
+
+
+def test_the_root_file_system_holds_exactly_the_image_files(flask_disks, tmp_path):
+    """umoci's unpacking of the image and the disk's ext2 hold the same paths, bytes, modes, owners, times."""
+    baked = flask_disks[0]
+    bundle = tmp_path / "bundle"
+    done = subprocess.run(["umoci", "unpack", "--image", f"{baked.store}:{baked.result['image']}", str(bundle)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    image_tree = _tree(bundle / "rootfs")
+
+    root = _partition(baked.raw, 2, tmp_path / "root.ext2")
+    dumped = tmp_path / "disk"
+    dumped.mkdir()
+    done = subprocess.run(["debugfs", "-R", f"rdump / {dumped}", str(root)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    directories = [""] + [str(path.relative_to(dumped)) for path in dumped.rglob("*")
+                          if path.is_dir() and not path.is_symlink()]
+    disk_tree = _tree(dumped, _ext2_modes(root, directories))
+    assert set(disk_tree) == set(image_tree)
+    assert [path for path in image_tree if disk_tree[path] != image_tree[path]] == []
+    assert len(image_tree) > 1000

@@ -35,7 +35,9 @@ def bake_command(
     options = BakeOptions(allow_dirty=allow_dirty, outputs=image_outputs, load=load, push=push, insecure=insecure)
     the_store = open_store(store)
     result = bake(path, the_store, options, Progress.for_terminal(ci=is_ci()))
-    disk = _bake_disk(path, the_store, result, disk_outputs, push, insecure) if form == "disk" else None
+    disk = None
+    if form == "disk":
+        disk = _bake_disk(path, the_store, result, disk_outputs, push, insecure, Progress.for_terminal(ci=is_ci()))
     if json_out:
         emit_json({**result.to_json(), **({"disk": disk.to_json()} if disk else {})})
         return
@@ -57,10 +59,18 @@ def _disk_outputs(form: str, output: List[str]) -> list[Path]:
     return [check_disk_output(item) for item in wanted]
 
 
-def _bake_disk(path: Path, store, result, outputs: list[Path], push: bool, insecure: Optional[bool]):
+def _bake_disk(path: Path, store, result, outputs: list[Path], push: bool, insecure: Optional[bool], progress):
     """The disk of the image just baked: into the store, to each disk: output, and pushed beside the image."""
+    import time
     from imagebuild.disk import bake_recipe_disk, write_disk
-    disk = bake_recipe_disk(path, store, result.local_ref)
+    started = time.monotonic()
+    progress.begin(1)
+    try:
+        progress.layer_started("disk")
+        disk = bake_recipe_disk(path, store, result.local_ref)
+        progress.layer_done("disk", disk.cached, disk.qcow2_size, time.monotonic() - started)
+    finally:
+        progress.end()
     for target in outputs:
         write_disk(store, disk.reference, target)
     if push:

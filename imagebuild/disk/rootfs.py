@@ -64,6 +64,7 @@ class MergedTree:
 
     def __init__(self, layer_tars: list[Path]):
         self._tars = [tarfile.open(path, "r:") for path in layer_tars]
+        self._by_name: list[dict[str, tarfile.TarInfo]] = []     # per layer, for hard link targets
         self.members: dict[str, _Member] = {}
         for number, tar in enumerate(self._tars):
             self._apply(number, tar)
@@ -87,6 +88,7 @@ class MergedTree:
 
     def _apply(self, number: int, tar: tarfile.TarFile) -> None:
         entries = tar.getmembers()
+        self._by_name.append({_normal(info.name): info for info in entries})
         # whiteouts hide lower layers only, so they go first
         for info in entries:
             path = _normal(info.name)
@@ -113,9 +115,16 @@ class MergedTree:
         info = member.info
         tar = self._tars[member.layer]
         if info.islnk():
-            info = tar.getmember(info.linkname)
+            info = self._link_target(member)
         handle = tar.extractfile(info)
         return handle.read() if handle else None
+
+    def _link_target(self, member: _Member) -> tarfile.TarInfo:
+        target = self._by_name[member.layer].get(_normal(member.info.linkname))
+        if target is None or not target.isreg():
+            raise BuildError(f"the hard link {member.info.name} points at {member.info.linkname}, "
+                             "which its layer does not hold as a file")
+        return target
 
     def exists(self, path: str) -> bool:
         return _normal(path) in self.members
@@ -131,7 +140,7 @@ class MergedTree:
                 info = member.info
                 source = info
                 if info.islnk():
-                    source = layer_tar.getmember(info.linkname)
+                    source = self._link_target(member)
                 new = tarfile.TarInfo(path)
                 new.mode, new.uid, new.gid, new.mtime = info.mode, info.uid, info.gid, info.mtime
                 new.uname = new.gname = ""
