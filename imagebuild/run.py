@@ -145,7 +145,7 @@ def start(store: LayoutStore, target: RunTarget, options: RunOptions, say: Calla
     from imagebuild.stores.daemon import DaemonError, connect, load_into_daemon
 
     client = connect(options.docker_url)
-    load_into_daemon(store, target.digest, [target.reference], base_url=options.docker_url)
+    load_into_daemon(store, target.digest, [target.reference], client=client)
     try:
         container = client.containers.create(target.reference, environment=target.environment,
                                              ports=target.ports, name=options.name,
