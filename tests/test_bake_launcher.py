@@ -162,6 +162,13 @@ def test_a_feature_variable_at_start_overrides_one_toggle(shell, image_root, giv
     assert "warning" not in line  # names, never values
 
 
+def test_a_feature_variable_no_toggle_answers_to_is_named_as_unknown(shell, image_root):
+    _, line = started(launch(shell, image_root, {"IMAGEBUILD_ENV": "dev", "FEATURE_NEW_CHEKOUT": "on"}, "env", "-0"))
+    assert line.endswith(" unknown-toggles=FEATURE_NEW_CHEKOUT")
+    _, line = started(launch(shell, image_root, {"IMAGEBUILD_ENV": "dev", "FEATURE_DARK_MODE": "on"}, "env", "-0"))
+    assert "unknown-toggles" not in line
+
+
 def test_a_feature_value_that_is_no_toggle_is_refused(shell, image_root):
     line = refused(launch(shell, image_root, {"IMAGEBUILD_ENV": "dev", "FEATURE_DARK_MODE": "maybe"}, "echo", "started"))
     assert "FEATURE_DARK_MODE='maybe'" in line and "on or off" in line

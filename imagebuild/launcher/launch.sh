@@ -130,6 +130,7 @@ config() {  # config NAME VALUE
 
 features_json=
 features_line=
+feature_vars=' '
 feature() {  # feature NAME VARIABLE on|off
     state=$3
     if is_set "FEATURE_$2"; then
@@ -142,6 +143,7 @@ feature() {  # feature NAME VARIABLE on|off
         overrides="$overrides${overrides:+,}FEATURE_$2"
     fi
     export "FEATURE_$2=$state"
+    feature_vars="$feature_vars$2 "
     if [ "$state" = on ]; then json=true; else json=false; fi
     features_json="$features_json${features_json:+,}$nl  \"$1\": $json"
     features_line="$features_line${features_line:+,}$1:$state"
@@ -177,6 +179,15 @@ secret() {  # secret NAME: from NAME, or read from the file NAME_FILE names
     "(docker run -e NAME=... or -e NAME_FILE=/path/to/a/mounted/file)"
 
 export "$variable=$env_name"
+
+# A FEATURE_ variable no toggle answers to is most likely a typo: name it in the start-up line.
+ignored=
+for name in $(env 2>/dev/null | sed -n 's/^FEATURE_\([A-Za-z0-9_]*\)=.*/\1/p'); do
+    case $feature_vars in
+        *" $name "*) ;;
+        *) ignored="$ignored${ignored:+,}FEATURE_$name" ;;
+    esac
+done
 
 # --- 4. the files the app can read ----------------------------------------------
 
@@ -270,6 +281,7 @@ line="$me: environment=$env_name ($how) version=${IMAGEBUILD_VERSION:-unknown}"
 line="$line digest=${IMAGEBUILD_IMAGE_DIGEST:-unknown} features=${features_line:-none}"
 line="$line overrides=${overrides:-none} secrets=${secrets_line:-none} port=${PORT:-unset}"
 line="$line cpus=$IMAGEBUILD_CPUS${workers:+ workers=$workers} files=$files"
+[ -z "$ignored" ] || line="$line unknown-toggles=$ignored"
 printf '%s\n' "$line" >&2
 
 [ "$#" -gt 0 ] || fail "no server command given"
