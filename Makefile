@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake bench-docker-load clean
+.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -21,7 +21,7 @@ test: services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
-bench: bench-layer-writer bench-registry bench-bake bench-docker-load
+bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy
 
 bench-layer-writer: services
 	$(BIN)/python bench/layer_writer.py
@@ -34,6 +34,9 @@ bench-bake: services
 
 bench-docker-load: services
 	$(BIN)/python bench/docker_load.py
+
+bench-deploy: services
+	$(BIN)/python bench/deploy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

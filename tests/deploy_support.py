@@ -31,6 +31,7 @@ from tests.ssh_support import SshServer, write_known_hosts
 APP = '''\
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -63,6 +64,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 ThreadingHTTPServer.daemon_threads = True
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 ignores SIGTERM without a handler
 ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8000"))), Handler).serve_forever()
 '''
 
@@ -98,7 +100,9 @@ class DeployApp:
     known_hosts: Path
     identity: Path
     ports: list[int]
+    registry: str = ""                                        # REGISTRY/PATH the recipe names
     versions: dict[str, str] = field(default_factory=dict)   # release label -> version
+    digests: dict[str, str] = field(default_factory=dict)    # release label -> manifest digest
 
     @property
     def recipe(self) -> Path:
@@ -111,9 +115,13 @@ class DeployApp:
         commit_all(self.root, label, FIRST_COMMIT_TIME + 60 * len(self.versions))
         done = imagebuild("bake", self.root, "--store", self.store, "--push", "--json")
         assert done.returncode == 0, done.stderr
-        version = json.loads(done.stdout)["version"]
-        self.versions[label] = version
-        return version
+        baked = json.loads(done.stdout)
+        self.versions[label], self.digests[label] = baked["version"], baked["digest"]
+        return baked["version"]
+
+    def reference(self, label: str) -> str:
+        """What a host pulls for a release: REGISTRY/REPOSITORY@DIGEST."""
+        return f"{self.registry}/{self.name}@{self.digests[label]}"
 
     def promote(self, label: str, environment: str = "dev") -> None:
         done = imagebuild("promote", self.versions[label], "--to", environment, "--recipe", self.recipe,
@@ -168,7 +176,7 @@ def make_deploy_app(directory: Path, base: DebianBase, servers: list[SshServer],
     seed(store, base)
     git(root, "init", "-q", "-b", "main")
     known = write_known_hosts(directory / "known_hosts", *servers)
-    return DeployApp(root, store, name, hosts, known, servers[0].client_key, ports)
+    return DeployApp(root, store, name, hosts, known, servers[0].client_key, ports, registry=recipe["registry"])
 
 
 def cleanup(app: DeployApp) -> None:

@@ -131,3 +131,105 @@ def test_a_failed_migration_stops_the_deploy_before_traffic_moves(app, docker_cl
     assert "migrate" in steps and not {"start", "healthy", "reload", "switch"} & set(steps)
     assert app.release_served() == "v1"
     assert [c.labels["dev.imagebuild.deploy.version"] for c in containers_of(app, docker_client)] == [v1]
+
+
+def test_two_hosts_are_deployed_one_at_a_time(tmp_path, debian_python_base, sshd_factory, registry,  # noqa: F811
+                                              docker_client):
+    servers = [sshd_factory(), sshd_factory()]
+    app = make_deploy_app(tmp_path, debian_python_base, servers, [free_port(), free_port()])
+    try:
+        v1, v2 = app.release("v1"), app.release("v2")
+        app.promote("v1")
+        deployed(app.deploy())
+        app.promote("v2")
+        with LoadLoop(app.url(0)) as first, LoadLoop(app.url(1)) as second:
+            first.wait_for(5, "v1")
+            second.wait_for(5, "v1")
+            result = deployed(app.deploy())
+            first.wait_for(5, "v2")
+            second.wait_for(5, "v2")
+        assert first.failures == [] and second.failures == []
+        assert [h["host"] for h in result["hosts"]] == app.hosts
+        assert [h["version"] for h in result["hosts"]] == [v2, v2]
+
+        # One host at a time: every rollout step of the first host comes before any of the second's,
+        # in the order the command reported them and by their timestamps.
+        rollout = [e for e in result["events"] if e["step"] not in ("connect", "check", "known-hosts")]
+        hosts_in_order = [e["host"] for e in rollout]
+        boundary = hosts_in_order.index(app.hosts[1])
+        assert set(hosts_in_order[:boundary]) == {app.hosts[0]} and set(hosts_in_order[boundary:]) == {app.hosts[1]}
+        first_done = next(e for e in rollout if e["host"] == app.hosts[0] and e["step"] == "done")
+        assert epoch(first_done["time"]) <= epoch(rollout[boundary]["time"])
+        for host in app.hosts:
+            steps = [e["step"] for e in rollout if e["host"] == host]
+            assert steps[0] == "pull" and steps[-3:] == ["switch", "stop", "done"]
+        # The migration ran once, on the first host, before any traffic moved.
+        assert [e["host"] for e in rollout if e["step"] == "migrate"] == [app.hosts[0]]
+        assert app.release_served(0) == app.release_served(1) == "v2"
+
+        # Each host has its own instance: its own front, container and state.
+        hosts = app.status()["environments"][0]["hosts"]
+        assert [(h["port"], h["version"], h["state"]) for h in hosts] == [(p, v2, "running") for p in app.ports]
+        assert len({h["container"] for h in hosts}) == 2
+        assert len(containers_of(app, docker_client)) == 2
+    finally:
+        cleanup(app)
+
+
+def host_key_fingerprint(server) -> str:
+    done = subprocess.run(["ssh-keygen", "-lf", str(server.host_key) + ".pub"], capture_output=True, text=True)
+    return done.stdout.split()[1]
+
+
+def test_an_unknown_host_is_refused_until_its_key_is_accepted_and_a_changed_key_always(app, sshd):  # noqa: F811
+    app.release("v1")
+    app.promote("v1")
+    app.known_hosts.write_text("")
+    refused = app.deploy()
+    assert refused.returncode == 2
+    error = refused.stderr.strip().splitlines()[-1]
+    assert f"[127.0.0.1]:{sshd.port} is not in {app.known_hosts}" in error
+    assert host_key_fingerprint(sshd) in error and "--accept-new-host-key" in error
+    assert app.known_hosts.read_text() == ""
+    assert "pull" not in [e["step"] for e in events_from_stderr(refused.stderr)]
+
+    accepted = deployed(app.deploy("dev", "--accept-new-host-key"))
+    assert app.known_hosts.read_text() == sshd.known_hosts_line + "\n"
+    note = next(e for e in accepted["events"] if e["step"] == "known-hosts")
+    assert host_key_fingerprint(sshd) in note["message"]
+    assert app.release_served() == "v1"
+
+    # A different key for the same host is an attack until proven otherwise: refused even with the flag.
+    from tests.ssh_support import keygen
+    other = keygen(app.root.parent / "other_host_key", "other")
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    app.known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {kind} {blob}\n")
+    changed = app.deploy("dev", "--accept-new-host-key")
+    assert changed.returncode == 6 and "host key CHANGED" in changed.stderr, changed.stderr
+
+
+def test_the_agent_authenticates_when_no_key_file_is_given(app, sshd, tmp_path):  # noqa: F811
+    app.release("v1")
+    app.promote("v1")
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if socket_path.exists():
+                break
+            subprocess.run(["sleep", "0.05"])
+        env = {"SSH_AUTH_SOCK": str(socket_path), "HOME": str(tmp_path / "empty-home")}
+        added = subprocess.run(["ssh-add", str(app.identity)], env=env, capture_output=True, text=True)
+        assert added.returncode == 0, added.stderr
+        from tests.conftest import imagebuild
+        without_agent = imagebuild("deploy", "dev", "--recipe", app.recipe, "--store", app.store,
+                                   "--known-hosts", app.known_hosts, "--no-agent", env=env)
+        assert without_agent.returncode == 2 and "no key to offer" in without_agent.stderr
+        done = imagebuild("deploy", "dev", "--recipe", app.recipe, "--store", app.store, "--json",
+                          "--known-hosts", app.known_hosts, env=env)
+        assert deployed(done)["hosts"][0]["action"] == "deployed"
+        assert app.release_served() == "v1"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

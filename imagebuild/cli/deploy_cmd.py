@@ -63,12 +63,13 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time."""
     from imagebuild.cli.promote_cmd import open_places
-    from imagebuild.deploy import deploy, resolve_release
+    from imagebuild.deploy import check_spec, deploy, resolve_release
 
     loaded, places = open_places(recipe, store, insecure)
     try:
         hosts = targets(loaded, environment, host)
         options = ssh_options(identity, known_hosts, agent, accept_new_host_key)
+        check_spec(loaded)
         release = resolve_release(loaded, places, environment, to)
     finally:
         places.close()

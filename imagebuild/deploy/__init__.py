@@ -13,9 +13,9 @@ docs/deploy.md explains the choices.
 
 from imagebuild.deploy.hosts import Host, parse_host, parse_hosts
 from imagebuild.deploy.release import Release, resolve_release
-from imagebuild.deploy.rollout import DeployResult, Event, deploy
+from imagebuild.deploy.rollout import DeployResult, Event, check_spec, deploy
 from imagebuild.deploy.ssh import SshOptions, UnknownHostKeyError
 from imagebuild.deploy.status import HostStatus, host_status
 
 __all__ = ["DeployResult", "Event", "Host", "HostStatus", "Release", "SshOptions", "UnknownHostKeyError",
-           "deploy", "host_status", "parse_host", "parse_hosts", "resolve_release"]
+           "check_spec", "deploy", "host_status", "parse_host", "parse_hosts", "resolve_release"]

@@ -12,7 +12,6 @@ worker has exited; only then is the old container stopped.
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -23,6 +22,24 @@ from imagebuild.errors import DeployError
 POLL = 0.1                 # seconds between looks at the master's workers
 EXTRA_WAIT = 10            # seconds past worker_shutdown_timeout before a stuck old worker is an error
 START_WAIT = 10            # seconds for a newly started master to show its workers
+
+# The master's pid when it runs (checked against /proc, so a stale pid file is not trusted), then its
+# workers, from /proc rather than ps: a minimal host may lack procps.
+PROCESSES = r"""
+pid=$(cat "$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && grep -q nginx "/proc/$pid/cmdline" || exit 0
+echo "master $pid"
+awk -v m="$pid" '/^Pid:/ {p=$2} /^PPid:/ {if ($2 == m) print "worker " p}' /proc/[0-9]*/status 2>/dev/null
+true
+"""
+
+# Replace upstream.conf and nginx.conf (write beside, then rename) and let nginx check them.
+WRITE_AND_TEST = r"""
+set -e
+mkdir -p "$1/tmp"
+printf '%s' "$2" > "$1/upstream.conf.new" && mv -f "$1/upstream.conf.new" "$1/upstream.conf"
+printf '%s' "$3" > "$1/nginx.conf.new" && mv -f "$1/nginx.conf.new" "$1/nginx.conf"
+nginx -q -t -p "$1" -c "$1/nginx.conf" -e "$1/error.log"
+"""
 
 NGINX_CONF = """\
 # Written by imagebuild deploy on every deploy; edits are overwritten.
@@ -81,9 +98,6 @@ class Front:
         return ["nginx", "-p", self.directory, "-c", f"{self.directory}/nginx.conf",
                 "-e", f"{self.directory}/error.log", *flags]
 
-    def prepare(self) -> None:
-        self.session.check(["mkdir", "-p", f"{self.directory}/tmp"], f"creating {self.directory}")
-
     def read_state(self) -> dict | None:
         result = self.session.run(["cat", f"{self.directory}/current.json"])
         if not result.ok:
@@ -97,48 +111,45 @@ class Front:
         self.session.write_file(f"{self.directory}/current.json",
                                 (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
-    def master(self) -> int | None:
-        """The running master's pid, or None (no pid file, or a stale one)."""
-        pid_file = shlex.quote(f"{self.directory}/nginx.pid")
-        result = self.session.shell(
-            f"pid=$(cat {pid_file} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null && "
-            f"grep -q nginx /proc/\"$pid\"/cmdline && echo \"$pid\"")
-        text = result.stdout.strip()
-        return int(text) if result.ok and text.isdigit() else None
+    def processes(self) -> tuple[int | None, set[int]]:
+        """The running master's pid (None: no pid file, or a stale one) and its workers' pids."""
+        result = self.session.run(["sh", "-c", PROCESSES, "processes", f"{self.directory}/nginx.pid"])
+        master, workers = None, set()
+        for line in result.stdout.splitlines():
+            kind, _, pid = line.partition(" ")
+            if pid.isdigit():
+                if kind == "master":
+                    master = int(pid)
+                else:
+                    workers.add(int(pid))
+        return master, workers
 
-    def workers(self, master: int) -> set[int]:
-        # /proc, not ps: a minimal host may lack procps.
-        result = self.session.shell(
-            f"awk -v m={master} '/^Pid:/ {{p=$2}} /^PPid:/ {{if ($2 == m) print p}}' /proc/[0-9]*/status "
-            "2>/dev/null; true")
-        return {int(word) for word in result.stdout.split() if word.isdigit()}
+    def master(self) -> int | None:
+        return self.processes()[0]
 
     def point_to(self, upstream_port: int) -> None:
-        """Write the config for `upstream_port` and check it; nothing running changes yet."""
-        self.session.write_file(f"{self.directory}/upstream.conf",
-                                f"server 127.0.0.1:{upstream_port} max_fails=0;\n".encode())
+        """Write the config for `upstream_port` and check it (one round trip); nothing running changes yet."""
+        upstream = f"server 127.0.0.1:{upstream_port} max_fails=0;\n"
         conf = NGINX_CONF.format(dir=self.directory, listen=self.listen, port=self.port, drain=self.drain)
-        self.session.write_file(f"{self.directory}/nginx.conf", conf.encode())
-        result = self.session.run(self._nginx("-t", "-q"))
+        result = self.session.run(["sh", "-c", WRITE_AND_TEST, "configure", self.directory, upstream, conf])
         if not result.ok:
             raise DeployError(f"{self.session.host}: nginx rejects the front's configuration: {result.said()}")
 
     def switch(self, on_reload: Callable[[str], None] = lambda _: None) -> str:
         """Apply the written config: reload a running master (waiting out its old workers), or start one."""
-        master = self.master()
+        master, old = self.processes()
         if master is None:
             return self._start()
-        old = self.workers(master)
         on_reload(f"nginx {master}: reload; old workers {sorted(old)} finish their requests")
         result = self.session.run(self._nginx("-s", "reload"))
         if not result.ok:
             raise DeployError(f"{self.session.host}: nginx reload failed: {result.said()}")
         deadline = time.monotonic() + self.drain + EXTRA_WAIT
         while True:
-            current = self.workers(master)
-            if current and not (current & old):
+            now_master, current = self.processes()
+            if now_master == master and current and not (current & old):
                 return f"nginx {master} reloaded; its {len(old)} old workers finished their requests"
-            if self.master() != master:
+            if now_master != master:
                 raise DeployError(f"{self.session.host}: the nginx front (pid {master}) died during the reload; "
                                   f"see {self.directory}/error.log on the host")
             if time.monotonic() > deadline:
@@ -154,8 +165,8 @@ class Front:
                               "or ?port= in the host's URL")
         deadline = time.monotonic() + START_WAIT
         while True:
-            master = self.master()
-            if master is not None and self.workers(master):
+            master, workers = self.processes()
+            if master is not None and workers:
                 return f"nginx {master} started on {self.listen}:{self.port}"
             if time.monotonic() > deadline:
                 raise DeployError(f"{self.session.host}: the nginx front did not come up; "

@@ -25,13 +25,6 @@ class RemoteDocker:
         self.session = session
         self.host = session.host
 
-    def version(self) -> str:
-        result = self.session.run(["docker", "version", "--format", "{{.Server.Version}}"])
-        if not result.ok:
-            raise DeployError(f"{self.host}: the Docker engine does not answer: {result.said()}",
-                              hint="install docker on the host and let this user reach it (docker group or root)")
-        return result.stdout.strip()
-
     def pull(self, reference: str) -> None:
         result = self.session.run(["docker", "pull", "--quiet", reference], timeout=PULL_TIMEOUT)
         if not result.ok:
@@ -47,32 +40,29 @@ class RemoteDocker:
         return sorted(int(key.split("/")[0]) for key in ports if key.endswith("/tcp"))
 
     def run_detached(self, name: str, reference: str, *, env: Mapping[str, str], labels: Mapping[str, str],
-                     container_port: int, env_file: str | None) -> str:
+                     container_port: int, env_file: str | None) -> int:
+        """Start the container; returns the loopback port its `container_port` is published on."""
         argv = ["docker", "run", "--detach", "--name", name, "--restart", "unless-stopped",
                 # An ephemeral port on loopback: old and new run side by side, only the front is public.
                 "--publish", f"127.0.0.1::{container_port}"]
         argv += _env_args(env, env_file)
         for key, value in sorted(labels.items()):
             argv += ["--label", f"{key}={value}"]
-        result = self.session.run([*argv, reference], timeout=PULL_TIMEOUT)
+        result = self.session.run_all([*argv, reference], ["docker", "port", name, f"{container_port}/tcp"],
+                                      timeout=PULL_TIMEOUT)
         if not result.ok:
             raise DeployError(f"{self.host}: starting {name} failed: {result.said()}")
-        return result.stdout.strip()
+        for line in result.stdout.splitlines():
+            host, _, port = line.strip().rpartition(":")
+            if host == "127.0.0.1" and port.isdigit():
+                return int(port)
+        raise DeployError(f"{self.host}: {name} publishes no loopback port for {container_port}/tcp")
 
     def run_once(self, name: str, reference: str, argv: Sequence[str], *, env: Mapping[str, str],
                  env_file: str | None) -> Result:
         self.remove(name)
         command = ["docker", "run", "--rm", "--name", name, *_env_args(env, env_file), reference, *argv]
         return self.session.run(command, timeout=MIGRATE_TIMEOUT)
-
-    def published_port(self, name: str, container_port: int) -> int:
-        result = self.session.run(["docker", "port", name, f"{container_port}/tcp"])
-        for line in result.stdout.splitlines():
-            host, _, port = line.strip().rpartition(":")
-            if host == "127.0.0.1" and port.isdigit():
-                return int(port)
-        raise DeployError(f"{self.host}: {name} publishes no loopback port for {container_port}/tcp: "
-                          f"{result.said()}")
 
     def inspect(self, *names: str) -> list[dict]:
         """The containers among `names` that exist (docker inspect fails as a whole on a missing one)."""
@@ -98,11 +88,13 @@ class RemoteDocker:
         result = self.session.run(["docker", "logs", "--tail", "20", name])
         return result.said() if (result.stdout.strip() or result.stderr.strip()) else "an empty log"
 
-    def stop(self, name: str) -> None:
-        self.session.run(["docker", "stop", "--time", str(STOP_GRACE), name], timeout=STOP_GRACE + 60)
+    def stop_and_remove(self, name: str) -> None:
+        """SIGTERM, SIGKILL after STOP_GRACE seconds, then remove."""
+        self.session.run_all(["docker", "stop", "--time", str(STOP_GRACE), name], ["docker", "rm", name],
+                             timeout=STOP_GRACE + 60)
 
-    def remove(self, name: str) -> bool:
-        return self.session.run(["docker", "rm", "--force", name], timeout=STOP_GRACE + 60).ok
+    def remove(self, name: str) -> None:
+        self.session.run(["docker", "rm", "--force", name], timeout=STOP_GRACE + 60)
 
 
 def _env_args(env: Mapping[str, str], env_file: str | None) -> list[str]:

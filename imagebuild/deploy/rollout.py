@@ -22,6 +22,7 @@ and even that host keeps serving throughout.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
@@ -33,7 +34,7 @@ from imagebuild.deploy.front import Front
 from imagebuild.deploy.hosts import Host
 from imagebuild.deploy.release import Release
 from imagebuild.deploy.remote_docker import RemoteDocker
-from imagebuild.deploy.ssh import SshOptions, SshSession
+from imagebuild.deploy.ssh import Result, SshOptions, SshSession
 from imagebuild.errors import DeployError, RecipeError
 from imagebuild.recipe.model import DeploySpec, Recipe
 
@@ -46,6 +47,12 @@ ENV_VARIABLE = "IMAGEBUILD_ENV"
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 _SAFE_LISTEN = re.compile(r"^[A-Za-z0-9.:-]+$")
 
+LOOK_MARK = "--- imagebuild probe ---"
+PREFLIGHT = """
+docker version --format '{{.Server.Version}}' || exit 90
+for tool in nginx bash timeout awk; do command -v "$tool" >/dev/null || echo "missing:$tool"; done
+[ -z "$1" ] || [ -r "$1" ] || echo no-env-file
+"""
 # A plain HTTP/1.0 request from the host to the container's loopback port, with bash's /dev/tcp, the
 # path nginx will use; prints the status line. Values arrive as arguments, never inside the script.
 PROBE = ('exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 7; '
@@ -115,20 +122,26 @@ class DeployResult:
                 "events": [e.to_dict() for e in self.events]}
 
 
-def check_spec(spec: DeploySpec) -> None:
+def check_spec(recipe: Recipe) -> None:
     """deploy.* values the host's shell and nginx will see; bad ones are recipe errors."""
+    spec = recipe.deploy
+
+    def fail(key: str, message: str, hint: str | None = None):
+        raise RecipeError(f"deploy.{key}: {message}", file=str(recipe.source) if recipe.source else None,
+                          key=f"deploy.{key}", hint=hint)
+
     if not 1 <= spec.port <= 65535:
-        raise RecipeError(f"deploy.port: {spec.port} is not a port number", key="deploy.port")
+        fail("port", f"{spec.port} is not a port number")
     if spec.drain < 0:
-        raise RecipeError("deploy.drain: must not be negative", key="deploy.drain")
+        fail("drain", "must not be negative")
     if spec.health_timeout < 1:
-        raise RecipeError("deploy.health_timeout: must be at least 1 second", key="deploy.health_timeout")
+        fail("health_timeout", "must be at least 1 second")
     if not _SAFE_PATH.match(spec.state_dir) or "/.." in spec.state_dir:
-        raise RecipeError(f"deploy.state_dir: {spec.state_dir!r} must be an absolute path of letters, digits "
-                          "and . _ - /", key="deploy.state_dir")
+        fail("state_dir", f"{spec.state_dir!r} must be an absolute path of letters, digits and . _ - /")
     if not _SAFE_LISTEN.match(spec.listen):
-        raise RecipeError(f"deploy.listen: {spec.listen!r} is not an address", key="deploy.listen",
-                          hint="e.g. 0.0.0.0, 127.0.0.1 or [::]")
+        fail("listen", f"{spec.listen!r} is not an address", "e.g. 0.0.0.0, 127.0.0.1 or [::]")
+    if spec.env_file is not None and not _SAFE_PATH.match(spec.env_file):
+        fail("env_file", f"{spec.env_file!r} must be an absolute path on the host")
 
 
 @dataclass(frozen=True)
@@ -182,16 +195,20 @@ class HostRollout:
         self.events.emit(self.host, step, message)
 
     def preflight(self) -> None:
-        version = self.docker.version()
-        missing = self.session.shell("for tool in nginx bash timeout awk; do command -v \"$tool\" >/dev/null "
-                                     "|| echo \"$tool\"; done").stdout.split()
+        """docker, the tools the front and the probe use, and the env file, in one round trip."""
+        result = self.session.run(["sh", "-c", PREFLIGHT, "preflight", self.spec.env_file or ""])
+        if result.exit_code == 90:
+            raise DeployError(f"{self.host}: the Docker engine does not answer: {result.said()}",
+                              hint="install docker on the host and let this user reach it (docker group or root)")
+        lines = result.stdout.split()
+        missing = [line.split(":", 1)[1] for line in lines if line.startswith("missing:")]
         if missing:
             raise DeployError(f"{self.host}: missing on the host: {', '.join(missing)}",
                               hint="install them (Debian: apt-get install nginx bash coreutils mawk)")
-        if self.spec.env_file:
-            if not self.session.run(["test", "-r", self.spec.env_file]).ok:
-                raise DeployError(f"{self.host}: deploy.env_file {self.spec.env_file} is not a readable file "
-                                  "on the host", hint="create it there; its values never leave the host")
+        if "no-env-file" in lines:
+            raise DeployError(f"{self.host}: deploy.env_file {self.spec.env_file} is not a readable file on the "
+                              "host", hint="create it there; its values never leave the host")
+        version = lines[0] if lines else "?"
         self.emit("check", f"docker {version}, nginx and bash present; instance {self.instance.key}")
 
     def current(self) -> tuple[dict | None, dict | None]:
@@ -228,7 +245,8 @@ class HostRollout:
         name = self.instance.container(slot)
         if name == old_name:  # a state file from an older layout; never reuse the serving name
             slot, name = SLOTS[1], self.instance.container(SLOTS[1])
-        if self.docker.remove(name):
+        if self.docker.inspect(name):
+            self.docker.remove(name)
             self.emit("cleanup", f"removed a leftover {name} that served no traffic")
         ports = self.docker.exposed_ports(release.reference)
         container_port = self.recipe.server.port if self.recipe.server.port in ports else (ports or [0])[0]
@@ -236,14 +254,13 @@ class HostRollout:
             raise DeployError(f"{self.host}: {release.reference} exposes no TCP port to send traffic to")
         labels = {**self.instance.labels, LABEL + "slot": slot, LABEL + "digest": release.digest,
                   LABEL + "version": release.version, LABEL + "created": now()}
-        self.docker.run_detached(name, release.reference, env={ENV_VARIABLE: release.environment},
-                                 labels=labels, container_port=container_port, env_file=self.spec.env_file)
-        upstream = self.docker.published_port(name, container_port)
+        upstream = self.docker.run_detached(name, release.reference, env={ENV_VARIABLE: release.environment},
+                                            labels=labels, container_port=container_port,
+                                            env_file=self.spec.env_file)
         self.emit("start", f"{name} ({release.version}) on 127.0.0.1:{upstream}")
 
         self._wait_healthy(name, upstream, state.get("version") if old_name else None)
 
-        self.front.prepare()
         self.front.point_to(upstream)
         how = self.front.switch(on_reload=lambda text: self.emit("reload", text))
         since = self.events.emit(self.host, "switch", f"traffic on {self.instance.port} now goes to {name} "
@@ -255,8 +272,7 @@ class HostRollout:
             "reference": release.reference, "upstream": upstream, "since": since, "host": str(self.host),
             "previous": previous})
         if old_name:
-            self.docker.stop(old_name)
-            self.docker.remove(old_name)
+            self.docker.stop_and_remove(old_name)
             self.emit("stop", f"drained, stopped and removed {old_name} ({state.get('version')})")
         self.emit("done", f"{release.version} serves on port {self.instance.port} "
                           f"({time.monotonic() - started:.1f} s)")
@@ -276,6 +292,20 @@ class HostRollout:
                               f"(exit {result.exit_code}): {result.said()}; no traffic moved, {keeps}")
         self.emit("migrated", f"`{shown}` succeeded")
 
+    def _look(self, name: str, upstream: int, path: str) -> tuple[dict | None, Result]:
+        """The container's state and one probe of its health path, in one round trip."""
+        inspect = ["docker", "container", "inspect", "--format", "{{json .State}}", name]
+        probe = ["timeout", str(PROBE_TIMEOUT), "bash", "-c", PROBE, str(upstream), path]
+        quoted = [" ".join(shlex.quote(part) for part in argv) for argv in (inspect, probe)]
+        result = self.session.shell(f"{quoted[0]} 2>/dev/null || echo null; echo {shlex.quote(LOOK_MARK)}; {quoted[1]}",
+                                    timeout=PROBE_TIMEOUT + 30)
+        state_text, _, probe_out = result.stdout.partition(LOOK_MARK + "\n")
+        try:
+            state = json.loads(state_text.strip() or "null")
+        except ValueError:
+            state = None
+        return state, Result(result.argv, result.exit_code, probe_out, result.stderr)
+
     def _wait_healthy(self, name: str, upstream: int, serving_version: str | None) -> None:
         path = self.recipe.health.path if self.recipe.health.path.startswith("/") else "/" + self.recipe.health.path
         timeout = self.spec.health_timeout
@@ -283,15 +313,13 @@ class HostRollout:
         streak, seen = 0, "no answer yet"
         while True:
             problem = None
-            state = self.docker.state(name)
+            state, probe = self._look(name, upstream, path)
             if state is None or not state.get("Running"):
                 code = state.get("ExitCode") if state else "?"
                 problem = f"the container exited with code {code}; its log ends: {self.docker.last_log_line(name)}"
             elif (state.get("Health") or {}).get("Status") == "unhealthy":
                 problem = f"Docker's health check reports unhealthy; last answer to GET {path}: {seen}"
             else:
-                probe = self.session.run(["timeout", str(PROBE_TIMEOUT), "bash", "-c", PROBE, str(upstream), path],
-                                         timeout=PROBE_TIMEOUT + 30)
                 status_line = probe.stdout.strip()
                 if probe.ok and status_line.split()[1:2] == ["200"]:
                     streak += 1
@@ -312,7 +340,7 @@ class HostRollout:
             time.sleep(HEALTH_POLL)
 
 
-def _probe_failure(probe) -> str:
+def _probe_failure(probe: Result) -> str:
     if probe.exit_code == 124:
         return f"no status line within {PROBE_TIMEOUT} s"
     said = probe.said()
@@ -324,7 +352,7 @@ def _probe_failure(probe) -> str:
 def deploy(recipe: Recipe, release: Release, hosts: Sequence[Host], options: SshOptions,
            listener: Callable[[Event], None] | None = None) -> DeployResult:
     """Roll `release` onto `hosts`, one at a time; raises DeployError at the first host that fails."""
-    check_spec(recipe.deploy)
+    check_spec(recipe)
     events = Events(listener)
     result = DeployResult(release, events=events.items)
     begun = time.monotonic()

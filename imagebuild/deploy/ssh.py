@@ -132,6 +132,9 @@ class SshSession:
                             hint="pass --identity KEY, or load the key into ssh-agent") from exc
         except (OSError, socket.timeout, paramiko.SSHException) as exc:
             self.client.close()
+            if isinstance(exc, paramiko.SSHException) and "No authentication methods" in str(exc):
+                raise AuthError(f"{host}: no key to offer for user {host.user}",
+                                hint="pass --identity KEY, or start ssh-agent and ssh-add the key") from exc
             raise DeployError(f"cannot reach {host}: {exc}") from exc
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None,
@@ -156,6 +159,11 @@ class SshSession:
             raise DeployError(f"{self.host}: `{command[:120]}` did not complete: {exc or type(exc).__name__}") from exc
         return Result(argv or (command,), code, out.decode(errors="replace"), err.decode(errors="replace"))
 
+    def run_all(self, *argvs: Sequence[str], timeout: float = DEFAULT_COMMAND_TIMEOUT) -> Result:
+        """Several commands in one round trip, each after the previous succeeded (`a && b`)."""
+        command = " && ".join(" ".join(shlex.quote(str(part)) for part in argv) for argv in argvs)
+        return self.shell(command, timeout=timeout)
+
     def check(self, argv: Sequence[str], doing: str, **kwargs) -> Result:
         result = self.run(argv, **kwargs)
         if not result.ok:
@@ -166,8 +174,9 @@ class SshSession:
         """Replace a file on the host atomically: write beside it, then rename."""
         quoted = shlex.quote(path)
         temp = shlex.quote(path + ".new")
-        result = self.shell(f"umask 077 && cat > {temp} && chmod {mode} {temp} && mv -f {temp} {quoted}",
-                            stdin=content)
+        parent = shlex.quote(path.rpartition("/")[0] or "/")
+        result = self.shell(f"mkdir -p {parent} && umask 077 && cat > {temp} && chmod {mode} {temp} && "
+                            f"mv -f {temp} {quoted}", stdin=content)
         if not result.ok:
             raise DeployError(f"{self.host}: cannot write {path}: {result.said()}")
 

@@ -1,0 +1,84 @@
+"""Deploy mistakes a user can make get one line and exit 2, before any host is touched."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from imagebuild.deploy.hosts import parse_host, parse_hosts
+from imagebuild.errors import UserError
+from tests.conftest import imagebuild
+from tests.ssh_support import free_port
+
+
+def recipe(tmp_path, **overrides):
+    data = {"name": "web", "registry": "127.0.0.1:5000/deploy-errors",
+            "server": {"kind": "command", "command": ["./serve"]},
+            "environments": [{"name": "dev", "hosts": ["ssh://root@127.0.0.1:22"]}, {"name": "prod"}]}
+    data.update(overrides)
+    path = tmp_path / "imagebuild.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def one_error_line(done) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def test_host_urls():
+    host = parse_host("ssh://deployer@web-1.example.test:2222?port=8081")
+    assert (host.user, host.address, host.ssh_port, host.public_port) == ("deployer", "web-1.example.test", 2222, 8081)
+    assert parse_host("ssh://root@10.0.0.7").ssh_port == 22 and parse_host("ssh://root@10.0.0.7").public_port is None
+    for bad, says in (("root@host", "not an ssh:// URL"), ("http://host", "not an ssh:// URL"),
+                      ("ssh://root@host/srv", "has a path"), ("ssh://root@host?port=http", "?port= must be"),
+                      ("ssh://root@host?weight=2", "unknown setting 'weight'"), ("ssh://root@host:99999", "bad port")):
+        with pytest.raises(UserError, match=says.replace("?", r"\?")):
+            parse_host(bad)
+    with pytest.raises(UserError, match="repeats"):
+        parse_hosts(["ssh://a@h:22", "ssh://b@h"])
+
+
+def test_a_password_in_a_host_url_is_refused_and_never_printed(tmp_path):
+    path = recipe(tmp_path, environments=[{"name": "dev", "hosts": ["ssh://root:hunter2@127.0.0.1"]}])
+    done = imagebuild("deploy", "dev", "--recipe", path)
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert "password" in line and "hunter2" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["staging"], "no environment 'staging'"),
+    (["prod"], "environment prod has no hosts"),
+    (["dev", "--host", "web-1"], "--host 'web-1' is not an ssh:// URL"),
+    (["dev", "--identity", "/nonexistent/key"], "identity /nonexistent/key is not a file"),
+])
+def test_bad_targets_and_options(tmp_path, args, says):
+    done = imagebuild("deploy", *args, "--recipe", recipe(tmp_path))
+    assert done.returncode == 2
+    assert says in one_error_line(done)
+
+
+def test_deploy_needs_a_registry(tmp_path):
+    path = recipe(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    del data["registry"]
+    path.write_text(yaml.safe_dump(data))
+    done = imagebuild("deploy", "dev", "--recipe", path, "--store", tmp_path / "store")
+    assert done.returncode == 2 and "deploy needs a registry" in one_error_line(done)
+
+
+def test_nothing_promoted_yet(tmp_path, registry):
+    done = imagebuild("deploy", "dev", "--recipe", recipe(tmp_path, registry=f"{registry}/never-promoted"))
+    assert done.returncode == 2 and "nothing was promoted to dev" in one_error_line(done)
+
+
+def test_bad_deploy_settings_name_their_key(tmp_path, registry):
+    for deploy, key in (({"port": 70000}, "deploy.port"), ({"state_dir": "relative/dir"}, "deploy.state_dir"),
+                        ({"listen": "0.0.0.0; evil"}, "deploy.listen"), ({"drain": -1}, "deploy.drain")):
+        path = recipe(tmp_path, deploy=deploy)
+        done = imagebuild("deploy", "dev", "--recipe", path, "--host", f"ssh://root@127.0.0.1:{free_port()}")
+        assert done.returncode == 2, done.stderr
+        assert key in one_error_line(done)
