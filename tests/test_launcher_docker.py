@@ -197,11 +197,40 @@ def test_run_refuses_an_unknown_environment_or_image_before_starting_anything(ba
     assert done.returncode == 2 and "no image 'launcher-probe:nope'" in done.stderr
 
 
+def test_run_checks_its_ports_and_variables_before_starting_anything(baked):
+    from imagebuild.errors import UserError
+    from imagebuild.run import RunOptions, plan_run
+
+    store, result = baked
+    target = plan_run(store, result["image"], RunOptions(env="test", publish=("8080",),
+                                                          variables=("LOG_LEVEL=debug", "TOKEN")),
+                      host_env={"TOKEN": "t0k3n"})
+    assert target.ports == {"8000/tcp": ("127.0.0.1", 8080)}
+    assert target.environment == {"IMAGEBUILD_ENV": "test", "LOG_LEVEL": "debug", "TOKEN": "t0k3n",
+                                  "IMAGEBUILD_IMAGE_DIGEST": result["digest"]}
+    assert (target.variable, target.environments) == ("IMAGEBUILD_ENV", ("dev", "test", "prod"))
+    assert plan_run(store, result["image"], RunOptions(publish=("0.0.0.0:9000:8000",))).ports == \
+        {"8000/tcp": ("0.0.0.0", 9000)}
+    assert plan_run(store, result["digest"], RunOptions()).ports == {"8000/tcp": ("127.0.0.1", None)}
+    for options, fragment in ((RunOptions(publish=("http",)), "is not a port"),
+                              (RunOptions(publish=("70000",)), "not a TCP port"),
+                              (RunOptions(variables=("NOT_HERE",)), "not set here"),
+                              (RunOptions(variables=("BAD-NAME=1",)), "not a variable name"),
+                              (RunOptions(env="dev", variables=("IMAGEBUILD_ENV=prod",)), "disagree")):
+        with pytest.raises(UserError, match=fragment):
+            plan_run(store, result["image"], options, host_env={})
+    done = imagebuild("run", result["image"], "--env", "dev", "-e", "NOT_SET_ANYWHERE", "--store", store.root)
+    assert done.returncode == 2 and "NOT_SET_ANYWHERE is not set here" in done.stderr
+
+
 def test_run_passes_a_missing_secret_refusal_through_with_its_exit_code(baked):
     store, result = baked
     done = imagebuild("run", result["image"], "--env", "prod", "--store", store.root)
     assert done.returncode == 64, done.stderr
     assert "environment 'prod' needs secret(s) DATABASE_URL" in done.stderr
+    done = imagebuild("run", result["image"], "--env", "prod", "--json", "--store", store.root)
+    assert done.returncode == 64, done.stderr
+    assert json.loads(done.stdout)["exit_code"] == 64  # stdout holds the JSON object only
 
 
 def test_run_starts_an_environment_with_its_secret_and_a_published_port(baked, docker_client, docker_leftovers):

@@ -37,7 +37,9 @@ def run_command(
     from imagebuild.run import RunOptions, run_image
 
     options = RunOptions(env=env, publish=tuple(publish), variables=tuple(variables), detach=detach, name=name)
-    code, started = run_image(open_store(store), image, options, sys.stdout.buffer, sys.stderr.buffer, say)
+    # With --json, stdout holds the one JSON object, so the container's stdout goes to stderr.
+    out = sys.stderr.buffer if json_out else sys.stdout.buffer
+    code, started = run_image(open_store(store), image, options, out, sys.stderr.buffer, say)
     if json_out:
         emit_json({"container": started.container_id, "address": started.address,
                    "exit_code": None if detach else code})
