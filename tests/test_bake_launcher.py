@@ -293,6 +293,7 @@ def test_the_helper_reads_what_the_launcher_wrote(runtime, image_root, monkeypat
     monkeypatch.setenv("IMAGEBUILD_CONFIG_DIR", str(image_root / "etc/imagebuild"))
     monkeypatch.setenv("IMAGEBUILD_ENV", "dev")
     assert runtime.feature("new-checkout") is True and runtime.feature("dark_mode") is True
+    assert runtime.feature("NEW_CHECKOUT") is True  # spelled as its variable
     assert runtime.features() == {"new-checkout": True, "dark_mode": True}
     assert runtime.config("GREETING") == GREETING and runtime.config()["LOG_LEVEL"] == "debug"
     assert runtime.config("NOPE", "fallback") == "fallback"

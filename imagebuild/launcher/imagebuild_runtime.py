@@ -63,6 +63,10 @@ def feature(name: str, default: object = _MISSING) -> bool:
     if found is not None:
         if name in found:
             return bool(found[name])
+        # new-checkout, NEW_CHECKOUT and new_checkout are one toggle, as FEATURE_NEW_CHECKOUT is.
+        alike = [value for key, value in found.items() if _variable(key) == _variable(name)]
+        if alike:
+            return bool(alike[0])
         if default is not _MISSING:
             return bool(default)
         raise LookupError(f"no feature toggle {name!r} in this image (known: {', '.join(sorted(found)) or 'none'})")
