@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import typer
-
 from imagebuild.cli.app import app
 from imagebuild.cli.common import RecipeOption, StoreOption
 

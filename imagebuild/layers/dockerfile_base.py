@@ -16,7 +16,6 @@ import collections
 import dataclasses
 import hashlib
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -183,17 +182,17 @@ def build(store: LayoutStore, prepared: Prepared, client, base_ref: str | None,
     `base_ref`: a store image (REF@DIGEST) the template starts FROM, loaded into
     the engine first (only tagged when the engine already has it).
     """
+    from imagebuild.layers.debian import base_from_store
     from imagebuild.stores import daemon
 
     known: dict[str, LayerResult] = {}
     if base_ref is not None:
-        base_digest = str(Reference.parse(base_ref).digest)
-        daemon.load_image(store, base_digest, [engine_tag_for(base_ref)], client=client)
-        manifest = store.read_manifest(base_digest)
-        diff_ids = store.read_config(manifest).get("rootfs", {}).get("diff_ids", [])
-        known = {diff_id: LayerResult(diff_id=Digest(diff_id), digest=layer.digest, size=layer.size,
-                                      uncompressed_size=0, media_type=layer.media_type)
-                 for diff_id, layer in zip(diff_ids, manifest.layers)}
+        # The platform's image when os.image names an index; a UserError when it was never pulled.
+        base = base_from_store(store, base_ref, prepared.recipe.os.architecture)
+        daemon.load_image(store, base.manifest_digest, [engine_tag_for(base_ref)], client=client)
+        known = {layer.diff_id: LayerResult(diff_id=layer.diff_id, digest=layer.digest, size=layer.size,
+                                            uncompressed_size=0, media_type=layer.descriptor.media_type)
+                 for layer in base.layers}
     progress.note(f"building the base from {prepared.template.name} with the Docker engine ...")
     image_id = _engine_build(client, prepared)
     descriptor = daemon.save_image(client, image_id, store, (prepared.ref_name,), known)
