@@ -191,3 +191,14 @@ def test_a_from_the_engine_cannot_find_is_one_line(tmp_path, store, python_base_
     # what follows is the engine's word on the pull it tried (no such host here, access denied elsewhere)
     assert last.startswith(f"error: building the base from base.Dockerfile failed at `FROM {missing}`: ")
     assert "Traceback" not in done.stderr
+
+
+def test_a_from_image_never_pulled_is_refused_with_the_pull_hint(tmp_path, store, debian_python_base):  # noqa: F811
+    missing = "python-base@sha256:" + "ab" * 32
+    repo = dockerfile_repo(tmp_path, debian_python_base,
+                           f"os:\n  image: {missing}\n  dockerfile: docker/base.Dockerfile\n")
+    done = bake(repo, store.root)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: base image {missing} is not in the local store at {store.root} "
+        f"(run `imagebuild pull {missing}` first)")
