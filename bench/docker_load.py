@@ -11,6 +11,8 @@ peak RSS is its own:
   skip       streamed again after the engine got the 1 GiB layer from another
              image: only the top layer is sent
   tagged     streamed again when the engine has the very image: only a tag
+  save       the other way: `docker save` read as it arrives into a new store
+             (gzip-compressing the layers), beside `docker save -o FILE`
 
     python bench/docker_load.py [--size-mib N] [--json]
 
@@ -59,6 +61,9 @@ if mode == "staged":
         with open(path, "rb") as handle:
             client.images.load(handle)
     print(json.dumps({"sent": staged, "staged": staged}))
+elif mode == "save":
+    daemon.save_image(daemon.connect(), tag, LayoutStore(sys.argv[6]))
+    print(json.dumps({"sent": 0, "staged": 0}))
 else:
     report = daemon.load_image(store, digest, [tag])
     print(json.dumps({"sent": report.bytes_sent, "staged": 0, "layers_sent": report.layers_sent}))
@@ -104,7 +109,7 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"image: one {args.size_mib} MiB layer of random bytes + a 4 KiB layer; peak RSS of the loading process")
-    print(f"| mode | seconds | peak RSS | sent to the engine | temporary file |")
+    print(f"| mode | seconds | peak RSS | sent to the engine | archive on disk |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, row in results.items():
         print(f"| {name} | {row['seconds']} | {row['peak_rss_mib']} MiB | {human_size(row.get('sent', 0))} "
@@ -147,6 +152,11 @@ def run(work: Path, size_mib: int, tags: list[str]) -> dict:
     child("streamed", store.root, big_digest, big_tag, work)
     results["skip"] = child("streamed", store.root, digest, skip_tag, work)
     results["tagged"] = child("streamed", store.root, digest, tagged_tag, work)
+    # The other way: `docker save` into a store (what an os.dockerfile base takes), beside docker save -o.
+    results["save"] = child("save", store.root, digest, tagged_tag, work / "saved-store")
+    peer = timed(["docker", "save", "-o", str(work / "saved.tar"), tagged_tag])
+    peer.pop("stdout")
+    results["docker save"] = {**peer, "sent": 0, "staged": (work / "saved.tar").stat().st_size}
     return results
 
 
