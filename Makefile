@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy clean
+.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -21,7 +21,7 @@ test: services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
-bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy
+bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk
 
 bench-layer-writer: services
 	$(BIN)/python bench/layer_writer.py
@@ -37,6 +37,9 @@ bench-docker-load: services
 
 bench-deploy: services
 	$(BIN)/python bench/deploy.py
+
+bench-disk: services
+	$(BIN)/python bench/disk.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -47,10 +47,10 @@ def _deb_cache() -> Path:
     return cache_root().parent / "debs"
 
 
-def fetch_deb(index: AptIndex, name: str) -> DebFile:
-    """The .deb of NAME's candidate version, from the cache when its SHA256 matches the index."""
-    fields = index.candidate(name)
-    version = fields["Version"]
+def fetch_deb(index: AptIndex, spec: str) -> DebFile:
+    """The .deb of NAME (the candidate version) or NAME=VERSION, from the cache when its SHA256 matches the index."""
+    fields = index.candidate(spec)
+    name, version = fields.get("Package", spec.partition("=")[0]), fields["Version"]
     cache = _deb_cache() / index.source.suite
     cached = cache / Path(fields.get("Filename", f"{name}_{version}.deb")).name
     expected = fields.get("SHA256", "")
@@ -79,20 +79,22 @@ def deb_members(deb: DebFile) -> tarfile.TarFile:
     return tarfile.open(fileobj=io.BytesIO(done.stdout), mode="r:")
 
 
-def _image_package(index: AptIndex, name: str) -> DebFile:
-    """A kernel package, following a flavour's meta-package to the versioned one it depends on."""
+def _image_package(index: AptIndex, spec: str) -> DebFile:
+    """A kernel package, following a flavour's meta-package to the versioned one it depends on
+    (to the exact version a pinned meta-package, NAME=VERSION, names)."""
     for _ in range(3):
-        deb = fetch_deb(index, name)
+        deb = fetch_deb(index, spec)
         with deb_members(deb) as tar:
             if any(re.fullmatch(r"\./boot/vmlinu[xz]-.*", member.name) for member in tar.getmembers()):
                 return deb
-        depends = index.candidate(name).get("Depends", "")
-        images = re.findall(r"(linux-image-[^\s,(|]+)", depends)
+        depends = index.candidate(spec).get("Depends", "")
+        images = re.findall(r"(linux-image-[^\s,(|]+)(?:\s*\(=\s*([^)\s]+)\))?", depends)
         if not images:
             break
-        name = images[0]
-    raise UserError(f"the Debian package {name} holds no kernel",
-                    hint="disk.kernel names a kernel package such as linux-image-cloud-amd64")
+        name, version = images[0]
+        spec = f"{name}={version}" if version else name
+    raise UserError(f"the Debian package {spec} holds no kernel",
+                    hint="disk.kernel names a kernel package such as linux-image-cloud-amd64, or NAME=VERSION")
 
 
 def _depends(ko: bytes) -> list[str]:
