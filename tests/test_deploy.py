@@ -4,6 +4,8 @@ blue/green behind nginx under load, a failing health check, rollback, migrations
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -233,3 +235,27 @@ def test_the_agent_authenticates_when_no_key_file_is_given(app, sshd, tmp_path):
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_a_second_deploy_of_the_same_instance_waits_its_turn(app, sshd):  # noqa: F811
+    app.release("v1")
+    app.promote("v1")
+    lock = app.root.parent / "host-state" / f"{app.name}-dev-{app.ports[0]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    # Its own process group: flock's child holds the lock too, and must go with it.
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "600"], start_new_session=True)
+    try:
+        for _ in range(100):   # until flock holds it
+            if subprocess.run(["flock", "--nonblock", str(lock), "true"]).returncode != 0:
+                break
+            subprocess.run(["sleep", "0.05"])
+        busy = app.deploy()
+        assert busy.returncode == 6
+        assert "another deploy of" in busy.stderr and app.hosts[0] in busy.stderr
+        assert "pull" not in [e["step"] for e in events_from_stderr(busy.stderr)]
+    finally:
+        os.killpg(holder.pid, signal.SIGTERM)
+        holder.wait(timeout=10)
+    assert deployed(app.deploy())["hosts"][0]["action"] == "deployed"
+    # The lock went with the finished deploy's SSH session.
+    assert subprocess.run(["flock", "--nonblock", str(lock), "true"]).returncode == 0

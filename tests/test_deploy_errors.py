@@ -82,3 +82,17 @@ def test_bad_deploy_settings_name_their_key(tmp_path, registry):
         done = imagebuild("deploy", "dev", "--recipe", path, "--host", f"ssh://root@127.0.0.1:{free_port()}")
         assert done.returncode == 2, done.stderr
         assert key in one_error_line(done)
+
+
+def test_status_notes_a_host_it_cannot_read_and_still_answers(tmp_path, registry):
+    host = f"ssh://root@127.0.0.1:{free_port()}"
+    path = recipe(tmp_path, registry=f"{registry}/status-unreachable",
+                  environments=[{"name": "dev", "hosts": [host]}])
+    done = imagebuild("status", "--recipe", path, "--store", tmp_path / "store", "--json")
+    assert done.returncode == 0, done.stderr
+    import json
+    [dev] = json.loads(done.stdout)["environments"]
+    [row] = dev["hosts"]
+    assert row["host"] == host and "cannot reach" in row["note"] and row["version"] is None
+    plain = imagebuild("status", "--recipe", path, "--store", tmp_path / "store")
+    assert plain.returncode == 0 and host in plain.stdout and "cannot reach" in plain.stdout

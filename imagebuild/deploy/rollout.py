@@ -50,7 +50,7 @@ _SAFE_LISTEN = re.compile(r"^[A-Za-z0-9.:-]+$")
 LOOK_MARK = "--- imagebuild probe ---"
 PREFLIGHT = """
 docker version --format '{{.Server.Version}}' || exit 90
-for tool in nginx bash timeout awk; do command -v "$tool" >/dev/null || echo "missing:$tool"; done
+for tool in nginx bash timeout awk flock; do command -v "$tool" >/dev/null || echo "missing:$tool"; done
 [ -z "$1" ] || [ -r "$1" ] || echo no-env-file
 """
 # A plain HTTP/1.0 request from the host to the container's loopback port, with bash's /dev/tcp, the
@@ -195,7 +195,11 @@ class HostRollout:
         self.events.emit(self.host, step, message)
 
     def preflight(self) -> None:
-        """docker, the tools the front and the probe use, and the env file, in one round trip."""
+        """The instance's deploy lock; then docker, the tools the front and the probe use, and the env file,
+        in one round trip."""
+        if not self.session.hold_lock(f"{self.instance.directory}.lock"):
+            raise DeployError(f"{self.host}: another deploy of {self.instance.key} is running on this host",
+                              hint="wait for it to finish, then run again")
         result = self.session.run(["sh", "-c", PREFLIGHT, "preflight", self.spec.env_file or ""])
         if result.exit_code == 90:
             raise DeployError(f"{self.host}: the Docker engine does not answer: {result.said()}",
@@ -204,7 +208,7 @@ class HostRollout:
         missing = [line.split(":", 1)[1] for line in lines if line.startswith("missing:")]
         if missing:
             raise DeployError(f"{self.host}: missing on the host: {', '.join(missing)}",
-                              hint="install them (Debian: apt-get install nginx bash coreutils mawk)")
+                              hint="install them (Debian: apt-get install nginx bash coreutils mawk util-linux)")
         if "no-env-file" in lines:
             raise DeployError(f"{self.host}: deploy.env_file {self.spec.env_file} is not a readable file on the "
                               "host", hint="create it there; its values never leave the host")

@@ -26,6 +26,7 @@ from imagebuild.errors import AuthError, DeployError, UserError
 CONNECT_TIMEOUT = 15
 DEFAULT_COMMAND_TIMEOUT = 120
 POLL = 0.005  # seconds between looks at a quiet channel
+LOCK_HELD = "imagebuild-lock-held"
 
 
 class UnknownHostKeyError(UserError):
@@ -103,6 +104,7 @@ class SshSession:
                 raise UserError(f"cannot read known_hosts file {known}: {exc}",
                                 hint="fix the file or pass --known-hosts PATH") from exc
         self.client.set_missing_host_key_policy(_KnownHostsPolicy(options, on_note))
+        self._held: list[paramiko.Channel] = []
         self._connect(options)
 
     def _connect(self, options: SshOptions) -> None:
@@ -169,6 +171,33 @@ class SshSession:
         if not result.ok:
             raise DeployError(f"{self.host}: {doing} failed (exit {result.exit_code}): {result.said()}")
         return result
+
+    def hold_lock(self, path: str) -> bool:
+        """Take an exclusive flock(1) on `path` on the host, held for as long as this session lives.
+
+        The lock is held by `flock ... cat` on a channel of its own; when this process ends, however it
+        ends, the connection drops, cat sees end of input and the lock goes with it. False: taken.
+        """
+        parent = shlex.quote(path.rpartition("/")[0] or "/")
+        command = (f"mkdir -p {parent} && exec flock --nonblock {shlex.quote(path)} "
+                   f"sh -c 'echo {LOCK_HELD}; exec cat >/dev/null'")
+        try:
+            channel = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
+            channel.exec_command(command)
+            reply = bytearray()
+            deadline = time.monotonic() + CONNECT_TIMEOUT
+            while LOCK_HELD.encode() not in reply:
+                if channel.recv_ready():
+                    reply += channel.recv(256)
+                elif channel.exit_status_ready() or time.monotonic() > deadline:
+                    channel.close()
+                    return False
+                else:
+                    time.sleep(POLL)
+        except (OSError, paramiko.SSHException) as exc:
+            raise DeployError(f"{self.host}: cannot take the deploy lock {path}: {exc}") from exc
+        self._held.append(channel)
+        return True
 
     def write_file(self, path: str, content: bytes, mode: str = "644") -> None:
         """Replace a file on the host atomically: write beside it, then rename."""

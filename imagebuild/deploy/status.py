@@ -10,7 +10,7 @@ from imagebuild.deploy.hosts import Host
 from imagebuild.deploy.remote_docker import RemoteDocker
 from imagebuild.deploy.rollout import LABEL, Instance, listen_address
 from imagebuild.deploy.ssh import SshOptions, SshSession
-from imagebuild.errors import ImageBuildError, UserError
+from imagebuild.errors import ImageBuildError
 from imagebuild.recipe.model import Recipe
 
 
@@ -33,8 +33,8 @@ class HostStatus:
 
 
 def host_status(recipe: Recipe, environment: str, hosts: Sequence[Host], options: SshOptions) -> list[HostStatus]:
-    """One row per host; a host that cannot be read gets a note instead of failing the others,
-    except an unknown host key, which is refused like everywhere else."""
+    """One row per host; a host that cannot be read (unreachable, unknown host key, refused key) gets a
+    note instead of failing the others: status only reads."""
     rows = []
     for host in hosts:
         instance = Instance.of(recipe, environment, host)
@@ -42,8 +42,6 @@ def host_status(recipe: Recipe, environment: str, hosts: Sequence[Host], options
         try:
             with SshSession(host, options) as session:
                 _fill(row, session, instance, recipe)
-        except UserError:
-            raise
         except ImageBuildError as exc:
             row.note = exc.one_line()
         rows.append(row)
