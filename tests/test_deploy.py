@@ -259,3 +259,22 @@ def test_a_second_deploy_of_the_same_instance_waits_its_turn(app, sshd):  # noqa
     assert deployed(app.deploy())["hosts"][0]["action"] == "deployed"
     # The lock went with the finished deploy's SSH session.
     assert subprocess.run(["flock", "--nonblock", str(lock), "true"]).returncode == 0
+
+
+def test_a_public_port_already_taken_stops_the_first_deploy_and_leaves_nothing_behind(app, docker_client):
+    import socket
+
+    app.release("v1")
+    app.promote("v1")
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", app.ports[0]))
+        squatter.listen(1)
+        failed = app.deploy()
+    assert failed.returncode == 6
+    error = failed.stderr.strip().splitlines()[-1]
+    assert f"cannot start on 127.0.0.1:{app.ports[0]}" in error and "Address already in use" in error
+    assert "set deploy.port" in error
+    assert containers_of(app, docker_client) == []
+    assert deployed(app.deploy())["hosts"][0]["action"] == "deployed"
+    assert app.release_served() == "v1"

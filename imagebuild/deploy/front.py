@@ -86,6 +86,10 @@ http {{
 """
 
 
+class NotSwitched(DeployError):
+    """The front refused the new config before any traffic moved: the old state can be put back."""
+
+
 @dataclass(frozen=True)
 class Front:
     session: SshSession
@@ -133,7 +137,7 @@ class Front:
         conf = NGINX_CONF.format(dir=self.directory, listen=self.listen, port=self.port, drain=self.drain)
         result = self.session.run(["sh", "-c", WRITE_AND_TEST, "configure", self.directory, upstream, conf])
         if not result.ok:
-            raise DeployError(f"{self.session.host}: nginx rejects the front's configuration: {result.said()}")
+            raise NotSwitched(f"{self.session.host}: nginx rejects the front's configuration: {result.said()}")
 
     def switch(self, on_reload: Callable[[str], None] = lambda _: None) -> str:
         """Apply the written config: reload a running master (waiting out its old workers), or start one."""
@@ -143,7 +147,7 @@ class Front:
         on_reload(f"nginx {master}: reload; old workers {sorted(old)} finish their requests")
         result = self.session.run(self._nginx("-s", "reload"))
         if not result.ok:
-            raise DeployError(f"{self.session.host}: nginx reload failed: {result.said()}")
+            raise NotSwitched(f"{self.session.host}: nginx reload failed: {result.said()}")
         deadline = time.monotonic() + self.drain + EXTRA_WAIT
         while True:
             now_master, current = self.processes()
@@ -160,8 +164,10 @@ class Front:
     def _start(self) -> str:
         result = self.session.run(self._nginx())
         if not result.ok:
-            raise DeployError(f"{self.session.host}: the nginx front cannot start on {self.listen}:{self.port}: "
-                              f"{result.said()}", hint="is another program using that port? set deploy.port "
+            # nginx retries a busy port and ends with "still could not bind()"; the first error says why.
+            emerg = [line.strip() for line in result.stderr.splitlines() if "[emerg]" in line]
+            raise NotSwitched(f"{self.session.host}: the nginx front cannot start on {self.listen}:{self.port}: "
+                              f"{emerg[0] if emerg else result.said()}", hint="is another program using that port? set deploy.port "
                               "or ?port= in the host's URL")
         deadline = time.monotonic() + START_WAIT
         while True:

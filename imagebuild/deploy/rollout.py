@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from imagebuild.deploy.front import Front
+from imagebuild.deploy.front import Front, NotSwitched
 from imagebuild.deploy.hosts import Host
 from imagebuild.deploy.release import Release
 from imagebuild.deploy.remote_docker import RemoteDocker
@@ -265,8 +265,14 @@ class HostRollout:
 
         self._wait_healthy(name, upstream, state.get("version") if old_name else None)
 
-        self.front.point_to(upstream)
-        how = self.front.switch(on_reload=lambda text: self.emit("reload", text))
+        try:
+            self.front.point_to(upstream)
+            how = self.front.switch(on_reload=lambda text: self.emit("reload", text))
+        except NotSwitched as exc:
+            self._put_back(name, state if old_name else None)
+            raise DeployError(f"{exc.message}; removed {name}"
+                              + (f", {state.get('version')} keeps serving" if old_name else ""),
+                              hint=exc.hint) from exc
         since = self.events.emit(self.host, "switch", f"traffic on {self.instance.port} now goes to {name} "
                                                       f"({release.version}); {how}").time
         previous = {key: state.get(key) for key in ("container", "digest", "version", "since")} if old_name else None
@@ -283,6 +289,17 @@ class HostRollout:
         return HostOutcome(str(self.host), "deployed", name, release.version, release.digest,
                            previous_version=state.get("version") if old_name else None,
                            previous_digest=state.get("digest") if old_name else None, since=since), migrated
+
+    def _put_back(self, name: str, serving: dict | None) -> None:
+        """Traffic never moved: remove the new container, and point the config at the serving one again,
+        so a later reload (by anyone) cannot send traffic to a container that is gone."""
+        self.docker.remove(name)
+        if serving and serving.get("upstream"):
+            try:
+                self.front.point_to(int(serving["upstream"]))
+            except DeployError:
+                pass  # the config was refused before; nginx still runs the one it had
+        self.emit("put-back", f"removed {name}; the front was not changed")
 
     def _migrate(self, serving: dict | None) -> None:
         argv = list(self.spec.migrate)
