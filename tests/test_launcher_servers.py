@@ -30,7 +30,7 @@ def test_the_server_follows_port_and_stops_on_sigterm(example, tmp_path, tmp_pat
     result = bake_json(repo, seed(tmp_path / "store", base).root, "--load")
     docker_leftovers.images.append(result["image"])
     port = recipe.server.port + 1111
-    container = docker_client.containers.run(result["image"], detach=True, nano_cpus=2_000_000_000,
+    container = docker_client.containers.run(result["image"], detach=True, nano_cpus=1_000_000_000,
                                              environment={"IMAGEBUILD_ENV": "test", "PORT": str(port)},
                                              ports={f"{port}/tcp": ("127.0.0.1", None)})
     docker_leftovers.containers.append(container)
@@ -38,7 +38,7 @@ def test_the_server_follows_port_and_stops_on_sigterm(example, tmp_path, tmp_pat
     assert status == 200
     log = container.logs(stdout=False, stderr=True).decode()
     line = next(text for text in log.splitlines() if text.startswith("imagebuild-launch:"))
-    assert "environment=test (from IMAGEBUILD_ENV)" in line and f"port={port}" in line and "cpus=2" in line
+    assert "environment=test (from IMAGEBUILD_ENV)" in line and f"port={port}" in line and "cpus=1" in line
     if example == "fastapi-hello":
         assert "workers=1" in line  # fixed in the example's recipe
     pid1_command, expected_codes = SERVERS[example]
