@@ -45,7 +45,7 @@ HEALTH_POLL = 0.5          # seconds between health probes
 PROBE_TIMEOUT = 5          # seconds one probe may take
 ENV_VARIABLE = "IMAGEBUILD_ENV"
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_SAFE_LISTEN = re.compile(r"^[A-Za-z0-9.:-]+$")
+_SAFE_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.:-]+)$")
 
 LOOK_MARK = "--- imagebuild probe ---"
 PREFLIGHT = """

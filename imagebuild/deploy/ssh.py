@@ -27,6 +27,7 @@ CONNECT_TIMEOUT = 15
 DEFAULT_COMMAND_TIMEOUT = 120
 POLL = 0.005  # seconds between looks at a quiet channel
 LOCK_HELD = "imagebuild-lock-held"
+LOCK_TAKEN = 75  # flock's exit code when another process holds the lock
 
 
 class UnknownHostKeyError(UserError):
@@ -179,8 +180,8 @@ class SshSession:
         ends, the connection drops, cat sees end of input and the lock goes with it. False: taken.
         """
         parent = shlex.quote(path.rpartition("/")[0] or "/")
-        command = (f"mkdir -p {parent} && exec flock --nonblock {shlex.quote(path)} "
-                   f"sh -c 'echo {LOCK_HELD}; exec cat >/dev/null'")
+        command = (f"mkdir -p {parent} && exec flock --nonblock --conflict-exit-code {LOCK_TAKEN} "
+                   f"{shlex.quote(path)} sh -c 'echo {LOCK_HELD}; exec cat >/dev/null'")
         try:
             channel = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
             channel.exec_command(command)
@@ -189,9 +190,18 @@ class SshSession:
             while LOCK_HELD.encode() not in reply:
                 if channel.recv_ready():
                     reply += channel.recv(256)
-                elif channel.exit_status_ready() or time.monotonic() > deadline:
+                elif channel.exit_status_ready():
+                    code = channel.recv_exit_status()
+                    said = _rest_of_stderr(channel).decode(errors="replace").strip().splitlines()
                     channel.close()
-                    return False
+                    if code == LOCK_TAKEN:
+                        return False
+                    raise DeployError(f"{self.host}: cannot take the deploy lock {path}: "
+                                      f"{said[-1] if said else f'exit {code}'}",
+                                      hint="deploy.state_dir must be writable by the SSH user")
+                elif time.monotonic() > deadline:
+                    channel.close()
+                    raise DeployError(f"{self.host}: no answer while taking the deploy lock {path}")
                 else:
                     time.sleep(POLL)
         except (OSError, paramiko.SSHException) as exc:
@@ -237,3 +247,10 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
             raise socket.timeout("timed out")
         if not progressed:
             time.sleep(POLL)
+
+
+def _rest_of_stderr(channel: paramiko.Channel) -> bytes:
+    rest = bytearray()
+    while channel.recv_stderr_ready():
+        rest += channel.recv_stderr(65536)
+    return bytes(rest)
