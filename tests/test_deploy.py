@@ -278,3 +278,30 @@ def test_a_public_port_already_taken_stops_the_first_deploy_and_leaves_nothing_b
     assert containers_of(app, docker_client) == []
     assert deployed(app.deploy())["hosts"][0]["action"] == "deployed"
     assert app.release_served() == "v1"
+
+
+def test_after_a_reboot_deploy_brings_the_front_back_without_a_new_container(app, docker_client):
+    v1 = app.release("v1")
+    app.promote("v1")
+    first = deployed(app.deploy())
+    container = first["hosts"][0]["container"]
+    # What a reboot does: the engine restarts the container (its loopback port may change), nothing
+    # starts the front.
+    front = app.root.parent / "host-state" / f"{app.name}-dev-{app.ports[0]}"
+    subprocess.run(["nginx", "-p", str(front), "-c", str(front / "nginx.conf"), "-e", str(front / "error.log"),
+                    "-s", "quit"], check=True, capture_output=True)
+    docker_client.containers.get(container).restart(timeout=10)
+    for _ in range(100):   # until the old master has exited
+        if not (front / "nginx.pid").exists():
+            break
+        subprocess.run(["sleep", "0.05"])
+    host = app.status()["environments"][0]["hosts"][0]
+    assert (host["version"], host["front"], host["state"]) == (v1, "down", "running")
+
+    again = deployed(app.deploy())
+    assert [h["action"] for h in again["hosts"]] == ["unchanged"]
+    assert again["hosts"][0]["container"] == container
+    steps = [e["step"] for e in again["events"]]
+    assert "front" in steps and "pull" not in steps and "start" not in steps
+    assert app.release_served() == "v1"
+    assert app.status()["environments"][0]["hosts"][0]["front"] == "running"

@@ -52,7 +52,15 @@ class RemoteDocker:
                                       timeout=PULL_TIMEOUT)
         if not result.ok:
             raise DeployError(f"{self.host}: starting {name} failed: {result.said()}")
-        for line in result.stdout.splitlines():
+        return self._loopback_port(name, container_port, result.stdout)
+
+    def published_port(self, name: str, container_port: int) -> int:
+        """The loopback port now mapped to `container_port`; it changes when the engine restarts."""
+        result = self.session.run(["docker", "port", name, f"{container_port}/tcp"])
+        return self._loopback_port(name, container_port, result.stdout)
+
+    def _loopback_port(self, name: str, container_port: int, docker_port_output: str) -> int:
+        for line in docker_port_output.splitlines():
             host, _, port = line.strip().rpartition(":")
             if host == "127.0.0.1" and port.isdigit():
                 return int(port)

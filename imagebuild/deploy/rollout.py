@@ -230,7 +230,8 @@ class HostRollout:
         """Roll this host; returns its outcome and whether the migration ran here."""
         release = self.release
         state, running = self.current()
-        if state and running and state.get("digest") == release.digest and self.front.master() is not None:
+        if state and running and state.get("digest") == release.digest:
+            self._repair_front(state)
             self.emit("unchanged", f"{release.version} already serves here since {state.get('since')}")
             return HostOutcome(str(self.host), "unchanged", state["container"], release.version, release.digest,
                                since=state.get("since")), False
@@ -279,7 +280,8 @@ class HostRollout:
         self.front.write_state({
             "app": self.instance.app, "environment": release.environment, "port": self.instance.port,
             "container": name, "slot": slot, "digest": release.digest, "version": release.version,
-            "reference": release.reference, "upstream": upstream, "since": since, "host": str(self.host),
+            "reference": release.reference, "upstream": upstream, "container_port": container_port,
+            "since": since, "host": str(self.host),
             "previous": previous})
         if old_name:
             self.docker.stop_and_remove(old_name)
@@ -289,6 +291,20 @@ class HostRollout:
         return HostOutcome(str(self.host), "deployed", name, release.version, release.digest,
                            previous_version=state.get("version") if old_name else None,
                            previous_digest=state.get("digest") if old_name else None, since=since), migrated
+
+    def _repair_front(self, state: dict) -> None:
+        """The release already runs here; make sure the front runs and points at it. After a reboot Docker
+        restarts the container (on a new loopback port, as like as not) but nothing starts the front."""
+        name = state["container"]
+        container_port = state.get("container_port") or self.recipe.server.port
+        port = self.docker.published_port(name, int(container_port))
+        master = self.front.master()
+        if master is not None and port == state.get("upstream"):
+            return
+        self.front.point_to(port)
+        how = self.front.switch(on_reload=lambda text: self.emit("reload", text))
+        self.front.write_state({**state, "upstream": port, "container_port": int(container_port)})
+        self.emit("front", f"the front pointed at {name} again on 127.0.0.1:{port}; {how}")
 
     def _put_back(self, name: str, serving: dict | None) -> None:
         """Traffic never moved: remove the new container, and point the config at the serving one again,
