@@ -38,6 +38,7 @@ from tests.debian_fixtures import _cache_dir, build_cached_base  # noqa: E402
 from tests.ssh_support import free_port  # noqa: E402
 
 BOUND = 600.0
+ENVIRONMENT = "test"      # both ways are told the environment: the container by -e, the VM on its kernel command line
 
 
 def healthy_after(url: str, started: float, alive) -> float:
@@ -57,7 +58,8 @@ def healthy_after(url: str, started: float, alive) -> float:
 def run_container(image: str) -> float:
     port = free_port()
     started = time.monotonic()
-    started_run = subprocess.run(["docker", "run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8000", image],
+    started_run = subprocess.run(["docker", "run", "-d", "--rm", "-e", f"IMAGEBUILD_ENV={ENVIRONMENT}",
+                                  "-p", f"127.0.0.1:{port}:8000", image],
                                  capture_output=True, text=True)
     if started_run.returncode != 0:
         sys.exit(f"bench: docker run {image} failed: {started_run.stderr.strip()}")
@@ -108,6 +110,8 @@ def main() -> None:
         # a tag of our own: tests elsewhere may remove the example's NAME:VERSION while this runs
         own_tag = f"bench-disk:{uuid.uuid4().hex[:12]}"
         subprocess.run(["docker", "tag", image_id, own_tag], capture_output=True, check=True)
+        subprocess.run([sys.executable, "-m", "imagebuild", "disk", "set-env", str(qcow2), ENVIRONMENT],
+                       capture_output=True, check=True)
         kernel = boot_file(qcow2, "vmlinuz", scratch / "vmlinuz")
         accelerators = ["tcg"] + (["kvm"] if kvm_usable(kernel) else [])
         rounds: dict[str, list[float]] = {"container": []}

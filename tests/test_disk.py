@@ -152,8 +152,7 @@ def test_the_disk_boots_answers_health_and_reports_the_kernel_command_line_envir
     print(f"boot to /health under {accelerator}: {seconds:.1f} s")
 
 
-def test_a_config_drive_names_the_environment_and_the_vm_powers_off_when_the_app_exits(
-        flask_disks, accelerator, tmp_path):
+def test_a_config_drive_names_the_environment_and_gives_its_secrets(flask_disks, accelerator, tmp_path):
     drive = tmp_path / "config.img"
     done = imagebuild("disk", "config-drive", drive, "prod")
     assert done.returncode == 0, done.stderr
@@ -167,9 +166,26 @@ def test_a_config_drive_names_the_environment_and_the_vm_powers_off_when_the_app
     assert "SECRET_KEY" in log
     assert "the app exited with status 64" in log
 
+    secrets = tmp_path / "prod.env"
+    secrets.write_text("# prod\nSECRET_KEY=s3cret value\n")
+    done = imagebuild("disk", "config-drive", drive, "prod", "--vars", secrets)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    port, console = free_port(), tmp_path / "console-with-secret.log"
+    command = qemu_command(flask_disks[0].raw, port, GUEST_PORT, accelerator, config_drive=drive)
+    with booted(command, console) as process:
+        wait_for_health(port, process, console)
+        status, body = http_get(f"http://127.0.0.1:{port}/")
+        assert status == 200
+        answer = json.loads(body)
+        assert (answer["environment"], answer["log_level"], answer["new_checkout"]) == ("prod", "info", False)
+    assert "s3cret" not in console.read_text(errors="replace")
+
 
 def test_bad_disk_requests_are_one_line_user_errors(flask_disks, tmp_path):
     baked = flask_disks[0]
+    bad_vars = tmp_path / "bad.env"
+    bad_vars.write_text("SECRET_KEY=fine\nexport NOT-A-NAME=hidden-value\n")
     repo = baked.store.parent / "flask-hello"
     cases = [
         bake(repo, baked.store, "--format", "disk", "-o", f"disk:{tmp_path}/x.vmdk"),
@@ -178,12 +194,16 @@ def test_bad_disk_requests_are_one_line_user_errors(flask_disks, tmp_path):
         imagebuild("disk", "set-env", tmp_path / "missing.qcow2", "test"),
         imagebuild("disk", "set-env", baked.qcow2, "no good"),
         imagebuild("disk", "write", baked.result["image"], tmp_path / "x.qcow2", "--store", baked.store),
+        imagebuild("disk", "config-drive", tmp_path / "c.img", "prod", "--vars", bad_vars),
+        imagebuild("disk", "config-drive", tmp_path / "c.img", "prod", "--vars", tmp_path / "absent.env"),
     ]
     for done in cases:
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+        assert "hidden-value" not in done.stderr
     assert not (tmp_path / "x.qcow2").exists()
+    assert not (tmp_path / "c.img").exists()
 
 
 def test_promoting_in_the_local_store_carries_the_disk(flask_disks):

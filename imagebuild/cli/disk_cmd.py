@@ -26,10 +26,13 @@ def set_env(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) 
 
 @disk_app.command("config-drive")
 def config_drive(path: Path = typer.Argument(..., help="The image file to write (FAT, 1 MiB)."),
-                 environment: str = typer.Argument(..., help="The environment the VM boots into.")) -> None:
+                 environment: str = typer.Argument(..., help="The environment the VM boots into."),
+                 variables: Optional[Path] = typer.Option(
+                     None, "--vars", help="A file of NAME=VALUE lines (e.g. the environment's secrets) the app gets "
+                                          "as environment variables.")) -> None:
     """Write a config drive naming the environment, to attach to the VM as a second disk."""
-    from imagebuild.disk.environment import config_drive as write
-    write(path, environment)
+    from imagebuild.disk.environment import config_drive as write, read_vars
+    write(path, environment, read_vars(variables) if variables else "")
     say(f"{path}: config drive for {environment}")
 
 
@@ -41,3 +44,38 @@ def write(reference: str = typer.Argument(..., help="NAME:VERSION-disk in the lo
     from imagebuild.disk import check_disk_output, write_disk
     write_disk(open_store(store), reference, check_disk_output(f"disk:{path}"))
     say(f"wrote {path}")
+
+
+@disk_app.command("boot")
+def boot(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) made by `bake --format disk`."),
+         forward: str = typer.Option("8080:8000", "--forward",
+                                     help="HOST_PORT:GUEST_PORT, the host side on 127.0.0.1."),
+         config: Optional[Path] = typer.Option(None, "--config-drive", help="A config drive to attach."),
+         memory: int = typer.Option(1024, "--memory", help="MiB of memory for the VM."),
+         accel: Optional[str] = typer.Option(None, "--accel",
+                                             help="kvm or tcg (default: kvm when it can run the guest here)")) -> None:
+    """Boot a disk under qemu on this machine (KVM when it can run the guest, else emulation); the guest's
+    writes are thrown away. The serial console is this terminal; Ctrl-C stops the VM."""
+    import subprocess
+    import tempfile
+
+    from imagebuild.disk.qemu import boot_file, kvm_usable, qemu_command
+    from imagebuild.errors import UserError
+    host, _, guest = forward.partition(":")
+    if not (host.isdigit() and guest.isdigit() and 0 < int(host) < 65536 and 0 < int(guest) < 65536):
+        raise UserError(f"--forward {forward!r} is not HOST_PORT:GUEST_PORT", hint="e.g. --forward 8080:8000")
+    for path in (disk, config):
+        if path is not None and not path.is_file():
+            raise UserError(f"{path} is not a file")
+    if accel not in (None, "kvm", "tcg"):
+        raise UserError(f"--accel {accel!r} is neither kvm nor tcg")
+    accelerator = accel
+    if accelerator is None:
+        with tempfile.TemporaryDirectory(prefix="imagebuild-boot-") as scratch:
+            accelerator = "kvm" if kvm_usable(boot_file(disk, "vmlinuz", Path(scratch) / "vmlinuz")) else "tcg"
+    say(f"booting {disk} ({accelerator}); http://127.0.0.1:{host}/ reaches the guest's port {guest}")
+    try:
+        subprocess.run(qemu_command(disk, int(host), int(guest), accelerator, config_drive=config,
+                                    memory_mb=memory))
+    except KeyboardInterrupt:
+        pass

@@ -5,7 +5,9 @@ Two ways, both read by the initramfs (the kernel command line wins):
   syslinux.cfg in place (mtools on the disk file, no mount), appending
   `imagebuild.env=NAME`; a qcow2 disk goes through raw and back;
 - a config drive: `config_drive` writes a small FAT image labelled IMAGEBUILD
-  holding a file `env`, to attach as a second disk.
+  holding a file `env`, to attach as a second disk; its optional file `vars`
+  (NAME=VALUE lines) gives the app more variables, such as the secrets an
+  environment requires.
 Both give the same bytes for the same disk and name.
 """
 
@@ -22,6 +24,7 @@ from imagebuild.disk.initramfs import CONFIG_LABEL
 from imagebuild.errors import BuildError, UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EPOCH = 315532800      # 1980-01-01, FAT's first day: times carry no information here
 
 
@@ -62,17 +65,40 @@ def _write_cfg(raw: Path, cmdline: str, scratch: Path) -> None:
     assemble.fix_fat_times(raw, _EPOCH, offset)
 
 
-def config_drive(path: Path, environment: str) -> None:
-    """A 1 MiB FAT image labelled IMAGEBUILD whose file `env` names the environment."""
+def read_vars(path: Path) -> str:
+    """A file of NAME=VALUE lines (blank lines and # comments allowed), checked; its values are never shown."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, equals, _ = line.partition("=")
+        if not equals or not _VAR.match(name):
+            raise UserError(f"{path}:{number} is not NAME=VALUE",
+                            hint="one variable a line, NAME of letters, digits and '_'")
+        lines.append(line)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def config_drive(path: Path, environment: str, variables: str = "") -> None:
+    """A 1 MiB FAT image labelled IMAGEBUILD: `env` names the environment, `vars` (if any) holds NAME=VALUE lines."""
     check_name(environment)
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent} is not a directory", hint="create it or write the config drive elsewhere")
     with tempfile.TemporaryDirectory(prefix=".imagebuild-config-", dir=path.parent) as scratch:
         image = Path(scratch) / "config.img"
         subprocess.run(["mkfs.fat", "-C", "--invariant", "-i", "1b5e0000", "-n", CONFIG_LABEL, str(image), "1024"],
                        capture_output=True, check=True)
-        (Path(scratch) / "env").write_text(environment + "\n")
-        done = subprocess.run(["mcopy", "-i", str(image), str(Path(scratch) / "env"), "::env"],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise BuildError(f"cannot write the config drive: {done.stderr.strip()}")
+        files = {"env": environment + "\n", **({"vars": variables} if variables else {})}
+        for name, text in files.items():
+            (Path(scratch) / name).write_text(text)
+            done = subprocess.run(["mcopy", "-i", str(image), str(Path(scratch) / name), f"::{name}"],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise BuildError(f"cannot write the config drive: {done.stderr.strip()}")
         assemble.fix_fat_times(image, _EPOCH)
+        image.chmod(0o600 if variables else 0o644)
         image.replace(path)

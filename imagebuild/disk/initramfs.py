@@ -2,7 +2,8 @@
 
 /init loads the modules, finds the root file system by its label, reads the
 environment (kernel command line `imagebuild.env=NAME`, else a config drive: a
-FAT or ISO file system labelled IMAGEBUILD holding a file `env`), mounts a tmpfs
+FAT or ISO file system labelled IMAGEBUILD holding a file `env`, and maybe a
+file `vars` of NAME=VALUE lines for the app, such as secrets), mounts a tmpfs
 on the root's /run holding busybox and the image's start script, and switches
 root to that script. The root file system itself stays exactly the image's files.
 
@@ -43,10 +44,11 @@ environment=""
 for word in $(cat /proc/cmdline); do
     case "$word" in imagebuild.env=*) environment="${word#imagebuild.env=}" ;; esac
 done
-if [ -z "$environment" ] && config=$(findfs LABEL=@CONFIG_LABEL@ 2>/dev/null); then
+if config=$(findfs LABEL=@CONFIG_LABEL@ 2>/dev/null); then
     mkdir -p /config
     if mount -o ro "$config" /config 2>/dev/null; then
-        [ -f /config/env ] && environment=$(head -n 1 /config/env | tr -d '\r\n ')
+        [ -z "$environment" ] && [ -f /config/env ] && environment=$(head -n 1 /config/env | tr -d '\r\n ')
+        [ -f /config/vars ] && cp /config/vars /vars
         umount /config
     fi
 fi
@@ -55,6 +57,10 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run
 mkdir -p /newroot@STAGE@
 cp /bin/busybox /start /dhcp /newroot@STAGE@/
 printf '%s' "$environment" > /newroot@STAGE@/environment
+if [ -f /vars ]; then
+    (umask 077 && cp /vars /newroot@STAGE@/vars)
+    rm -f /vars
+fi
 for point in dev proc sys; do
     [ -d /newroot/$point ] || mkdir -p /newroot/$point
     mount --move /$point /newroot/$point

@@ -5,9 +5,9 @@ written into the script: the program and its arguments (Entrypoint + Cmd, the
 program found on the image's PATH), the environment (Env), the working directory
 and the user (names looked up in the image's own /etc/passwd and /etc/group). At
 boot the script only adds what belongs to the machine: the network, by DHCP on
-every interface, and the environment name the initramfs read from the kernel
-command line or a config drive, as IMAGEBUILD_ENV. When the app exits the machine
-powers off.
+every interface, the variables a config drive gives (its `vars` file), and the
+environment name the initramfs read from the kernel command line or a config
+drive, as IMAGEBUILD_ENV. When the app exits the machine powers off.
 """
 
 from __future__ import annotations
@@ -106,11 +106,15 @@ for path in /sys/class/net/*; do
         || echo "imagebuild: no DHCP lease on $interface"
 done
 environment=$($b cat {STAGE}/environment)
+set --
+if [ -f {STAGE}/vars ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in [A-Za-z_]*=*) set -- "$@" "$line" ;; esac
+    done < {STAGE}/vars
+fi
 if [ -n "$environment" ]; then
-    set -- "IMAGEBUILD_ENV=$environment"
+    set -- "$@" "IMAGEBUILD_ENV=$environment"
     echo "imagebuild: environment $environment"
-else
-    set --
 fi
 cd {quote(launch.workdir)} || echo "imagebuild: no working directory {launch.workdir}"
 $b env -i {env} "$@" $b start-stop-daemon -S -c {launch.uid}:{launch.gid} -x {quote(launch.program)} \\
