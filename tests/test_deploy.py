@@ -104,7 +104,9 @@ def test_rollback_to_an_earlier_version_and_status_shows_what_runs_since_when(ap
     assert dev["version"] == v1 and dev["digest"] == first["digest"]   # the tag moved back, on record
     [host] = dev["hosts"]
     assert host["host"] == app.hosts[0] and host["version"] == v1 and host["digest"] == first["digest"]
-    assert host["since"] == next(e for e in back["events"] if e["step"] == "switch")["time"]
+    # "since" is the moment the front was told to send traffic there: between the reload and the switch events.
+    reload, switch = (next(e for e in back["events"] if e["step"] == step)["time"] for step in ("reload", "switch"))
+    assert host["since"] == back["hosts"][0]["since"] and epoch(host["since"]) <= epoch(reload) <= epoch(switch)
     assert (host["state"], host["front"], host["port"]) == ("running", "running", app.ports[0])
     prod = next(env for env in status["environments"] if env["environment"] == "prod")
     assert prod["hosts"] == []

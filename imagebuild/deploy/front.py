@@ -41,6 +41,19 @@ printf '%s' "$3" > "$1/nginx.conf.new" && mv -f "$1/nginx.conf.new" "$1/nginx.co
 nginx -q -t -p "$1" -c "$1/nginx.conf" -e "$1/error.log"
 """
 
+# Reload (or start) nginx and, only when that worked, move the new record into place.
+APPLY_AND_RECORD = r"""
+set -e
+umask 077
+printf '%s' "$3" > "$1/current.json.new"
+if [ "$2" = start ]; then
+    nginx -p "$1" -c "$1/nginx.conf" -e "$1/error.log"
+else
+    nginx -p "$1" -c "$1/nginx.conf" -e "$1/error.log" -s reload
+fi
+mv -f "$1/current.json.new" "$1/current.json"
+"""
+
 NGINX_CONF = """\
 # Written by imagebuild deploy on every deploy; edits are overwritten.
 daemon on;
@@ -98,10 +111,6 @@ class Front:
     port: int
     drain: int
 
-    def _nginx(self, *flags: str) -> list[str]:
-        return ["nginx", "-p", self.directory, "-c", f"{self.directory}/nginx.conf",
-                "-e", f"{self.directory}/error.log", *flags]
-
     def read_state(self) -> dict | None:
         result = self.session.run(["cat", f"{self.directory}/current.json"])
         if not result.ok:
@@ -110,10 +119,6 @@ class Front:
             return json.loads(result.stdout)
         except ValueError:
             return None
-
-    def write_state(self, state: dict) -> None:
-        self.session.write_file(f"{self.directory}/current.json",
-                                (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
     def processes(self) -> tuple[int | None, set[int]]:
         """The running master's pid (None: no pid file, or a stale one) and its workers' pids."""
@@ -139,13 +144,17 @@ class Front:
         if not result.ok:
             raise NotSwitched(f"{self.session.host}: nginx rejects the front's configuration: {result.said()}")
 
-    def switch(self, on_reload: Callable[[str], None] = lambda _: None) -> str:
-        """Apply the written config: reload a running master (waiting out its old workers), or start one."""
+    def switch(self, record: dict, on_reload: Callable[[str], None] = lambda _: None) -> str:
+        """Apply the written config: reload a running master (then wait out its old workers), or start one.
+
+        `record` becomes current.json in the same remote command that reloads or starts nginx, so the record
+        names the container traffic goes to even if this process dies right after.
+        """
         master, old = self.processes()
         if master is None:
-            return self._start()
+            return self._start(record)
         on_reload(f"nginx {master}: reload; old workers {sorted(old)} finish their requests")
-        result = self.session.run(self._nginx("-s", "reload"))
+        result = self._apply("reload", record)
         if not result.ok:
             raise NotSwitched(f"{self.session.host}: nginx reload failed: {result.said()}")
         deadline = time.monotonic() + self.drain + EXTRA_WAIT
@@ -161,14 +170,18 @@ class Front:
                                   f"{self.drain + EXTRA_WAIT}s after the reload; see {self.directory}/error.log")
             time.sleep(POLL)
 
-    def _start(self) -> str:
-        result = self.session.run(self._nginx())
+    def _apply(self, how: str, record: dict):
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        return self.session.run(["sh", "-c", APPLY_AND_RECORD, "apply", self.directory, how, text])
+
+    def _start(self, record: dict) -> str:
+        result = self._apply("start", record)
         if not result.ok:
             # nginx retries a busy port and ends with "still could not bind()"; the first error says why.
             emerg = [line.strip() for line in result.stderr.splitlines() if "[emerg]" in line]
             raise NotSwitched(f"{self.session.host}: the nginx front cannot start on {self.listen}:{self.port}: "
-                              f"{emerg[0] if emerg else result.said()}", hint="is another program using that port? set deploy.port "
-                              "or ?port= in the host's URL")
+                              f"{emerg[0] if emerg else result.said()}",
+                              hint="is another program using that port? set deploy.port or ?port= in the host's URL")
         deadline = time.monotonic() + START_WAIT
         while True:
             master, workers = self.processes()
@@ -178,7 +191,3 @@ class Front:
                 raise DeployError(f"{self.session.host}: the nginx front did not come up; "
                                   f"see {self.directory}/error.log on the host")
             time.sleep(POLL)
-
-    def stop(self) -> None:
-        if self.master() is not None:
-            self.session.run(self._nginx("-s", "quit"))

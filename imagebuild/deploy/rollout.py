@@ -266,23 +266,24 @@ class HostRollout:
 
         self._wait_healthy(name, upstream, state.get("version") if old_name else None)
 
+        since = now()
+        record = {
+            "app": self.instance.app, "environment": release.environment, "port": self.instance.port,
+            "container": name, "slot": slot, "digest": release.digest, "version": release.version,
+            "reference": release.reference, "upstream": upstream, "container_port": container_port,
+            "since": since, "host": str(self.host),
+            "previous": {key: state.get(key) for key in ("container", "digest", "version", "since")}
+            if old_name else None}
         try:
             self.front.point_to(upstream)
-            how = self.front.switch(on_reload=lambda text: self.emit("reload", text))
+            how = self.front.switch(record, on_reload=lambda text: self.emit("reload", text))
         except NotSwitched as exc:
             self._put_back(name, state if old_name else None)
             raise DeployError(f"{exc.message}; removed {name}"
                               + (f", {state.get('version')} keeps serving" if old_name else ""),
                               hint=exc.hint) from exc
-        since = self.events.emit(self.host, "switch", f"traffic on {self.instance.port} now goes to {name} "
-                                                      f"({release.version}); {how}").time
-        previous = {key: state.get(key) for key in ("container", "digest", "version", "since")} if old_name else None
-        self.front.write_state({
-            "app": self.instance.app, "environment": release.environment, "port": self.instance.port,
-            "container": name, "slot": slot, "digest": release.digest, "version": release.version,
-            "reference": release.reference, "upstream": upstream, "container_port": container_port,
-            "since": since, "host": str(self.host),
-            "previous": previous})
+        self.emit("switch", f"traffic on {self.instance.port} goes to {name} ({release.version}) since {since}; "
+                            f"{how}")
         if old_name:
             self.docker.stop_and_remove(old_name)
             self.emit("stop", f"drained, stopped and removed {old_name} ({state.get('version')})")
@@ -302,8 +303,8 @@ class HostRollout:
         if master is not None and port == state.get("upstream"):
             return
         self.front.point_to(port)
-        how = self.front.switch(on_reload=lambda text: self.emit("reload", text))
-        self.front.write_state({**state, "upstream": port, "container_port": int(container_port)})
+        how = self.front.switch({**state, "upstream": port, "container_port": int(container_port)},
+                                on_reload=lambda text: self.emit("reload", text))
         self.emit("front", f"the front pointed at {name} again on 127.0.0.1:{port}; {how}")
 
     def _put_back(self, name: str, serving: dict | None) -> None:

@@ -209,16 +209,6 @@ class SshSession:
         self._held.append(channel)
         return True
 
-    def write_file(self, path: str, content: bytes, mode: str = "644") -> None:
-        """Replace a file on the host atomically: write beside it, then rename."""
-        quoted = shlex.quote(path)
-        temp = shlex.quote(path + ".new")
-        parent = shlex.quote(path.rpartition("/")[0] or "/")
-        result = self.shell(f"mkdir -p {parent} && umask 077 && cat > {temp} && chmod {mode} {temp} && "
-                            f"mv -f {temp} {quoted}", stdin=content)
-        if not result.ok:
-            raise DeployError(f"{self.host}: cannot write {path}: {result.said()}")
-
     def close(self) -> None:
         self.client.close()
 
