@@ -84,8 +84,10 @@ def test_bad_deploy_settings_name_their_key(tmp_path, registry):
         assert key in one_error_line(done)
 
 
-def test_status_notes_a_host_it_cannot_read_and_still_answers(tmp_path, registry):
-    host = f"ssh://root@127.0.0.1:{free_port()}"
+@pytest.mark.parametrize("speaks", ["nothing", "http"])
+def test_status_notes_a_host_it_cannot_read_and_still_answers(tmp_path, registry, speaks):
+    # A closed port, or a port that answers HTTP instead of SSH (the registry's).
+    host = f"ssh://root@127.0.0.1:{free_port() if speaks == 'nothing' else registry.rpartition(':')[2]}"
     path = recipe(tmp_path, registry=f"{registry}/status-unreachable",
                   environments=[{"name": "dev", "hosts": [host]}])
     done = imagebuild("status", "--recipe", path, "--store", tmp_path / "store", "--json")
@@ -96,3 +98,4 @@ def test_status_notes_a_host_it_cannot_read_and_still_answers(tmp_path, registry
     assert row["host"] == host and "cannot reach" in row["note"] and row["version"] is None
     plain = imagebuild("status", "--recipe", path, "--store", tmp_path / "store")
     assert plain.returncode == 0 and host in plain.stdout and "cannot reach" in plain.stdout
+    assert plain.stderr == "" and done.stderr == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import logging
 import shlex
 import socket
 import time
@@ -22,6 +23,10 @@ import paramiko
 
 from imagebuild.deploy.hosts import Host
 from imagebuild.errors import AuthError, DeployError, UserError
+
+# paramiko logs a failed handshake with a traceback from its transport thread; with no handler anywhere,
+# Python would print it on stderr next to our one-line error. The error itself reaches the caller anyway.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = 15
 DEFAULT_COMMAND_TIMEOUT = 120
