@@ -9,14 +9,17 @@ TCG on a loaded machine is slow; the measured times are in docs/disk.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +86,20 @@ def wait_for_health(port: int, process: subprocess.Popen, console: Path) -> floa
     raise AssertionError(f"the VM never answered /health; console:\n{console.read_text(errors='replace')[-4000:]}")
 
 
+@contextlib.contextmanager
+def _cli_booted(command: list[str], console: Path):
+    """`imagebuild disk boot` in its own process group, so that stopping it stops its qemu too."""
+    with open(console, "wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+
+
 def test_two_clean_bakes_give_the_same_disk(flask_disks):
     first, second = flask_disks
     assert first.result["digest"] == second.result["digest"]
@@ -128,7 +145,7 @@ def test_a_second_bake_reuses_the_disk(flask_disks):
     assert again["digest"] == baked.result["disk"]["digest"]
 
 
-def test_the_disk_boots_answers_health_and_reports_the_kernel_command_line_environment(
+def test_disk_boot_answers_health_and_reports_the_kernel_command_line_environment(
         flask_disks, accelerator, tmp_path):
     disk = tmp_path / "test.qcow2"
     shutil.copyfile(flask_disks[0].qcow2, disk)
@@ -138,7 +155,9 @@ def test_the_disk_boots_answers_health_and_reports_the_kernel_command_line_envir
     assert "imagebuild.env=test" in boot_file(disk, "syslinux.cfg", config).read_text()
 
     port, console = free_port(), tmp_path / "console.log"
-    with booted(qemu_command(disk, port, GUEST_PORT, accelerator), console) as process:
+    command = [sys.executable, "-m", "imagebuild", "disk", "boot", str(disk), "--forward", f"{port}:{GUEST_PORT}",
+               "--accel", accelerator]
+    with _cli_booted(command, console) as process:
         seconds = wait_for_health(port, process, console)
         status, body = http_get(f"http://127.0.0.1:{port}/health")
         assert (status, body) == (200, b"ok\n")
@@ -196,6 +215,9 @@ def test_bad_disk_requests_are_one_line_user_errors(flask_disks, tmp_path):
         imagebuild("disk", "write", baked.result["image"], tmp_path / "x.qcow2", "--store", baked.store),
         imagebuild("disk", "config-drive", tmp_path / "c.img", "prod", "--vars", bad_vars),
         imagebuild("disk", "config-drive", tmp_path / "c.img", "prod", "--vars", tmp_path / "absent.env"),
+        imagebuild("disk", "boot", baked.qcow2, "--accel", "hvf"),
+        imagebuild("disk", "boot", baked.qcow2, "--forward", "8080"),
+        imagebuild("disk", "boot", tmp_path / "missing.qcow2"),
     ]
     for done in cases:
         assert done.returncode == 2, done.stderr
