@@ -226,7 +226,7 @@ class LoadLoop:
                         error = f"HTTP {response.status}"
             except urllib.error.HTTPError as exc:
                 error = f"HTTP {exc.code}"
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - refused, reset, cut short, garbled: all are failed requests
                 error = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 self.responses.append(Response(started, time.time(), release, error, path))
