@@ -171,6 +171,25 @@ def test_disk_boot_answers_health_and_reports_the_kernel_command_line_environmen
     print(f"boot to /health under {accelerator}: {seconds:.1f} s")
 
 
+def test_the_disk_boots_by_uefi_too(flask_disks, accelerator, tmp_path):
+    disk = tmp_path / "dev.raw"
+    shutil.copyfile(flask_disks[0].raw, disk)
+    done = imagebuild("disk", "set-env", disk, "dev")
+    assert done.returncode == 0, done.stderr
+    entry = boot_file(disk, "loader/entries/imagebuild.conf", tmp_path / "entry.conf").read_text()
+    assert "imagebuild.env=dev" in entry
+    port, console = free_port(), tmp_path / "console.log"
+    with booted(qemu_command(disk, port, GUEST_PORT, accelerator, uefi=True), console) as process:
+        seconds = wait_for_health(port, process, console)
+        status, body = http_get(f"http://127.0.0.1:{port}/")
+        assert status == 200
+        answer = json.loads(body)
+        assert (answer["environment"], answer["log_level"]) == ("dev", "debug")
+    log = console.read_text(errors="replace")
+    assert "SYSLINUX" not in log                     # it was systemd-boot that loaded the kernel
+    print(f"UEFI boot to /health under {accelerator}: {seconds:.1f} s")
+
+
 def test_a_config_drive_names_the_environment_and_gives_its_secrets(flask_disks, accelerator, tmp_path):
     drive = tmp_path / "config.img"
     done = imagebuild("disk", "config-drive", drive, "prod")

@@ -52,6 +52,7 @@ def boot(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) mad
                                      help="HOST_PORT:GUEST_PORT, the host side on 127.0.0.1."),
          config: Optional[Path] = typer.Option(None, "--config-drive", help="A config drive to attach."),
          memory: int = typer.Option(1024, "--memory", help="MiB of memory for the VM."),
+         uefi: bool = typer.Option(False, "--uefi", help="Boot by UEFI (OVMF, systemd-boot) instead of BIOS."),
          accel: Optional[str] = typer.Option(None, "--accel",
                                              help="kvm or tcg (default: kvm when it can run the guest here)")) -> None:
     """Boot a disk under qemu on this machine (KVM when it can run the guest, else emulation); the guest's
@@ -73,9 +74,9 @@ def boot(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) mad
     if accelerator is None:
         with tempfile.TemporaryDirectory(prefix="imagebuild-boot-") as scratch:
             accelerator = "kvm" if kvm_usable(boot_file(disk, "vmlinuz", Path(scratch) / "vmlinuz")) else "tcg"
-    say(f"booting {disk} ({accelerator}); http://127.0.0.1:{host}/ reaches the guest's port {guest}")
+    say(f"booting {disk} ({accelerator}, {'UEFI' if uefi else 'BIOS'}); http://127.0.0.1:{host}/ reaches the guest's port {guest}")
     try:
         subprocess.run(qemu_command(disk, int(host), int(guest), accelerator, config_drive=config,
-                                    memory_mb=memory))
+                                    memory_mb=memory, uefi=uefi))
     except KeyboardInterrupt:
         pass

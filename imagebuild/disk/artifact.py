@@ -37,6 +37,7 @@ ANN_RAW_DIGEST = ANN + "raw.digest"
 ANN_RAW_SIZE = ANN + "raw.size"
 ANN_KERNEL = ANN + "kernel"
 ANN_BUSYBOX = ANN + "busybox"
+ANN_SYSTEMD_BOOT = ANN + "systemd-boot"
 ANN_INPUTS = ANN + "inputs"
 EMPTY_JSON = b"{}"
 SUFFIX = "-disk"
@@ -68,9 +69,13 @@ def _inputs_key(image_digest: str, source: DebianSource, kernel_package: str) ->
     index = AptIndex(source)
     kernel = index.candidate(kernel_package)
     busybox = index.candidate("busybox-static")
+    try:
+        systemd_boot = index.candidate("systemd-boot-efi")["Version"]
+    except UserError:
+        systemd_boot = ""
     facts = {"format": DISK_FORMAT, "image": image_digest, "sources": source.sources(),
              "kernel": [kernel_package, kernel["Version"], kernel.get("Depends", "")],
-             "busybox": busybox["Version"]}
+             "busybox": busybox["Version"], "systemd-boot": systemd_boot}
     return "sha256:" + hashlib.sha256(canonical_json(facts)).hexdigest()
 
 
@@ -110,6 +115,8 @@ def bake_disk(store: LayoutStore, image_ref: str, source: DebianSource, kernel_p
     title = f"{hostname}-{version}.qcow2" if version else f"{hostname}.qcow2"
     annotations = {ANN_RAW_DIGEST: built.raw_digest, ANN_RAW_SIZE: str(built.raw_size),
                    ANN_KERNEL: built.kernel, ANN_BUSYBOX: built.busybox, ANN_INPUTS: key}
+    if built.systemd_boot:
+        annotations[ANN_SYSTEMD_BOOT] = built.systemd_boot
     for name in (ANNOTATION_VERSION, ANNOTATION_CREATED):
         if name in image_notes:
             annotations[name] = image_notes[name]

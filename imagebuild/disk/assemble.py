@@ -1,7 +1,8 @@
 """A raw disk from a root tar and boot files, with no loop device, mount or root privilege.
 
-Layout (MBR, for BIOS boot, which every x86 hypervisor offers):
-  partition 1: FAT16 `IMGBOOT`, bootable: SYSLINUX, syslinux.cfg, the kernel and initramfs
+Layout (MBR; BIOS boots the active partition, UEFI the EFI system partition):
+  partition 1: FAT16 `IMGBOOT`, active, type 0xEF (ESP): the kernel and initramfs,
+               SYSLINUX and systemd-boot with their configuration
   partition 2: ext2 `imagebuild-root`: the image's files
 
 Every tool runs on plain files: genext2fs builds the root file system straight from
@@ -13,11 +14,9 @@ creation time) make the bytes depend on the image alone.
 
 from __future__ import annotations
 
-import calendar
 import os
 import struct
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,9 @@ MIB = 1 << 20
 BLOCK = 4096
 BOOT_LABEL = "IMGBOOT"
 MBR_CODE = Path("/usr/lib/syslinux/mbr/mbr.bin")
+FAT_EPOCH = 315532800         # 1980-01-01, the first time FAT can hold
 FREE_SPACE = 64 * MIB          # room for the app's own writes (logs, caches) on the root file system
-TOOLS = {"genext2fs": "genext2fs", "tune2fs": "e2fsprogs", "mkfs.fat": "dosfstools", "mcopy": "mtools",
+TOOLS = {"genext2fs": "genext2fs", "tune2fs": "e2fsprogs", "mkfs.fat": "dosfstools", "mcopy": "mtools", "mmd": "mtools",
          "syslinux": "syslinux", "sfdisk": "fdisk", "qemu-img": "qemu-utils"}
 
 
@@ -71,52 +71,29 @@ def root_filesystem(tar: Path, stats: RootStats, out: Path, seed: str, epoch: in
     return size
 
 
+def mtools_env(epoch: int) -> dict[str, str]:
+    """mtools (and syslinux, built on it) stamp FAT entries with SOURCE_DATE_EPOCH, in local time: fix both."""
+    return {"SOURCE_DATE_EPOCH": str(max(epoch, FAT_EPOCH)), "TZ": "UTC"}
+
+
 def boot_filesystem(files: dict[str, bytes], out: Path, volume_id: str, epoch: int, work: Path) -> int:
-    """FAT16 holding the files and SYSLINUX; returns its size in bytes."""
+    """FAT16 holding the files (paths may have folders) and SYSLINUX; returns its size in bytes."""
     size = max(16 * MIB, _ceil(sum(len(data) for data in files.values()) * 5 // 4 + 4 * MIB, MIB))
     _run("mkfs.fat", "-F", "16", "-C", "--invariant", "-i", volume_id, "-n", BOOT_LABEL, "-h", "2048",
          str(out), str(size // 1024))
+    env = mtools_env(epoch)
+    folders = sorted({"/".join(name.split("/")[:depth]) for name in files
+                      for depth in range(1, name.count("/") + 1)})
+    if folders:
+        _run("mmd", "-i", str(out), *(f"::{folder}" for folder in folders), env=env)
     staged = work / "boot-files"
     staged.mkdir(exist_ok=True)
-    for name, data in sorted(files.items()):
-        (staged / name).write_bytes(data)
-        _run("mcopy", "-i", str(out), str(staged / name), f"::{name}")
-    _run("syslinux", "--install", str(out))
-    fix_fat_times(out, epoch)
+    for number, (name, data) in enumerate(sorted(files.items())):
+        source = staged / str(number)
+        source.write_bytes(data)
+        _run("mcopy", "-i", str(out), str(source), f"::{name}", env=env)
+    _run("syslinux", "--install", str(out), env=env)
     return size
-
-
-def _dos_time(epoch: int) -> tuple[int, int]:
-    moment = time.gmtime(max(epoch, calendar.timegm((1980, 1, 1, 0, 0, 0))))
-    day = ((moment.tm_year - 1980) << 9) | (moment.tm_mon << 5) | moment.tm_mday
-    clock = (moment.tm_hour << 11) | (moment.tm_min << 5) | (moment.tm_sec // 2)
-    return day, clock
-
-
-def fix_fat_times(image: Path, epoch: int, offset: int = 0) -> None:
-    """Give every root directory entry of the FAT16 at OFFSET the same times (mtools stamps files with now)."""
-    day, clock = _dos_time(epoch)
-    with open(image, "r+b") as handle:
-        handle.seek(offset)
-        boot = handle.read(512)
-        sector, = struct.unpack_from("<H", boot, 11)
-        reserved, = struct.unpack_from("<H", boot, 14)
-        fats = boot[16]
-        root_entries, = struct.unpack_from("<H", boot, 17)
-        fat_sectors, = struct.unpack_from("<H", boot, 22)
-        start = offset + (reserved + fats * fat_sectors) * sector
-        handle.seek(start)
-        table = bytearray(handle.read(root_entries * 32))
-        for offset in range(0, len(table), 32):
-            first, attributes = table[offset], table[offset + 11]
-            if first == 0:
-                break
-            if first == 0xE5 or attributes == 0x0F or attributes & 0x08:
-                continue          # deleted, long-name part or the volume label
-            struct.pack_into("<BHHH", table, offset + 13, 0, clock, day, day)
-            struct.pack_into("<HH", table, offset + 22, clock, day)
-        handle.seek(start)
-        handle.write(table)
 
 
 def disk_image(boot: Path, boot_size: int, root: Path, root_size: int, out: Path, disk_id: str) -> int:
@@ -126,7 +103,7 @@ def disk_image(boot: Path, boot_size: int, root: Path, root_size: int, out: Path
     with open(out, "wb") as handle:
         handle.truncate(total)
     table = (f"label: dos\nlabel-id: 0x{disk_id}\nunit: sectors\n"
-             f"start={first // 512}, size={boot_size // 512}, type=6, bootable\n"
+             f"start={first // 512}, size={boot_size // 512}, type=ef, bootable\n"
              f"start={(first + boot_size) // 512}, size={root_size // 512}, type=83\n")
     done = subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(out)], input=table,
                           capture_output=True, text=True)

@@ -2,7 +2,7 @@
 
 The disk's root file system is the image's layers applied in order; the boot
 partition holds a Debian kernel, an initramfs with the drivers and the start
-script, and SYSLINUX. The kernel command line carries no environment: give it at
+script, SYSLINUX (BIOS) and systemd-boot (UEFI). The kernel command line carries no environment: give it at
 boot (`imagebuild.env=NAME`, see `imagebuild disk set-env`) or on a config drive.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from imagebuild.disk import assemble
 from imagebuild.disk.initramfs import build_initramfs
-from imagebuild.disk.packages import fetch_busybox, fetch_kernel
+from imagebuild.disk.packages import fetch_busybox, fetch_kernel, fetch_systemd_boot
 from imagebuild.disk.rootfs import MergedTree, image_layers
 from imagebuild.disk.start import launch_of, start_script
 from imagebuild.layers.debian_index import DebianSource
@@ -22,14 +22,20 @@ from imagebuild.oci.model import ParsedManifest
 from imagebuild.stores.layout import LayoutStore
 
 # Bumped whenever the same image and packages would give other disk bytes.
-DISK_FORMAT = 1
+DISK_FORMAT = 2
 BASE_CMDLINE = "console=tty0 console=ttyS0,115200 panic=10 quiet"
 
 
-def syslinux_cfg(cmdline: str) -> str:
-    return ("DEFAULT imagebuild\nPROMPT 0\nTIMEOUT 0\n"
-            "LABEL imagebuild\n  LINUX /vmlinuz\n  INITRD /initrd.img\n"
-            f"  APPEND {cmdline}\n")
+def boot_configs(cmdline: str) -> dict[str, bytes]:
+    """The boot loaders' configuration (SYSLINUX for BIOS, systemd-boot for UEFI): one entry, no menu."""
+    return {
+        "syslinux.cfg": ("DEFAULT imagebuild\nPROMPT 0\nTIMEOUT 0\n"
+                         "LABEL imagebuild\n  LINUX /vmlinuz\n  INITRD /initrd.img\n"
+                         f"  APPEND {cmdline}\n").encode(),
+        "loader/loader.conf": b"timeout 0\ndefault imagebuild.conf\neditor no\n",
+        "loader/entries/imagebuild.conf": ("title imagebuild\nlinux /vmlinuz\ninitrd /initrd.img\n"
+                                           f"options {cmdline}\n").encode(),
+    }
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class BuiltDisk:
     kernel: str                       # package=version
     kernel_release: str
     busybox: str                      # version of busybox-static
+    systemd_boot: str                 # version of systemd-boot-efi, "" when the disk boots by BIOS only
     root_size: int
 
 
@@ -61,6 +68,7 @@ def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSourc
     seed = str(manifest.digest)
     kernel = fetch_kernel(source, kernel_package)
     busybox_version, busybox = fetch_busybox(source)
+    systemd_boot = fetch_systemd_boot(source)
     layers = list(image_layers(store, list(manifest.layers), workdir))
     root_tar = workdir / "root.tar"
     with MergedTree(layers) as tree:
@@ -77,9 +85,10 @@ def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSourc
                                          root_image, seed, epoch)
     root_tar.unlink()
     ident = hashlib.sha256(seed.encode()).hexdigest()
-    boot_size = assemble.boot_filesystem(
-        {"vmlinuz": kernel.vmlinuz, "initrd.img": initrd, "syslinux.cfg": syslinux_cfg(BASE_CMDLINE).encode()},
-        boot_image, ident[:8], epoch, workdir)
+    boot_files = {"vmlinuz": kernel.vmlinuz, "initrd.img": initrd, **boot_configs(BASE_CMDLINE)}
+    if systemd_boot is not None:
+        boot_files["EFI/BOOT/BOOTX64.EFI"] = systemd_boot[1]     # the removable-media path every UEFI firmware tries
+    boot_size = assemble.boot_filesystem(boot_files, boot_image, ident[:8], epoch, workdir)
     raw = workdir / "disk.raw"
     size = assemble.disk_image(boot_image, boot_size, root_image, root_size, raw, ident[8:16])
     root_image.unlink()
@@ -87,7 +96,7 @@ def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSourc
     qcow2 = workdir / "disk.qcow2"
     assemble.to_qcow2(raw, qcow2)
     return BuiltDisk(raw, qcow2, size, _sha256(raw), f"{kernel.package}={kernel.version}", kernel.release,
-                     busybox_version, root_size)
+                     busybox_version, systemd_boot[0] if systemd_boot else "", root_size)
 
 
 def _epoch(created: str) -> int:

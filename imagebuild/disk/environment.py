@@ -1,8 +1,8 @@
 """Naming the environment a disk boots into, without rebuilding it.
 
 Two ways, both read by the initramfs (the kernel command line wins):
-- the kernel command line: `set_environment` rewrites the boot partition's
-  syslinux.cfg in place (mtools on the disk file, no mount), appending
+- the kernel command line: `set_environment` rewrites the boot loaders'
+  configuration in place (mtools on the disk file, no mount), appending
   `imagebuild.env=NAME`; a qcow2 disk goes through raw and back;
 - a config drive: `config_drive` writes a small FAT image labelled IMAGEBUILD
   holding a file `env`, to attach as a second disk; its optional file `vars`
@@ -13,19 +13,19 @@ Both give the same bytes for the same disk and name.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 from imagebuild.disk import assemble
-from imagebuild.disk.build import BASE_CMDLINE, syslinux_cfg
+from imagebuild.disk.build import BASE_CMDLINE, boot_configs
 from imagebuild.disk.initramfs import CONFIG_LABEL
 from imagebuild.errors import BuildError, UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_EPOCH = 315532800      # 1980-01-01, FAT's first day: times carry no information here
 
 
 def check_name(environment: str) -> str:
@@ -56,13 +56,13 @@ def set_environment(disk: Path, environment: str | None) -> None:
 
 def _write_cfg(raw: Path, cmdline: str, scratch: Path) -> None:
     offset = assemble.boot_partition_offset(raw)
-    staged = scratch / "syslinux.cfg"
-    staged.write_text(syslinux_cfg(cmdline))
-    done = subprocess.run(["mcopy", "-o", "-i", f"{raw}@@{offset}", str(staged), "::syslinux.cfg"],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BuildError(f"cannot rewrite the boot configuration of {raw}: {done.stderr.strip()}")
-    assemble.fix_fat_times(raw, _EPOCH, offset)
+    for number, (name, data) in enumerate(sorted(boot_configs(cmdline).items())):
+        staged = scratch / f"config-{number}"
+        staged.write_bytes(data)
+        done = subprocess.run(["mcopy", "-o", "-i", f"{raw}@@{offset}", str(staged), f"::{name}"],
+                              capture_output=True, text=True, env=dict(os.environ, **assemble.mtools_env(0)))
+        if done.returncode != 0:
+            raise BuildError(f"cannot rewrite the boot configuration of {raw}: {done.stderr.strip()}")
 
 
 def read_vars(path: Path) -> str:
@@ -96,9 +96,8 @@ def config_drive(path: Path, environment: str, variables: str = "") -> None:
         for name, text in files.items():
             (Path(scratch) / name).write_text(text)
             done = subprocess.run(["mcopy", "-i", str(image), str(Path(scratch) / name), f"::{name}"],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env=dict(os.environ, **assemble.mtools_env(0)))
             if done.returncode != 0:
                 raise BuildError(f"cannot write the config drive: {done.stderr.strip()}")
-        assemble.fix_fat_times(image, _EPOCH)
         image.chmod(0o600 if variables else 0o644)
         image.replace(path)

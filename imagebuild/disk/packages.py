@@ -1,4 +1,4 @@
-"""The two Debian packages a disk adds to the image: the kernel and busybox (for the init).
+"""The Debian packages a disk adds to the image: the kernel, busybox (for the init), systemd-boot (UEFI).
 
 Both come from the recipe's suite and mirror through apt, which checks them against the
 suite's signed index; the .deb files are kept under the user's cache by name and version,
@@ -133,11 +133,24 @@ def fetch_kernel(source: DebianSource, package: str) -> Kernel:
     return Kernel(deb.name, deb.version, release, vmlinuz, tuple((name, available[name]) for name in order))
 
 
-def fetch_busybox(source: DebianSource) -> tuple[str, bytes]:
-    """(version, the static busybox binary) from the suite's busybox-static."""
-    deb = fetch_deb(AptIndex(source), "busybox-static")
+def _deb_file(source: DebianSource, package: str, paths: tuple[str, ...]) -> tuple[str, bytes]:
+    """(version, bytes of the first of PATHS) from the suite's PACKAGE."""
+    deb = fetch_deb(AptIndex(source), package)
     with deb_members(deb) as tar:
         for member in tar.getmembers():
-            if member.name in ("./bin/busybox", "./usr/bin/busybox") and member.isfile():
+            if member.name in paths and member.isfile():
                 return deb.version, tar.extractfile(member).read()
-    raise BuildError(f"{deb.path.name} holds no busybox binary")
+    raise BuildError(f"{deb.path.name} holds none of {', '.join(paths)}")
+
+
+def fetch_busybox(source: DebianSource) -> tuple[str, bytes]:
+    """(version, the static busybox binary) from the suite's busybox-static."""
+    return _deb_file(source, "busybox-static", ("./bin/busybox", "./usr/bin/busybox"))
+
+
+def fetch_systemd_boot(source: DebianSource) -> tuple[str, bytes] | None:
+    """(version, systemd-boot's x86-64 EFI binary) from the suite's systemd-boot-efi; None where it has none."""
+    try:
+        return _deb_file(source, "systemd-boot-efi", ("./usr/lib/systemd/boot/efi/systemd-bootx64.efi",))
+    except UserError:
+        return None

@@ -21,6 +21,7 @@ from imagebuild.disk import assemble
 from imagebuild.errors import BuildError
 
 QEMU = "qemu-system-x86_64"
+OVMF = Path("/usr/share/qemu/OVMF.fd")      # UEFI firmware for qemu (Debian package ovmf)
 PROBE_SECONDS = 20.0     # a working KVM prints the banner in well under a second
 
 
@@ -67,9 +68,15 @@ def kvm_usable(kernel: Path) -> bool:
 
 
 def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, config_drive: Path | None = None,
-                 memory_mb: int = 1024, snapshot: bool = True) -> list[str]:
-    """The command line that boots DISK with 127.0.0.1:PORT forwarded to the guest's GUEST_PORT."""
-    command = [QEMU, "-accel", accelerator, "-m", str(memory_mb), "-smp", "2", "-display", "none", "-no-reboot",
+                 memory_mb: int = 1024, snapshot: bool = True, uefi: bool = False) -> list[str]:
+    """The command line that boots DISK with 127.0.0.1:PORT forwarded to the guest's GUEST_PORT,
+    by BIOS (SYSLINUX) or, with UEFI, by OVMF (systemd-boot)."""
+    firmware: list[str] = []
+    if uefi:
+        if not OVMF.is_file():
+            raise BuildError(f"UEFI boot needs {OVMF} (Debian package ovmf)")
+        firmware = ["-bios", str(OVMF)]
+    command = [QEMU, "-accel", accelerator, *firmware, "-m", str(memory_mb), "-smp", "2", "-display", "none", "-no-reboot",
                "-serial", "stdio", "-monitor", "none",
                "-drive", f"file={disk},format={assemble.disk_format(disk)},if=virtio",
                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{guest_port}",
