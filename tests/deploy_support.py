@@ -39,6 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RELEASE = {release!r}
 HEALTHY = {healthy!r}
+if {crash!r}:
+    sys.exit("cannot reach the database at db:5432")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -52,7 +54,8 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(1)
             code = 200
             body = json.dumps({{"release": RELEASE, "environment": os.environ.get("IMAGEBUILD_ENV"),
-                               "container": socket.gethostname()}}).encode()
+                               "container": socket.gethostname(),
+                               "secret_length": len(os.environ.get("APP_SECRET", ""))}}).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -75,7 +78,8 @@ import sys
 if not {ok!r}:
     print("migration {release}: column users.email already exists", file=sys.stderr)
     sys.exit(3)
-print("migrated the schema for {release} in", os.environ.get("IMAGEBUILD_ENV"))
+print("migrated the schema for {release} in", os.environ.get("IMAGEBUILD_ENV"),
+      "with a secret of", len(os.environ.get("APP_SECRET", "")), "characters")
 '''
 
 EVENT_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT[\d:.]+Z) (?P<host>\S+) (?P<step>[a-z-]+): (?P<message>.*)$")
@@ -108,9 +112,10 @@ class DeployApp:
     def recipe(self) -> Path:
         return self.root / "imagebuild.yaml"
 
-    def release(self, label: str, healthy: bool = True, migrate_ok: bool = True) -> str:
-        """Commit the app as release `label`, bake and push it; returns its version."""
-        (self.root / "app.py").write_text(APP.format(release=label, healthy=healthy))
+    def release(self, label: str, healthy: bool = True, migrate_ok: bool = True, crash: bool = False) -> str:
+        """Commit the app as release `label`, bake and push it; returns its version. A `crash` release exits
+        at start; an unhealthy one answers its health path with 500."""
+        (self.root / "app.py").write_text(APP.format(release=label, healthy=healthy, crash=crash))
         (self.root / "migrate.py").write_text(MIGRATE.format(release=label, ok=migrate_ok))
         commit_all(self.root, label, FIRST_COMMIT_TIME + 60 * len(self.versions))
         done = imagebuild("bake", self.root, "--store", self.store, "--push", "--json")
@@ -150,8 +155,9 @@ class DeployApp:
 
 def make_deploy_app(directory: Path, base: DebianBase, servers: list[SshServer], ports: list[int], *,
                     migrate: bool = True, drain: int = 5, health_timeout: int = 20,
-                    in_recipe: bool = True) -> DeployApp:
-    """A git repository holding the app's recipe (hosts in it unless `in_recipe` is false)."""
+                    in_recipe: bool = True, env_file: str | None = None) -> DeployApp:
+    """A git repository holding the app's recipe (hosts in it unless `in_recipe` is false). With `env_file`,
+    dev requires the secret APP_SECRET and the hosts pass it from that file."""
     tag = uuid.uuid4().hex[:8]
     name = f"web{tag}"
     hosts = [f"{server.url}?port={port}" for server, port in zip(servers, ports)]
@@ -163,10 +169,12 @@ def make_deploy_app(directory: Path, base: DebianBase, servers: list[SshServer],
         "server": {"kind": "command", "command": ["python3", "/app/app.py"], "port": 8000},
         "app": {"exclude": ["imagebuild.lock"]},
         "health": {"path": "/health"},
-        "environments": [{"name": "dev", **({"hosts": hosts} if in_recipe else {})}, {"name": "prod"}],
+        "environments": [{"name": "dev", **({"hosts": hosts} if in_recipe else {}),
+                          **({"secrets": ["APP_SECRET"]} if env_file else {})}, {"name": "prod"}],
         "deploy": {"listen": "127.0.0.1", "port": ports[0], "drain": drain, "health_timeout": health_timeout,
                    "state_dir": str(directory / "host-state"),
-                   **({"migrate": ["python3", "/app/migrate.py"]} if migrate else {})},
+                   **({"migrate": ["python3", "/app/migrate.py"]} if migrate else {}),
+                   **({"env_file": env_file} if env_file else {})},
     }
     root = directory / name
     root.mkdir(parents=True)

@@ -60,6 +60,8 @@ def test_v1_then_v2_under_load_loses_no_request_and_then_serves_only_v2(app, doc
     assert [c.labels["dev.imagebuild.deploy.version"] for c in running] == [v2]
     assert running[0].attrs["Config"]["Image"].endswith("@" + second["digest"])
     assert "IMAGEBUILD_ENV=dev" in running[0].attrs["Config"]["Env"]
+    assert running[0].attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert running[0].attrs["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"
 
 
 def test_a_release_that_never_becomes_healthy_is_removed_and_the_old_one_keeps_serving(app, docker_client):
@@ -84,6 +86,16 @@ def test_a_release_that_never_becomes_healthy_is_removed_and_the_old_one_keeps_s
     assert [c.labels["dev.imagebuild.deploy.version"] for c in containers_of(app, docker_client)] == [v2]
     host = app.status()["environments"][0]["hosts"][0]
     assert (host["version"], host["state"], host["front"]) == (v2, "running", "running")
+
+    # A release that exits at start: its exit code and the last line of its log are what the check saw.
+    v4 = app.release("v4", crash=True)
+    app.promote("v4")
+    crashed = app.deploy()
+    assert crashed.returncode == 6
+    error = crashed.stderr.strip().splitlines()[-1]
+    assert v4 in error and "exited with code 1" in error and "cannot reach the database at db:5432" in error
+    assert f"{v2} keeps serving" in error and app.release_served() == "v2"
+    assert [c.labels["dev.imagebuild.deploy.version"] for c in containers_of(app, docker_client)] == [v2]
 
 
 def test_rollback_to_an_earlier_version_and_status_shows_what_runs_since_when(app):
@@ -307,3 +319,41 @@ def test_after_a_reboot_deploy_brings_the_front_back_without_a_new_container(app
     assert "front" in steps and "pull" not in steps and "start" not in steps
     assert app.release_served() == "v1"
     assert app.status()["environments"][0]["hosts"][0]["front"] == "running"
+
+
+def test_secrets_come_from_the_hosts_env_file_and_never_appear_in_the_output(tmp_path, debian_python_base,  # noqa: F811
+                                                                             sshd, registry, docker_client):
+    env_file = tmp_path / "host-secrets" / "dev.env"
+    app = make_deploy_app(tmp_path, debian_python_base, [sshd], [free_port()], env_file=str(env_file))
+    try:
+        app.release("v1")
+        app.promote("v1")
+        missing = app.deploy()
+        assert missing.returncode == 6
+        assert f"deploy.env_file {env_file} is not a readable file" in missing.stderr
+        assert "pull" not in [e["step"] for e in events_from_stderr(missing.stderr)]
+
+        # A file without the secret: the launcher refuses to start the migration, and the deploy says so.
+        env_file.parent.mkdir()
+        env_file.write_text("OTHER=1\n")
+        refused = app.deploy()
+        assert refused.returncode == 6
+        error = refused.stderr.strip().splitlines()[-1]
+        assert "failed (exit 64)" in error and "APP_SECRET" in error and app.hosts[0] in error
+        assert containers_of(app, docker_client) == []
+
+        secret = "s3cr3t-" + "x" * 25
+        env_file.write_text(f"APP_SECRET={secret}\n")
+        done = app.deploy()
+        result = deployed(done)
+        assert secret not in done.stdout + done.stderr
+        assert "migrated" in [e["step"] for e in result["events"]]
+        import urllib.request
+        with urllib.request.urlopen(app.url(), timeout=10) as response:
+            assert json.loads(response.read())["secret_length"] == len(secret)
+        # The launcher refuses to start without the secret; the host's file is what provided it.
+        [container] = containers_of(app, docker_client)
+        assert f"APP_SECRET={secret}" in container.attrs["Config"]["Env"]
+        assert all(secret not in value for value in container.labels.values())
+    finally:
+        cleanup(app)

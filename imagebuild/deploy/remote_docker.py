@@ -42,7 +42,8 @@ class RemoteDocker:
     def run_detached(self, name: str, reference: str, *, env: Mapping[str, str], labels: Mapping[str, str],
                      container_port: int, env_file: str | None) -> int:
         """Start the container; returns the loopback port its `container_port` is published on."""
-        argv = ["docker", "run", "--detach", "--name", name, "--restart", "unless-stopped",
+        # No restart policy until it proved healthy: a crash stays a crash, with its exit code, not a loop.
+        argv = ["docker", "run", "--detach", "--name", name, "--restart", "no",
                 # An ephemeral port on loopback: old and new run side by side, only the front is public.
                 "--publish", f"127.0.0.1::{container_port}"]
         argv += _env_args(env, env_file)
@@ -65,6 +66,11 @@ class RemoteDocker:
             if host == "127.0.0.1" and port.isdigit():
                 return int(port)
         raise DeployError(f"{self.host}: {name} publishes no loopback port for {container_port}/tcp")
+
+    def keep_running(self, name: str) -> None:
+        """From now on the engine restarts it (after a crash, or when the host boots) until it is stopped."""
+        self.session.check(["docker", "update", "--restart", "unless-stopped", name],
+                           f"setting {name}'s restart policy")
 
     def run_once(self, name: str, reference: str, argv: Sequence[str], *, env: Mapping[str, str],
                  env_file: str | None) -> Result:

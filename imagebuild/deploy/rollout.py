@@ -265,6 +265,7 @@ class HostRollout:
         self.emit("start", f"{name} ({release.version}) on 127.0.0.1:{upstream}")
 
         self._wait_healthy(name, upstream, state.get("version") if old_name else None)
+        self.docker.keep_running(name)
 
         since = now()
         record = {
@@ -332,16 +333,19 @@ class HostRollout:
 
     def _look(self, name: str, upstream: int, path: str) -> tuple[dict | None, Result]:
         """The container's state and one probe of its health path, in one round trip."""
-        inspect = ["docker", "container", "inspect", "--format", "{{json .State}}", name]
+        inspect = ["docker", "container", "inspect", "--format", "{{.RestartCount}} {{json .State}}", name]
         probe = ["timeout", str(PROBE_TIMEOUT), "bash", "-c", PROBE, str(upstream), path]
         quoted = [" ".join(shlex.quote(part) for part in argv) for argv in (inspect, probe)]
         result = self.session.shell(f"{quoted[0]} 2>/dev/null || echo null; echo {shlex.quote(LOOK_MARK)}; {quoted[1]}",
                                     timeout=PROBE_TIMEOUT + 30)
         state_text, _, probe_out = result.stdout.partition(LOOK_MARK + "\n")
+        restarts, _, state_json = state_text.strip().partition(" ")
         try:
-            state = json.loads(state_text.strip() or "null")
+            state = json.loads(state_json or "null")
         except ValueError:
             state = None
+        if isinstance(state, dict):
+            state["RestartCount"] = int(restarts) if restarts.isdigit() else 0
         return state, Result(result.argv, result.exit_code, probe_out, result.stderr)
 
     def _wait_healthy(self, name: str, upstream: int, serving_version: str | None) -> None:
@@ -352,9 +356,13 @@ class HostRollout:
         while True:
             problem = None
             state, probe = self._look(name, upstream, path)
-            if state is None or not state.get("Running"):
+            if state is None or not state.get("Running") or state.get("Restarting") or state.get("RestartCount"):
+                # It starts without a restart policy, so an exit stays visible; a restart (someone else's
+                # doing) is no better than an exit.
                 code = state.get("ExitCode") if state else "?"
-                problem = f"the container exited with code {code}; its log ends: {self.docker.last_log_line(name)}"
+                again = f", restarted {state['RestartCount']} times" if state and state.get("RestartCount") else ""
+                problem = (f"the container exited with code {code}{again}; "
+                           f"its log ends: {self.docker.last_log_line(name)}")
             elif (state.get("Health") or {}).get("Status") == "unhealthy":
                 problem = f"Docker's health check reports unhealthy; last answer to GET {path}: {seen}"
             else:
