@@ -110,6 +110,11 @@ def test_two_clean_bakes_give_the_same_disk(flask_disks):
     assert first.qcow2.read_bytes() == second.qcow2.read_bytes()
     assert subprocess.run(["cmp", "-s", str(first.raw), str(second.raw)]).returncode == 0
     assert disk_a["raw_size"] == first.raw.stat().st_size
+    raw_digest = hashlib.sha256()
+    with open(first.raw, "rb") as raw:
+        while chunk := raw.read(1 << 22):
+            raw_digest.update(chunk)
+    assert disk_a["raw_digest"] == "sha256:" + raw_digest.hexdigest()
     assert disk_a["qcow2_size"] == first.qcow2.stat().st_size
     assert 0 < disk_a["qcow2_size"] < disk_a["raw_size"]
 

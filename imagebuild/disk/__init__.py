@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imagebuild.disk.artifact import DiskResult, bake_disk, check_disk_output, disk_ref, write_disk
+from imagebuild.errors import UserError
 from imagebuild.layers.debian_index import DEFAULT_MIRROR, DebianSource
 from imagebuild.recipe.model import Recipe
 
@@ -33,4 +34,7 @@ def bake_recipe_disk(recipe_path: Path, store, image_ref: str) -> DiskResult:
     recipe_path = Path(recipe_path)
     facts = git_facts(recipe_path if recipe_path.is_dir() else recipe_path.parent)
     recipe = load_recipe(recipe_path, {"git": facts.as_context()})
+    if recipe.os.architecture != "amd64":
+        raise UserError(f"a disk boots x86-64 machines only; the recipe's os.architecture is {recipe.os.architecture}",
+                        hint="bake the disk from an amd64 recipe")
     return bake_disk(store, image_ref, source_for(recipe), recipe.disk.kernel, recipe.name)

@@ -22,7 +22,7 @@ from imagebuild.oci.model import ParsedManifest
 from imagebuild.stores.layout import LayoutStore
 
 # Bumped whenever the same image and packages would give other disk bytes.
-DISK_FORMAT = 2
+DISK_FORMAT = 3
 BASE_CMDLINE = "console=tty0 console=ttyS0,115200 panic=10 quiet"
 
 
@@ -87,7 +87,7 @@ def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSourc
     ident = hashlib.sha256(seed.encode()).hexdigest()
     boot_files = {"vmlinuz": kernel.vmlinuz, "initrd.img": initrd, **boot_configs(BASE_CMDLINE)}
     if systemd_boot is not None:
-        boot_files["EFI/BOOT/BOOTX64.EFI"] = systemd_boot[1]     # the removable-media path every UEFI firmware tries
+        boot_files["EFI/BOOT/BOOTX64.EFI"] = systemd_boot[1]     # the default path UEFI boots from an ESP
     boot_size = assemble.boot_filesystem(boot_files, boot_image, ident[:8], epoch, workdir)
     raw = workdir / "disk.raw"
     size = assemble.disk_image(boot_image, boot_size, root_image, root_size, raw, ident[8:16])

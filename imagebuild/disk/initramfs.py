@@ -81,6 +81,8 @@ case "$1" in
             { [ -n "$domain" ] && echo "search $domain"; for server in $dns; do echo "nameserver $server"; done; } \
                 > /etc/resolv.conf 2>/dev/null
         fi
+        # a name from the network (DHCP option 12) lets the launcher detect the environment by host name
+        [ -n "$hostname" ] && $b hostname "$hostname"
         echo "imagebuild: $interface has $ip" ;;
 esac
 exit 0

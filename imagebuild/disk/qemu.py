@@ -76,8 +76,8 @@ def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, co
         if not OVMF.is_file():
             raise BuildError(f"UEFI boot needs {OVMF} (Debian package ovmf)")
         firmware = ["-bios", str(OVMF)]
-    command = [QEMU, "-accel", accelerator, *firmware, "-m", str(memory_mb), "-smp", "2", "-display", "none", "-no-reboot",
-               "-serial", "stdio", "-monitor", "none",
+    command = [QEMU, "-accel", accelerator, *firmware, "-m", str(memory_mb), "-smp", "2", "-display", "none",
+               "-no-reboot", "-serial", "stdio", "-monitor", "none",
                "-drive", f"file={disk},format={assemble.disk_format(disk)},if=virtio",
                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{guest_port}",
                "-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]
