@@ -1,0 +1,75 @@
+"""The start script reads the image config as an engine does: program on PATH, user and group names
+from the image's own files, Env, WorkingDir; what it cannot start is refused before anything is built."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from imagebuild.disk.rootfs import MergedTree
+from imagebuild.disk.start import launch_of, start_script
+from imagebuild.errors import UserError
+
+PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:10001:10002:app:/home/app:/bin/sh\n"
+GROUP = b"root:x:0:\nweb:x:2000:\napp:x:10002:\n"
+
+
+@pytest.fixture
+def tree(tmp_path: Path):
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        for name, data in (("etc/passwd", PASSWD), ("etc/group", GROUP), ("usr/bin/python3", b"\x7fELF")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with MergedTree([layer]) as merged:
+        yield merged
+
+
+def config(**settings) -> dict:
+    return {"config": {"Env": ["PATH=/usr/local/bin:/usr/bin", "PORT=8000"], **settings}}
+
+
+def test_names_are_looked_up_in_the_image_and_the_program_on_its_path(tree):
+    launch = launch_of(config(Entrypoint=["python3"], Cmd=["-m", "http.server"], User="app:web",
+                              WorkingDir="/srv"), tree)
+    assert launch.program == "/usr/bin/python3"
+    assert launch.argv == ("python3", "-m", "http.server")
+    assert (launch.uid, launch.gid, launch.workdir) == (10001, 2000, "/srv")
+    assert launch.env == ("PATH=/usr/local/bin:/usr/bin", "PORT=8000", "HOME=/home/app")
+
+
+def test_numeric_users_need_no_entry_and_an_empty_user_is_root(tree):
+    assert (launch_of(config(Cmd=["/usr/bin/python3"], User="4242:4343"), tree).uid, ) == (4242, )
+    launch = launch_of(config(Cmd=["/usr/bin/python3"]), tree)
+    assert (launch.uid, launch.gid, launch.workdir) == (0, 0, "/")
+    assert "HOME=/root" in launch.env
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"Cmd": ["python3"], "User": "nobody"}, "nobody"),
+    ({"Cmd": ["python3"], "User": "app:nogroup"}, "nogroup"),
+    ({"Cmd": ["gunicorn"]}, "gunicorn"),
+    ({}, "Entrypoint"),
+])
+def test_what_cannot_start_is_refused(tree, settings, words):
+    with pytest.raises(UserError) as refused:
+        launch_of(config(**settings), tree)
+    assert words in refused.value.one_line()
+
+
+def test_the_start_script_is_valid_shell_and_hands_every_argument_over_unchanged(tree):
+    args = ["-c", "print(\"it's $HOME; `x`\")", "two words", "*"]
+    launch = launch_of(config(Entrypoint=["python3"], Cmd=args), tree)
+    script = start_script(launch, "web")
+    assert subprocess.run(["busybox", "sh", "-n"], input=script, text=True).returncode == 0
+    line = next(line for line in script.splitlines() if line.strip().startswith("-a "))
+    words = line.split(" -- ", 1)[1].removesuffix(" &")
+    # in / a glob would expand, had the script left it unquoted
+    echoed = subprocess.run(["busybox", "sh", "-c", f'printf "%s\\n" {words}'], capture_output=True, text=True,
+                            cwd="/")
+    assert echoed.stdout.splitlines() == args
