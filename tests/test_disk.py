@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.disk.qemu import boot_file, booted, kvm_usable, qemu_command
+from imagebuild.disk.qemu import boot_file, booted, kvm_usable, press_power_button, qemu_command
 from tests.bake_support import bake, base_for, example_repo, http_get, seed
 from tests.conftest import imagebuild
 
@@ -176,22 +176,28 @@ def test_disk_boot_answers_health_and_reports_the_kernel_command_line_environmen
     print(f"boot to /health under {accelerator}: {seconds:.1f} s")
 
 
-def test_the_disk_boots_by_uefi_too(flask_disks, accelerator, tmp_path):
+def test_the_disk_boots_by_uefi_too_and_stops_gracefully_on_the_power_button(flask_disks, accelerator, tmp_path):
     disk = tmp_path / "dev.raw"
     shutil.copyfile(flask_disks[0].raw, disk)
     done = imagebuild("disk", "set-env", disk, "dev")
     assert done.returncode == 0, done.stderr
     entry = boot_file(disk, "loader/entries/imagebuild.conf", tmp_path / "entry.conf").read_text()
     assert "imagebuild.env=dev" in entry
-    port, console = free_port(), tmp_path / "console.log"
-    with booted(qemu_command(disk, port, GUEST_PORT, accelerator, uefi=True), console) as process:
+    port, console, qmp = free_port(), tmp_path / "console.log", tmp_path / "qmp.sock"
+    with booted(qemu_command(disk, port, GUEST_PORT, accelerator, uefi=True, qmp=qmp), console) as process:
         seconds = wait_for_health(port, process, console)
         status, body = http_get(f"http://127.0.0.1:{port}/")
         assert status == 200
         answer = json.loads(body)
         assert (answer["environment"], answer["log_level"]) == ("dev", "debug")
+        # a hypervisor's shut-down: the app is asked to stop (gunicorn exits cleanly), then the VM powers off
+        press_power_button(qmp)
+        process.wait(timeout=BOOT_BOUND_SECONDS)
     log = console.read_text(errors="replace")
     assert "SYSLINUX" not in log                     # it was systemd-boot that loaded the kernel
+    assert "imagebuild: power button: stopping the app" in log
+    assert "Shutting down: Master" in log
+    assert "the app exited with status 0; powering off" in log
     print(f"UEFI boot to /health under {accelerator}: {seconds:.1f} s")
 
 

@@ -22,7 +22,7 @@ from imagebuild.oci.model import ParsedManifest
 from imagebuild.stores.layout import LayoutStore
 
 # Bumped whenever the same image and packages would give other disk bytes.
-DISK_FORMAT = 3
+DISK_FORMAT = 4
 BASE_CMDLINE = "console=tty0 console=ttyS0,115200 panic=10 quiet"
 
 

@@ -20,11 +20,12 @@ from imagebuild.errors import BuildError, UserError
 from imagebuild.layers.debian_index import AptIndex, DebianSource, cache_root
 
 # Drivers for the disks and network cards virtual machines get (virtio, SCSI, IDE, emulated
-# e1000), entropy from the host, and FAT for a config drive. Absent ones are left out:
-# a kernel flavour may build them in or not ship them.
+# e1000), entropy from the host, FAT and ISO 9660 for a config drive, and the ACPI power
+# button (with evdev, how it reports) for a graceful stop. Absent ones are left out: a kernel
+# flavour may build them in or not ship them.
 WANTED_MODULES = ("virtio_pci", "virtio_mmio", "virtio_blk", "virtio_scsi", "sd_mod", "ata_piix", "ahci",
                   "nvme", "virtio_net", "e1000", "e1000e", "virtio_rng", "vfat", "nls_cp437", "nls_ascii",
-                  "nls_utf8", "isofs", "sr_mod")
+                  "nls_utf8", "isofs", "sr_mod", "button", "evdev")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ first console line. Otherwise qemu emulates the CPU (TCG), several times slower.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
+import socket
 import subprocess
 import tempfile
 import time
@@ -68,9 +70,10 @@ def kvm_usable(kernel: Path) -> bool:
 
 
 def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, config_drive: Path | None = None,
-                 memory_mb: int = 1024, snapshot: bool = True, uefi: bool = False) -> list[str]:
+                 memory_mb: int = 1024, snapshot: bool = True, uefi: bool = False,
+                 qmp: Path | None = None) -> list[str]:
     """The command line that boots DISK with 127.0.0.1:PORT forwarded to the guest's GUEST_PORT,
-    by BIOS (SYSLINUX) or, with UEFI, by OVMF (systemd-boot)."""
+    by BIOS (SYSLINUX) or, with UEFI, by OVMF (systemd-boot); QMP, when asked for, listens on a unix socket."""
     firmware: list[str] = []
     if uefi:
         if not OVMF.is_file():
@@ -85,7 +88,22 @@ def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, co
         command.append("-snapshot")        # the guest's writes go to a temp file: the disk stays as built
     if config_drive is not None:
         command += ["-drive", f"file={config_drive},format=raw,if=virtio,readonly=on"]
+    if qmp is not None:
+        command += ["-qmp", f"unix:{qmp},server=on,wait=off"]     # QMP: e.g. system_powerdown, the ACPI button
     return command
+
+
+def press_power_button(qmp: Path) -> None:
+    """What a hypervisor's "shut down" does: the ACPI power button, through qemu's QMP socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.connect(str(qmp))
+        stream = connection.makefile("rw")
+        stream.readline()                                        # the greeting
+        for command in ("qmp_capabilities", "system_powerdown"):
+            stream.write(json.dumps({"execute": command}) + "\n")
+            stream.flush()
+            while "return" not in json.loads(stream.readline() or '{"return": null}'):
+                pass                                             # events may come first
 
 
 @contextlib.contextmanager

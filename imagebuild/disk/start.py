@@ -7,7 +7,8 @@ and the user (names looked up in the image's own /etc/passwd and /etc/group). At
 boot the script only adds what belongs to the machine: the network, by DHCP on
 every interface, the variables a config drive gives (its `vars` file), and the
 environment name the initramfs read from the kernel command line or a config
-drive, as IMAGEBUILD_ENV. When the app exits the machine powers off.
+drive, as IMAGEBUILD_ENV. The ACPI power button sends the app SIGTERM (SIGKILL
+ten seconds later, as `docker stop` does); when the app exits the machine powers off.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from imagebuild.disk.rootfs import MergedTree
 from imagebuild.errors import UserError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STOP_SECONDS = 10            # from the stop request to SIGKILL, as `docker stop` waits
 
 
 @dataclass(frozen=True)
@@ -117,11 +119,25 @@ if [ -n "$environment" ]; then
     echo "imagebuild: environment $environment"
 fi
 cd {quote(launch.workdir)} || echo "imagebuild: no working directory {launch.workdir}"
+# the ACPI power button (a hypervisor's or cloud's "stop") asks the app to stop, as `docker stop` does
+stop() {{
+    echo "imagebuild: power button: stopping the app"
+    kill -TERM $app 2>/dev/null
+    ( $b sleep {STOP_SECONDS}; kill -KILL $app 2>/dev/null ) &
+}}
+trap stop TERM
+$b mkdir -p {STAGE}/acpi/PWRF
+printf '#!{STAGE}/busybox sh\nexec {STAGE}/busybox kill -TERM 1\n' > {STAGE}/acpi/PWRF/00000080
+$b chmod 0755 {STAGE}/acpi/PWRF/00000080
+$b acpid -c {STAGE}/acpi -l /dev/null 2>/dev/null
 $b env -i {env} "$@" $b start-stop-daemon -S -c {launch.uid}:{launch.gid} -x {quote(launch.program)} \\
     -a {quote(launch.argv[0])} -- {args} &
 app=$!
-wait $app
-status=$?
+while :; do
+    wait $app
+    status=$?
+    kill -0 $app 2>/dev/null || break
+done
 echo "imagebuild: the app exited with status $status; powering off"
 $b sync
 $b poweroff -f
