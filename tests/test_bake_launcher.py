@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.errors import RecipeError
 from imagebuild.launcher import (config_files, feature_variable, launcher_script, runtime_module,
                                  server_script)
 from imagebuild.recipe.model import DetectRule, DetectSpec, Environment, Recipe
@@ -254,16 +253,6 @@ def test_a_recipe_without_environments_gets_one_default():
     assert files["etc/imagebuild/environments"] == b"default\n"
     assert "etc/imagebuild/env/default.sh" in files
     assert b"default='default'" in files["etc/imagebuild/detect.sh"]
-
-
-def test_bad_names_are_recipe_errors():
-    with pytest.raises(RecipeError, match="not a valid variable name"):
-        config_files(Recipe(name="x", environments=(Environment("dev", config={"BAD-NAME": "1"}),)))
-    with pytest.raises(RecipeError, match="both become"):
-        config_files(Recipe(name="x", environments=(Environment("dev", features={"a-b": True}),
-                                                    Environment("prod", features={"a_b": False}))))
-    with pytest.raises(RecipeError, match="detect.default"):
-        config_files(Recipe(name="x", detect=DetectSpec(default="qa"), environments=(Environment("dev"),)))
 
 
 def test_feature_names_become_variable_names():

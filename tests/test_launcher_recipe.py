@@ -62,6 +62,13 @@ def test_a_full_detection_recipe_loads(tmp_path):
      9, "environments[0].config.FEATURE_X", "declare toggles under features"),
     ("environments:\n  - name: dev\n    features: {newCheckout: true}\n  - name: prod\n"
      "    features: {NEWCHECKOUT: false}\n", 11, "environments[1].features.NEWCHECKOUT", "same toggle"),
+    # The names written into the image's files and the launcher's shell lines are checked here only.
+    ("environments:\n  - name: dev\n    config: {BAD-NAME: '1'}\n",
+     9, "environments[0].config.BAD-NAME", "not an environment variable name"),
+    ("environments:\n  - name: dev\n    features: {a-b: true}\n",
+     9, "environments[0].features.a-b", "not a feature name"),
+    ("environments:\n  - name: dev.x\n", 8, "environments[0].name", "not an environment name"),
+    ("detect: {default: qa}\nenvironments:\n  - name: dev\n", 7, "detect.default", "not a listed environment"),
 ])
 def test_detection_and_environment_mistakes(tmp_path, text, line, key, fragment):
     exc = error(write(tmp_path, text))

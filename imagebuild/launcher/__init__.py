@@ -21,14 +21,11 @@ import re
 from importlib import resources
 from typing import Mapping
 
-from imagebuild.errors import RecipeError
 from imagebuild.recipe.model import DetectSpec, Environment, Recipe
 
 DEFAULT_ENVIRONMENT = "default"
 RUN_DIR = "/run/imagebuild"            # where the launcher writes config.json and features.json
 RUNTIME_MODULE = "imagebuild_runtime"  # the Python helper's module name
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def launcher_script() -> bytes:
@@ -41,7 +38,7 @@ def runtime_module() -> bytes:
 
 
 def feature_variable(name: str) -> str:
-    """`new-checkout` → `NEW_CHECKOUT`; the launcher exports it as FEATURE_NEW_CHECKOUT."""
+    """`new_checkout` → `NEW_CHECKOUT`; the launcher exports it as FEATURE_NEW_CHECKOUT."""
     return re.sub(r"[^A-Z0-9_]", "_", name.upper())
 
 
@@ -49,48 +46,15 @@ def sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
-def _where(recipe: Recipe) -> str | None:
-    return str(recipe.source) if recipe.source else None
-
-
-def _check(recipe: Recipe, env: Environment) -> None:
-    if not _ENV_NAME.match(env.name):
-        raise RecipeError(f"environment name {env.name!r} may hold only letters, digits, '.', '_' and '-'",
-                          file=_where(recipe), key="environments")
-    for key in list(env.config) + list(env.secrets):
-        if not _VAR_NAME.match(key):
-            raise RecipeError(f"environment {env.name!r}: {key!r} is not a valid variable name",
-                              file=_where(recipe), key=f"environments.{env.name}",
-                              hint="use letters, digits and '_', not starting with a digit")
-
-
-def _check_detect(recipe: Recipe, envs: tuple[Environment, ...]) -> None:
-    detect = recipe.detect
-    if not _VAR_NAME.match(detect.variable):
-        raise RecipeError(f"detect.variable {detect.variable!r} is not a valid variable name",
-                          file=_where(recipe), key="detect.variable")
-    if detect.default is not None and detect.default not in {env.name for env in envs}:
-        raise RecipeError(f"detect.default {detect.default!r} is not a listed environment",
-                          file=_where(recipe), key="detect.default")
-
-
 def feature_names(recipe: Recipe) -> list[str]:
     """Every feature any environment names, in first-seen order.
 
     An environment that does not list a feature has it off, so `feature(name)`
     answers in every environment and a toggle is released by turning it on.
+    The recipe's rules (imagebuild/recipe/checks.py) have refused names that are
+    not variable names or that two toggles would share.
     """
-    names: dict[str, None] = {}
-    seen: dict[str, str] = {}
-    for env in environments(recipe):
-        for name in env.features:
-            variable = feature_variable(name)
-            if seen.setdefault(variable, name) != name:
-                raise RecipeError(f"features {seen[variable]!r} and {name!r} both become FEATURE_{variable}",
-                                  file=_where(recipe), key=f"environments.{env.name}.features",
-                                  hint="give them names that differ in more than case or punctuation")
-            names[name] = None
-    return list(names)
+    return list(dict.fromkeys(name for env in environments(recipe) for name in env.features))
 
 
 def _value(value: object) -> str:
@@ -134,11 +98,12 @@ def detect_spec(recipe: Recipe) -> DetectSpec:
 
 
 def config_files(recipe: Recipe) -> Mapping[str, bytes]:
-    """Image path (relative to /) → content, for every environment in the recipe."""
+    """Image path (relative to /) → content, for every environment in the recipe.
+
+    The recipe comes from the loader, whose rules (imagebuild/recipe/checks.py)
+    have checked every name written into these files.
+    """
     envs = environments(recipe)
-    for env in envs:
-        _check(recipe, env)
-    _check_detect(recipe, envs)
     detect = detect_spec(recipe)
     features = feature_names(recipe)
     document = {

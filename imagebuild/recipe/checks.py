@@ -31,12 +31,11 @@ _APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?$")
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
 _USER = re.compile(r"^\d+(:\d+)?$")
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
-_CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FEATURE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Config keys, feature names and detect.variable: each becomes a shell variable in the launcher.
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # Variables the image config sets (plan.image_settings); a config key of the same name would lose to them.
 _IMAGE_VARIABLES = frozenset({"PATH", "PORT", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_HINT = "secrets lists names only; the values come at run time (docker run -e NAME=... or NAME_FILE)"
 
 
@@ -222,11 +221,11 @@ def _check_environments(recipe: Recipe, fail: Fail) -> None:
             fail(f"{key}.name", f"environment {env.name!r} is listed twice")
         seen.add(env.name)
         for name in env.config:
-            if not _CONFIG_KEY.match(name):
+            if not _VARIABLE.match(name):
                 fail(f"{key}.config.{name}", f"{name!r} is not an environment variable name",
                      "use letters, digits and _, e.g. LOG_LEVEL")
         for name in env.features:
-            if not _FEATURE.match(name):
+            if not _VARIABLE.match(name):
                 fail(f"{key}.features.{name}", f"{name!r} is not a feature name",
                      "use letters, digits and _, e.g. new_checkout")
         for name in env.config:
