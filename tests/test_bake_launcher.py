@@ -15,8 +15,13 @@ import pytest
 
 from imagebuild.launcher import (config_files, feature_variable, launcher_script, runtime_module,
                                  server_script)
+from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import DetectRule, DetectSpec, Environment, Recipe
+from imagebuild.recipe.templates import render_server_files
 
+from test_recipe_loader import NO_GIT
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SHELLS = [pytest.param([shutil.which("dash")], id="dash")]
 if shutil.which("busybox"):
     SHELLS.append(pytest.param([shutil.which("busybox"), "sh"], id="busybox"))
@@ -231,6 +236,30 @@ def test_port_moves_the_marked_listen_line_of_a_server_that_cannot_read_it(shell
     text = (root / "run/nginx.conf").read_text()
     assert "listen 9090; # imagebuild:port" in text and "listen [::1]:9090; # imagebuild:port" in text
     assert "set $x 8080;" in text
+
+
+def test_log_level_sets_the_level_of_nginx_error_log(shell, tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_bytes(render_server_files(load_recipe(EXAMPLES / "static-site", context=NO_GIT))
+                     ["/etc/imagebuild/nginx.conf"][0])
+    root = make_root(tmp_path, RECIPE, server_script("nginx", None, 8080, str(conf), "warn"))
+    base = {"IMAGEBUILD_ENV": "test", "PORT": "8080"}  # test's config sets LOG_LEVEL=info; a given one wins
+    for level in ("WARNING", "chatty"):  # nginx's baked level, and a value nginx has no word for
+        result = launch(shell, root, {**base, "LOG_LEVEL": level}, "echo", "nginx", "-c", str(conf))
+        assert result.returncode == 0 and result.stdout.split() == ["nginx", "-c", str(conf)], (level, result)
+    moved = launch(shell, root, {**base, "LOG_LEVEL": "critical", "PORT": "9090"}, "echo", "nginx", "-c", str(conf))
+    assert moved.stdout.split() == ["nginx", "-c", str(root / "run/nginx.conf")], moved.stderr
+    text = (root / "run/nginx.conf").read_text()
+    assert "error_log stderr crit; # imagebuild:log-level" in text and "listen 9090; # imagebuild:port" in text
+    # the environment's own LOG_LEVEL (test: info) moves it too, with the port left as baked
+    result = launch(shell, root, {"IMAGEBUILD_ENV": "test"}, "echo", "nginx", "-c", str(conf))
+    assert result.stdout.split() == ["nginx", "-c", str(root / "run/nginx.conf")], result.stderr
+    text = (root / "run/nginx.conf").read_text()
+    assert "error_log stderr info; # imagebuild:log-level" in text and "listen 8080; # imagebuild:port" in text
+    assert text.replace("stderr info;", "stderr warn;") == conf.read_text()  # nothing else changed
+    checked = subprocess.run(["nginx", "-t", "-e", "stderr", "-c", str(root / "run/nginx.conf")],
+                             capture_output=True, text=True)  # nginx: scripts/setup-system.sh
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_the_run_directory_falls_back_when_the_first_is_not_writable(shell, image_root, tmp_path):

@@ -1,5 +1,5 @@
 """Every kind of server behind the launcher in the real Docker engine: uvicorn, nginx and the JVM
-follow PORT given at start, are PID 1, and exit on `docker stop`'s SIGTERM without being killed.
+follow PORT given at start (nginx LOG_LEVEL too), are PID 1, and exit on `docker stop`'s SIGTERM without being killed.
 (gunicorn is covered in tests/test_launcher_docker.py.) The Debian bases are the cached ones."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_the_server_follows_port_and_stops_on_sigterm(example, tmp_path, tmp_pat
     docker_leftovers.images.append(result["image"])
     port = recipe.server.port + 1111
     container = docker_client.containers.run(result["image"], detach=True, nano_cpus=1_000_000_000,
-                                             environment={"IMAGEBUILD_ENV": "test", "PORT": str(port)},
+                                             environment={"IMAGEBUILD_ENV": "test", "PORT": str(port), "LOG_LEVEL": "info"},
                                              ports={f"{port}/tcp": ("127.0.0.1", None)})
     docker_leftovers.containers.append(container)
     status, _ = wait_for_http(f"http://127.0.0.1:{published_port(container, port)}{recipe.health.path}", container)
@@ -41,6 +41,8 @@ def test_the_server_follows_port_and_stops_on_sigterm(example, tmp_path, tmp_pat
     assert "environment=test (from IMAGEBUILD_ENV)" in line and f"port={port}" in line and "cpus=1" in line
     if example == "fastapi-hello":
         assert "workers=1" in line  # fixed in the example's recipe
+    if example == "static-site":
+        assert "[notice]" in log  # nginx's error_log follows LOG_LEVEL (baked at warn)
     pid1_command, expected_codes = SERVERS[example]
     exit_code, pid1 = container.exec_run(["cat", "/proc/1/cmdline"])
     assert exit_code == 0 and pid1_command in pid1, pid1

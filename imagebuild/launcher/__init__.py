@@ -128,9 +128,12 @@ def config_files(recipe: Recipe) -> Mapping[str, bytes]:
     return files
 
 
-def server_script(kind: str | None, workers: int | None, port: int, config: str | None = None) -> bytes:
+def server_script(kind: str | None, workers: int | None, port: int, config: str | None = None,
+                  level: str | None = None) -> bytes:
     """What the launcher needs to adapt the server: a fixed worker count or workers per CPU, and,
-    for a server that cannot read PORT itself (nginx), the config file whose `listen` it rewrites.
+    for a server that cannot read PORT or LOG_LEVEL itself (nginx), the config file whose marked
+    `listen` lines it rewrites, and the `error_log` level that file was baked with (`level`),
+    which LOG_LEVEL replaces.
 
     gunicorn's sync workers wait on I/O, so it gets its documented 2 × CPUs + 1;
     uvicorn's event loop keeps one CPU busy per worker.
@@ -144,4 +147,6 @@ def server_script(kind: str | None, workers: int | None, port: int, config: str 
         lines += ["workers_per_cpu=1", "workers_plus=0"]
     if config:
         lines.append(f"port_config={sh_quote(config)}")
+    if config and level:
+        lines.append(f"level_baked={level}")
     return ("\n".join(lines) + "\n").encode("utf-8")

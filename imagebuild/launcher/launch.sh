@@ -247,18 +247,34 @@ workers_per_cpu=
 workers_plus=0
 port_baked=
 port_config=
+level_baked=
 [ ! -r "$dir/server.sh" ] || . "$dir/server.sh"
 if [ -n "${PORT:-}" ]; then
     whole PORT
     [ "$PORT" -le 65535 ] || fail "PORT=$PORT is not a TCP port (1-65535)"
 fi
-if [ -n "$port_config" ] && [ -n "${PORT:-}" ] && [ "$PORT" != "$port_baked" ]; then
-    # A server that cannot read PORT itself (nginx): its config, with the marked
-    # listen line moved to PORT, goes to the run directory and replaces the
-    # original in the server's arguments.
-    [ -n "$run_dir" ] || fail "PORT=$PORT needs a writable directory for ${port_config##*/}; mount a tmpfs at /run/imagebuild"
+port=$port_baked
+[ -z "$port_config" ] || [ -z "${PORT:-}" ] || port=$PORT
+level=$level_baked
+if [ -n "$level_baked" ]; then  # LOG_LEVEL in nginx's words; another value keeps the baked level
+    case ${LOG_LEVEL:-} in
+        debug|DEBUG|Debug) level=debug ;;
+        info|INFO|Info) level=info ;;
+        notice|NOTICE|Notice) level=notice ;;
+        warn|WARN|Warn|warning|WARNING|Warning) level=warn ;;
+        error|ERROR|Error) level=error ;;
+        crit|CRIT|Crit|critical|CRITICAL|Critical) level=crit ;;
+    esac
+fi
+if [ -n "$port_config" ] && { [ "$port" != "$port_baked" ] || [ "$level" != "$level_baked" ]; }; then
+    # A server that cannot read PORT or LOG_LEVEL itself (nginx): its config, with
+    # the marked listen lines moved to PORT and the marked error_log line at
+    # LOG_LEVEL's level, goes to the run directory and replaces the original in
+    # the server's arguments.
+    [ -n "$run_dir" ] || fail "PORT or LOG_LEVEL needs a writable directory for ${port_config##*/}; mount a tmpfs at /run/imagebuild"
     moved=$run_dir/${port_config##*/}
-    sed "s/^\([[:space:]]*listen[[:space:]][[:space:]]*\(.*:\)\{0,1\}\)[0-9][0-9]*\(;.*imagebuild:port\)/\1$PORT\3/" \
+    sed -e "s/^\([[:space:]]*listen[[:space:]][[:space:]]*\(.*:\)\{0,1\}\)[0-9][0-9]*\(;.*imagebuild:port\)/\1$port\3/" \
+        -e "s/^\([[:space:]]*error_log[[:space:]].*[[:space:]]\)[a-z][a-z]*\(;.*imagebuild:log-level\)/\1$level\2/" \
         "$port_config" > "$moved" || fail "cannot write $moved"
     for arg do
         shift

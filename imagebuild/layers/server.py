@@ -36,9 +36,11 @@ def rendered_files(recipe: Recipe) -> ServerFiles:
     """The stock templates rendered for this recipe, the launcher's server.sh and, for Python
     images, the runtime helper: image path (no leading /) → (bytes, mode)."""
     files = {path.lstrip("/"): content for path, content in render_server_files(recipe).items()}
-    port_config = f"{CONFIG_DIR}/nginx.conf" if recipe.server.kind == "nginx" else None
+    nginx = recipe.server.kind == "nginx"
+    # the stock nginx.conf marks its listen lines and its error_log line (baked at warn) for the launcher
+    port_config, level = (f"{CONFIG_DIR}/nginx.conf", "warn") if nginx else (None, None)
     files[f"{CONFIG_DIR.lstrip('/')}/server.sh"] = (
-        server_script(recipe.server.kind, recipe.server.workers, recipe.server.port, port_config), 0o644)
+        server_script(recipe.server.kind, recipe.server.workers, recipe.server.port, port_config, level), 0o644)
     if recipe.runtime.python:
         files[f"{site_packages(recipe)}/{RUNTIME_MODULE}.py"] = (runtime_module(), 0o644)
     return dict(sorted(files.items()))
