@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebuild.disk.initramfs import STAGE
 from imagebuild.disk.rootfs import MergedTree
 from imagebuild.disk.start import launch_of, start_script
 from imagebuild.errors import UserError
@@ -73,3 +74,35 @@ def test_the_start_script_is_valid_shell_and_hands_every_argument_over_unchanged
     echoed = subprocess.run(["busybox", "sh", "-c", f'printf "%s\\n" {words}'], capture_output=True, text=True,
                             cwd="/")
     assert echoed.stdout.splitlines() == args
+
+
+def app_environment(launch, stage: Path) -> dict[str, str]:
+    """Run what the start script does from reading the environment's name to starting the app, with the
+    stage in a scratch folder and `env` in place of the app: the variables the app would get."""
+    stage.mkdir()
+    (stage / "environment").write_text("test")
+    (stage / "vars").write_text("SECRET=s3\n")
+    lines = start_script(launch, "web").replace(STAGE, str(stage)).splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("environment="))
+    end = next(n for n, line in enumerate(lines) if line.startswith("cd "))
+    app = next(line for line in lines if "env -i" in line).split(" $b start-stop-daemon")[0]
+    part = "\n".join(["b=busybox", *lines[start:end], f"{app} $b env"])
+    shown = subprocess.run(["busybox", "sh", "-c", part], capture_output=True, text=True, check=True).stdout
+    return dict(line.partition("=")[::2] for line in shown.splitlines() if "=" in line)
+
+
+def test_the_environment_goes_in_the_images_own_variable_beside_its_digest(tree, tmp_path):
+    digest = "sha256:" + "ab" * 32
+    settings = config(Cmd=["python3"])
+    settings["config"]["Labels"] = {"dev.imagebuild.env-variable": "APP_STAGE"}
+    env = app_environment(launch_of(settings, tree, digest), tmp_path / "stage")
+    assert env["APP_STAGE"] == "test"
+    assert "IMAGEBUILD_ENV" not in env
+    assert env["IMAGEBUILD_IMAGE_DIGEST"] == digest
+    assert (env["SECRET"], env["PORT"]) == ("s3", "8000")
+
+
+def test_without_the_label_the_launchers_default_variable_is_used(tree, tmp_path):
+    env = app_environment(launch_of(config(Cmd=["python3"]), tree, "sha256:" + "cd" * 32), tmp_path / "stage")
+    assert env["IMAGEBUILD_ENV"] == "test"
+    assert env["IMAGEBUILD_IMAGE_DIGEST"] == "sha256:" + "cd" * 32

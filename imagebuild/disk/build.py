@@ -22,7 +22,7 @@ from imagebuild.oci.model import ParsedManifest
 from imagebuild.stores.layout import LayoutStore
 
 # Bumped whenever the same image and packages would give other disk bytes.
-DISK_FORMAT = 4
+DISK_FORMAT = 5
 BASE_CMDLINE = "console=tty0 console=ttyS0,115200 panic=10 quiet"
 
 
@@ -72,7 +72,7 @@ def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSourc
     layers = list(image_layers(store, list(manifest.layers), workdir))
     root_tar = workdir / "root.tar"
     with MergedTree(layers) as tree:
-        launch = launch_of(config, tree)
+        launch = launch_of(config, tree, seed)
         with open(root_tar, "wb") as out:
             entries, content = tree.write_tar(out)
         file_blocks = sum(-(-member.info.size // assemble.BLOCK) for member in tree.members.values()

@@ -7,7 +7,10 @@ and the user (names looked up in the image's own /etc/passwd and /etc/group). At
 boot the script only adds what belongs to the machine: the network, by DHCP on
 every interface, the variables a config drive gives (its `vars` file), and the
 environment name the initramfs read from the kernel command line or a config
-drive, as IMAGEBUILD_ENV. The ACPI power button sends the app SIGTERM (SIGKILL
+drive, in the variable the image's launcher reads (its label
+dev.imagebuild.env-variable, IMAGEBUILD_ENV unless the recipe renames it). The
+image's manifest digest goes in IMAGEBUILD_IMAGE_DIGEST, as `imagebuild run`
+gives it, so the launcher's start-up line names it. The ACPI power button sends the app SIGTERM (SIGKILL
 ten seconds later, as `docker stop` does); when the app exits the machine powers off.
 """
 
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 from imagebuild.disk.initramfs import STAGE
 from imagebuild.disk.rootfs import MergedTree
 from imagebuild.errors import UserError
+from imagebuild.plan import ANNOTATION_ENV_VARIABLE
+from imagebuild.run import DEFAULT_VARIABLE, DIGEST_VARIABLE
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_SECONDS = 10            # from the stop request to SIGKILL, as `docker stop` waits
@@ -32,6 +37,7 @@ class Launch:
     workdir: str
     uid: int
     gid: int
+    variable: str = DEFAULT_VARIABLE     # where the launcher looks for the environment's name
 
 
 def _table(tree: MergedTree, path: str) -> list[list[str]]:
@@ -63,7 +69,8 @@ def _user(tree: MergedTree, spec: str) -> tuple[int, int, str]:
     return uid, gid, home
 
 
-def launch_of(config: dict, tree: MergedTree) -> Launch:
+def launch_of(config: dict, tree: MergedTree, digest: str = "") -> Launch:
+    """How to start the image whose config is CONFIG (and manifest digest DIGEST) on the merged TREE."""
     settings = config.get("config") or {}
     argv = tuple((settings.get("Entrypoint") or []) + (settings.get("Cmd") or []))
     if not argv:
@@ -77,6 +84,8 @@ def launch_of(config: dict, tree: MergedTree) -> Launch:
         env.insert(0, f"PATH={path}")
     if "HOME" not in names:
         env.append(f"HOME={home}")
+    if digest:
+        env.append(f"{DIGEST_VARIABLE}={digest}")
     program = argv[0]
     if "/" not in program:
         found = [f"{folder.rstrip('/')}/{program}" for folder in path.split(":") if folder]
@@ -85,7 +94,8 @@ def launch_of(config: dict, tree: MergedTree) -> Launch:
             raise UserError(f"the image's program {argv[0]!r} is not on its PATH ({path})")
     elif not program.startswith("/"):
         program = f"{workdir.rstrip('/')}/{program}"
-    return Launch(argv, program, tuple(env), workdir, uid, gid)
+    variable = (settings.get("Labels") or {}).get(ANNOTATION_ENV_VARIABLE) or DEFAULT_VARIABLE
+    return Launch(argv, program, tuple(env), workdir, uid, gid, variable)
 
 
 def start_script(launch: Launch, hostname: str) -> str:
@@ -115,7 +125,7 @@ if [ -f {STAGE}/vars ]; then
     done < {STAGE}/vars
 fi
 if [ -n "$environment" ]; then
-    set -- "$@" "IMAGEBUILD_ENV=$environment"
+    set -- "$@" {quote(launch.variable + "=")}"$environment"
     echo "imagebuild: environment $environment"
 fi
 cd {quote(launch.workdir)} || echo "imagebuild: no working directory {launch.workdir}"
