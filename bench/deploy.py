@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.debian_fixtures import PYTHON_OS, PYTHON_RUNTIME, _cache_dir, build_cached_base  # noqa: E402
-from tests.deploy_support import LoadLoop, cleanup, epoch, make_deploy_app  # noqa: E402
+from tests.deploy_support import VARIABLE, LoadLoop, cleanup, epoch, make_deploy_app  # noqa: E402
 from tests.ssh_support import SshServers, free_port  # noqa: E402
 
 SETTLE = 20          # answers from the new release before a swap counts as finished
@@ -108,7 +108,7 @@ def bench_naive(app, references: dict[str, str], rounds: int) -> dict:
 
     def start(release: str) -> None:
         docker("pull", "--quiet", references[release])
-        docker("run", "--detach", "--name", name, *labels, "--env", "IMAGEBUILD_ENV=dev",
+        docker("run", "--detach", "--name", name, *labels, "--env", f"{VARIABLE}=dev",
                "--publish", f"127.0.0.1:{port}:8000",
                references[release])
         last = None

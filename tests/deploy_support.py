@@ -53,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.path == "/slow":
                 time.sleep(1)
             code = 200
-            body = json.dumps({{"release": RELEASE, "environment": os.environ.get("IMAGEBUILD_ENV"),
+            body = json.dumps({{"release": RELEASE, "environment": os.environ.get("WEB_ENV"),
                                "container": socket.gethostname(),
                                "secret_length": len(os.environ.get("APP_SECRET", ""))}}).encode()
         self.send_response(code)
@@ -78,10 +78,11 @@ import sys
 if not {ok!r}:
     print("migration {release}: column users.email already exists", file=sys.stderr)
     sys.exit(3)
-print("migrated the schema for {release} in", os.environ.get("IMAGEBUILD_ENV"),
+print("migrated the schema for {release} in", os.environ.get("WEB_ENV"),
       "with a secret of", len(os.environ.get("APP_SECRET", "")), "characters")
 '''
 
+VARIABLE = "WEB_ENV"         # the variable the test app's launcher reads the environment from
 EVENT_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT[\d:.]+Z) (?P<host>\S+) (?P<step>[a-z-]+): (?P<message>.*)$")
 
 
@@ -169,6 +170,8 @@ def make_deploy_app(directory: Path, base: DebianBase, servers: list[SshServer],
         "server": {"kind": "command", "command": ["python3", "/app/app.py"], "port": 8000},
         "app": {"exclude": ["imagebuild.lock"]},
         "health": {"path": "/health"},
+        # The launcher's variable renamed: deploy must use the image's own, not IMAGEBUILD_ENV.
+        "detect": {"variable": VARIABLE},
         "environments": [{"name": "dev", **({"hosts": hosts} if in_recipe else {}),
                           **({"secrets": ["APP_SECRET"]} if env_file else {})}, {"name": "prod"}],
         "deploy": {"listen": "127.0.0.1", "port": ports[0], "drain": drain, "health_timeout": health_timeout,

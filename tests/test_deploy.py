@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import subprocess
+import urllib.request
 
 import pytest
 
 from tests.debian_fixtures import debian_python_base  # noqa: F401
-from tests.deploy_support import LoadLoop, cleanup, epoch, events_from_stderr, make_deploy_app
+from tests.deploy_support import VARIABLE, LoadLoop, cleanup, epoch, events_from_stderr, make_deploy_app
 from tests.ssh_support import free_port, sshd, sshd_factory  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,14 @@ def test_v1_then_v2_under_load_loses_no_request_and_then_serves_only_v2(app, doc
     running = containers_of(app, docker_client)
     assert [c.labels["dev.imagebuild.deploy.version"] for c in running] == [v2]
     assert running[0].attrs["Config"]["Image"].endswith("@" + second["digest"])
-    assert "IMAGEBUILD_ENV=dev" in running[0].attrs["Config"]["Env"]
+    # The environment in the variable the image's launcher reads (renamed in the recipe), and the digest
+    # that was deployed, as the launcher's start-up line shows it.
+    env = running[0].attrs["Config"]["Env"]
+    assert f"{VARIABLE}=dev" in env and not any(e.startswith("IMAGEBUILD_ENV=") for e in env)
+    assert f"IMAGEBUILD_IMAGE_DIGEST={second['digest']}" in env
+    assert json.loads(urllib.request.urlopen(app.url(), timeout=10).read())["environment"] == "dev"
+    started = [line for line in running[0].logs().decode().splitlines() if " environment=dev " in line]
+    assert len(started) == 1 and f" digest={second['digest']} " in started[0], started
     assert running[0].attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert running[0].attrs["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"
 
@@ -348,7 +356,6 @@ def test_secrets_come_from_the_hosts_env_file_and_never_appear_in_the_output(tmp
         result = deployed(done)
         assert secret not in done.stdout + done.stderr
         assert "migrated" in [e["step"] for e in result["events"]]
-        import urllib.request
         with urllib.request.urlopen(app.url(), timeout=10) as response:
             assert json.loads(response.read())["secret_length"] == len(secret)
         # The launcher refuses to start without the secret; the host's file is what provided it.

@@ -10,6 +10,7 @@ needs the docker CLI either way. The front (nginx) needs commands anyway.
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Mapping, Sequence
 
 from imagebuild.deploy.ssh import Result, SshSession
@@ -25,19 +26,17 @@ class RemoteDocker:
         self.session = session
         self.host = session.host
 
-    def pull(self, reference: str) -> None:
-        result = self.session.run(["docker", "pull", "--quiet", reference], timeout=PULL_TIMEOUT)
+    def pull(self, reference: str) -> dict:
+        """Pull by digest and read the image's config (exposed ports, labels), in one round trip."""
+        result = self.session.run_all(["docker", "pull", "--quiet", reference],
+                                      ["docker", "image", "inspect", "--format", "{{json .Config}}", reference],
+                                      timeout=PULL_TIMEOUT)
         if not result.ok:
             raise DeployError(f"{self.host}: docker pull {reference} failed: {result.said()}",
                               hint="the host must reach the registry; for a private one run `docker login` there")
-
-    def exposed_ports(self, reference: str) -> list[int]:
-        result = self.session.run(["docker", "image", "inspect", "--format", "{{json .Config.ExposedPorts}}",
-                                   reference])
-        if not result.ok:
-            raise DeployError(f"{self.host}: cannot inspect {reference}: {result.said()}")
-        ports = json.loads(result.stdout.strip() or "null") or {}
-        return sorted(int(key.split("/")[0]) for key in ports if key.endswith("/tcp"))
+        # `docker pull --quiet` prints the reference; the config is the last line.
+        lines = result.stdout.strip().splitlines()
+        return json.loads(lines[-1] if lines else "null") or {}
 
     def run_detached(self, name: str, reference: str, *, env: Mapping[str, str], labels: Mapping[str, str],
                      container_port: int, env_file: str | None) -> int:
@@ -74,22 +73,20 @@ class RemoteDocker:
 
     def run_once(self, name: str, reference: str, argv: Sequence[str], *, env: Mapping[str, str],
                  env_file: str | None) -> Result:
-        self.remove(name)
         command = ["docker", "run", "--rm", "--name", name, *_env_args(env, env_file), reference, *argv]
-        return self.session.run(command, timeout=MIGRATE_TIMEOUT)
+        # A leftover of an interrupted run goes first, in the same round trip.
+        leftover = f"docker rm --force {shlex.quote(name)} >/dev/null 2>&1;"
+        return self.session.shell(f"{leftover} {' '.join(shlex.quote(part) for part in command)}",
+                                  timeout=MIGRATE_TIMEOUT, argv=tuple(command))
 
     def inspect(self, *names: str) -> list[dict]:
-        """The containers among `names` that exist (docker inspect fails as a whole on a missing one)."""
-        found = []
-        for name in names:
-            result = self.session.run(["docker", "container", "inspect", name])
-            if result.ok:
-                found += json.loads(result.stdout)
-        return found
-
-    def state(self, name: str) -> dict | None:
-        found = self.inspect(name)
-        return found[0]["State"] if found else None
+        """The containers among `names` that exist, in one round trip: for a missing one docker inspect
+        exits 1 and says so on stderr, yet still prints the others."""
+        result = self.session.run(["docker", "container", "inspect", *names])
+        try:
+            return json.loads(result.stdout or "[]") or []
+        except ValueError as exc:
+            raise DeployError(f"{self.host}: docker inspect failed: {result.said()}") from exc
 
     def containers(self, labels: Mapping[str, str]) -> list[dict]:
         argv = ["docker", "ps", "--all", "--quiet", "--no-trunc"]

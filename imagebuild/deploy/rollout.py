@@ -8,7 +8,9 @@ environment half-deployed for a reason known up front. Then, per host:
 2. once per deploy, on the first host that needs the image: the recipe's
    `deploy.migrate` argv, run from the new image; a failure stops everything;
 3. start the new container in the free slot (blue or green) on an ephemeral
-   loopback port, with IMAGEBUILD_ENV naming the environment;
+   loopback port, with the environment's name in the variable the image's
+   launcher reads (its `dev.imagebuild.env-variable` label) and the deployed
+   digest in IMAGEBUILD_IMAGE_DIGEST;
 4. wait until it answers the health path with 200 (twice in a row); if it
    exits or never does, remove it and stop: the old one keeps serving;
 5. point the front at it and reload nginx, waiting until the old workers
@@ -36,14 +38,15 @@ from imagebuild.deploy.release import Release
 from imagebuild.deploy.remote_docker import RemoteDocker
 from imagebuild.deploy.ssh import Result, SshOptions, SshSession
 from imagebuild.errors import DeployError, RecipeError
+from imagebuild.plan import ANNOTATION_ENV_VARIABLE
 from imagebuild.recipe.model import DeploySpec, Recipe
+from imagebuild.run import DEFAULT_VARIABLE, DIGEST_VARIABLE
 
 LABEL = "dev.imagebuild.deploy."
 SLOTS = ("blue", "green")
 HEALTHY_STREAK = 2         # consecutive 200s before a container counts as healthy
 HEALTH_POLL = 0.5          # seconds between health probes
 PROBE_TIMEOUT = 5          # seconds one probe may take
-ENV_VARIABLE = "IMAGEBUILD_ENV"
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 _SAFE_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.:-]+)$")
 
@@ -215,21 +218,27 @@ class HostRollout:
         version = lines[0] if lines else "?"
         self.emit("check", f"docker {version}, nginx and bash present; instance {self.instance.key}")
 
-    def current(self) -> tuple[dict | None, dict | None]:
-        """The recorded state and the state of its container, when that container still runs."""
+    def current(self) -> tuple[dict | None, dict | None, set[str]]:
+        """The recorded state; the state of its container, when that container still runs; and which of the
+        instance's containers exist (one docker inspect for all of them)."""
         state = self.front.read_state()
+        recorded = (state or {}).get("container")
+        names = [self.instance.container(slot) for slot in SLOTS]
+        if recorded and recorded not in names:
+            names.append(recorded)
+        found = {c["Name"].lstrip("/"): c["State"] for c in self.docker.inspect(*names)}
         if not state:
-            return None, None
-        container = self.docker.state(state.get("container", ""))
+            return None, None, set(found)
+        container = found.get(recorded)
         if container is None or not container.get("Running"):
-            self.emit("note", f"recorded container {state.get('container')} is not running")
-            return state, None
-        return state, container
+            self.emit("note", f"recorded container {recorded} is not running")
+            return state, None, set(found)
+        return state, container, set(found)
 
     def run(self, migrate: bool) -> tuple[HostOutcome, bool]:
         """Roll this host; returns its outcome and whether the migration ran here."""
         release = self.release
-        state, running = self.current()
+        state, running, existing = self.current()
         if state and running and state.get("digest") == release.digest:
             self._repair_front(state)
             self.emit("unchanged", f"{release.version} already serves here since {state.get('since')}")
@@ -237,11 +246,12 @@ class HostRollout:
                                since=state.get("since")), False
 
         started = time.monotonic()
-        self.docker.pull(release.reference)
+        config = self.docker.pull(release.reference)
         self.emit("pull", f"{release.reference} ({time.monotonic() - started:.1f} s)")
+        env = launcher_env(config, release)
         migrated = False
         if migrate and self.spec.migrate:
-            self._migrate(state if running else None)
+            self._migrate(state if running else None, env)
             migrated = True
 
         old_name = state.get("container") if state and running else None
@@ -250,18 +260,17 @@ class HostRollout:
         name = self.instance.container(slot)
         if name == old_name:  # a state file from an older layout; never reuse the serving name
             slot, name = SLOTS[1], self.instance.container(SLOTS[1])
-        if self.docker.inspect(name):
+        if name in existing:
             self.docker.remove(name)
             self.emit("cleanup", f"removed a leftover {name} that served no traffic")
-        ports = self.docker.exposed_ports(release.reference)
+        ports = sorted(int(key.split("/")[0]) for key in config.get("ExposedPorts") or {} if key.endswith("/tcp"))
         container_port = self.recipe.server.port if self.recipe.server.port in ports else (ports or [0])[0]
         if not container_port:
             raise DeployError(f"{self.host}: {release.reference} exposes no TCP port to send traffic to")
         labels = {**self.instance.labels, LABEL + "slot": slot, LABEL + "digest": release.digest,
                   LABEL + "version": release.version, LABEL + "created": now()}
-        upstream = self.docker.run_detached(name, release.reference, env={ENV_VARIABLE: release.environment},
-                                            labels=labels, container_port=container_port,
-                                            env_file=self.spec.env_file)
+        upstream = self.docker.run_detached(name, release.reference, env=env, labels=labels,
+                                            container_port=container_port, env_file=self.spec.env_file)
         self.emit("start", f"{name} ({release.version}) on 127.0.0.1:{upstream}")
 
         self._wait_healthy(name, upstream, state.get("version") if old_name else None)
@@ -319,12 +328,12 @@ class HostRollout:
                 pass  # the config was refused before; nginx still runs the one it had
         self.emit("put-back", f"removed {name}; the front was not changed")
 
-    def _migrate(self, serving: dict | None) -> None:
+    def _migrate(self, serving: dict | None, env: dict[str, str]) -> None:
         argv = list(self.spec.migrate)
         shown = " ".join(shlex.quote(part) for part in argv)
         self.emit("migrate", f"running `{shown}` from {self.release.version}")
         result = self.docker.run_once(f"{self.instance.key}-migrate", self.release.reference, argv,
-                                      env={ENV_VARIABLE: self.release.environment}, env_file=self.spec.env_file)
+                                      env=env, env_file=self.spec.env_file)
         if not result.ok:
             keeps = f"{serving.get('version')} keeps serving" if serving else "nothing was started"
             raise DeployError(f"{self.host}: migration `{shown}` from {self.release.version} failed "
@@ -384,6 +393,14 @@ class HostRollout:
                 raise DeployError(f"{self.host}: {self.release.version} is not healthy: {problem}; "
                                   f"removed {name}, {keeps}")
             time.sleep(HEALTH_POLL)
+
+
+def launcher_env(config: dict, release: Release) -> dict[str, str]:
+    """The environment's name in the variable this image's launcher reads (a recipe may rename it, and a
+    rollback may deploy an image from before the rename), and the digest for its start-up line: an image
+    cannot know its own digest."""
+    variable = (config.get("Labels") or {}).get(ANNOTATION_ENV_VARIABLE) or DEFAULT_VARIABLE
+    return {variable: release.environment, DIGEST_VARIABLE: release.digest}
 
 
 def _probe_failure(probe: Result) -> str:
