@@ -99,3 +99,17 @@ def test_status_notes_a_host_it_cannot_read_and_still_answers(tmp_path, registry
     plain = imagebuild("status", "--recipe", path, "--store", tmp_path / "store")
     assert plain.returncode == 0 and host in plain.stdout and "cannot reach" in plain.stdout
     assert plain.stderr == "" and done.stderr == ""
+
+
+def test_a_bad_host_url_is_a_recipe_error_when_the_recipe_loads(tmp_path):
+    # prod's hosts are wrong: deploying dev, or a command that never deploys, still says so, at the key.
+    path = recipe(tmp_path, environments=[{"name": "dev", "hosts": ["ssh://root@127.0.0.1:22"]},
+                                          {"name": "prod", "hosts": ["ssh://deployer@web-1", "web-2:22"]}])
+    for args in (["deploy", "dev"], ["status", "--no-hosts"]):
+        done = imagebuild(*args, "--recipe", path, "--store", tmp_path / "store")
+        assert done.returncode == 2, done.stderr
+        line = one_error_line(done)
+        assert "environments[1].hosts[1]" in line and "'web-2:22' is not an ssh:// URL" in line, line
+    twice = recipe(tmp_path, environments=[{"name": "dev", "hosts": ["ssh://a@h:22", "ssh://b@h"]}])
+    done = imagebuild("status", "--no-hosts", "--recipe", twice, "--store", tmp_path / "store")
+    assert done.returncode == 2 and "environments[0].hosts" in one_error_line(done) and "repeats" in done.stderr

@@ -50,6 +50,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) ->
     _check_health(recipe, fail)
     _check_environments(recipe, fail)
     _check_detect(recipe, fail)
+    _check_hosts(recipe, fail)
 
 
 IMAGE_NAME_HINT = "use lowercase letters, digits and . _ -; put the registry under registry:"
@@ -309,3 +310,22 @@ def _child(node: yaml.Node, name: str) -> yaml.Node | None:
     if not isinstance(node, yaml.MappingNode):
         return None
     return next((value for key, value in node.value if getattr(key, "value", None) == name), None)
+
+
+def _check_hosts(recipe: Recipe, fail: Fail) -> None:
+    """Deploy targets, checked when the recipe loads rather than at the first deploy."""
+    if not any(env.hosts for env in recipe.environments):
+        return
+    from imagebuild.deploy.hosts import parse_host, parse_hosts  # only recipes that deploy need it
+
+    for index, env in enumerate(recipe.environments):
+        key = f"environments[{index}].hosts"
+        for number, url in enumerate(env.hosts):
+            try:
+                parse_host(url)
+            except UserError as exc:
+                fail(f"{key}[{number}]", exc.message, exc.hint)
+        try:
+            parse_hosts(env.hosts)
+        except UserError as exc:
+            fail(key, exc.message, exc.hint)
