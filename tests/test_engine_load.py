@@ -107,13 +107,16 @@ def test_a_corrupt_blob_stops_the_load_and_says_so(store, debian_python_base, do
 
 class UnixForwarder:
     """tcp://127.0.0.1:PORT in front of the engine's unix socket: the engine as a tcp:// DOCKER_HOST.
-    (The engine here was started with only its socket; a second listener is the test's own.)"""
+    (The engine here was started with only its socket; a second listener is the test's own.)
+    `limit`: cut a connection once its client has sent that many bytes (an engine gone mid-request)."""
 
-    def __init__(self, target: str = daemon.DEFAULT_SOCKET):
+    def __init__(self, target: str = daemon.DEFAULT_SOCKET, limit: int | None = None):
         self.target = target
+        self.limit = limit
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.connections = 0
+        self.cut = threading.Event()
         self._closing = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -130,13 +133,19 @@ class UnixForwarder:
             self.connections += 1
             engine = socket.socket(socket.AF_UNIX)
             engine.connect(self.target)
-            for source, sink in ((client, engine), (engine, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, limit in ((client, engine, self.limit), (engine, client, None)):
+                threading.Thread(target=self._pump, args=(source, sink, limit), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        passed = 0
         try:
             while data := source.recv(1 << 16):
+                passed += len(data)
+                if limit is not None and passed > limit:
+                    self.cut.set()
+                    for end in (source, sink):   # closed with unread data: a reset, as when a host dies
+                        end.close()
+                    return
                 sink.sendall(data)
             sink.shutdown(socket.SHUT_WR)
         except OSError:

@@ -27,6 +27,7 @@ DEFAULT_SOCKET = "/var/run/docker.sock"
 STREAM_CHUNK = 1 << 20        # what one piece of a streamed load holds
 STREAM_DEPTH = 4              # pieces in flight: memory stays near STREAM_CHUNK * STREAM_DEPTH
 MAX_INSPECTED = 64            # images looked at when searching the engine for layers it already has
+WRITER_THREAD = "imagebuild-load-writer"
 _CONTAINERD_STORE = "io.containerd.snapshotter"
 
 
@@ -85,7 +86,8 @@ def _reason(exc: BaseException) -> str:
     """The OS's words from deep inside the SDK's wrapped exception ("Connection refused")."""
     text = (str(exc) or type(exc).__name__).replace("[Errno None] ", "")
     found = (re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-             or re.search(r"Error\(-?\d+, '([^']+)'\)", text))
+             or re.search(r"Error\(-?\d+, '([^']+)'\)", text)
+             or re.search(r"Disconnected\('([^']+)'\)", text))
     return found.group(1).strip() if found else text.splitlines()[0]
 
 
@@ -251,7 +253,7 @@ class _Streamed:
         self._failure: BaseException | None = None
         self._buffer = bytearray()
         self.sent = 0
-        self._thread = threading.Thread(target=self._run, args=(write,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(write,), name=WRITER_THREAD, daemon=True)
         self._thread.start()
 
     # the writer's side ------------------------------------------------------------
