@@ -19,10 +19,11 @@ from typing import BinaryIO, Callable
 from imagebuild.errors import UserError
 from imagebuild.launcher import DEFAULT_ENVIRONMENT
 from imagebuild.plan import ANNOTATION_ENV_VARIABLE, ANNOTATION_ENVIRONMENTS
+from imagebuild.recipe.model import DetectSpec
 from imagebuild.stores.layout import LayoutStore
 
 DIGEST_VARIABLE = "IMAGEBUILD_IMAGE_DIGEST"
-DEFAULT_VARIABLE = "IMAGEBUILD_ENV"
+DEFAULT_VARIABLE = DetectSpec().variable  # what the launcher reads when the image names no other
 STOP_TIMEOUT = 10          # seconds `docker stop` gives the server after SIGTERM
 RUN_LABEL = "dev.imagebuild.run"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -220,14 +221,12 @@ def _copy(output, stdout: BinaryIO, stderr: BinaryIO) -> None:
 
 
 def _remove(container) -> None:
-    from docker.errors import APIError, NotFound
+    from docker.errors import APIError
 
     try:
         container.remove(force=True)
-    except NotFound:
-        pass
     except APIError:
-        pass   # already being removed by the engine
+        pass   # gone already, or already being removed by the engine (NotFound is an APIError)
 
 
 def run_image(store: LayoutStore, image: str, options: RunOptions, stdout: BinaryIO, stderr: BinaryIO,

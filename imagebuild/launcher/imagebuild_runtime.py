@@ -99,13 +99,17 @@ def config(name: str | None = None, default: object = _MISSING):
     raise KeyError(f"{name} is not in this environment's config")
 
 
-def environment() -> str | None:
-    """The name of the environment the image runs as (dev, test, prod, ...); None outside an image."""
-    variable = "IMAGEBUILD_ENV"
+@functools.lru_cache(maxsize=None)
+def _environment_variable() -> str:
+    """The variable that names the environment: baked into the image, so read once."""
     try:
         directory = os.environ.get("IMAGEBUILD_CONFIG_DIR") or CONFIG_DIR
         with open(os.path.join(directory, "environments.json"), encoding="utf-8") as handle:
-            variable = json.load(handle).get("variable") or variable
+            return json.load(handle).get("variable") or "IMAGEBUILD_ENV"
     except (OSError, ValueError):
-        pass
-    return os.environ.get(variable) or None
+        return "IMAGEBUILD_ENV"
+
+
+def environment() -> str | None:
+    """The name of the environment the image runs as (dev, test, prod, ...); None outside an image."""
+    return os.environ.get(_environment_variable()) or None

@@ -14,8 +14,9 @@
 #    (IMAGEBUILD_RUN_DIR, /run/imagebuild, /tmp/imagebuild-UID or /dev/shm/...)
 #    and exports IMAGEBUILD_RUN_DIR.
 # 5. Sizes the server to the CPUs the container may use (WEB_CONCURRENCY),
-#    prints one line to stderr, and execs the server so it is PID 1 and gets
-#    the container's signals.
+#    gives nginx, which reads no variables, a copy of its config with PORT and
+#    LOG_LEVEL applied, prints one line to stderr, and execs the server so it
+#    is PID 1 and gets the container's signals.
 #
 # POSIX sh and a few coreutils only: images without Python (nginx, java) run it too.
 set -eu
