@@ -19,6 +19,7 @@ from typing import BinaryIO, Callable
 from imagebuild.errors import UserError
 from imagebuild.launcher import DEFAULT_ENVIRONMENT
 from imagebuild.plan import ANNOTATION_ENV_VARIABLE, ANNOTATION_ENVIRONMENTS
+from imagebuild.recipe.checks import VARIABLE_NAME
 from imagebuild.recipe.model import DetectSpec
 from imagebuild.stores.layout import LayoutStore
 
@@ -26,7 +27,6 @@ DIGEST_VARIABLE = "IMAGEBUILD_IMAGE_DIGEST"
 DEFAULT_VARIABLE = DetectSpec().variable  # what the launcher reads when the image names no other
 STOP_TIMEOUT = 10          # seconds `docker stop` gives the server after SIGTERM
 RUN_LABEL = "dev.imagebuild.run"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PUBLISH = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<host>\d+)(?::(?P<container>\d+))?$")
 
 
@@ -89,7 +89,7 @@ def _variables(given: tuple[str, ...], host_env: dict[str, str]) -> dict[str, st
     out: dict[str, str] = {}
     for item in given:
         name, sep, value = item.partition("=")
-        if not _NAME.match(name):
+        if not VARIABLE_NAME.match(name):
             raise UserError(f"-e {item!r}: {name!r} is not a variable name", hint="write -e NAME=VALUE or -e NAME")
         if not sep:
             if name not in host_env:

@@ -32,7 +32,7 @@ _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
 _USER = re.compile(r"^\d+(:\d+)?$")
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 # Config keys, feature names and detect.variable: each becomes a shell variable in the launcher.
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # Variables the image config sets (plan.image_settings); a config key of the same name would lose to them.
 _IMAGE_VARIABLES = frozenset({"PATH", "PORT", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})
@@ -222,11 +222,11 @@ def _check_environments(recipe: Recipe, fail: Fail) -> None:
             fail(f"{key}.name", f"environment {env.name!r} is listed twice")
         seen.add(env.name)
         for name in env.config:
-            if not _VARIABLE.match(name):
+            if not VARIABLE_NAME.match(name):
                 fail(f"{key}.config.{name}", f"{name!r} is not an environment variable name",
                      "use letters, digits and _, e.g. LOG_LEVEL")
         for name in env.features:
-            if not _VARIABLE.match(name):
+            if not VARIABLE_NAME.match(name):
                 fail(f"{key}.features.{name}", f"{name!r} is not a feature name",
                      "use letters, digits and _, e.g. new_checkout")
         for name in env.config:
@@ -256,7 +256,7 @@ def _check_detect(recipe: Recipe, fail: Fail) -> None:
     """How the launcher picks the environment: a variable, per-environment rules, a default."""
     detect = recipe.detect
     names = recipe.environment_names()
-    if not _VARIABLE.match(detect.variable):
+    if not VARIABLE_NAME.match(detect.variable):
         fail("detect.variable", f"{detect.variable!r} is not an environment variable name",
              "use letters, digits and _, e.g. APP_ENV")
     if detect.variable.startswith("FEATURE_"):
