@@ -24,7 +24,7 @@ from typing import Iterable, Mapping
 
 from imagebuild import plan as planning
 from imagebuild.errors import UserError
-from imagebuild.gitinfo import git_facts
+from imagebuild.gitinfo import GitFacts, git_facts
 from imagebuild.layers import config as config_layer
 from imagebuild.layers import dockerfile_base
 from imagebuild.layers import server as server_layer
@@ -49,15 +49,16 @@ def default_base(recipe: Recipe) -> str:
 
 
 def render_dockerfile(recipe: Recipe, base_env: Mapping[str, str] | None = None,
-                      template: Path = dockerfile_base.TEMPLATE) -> str:
+                      template: Path = dockerfile_base.TEMPLATE, facts: GitFacts | None = None) -> str:
     """The Dockerfile for `recipe`. `base_env`: the base image's Env, when known (a bake takes it
-    into the image's Env; a Docker build inherits it anyway)."""
+    into the image's Env; a Docker build inherits it anyway). `facts`: git's facts of the recipe's
+    directory, when the caller has them already (the recipe was rendered with them)."""
     try:
         template_text = template.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read the base template {template}: {exc.strerror}",
                         hint="reinstall imagebuild; Dockerfile.base belongs beside the package") from None
-    facts = git_facts(recipe.root)
+    facts = facts or git_facts(recipe.root)
     commit = planning.Commit(revision=facts.commit or "unknown", time=facts.commit_time,
                              version=(facts.version or "unknown") + ("-dirty" if facts.dirty else ""),
                              dirty=facts.dirty, source=remote_url(facts.toplevel) if facts.toplevel else None)

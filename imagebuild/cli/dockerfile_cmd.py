@@ -20,10 +20,13 @@ def dockerfile_command(recipe: Path = RecipeOption, store: Optional[Path] = Stor
     image's Env is read from the local store when it is there.
     """
     from imagebuild.dockerfile_export import render_dockerfile
+    from imagebuild.gitinfo import git_facts
     from imagebuild.recipe.loader import load_recipe
 
-    loaded = load_recipe(recipe)
-    sys.stdout.write(render_dockerfile(loaded, _base_env(loaded, store)))
+    # One look at git serves both the recipe's `git.*` variables and the Dockerfile's labels.
+    facts = git_facts(recipe if recipe.is_dir() else recipe.parent)
+    loaded = load_recipe(recipe, {"git": facts.as_context()})
+    sys.stdout.write(render_dockerfile(loaded, _base_env(loaded, store), facts=facts))
 
 
 def _base_env(recipe, store: Optional[Path]) -> dict[str, str]:
