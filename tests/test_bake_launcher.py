@@ -223,6 +223,16 @@ def test_workers_follow_the_cpus_unless_fixed_or_given(shell, image_root, tmp_pa
     assert "not a TCP port" in refused(launch(shell, image_root, {"IMAGEBUILD_ENV": "dev", "PORT": "70000"}, "true"))
 
 
+def test_workers_from_the_environment_config_are_no_override(shell, tmp_path):
+    recipe = Recipe(name="hello", environments=(Environment("dev", config={"WEB_CONCURRENCY": "2"}),))
+    root = make_root(tmp_path, recipe, server_script("gunicorn", None, 8000))
+    env, line = started(launch(shell, root, {"IMAGEBUILD_ENV": "dev"}, "env", "-0"))
+    assert env["WEB_CONCURRENCY"] == "2" and "workers=2" in line and "overrides=none" in line
+    env, line = started(launch(shell, root, {"IMAGEBUILD_ENV": "dev", "WEB_CONCURRENCY": "5"}, "env", "-0"))
+    assert env["WEB_CONCURRENCY"] == "5" and "workers=5" in line
+    assert line.split("overrides=")[1].split()[0] == "WEB_CONCURRENCY"  # named once
+
+
 def test_port_moves_the_marked_listen_line_of_a_server_that_cannot_read_it(shell, tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text("server {\n    listen 8080; # imagebuild:port\n    listen [::1]:8080; # imagebuild:port\n"

@@ -174,6 +174,8 @@ secret() {  # secret NAME: from NAME, or read from the file NAME_FILE names
     secrets_line="$secrets_line${secrets_line:+,}$1(file)"
 }
 
+workers_given=  # before the config, which may set WEB_CONCURRENCY itself
+! is_set WEB_CONCURRENCY || workers_given=1
 . "$dir/env/$env_name.sh"
 
 [ -z "$missing" ] || fail "environment '$env_name' needs secret(s) $missing; pass them at run time" \
@@ -285,7 +287,10 @@ if [ -n "$port_config" ] && { [ "$port" != "$port_baked" ] || [ "$level" != "$le
 fi
 if is_set WEB_CONCURRENCY; then
     whole WEB_CONCURRENCY
-    overrides="$overrides${overrides:+,}WEB_CONCURRENCY"
+    case ,$overrides, in
+        *,WEB_CONCURRENCY,*) ;;  # given at start over the environment's config: listed already
+        *) [ -z "$workers_given" ] || overrides="$overrides${overrides:+,}WEB_CONCURRENCY" ;;
+    esac
     workers=$WEB_CONCURRENCY
 elif [ -n "$workers_fixed" ]; then
     workers=$workers_fixed
