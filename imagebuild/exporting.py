@@ -52,7 +52,7 @@ def export_image(store: LayoutStore, image: str, destination: str) -> dict:
     if not store.exists():
         raise UserError(f"the local store at {store.root} is empty", hint="bake an image first")
     descriptor = store.resolve(image)
-    if store.kind_of(descriptor) == "artifact":
+    if store.kind_of(descriptor) in ("artifact", "disk"):
         raise UserError(f"{image} is an artifact (such as a promotion record), not a container image",
                         hint="export an image; `imagebuild images` lists them")
     kind, path = check_destination(destination)

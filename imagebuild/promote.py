@@ -33,12 +33,10 @@ from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, Descrip
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment
 from imagebuild.registry.client import ManifestBytes, RegistryClient
-from imagebuild.stores.layout import LayoutStore, media_type_of_manifest
+from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore, media_type_of_manifest
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
 RECORD_PREFIX = "promotion-"
-DISK_ARTIFACT_TYPE = "application/vnd.imagebuild.disk.v1"    # imagebuild.disk.artifact: the VM disk of an image
-DISK_SUFFIX = "-disk"
 ANN = "dev.imagebuild.promotion."
 ANN_ENVIRONMENT = ANN + "environment"
 ANN_SEQUENCE = ANN + "sequence"
@@ -357,7 +355,7 @@ def disk_of(home: Repository, manifest: ManifestBytes, version: str | None,
     if disk is None:
         return None
     data = json.loads(disk.raw)
-    if data.get("artifactType") != DISK_ARTIFACT_TYPE or (data.get("subject") or {}).get("digest") != manifest.digest:
+    if data.get("artifactType") != mt.IMAGEBUILD_DISK or (data.get("subject") or {}).get("digest") != manifest.digest:
         return None
     return disk
 

@@ -28,7 +28,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor
 from imagebuild.stores.lease import StoreBusy, exclusive_lease
-from imagebuild.stores.layout import LayoutStore, os_error_for
+from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore, os_error_for
 
 # gc runs with no writer at work (it holds the writers' lease), so an hour-old temp file is surely dead.
 STALE_TMP_SECONDS = 3600
@@ -48,7 +48,8 @@ def _require_store(store: LayoutStore) -> None:
 # -- rm ---------------------------------------------------------------------------------
 
 def remove_refs(store: LayoutStore, refs: list[str]) -> list[dict[str, str]]:
-    """Untag each ref (NAME:TAG, or a digest: every tag on it). All refs are checked before any is removed."""
+    """Untag each ref (NAME:TAG, or a digest: every tag on it), and with an image the disk baked from it
+    (NAME:TAG-disk, its subject that image). All refs are checked before any is removed."""
     _require_store(store)
 
     names: list[str] = []   # in the order asked, for the report
@@ -63,10 +64,23 @@ def remove_refs(store: LayoutStore, refs: list[str]) -> list[dict[str, str]]:
                 raise UserError(f"no image {ref!r} in the local store at {store.root}",
                                 hint="give NAME:TAG or sha256:DIGEST as `imagebuild images --all` lists them")
             names.extend(n for n in matching if n not in names)
+        names.extend(disk for disk in [_disk_of(store, tagged, name) for name in names]
+                     if disk is not None and disk not in names)
         return names
 
     removed = store.untag(choose=choose)
     return [{"ref": name, "digest": str(removed[name].digest)} for name in names if name in removed]
+
+
+def _disk_of(store: LayoutStore, tagged: dict[str, Descriptor], name: str) -> str | None:
+    """NAME-disk when it is the disk baked from the manifest NAME tags."""
+    disk = tagged.get(name + DISK_SUFFIX)
+    if disk is None:
+        return None
+    data = json.loads(store.read_blob(str(disk.digest)))
+    ours = data.get("artifactType") == mt.IMAGEBUILD_DISK \
+        and (data.get("subject") or {}).get("digest") == str(tagged[name].digest)
+    return name + DISK_SUFFIX if ours else None
 
 
 # -- gc ---------------------------------------------------------------------------------

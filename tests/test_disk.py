@@ -140,6 +140,29 @@ def test_the_disk_is_an_artifact_attached_to_its_image(flask_disks):
     assert info["format"] == "qcow2" and info["virtual-size"] == disk["raw_size"]
 
 
+
+def test_images_lists_the_disk_and_rm_of_its_image_untags_it(flask_disks):
+    """On the second bake's store: only untags, and the other tests read that bake's files, not its store."""
+    baked = flask_disks[1]
+    image, disk = baked.result["image"], baked.result["disk"]["reference"]
+    done = imagebuild("images", "--store", baked.store, "--json")
+    assert done.returncode == 0, done.stderr
+    kinds = {row["image"]: row["kind"] for row in json.loads(done.stdout)["images"]}
+    assert (kinds[image], kinds[disk]) == ("image", "disk")
+    listed = imagebuild("images", "--store", baked.store).stdout.splitlines()
+    assert f"{disk}\t{baked.result['disk']['digest']}\tdisk" in listed
+    refused = imagebuild("export", disk, f"oci:{baked.store.parent / 'disk-export'}", "--store", baked.store)
+    assert refused.returncode == 2 and "not a container image" in refused.stderr
+
+    done = imagebuild("rm", image, "--store", baked.store, "--json")
+    assert done.returncode == 0, done.stderr
+    removed = {row["ref"]: row["digest"] for row in json.loads(done.stdout)["removed"]}
+    assert removed == {image: baked.result["digest"], disk: baked.result["disk"]["digest"]}
+    refs = [entry["annotations"]["org.opencontainers.image.ref.name"]
+            for entry in json.loads((baked.store / "index.json").read_text())["manifests"]]
+    assert image not in refs and disk not in refs
+
+
 def test_a_second_bake_reuses_the_disk(flask_disks):
     baked = flask_disks[0]
     repo = baked.store.parent / "flask-hello"
@@ -172,6 +195,7 @@ def test_disk_boot_answers_health_and_reports_the_kernel_command_line_environmen
         assert (answer["environment"], answer["log_level"]) == ("test", "info")
     log = console.read_text(errors="replace")
     assert "imagebuild: environment test" in log
+    assert f"digest={flask_disks[0].result['digest']}" in log     # the launcher's start-up line names the image
     assert "lease of" in log                      # the address came by DHCP
     print(f"boot to /health under {accelerator}: {seconds:.1f} s")
 

@@ -16,7 +16,7 @@ from imagebuild.errors import UserError
 def images(store: Optional[Path] = StoreOption,
            all_kinds: bool = typer.Option(False, "--all", help="Also list artifacts, such as promotion records."),
            json_out: bool = JsonOption) -> None:
-    """List the images tagged in the local store."""
+    """List the images tagged in the local store, and the VM disks baked from them (kind "disk")."""
     local = open_store(store)
     # An empty or missing directory is a store yet to be made; anything else is a wrong path.
     if local.root.exists() and not local.exists() and not (local.root.is_dir() and not any(local.root.iterdir())):
@@ -34,4 +34,5 @@ def images(store: Optional[Path] = StoreOption,
         # stderr: stdout holds one line per image, so `| wc -l` counts them
         say(f"no images in {local.root}")
     for row in rows:
-        typer.echo(f"{row['image']}\t{row['digest']}" + ("\tartifact" if row["kind"] == "artifact" else ""))
+        shown_kind = f"\t{row['kind']}" if row["kind"] in ("artifact", "disk") else ""
+        typer.echo(f"{row['image']}\t{row['digest']}{shown_kind}")

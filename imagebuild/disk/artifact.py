@@ -28,9 +28,8 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_TITLE, ANNOTATION_VERSION, Descriptor
-from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 
-ARTIFACT_TYPE = "application/vnd.imagebuild.disk.v1"
 QCOW2_TYPE = "application/vnd.imagebuild.disk.qcow2"
 ANN = "dev.imagebuild.disk."
 ANN_RAW_DIGEST = ANN + "raw.digest"
@@ -40,7 +39,6 @@ ANN_BUSYBOX = ANN + "busybox"
 ANN_SYSTEMD_BOOT = ANN + "systemd-boot"
 ANN_INPUTS = ANN + "inputs"
 EMPTY_JSON = b"{}"
-SUFFIX = "-disk"
 FORMATS = (".qcow2", ".raw", ".img")
 
 
@@ -62,7 +60,7 @@ class DiskResult:
 
 
 def disk_ref(image_ref: str) -> str:
-    return image_ref + SUFFIX
+    return image_ref + DISK_SUFFIX
 
 
 def _inputs_key(image_digest: str, source: DebianSource, kernel_package: str) -> str:
@@ -121,7 +119,7 @@ def bake_disk(store: LayoutStore, image_ref: str, source: DebianSource, kernel_p
         if name in image_notes:
             annotations[name] = image_notes[name]
     artifact = {
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.IMAGEBUILD_DISK,
         "config": Descriptor(mt.OCI_EMPTY, Digest.of(EMPTY_JSON), len(EMPTY_JSON)).to_dict(),
         "layers": [{"mediaType": QCOW2_TYPE, "digest": str(qcow2_digest), "size": qcow2_size,
                     "annotations": {ANNOTATION_TITLE: title}}],
@@ -149,7 +147,7 @@ def check_disk_output(destination: str) -> Path:
 def write_disk(store: LayoutStore, reference: str, path: Path) -> None:
     """Write a stored disk to PATH as qcow2 (as stored) or raw, never leaving half a file."""
     manifest = json.loads(store.read_blob(str(store.resolve(reference).digest)))
-    if manifest.get("artifactType") != ARTIFACT_TYPE:
+    if manifest.get("artifactType") != mt.IMAGEBUILD_DISK:
         raise UserError(f"{reference} is not a disk", hint="bake it with --format disk")
     blob = manifest["layers"][0]["digest"]
     with replacing(path) as pending:

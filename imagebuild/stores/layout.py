@@ -33,6 +33,7 @@ READ_CHUNK = 1024 * 1024
 # mkstemp creates files 0600; a layout is meant to be read by other users and tools.
 FILE_MODE = 0o644
 STALE_TEMP_SECONDS = 24 * 3600
+DISK_SUFFIX = "-disk"          # NAME:TAG-disk tags the VM disk baked from NAME:TAG (kind "disk")
 
 
 class StoreNotWritableError(UserError):
@@ -375,12 +376,14 @@ class LayoutStore:
             raise StoreError(f"blob {digest} is not an image manifest: {exc}") from None
 
     def kind_of(self, descriptor: Descriptor) -> str:
-        """"index", "image", or "artifact": a manifest whose config is no image config,
-        such as a promotion record kept in the store."""
+        """"index", "image", "disk" (the VM disk of an image, tagged NAME:TAG-disk), or "artifact":
+        any other manifest whose config is no image config, such as a promotion record kept in the store."""
         if descriptor.media_type in mt.INDEX_TYPES:
             return "index"
-        config_type = self.read_manifest(descriptor.digest).config.media_type
-        return "image" if config_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG) else "artifact"
+        manifest = self.read_manifest(descriptor.digest)
+        if manifest.config.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+            return "image"
+        return "disk" if json.loads(manifest.raw).get("artifactType") == mt.IMAGEBUILD_DISK else "artifact"
 
     def read_config(self, manifest: ParsedManifest) -> dict:
         return json.loads(self.read_blob(manifest.config.digest))
