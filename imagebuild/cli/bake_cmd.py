@@ -37,6 +37,7 @@ def bake_command(
     result = bake(path, the_store, options, Progress.for_terminal(ci=is_ci()))
     disk = None
     if form == "disk":
+        # a progress of its own: a terminal's bar is not restarted once the bake's has ended
         disk = _bake_disk(path, the_store, result, disk_outputs, push, insecure, Progress.for_terminal(ci=is_ci()))
     if json_out:
         emit_json({**result.to_json(), **({"disk": disk.to_json()} if disk else {})})
@@ -62,7 +63,7 @@ def _disk_outputs(form: str, output: List[str]) -> list[Path]:
 def _bake_disk(path: Path, store, result, outputs: list[Path], push: bool, insecure: Optional[bool], progress):
     """The disk of the image just baked: into the store, to each disk: output, and pushed beside the image."""
     import time
-    from imagebuild.disk import bake_recipe_disk, write_disk
+    from imagebuild.disk import bake_recipe_disk, disk_ref, write_disk
     started = time.monotonic()
     progress.begin(1)
     try:
@@ -76,5 +77,5 @@ def _bake_disk(path: Path, store, result, outputs: list[Path], push: bool, insec
     if push:
         from imagebuild.oci.reference import Reference
         from imagebuild.stores.registry import push_image
-        push_image(store, disk.reference, Reference.parse(result.image + "-disk"), insecure=insecure)
+        push_image(store, disk.reference, Reference.parse(disk_ref(result.image)), insecure=insecure)
     return disk

@@ -1,9 +1,10 @@
 """Booting a disk under qemu-system-x86_64: user-mode networking, the app's port forwarded to loopback.
 
 KVM is used when it can run a guest, which an openable /dev/kvm does not prove
-(nested hypervisors may refuse real-mode boot code or hang the kernel): the
-probe boots the disk's own kernel without a root file system and waits for its
-first console line. Otherwise qemu emulates the CPU (TCG), several times slower.
+(nested hypervisors may refuse real-mode boot code or hang the kernel part way):
+the probe boots the disk's own kernel without a root file system and waits until
+it has run its whole start-up, to the panic for the missing root. Otherwise qemu
+emulates the CPU (TCG), several times slower.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from imagebuild.errors import BuildError
 
 QEMU = "qemu-system-x86_64"
 OVMF = Path("/usr/share/qemu/OVMF.fd")      # UEFI firmware for qemu (Debian package ovmf)
-PROBE_SECONDS = 20.0     # a working KVM prints the banner in well under a second
+PROBE_SECONDS = 20.0     # a working KVM gets the kernel to its root-less panic in a few seconds
+PROBE_END = b"Kernel panic"
 
 
 def boot_file(disk: Path, name: str, out: Path) -> Path:
@@ -43,7 +45,7 @@ def boot_file(disk: Path, name: str, out: Path) -> Path:
 
 
 def kvm_usable(kernel: Path) -> bool:
-    """Whether KVM runs KERNEL far enough to print its banner."""
+    """Whether KVM runs KERNEL through its start-up (to the panic for want of a root file system)."""
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))
     except OSError:
@@ -56,7 +58,7 @@ def kvm_usable(kernel: Path) -> bool:
         with selectors.DefaultSelector() as selector:
             selector.register(process.stdout, selectors.EVENT_READ)
             deadline = time.monotonic() + PROBE_SECONDS
-            while time.monotonic() < deadline and b"Linux version" not in seen:
+            while time.monotonic() < deadline and PROBE_END not in seen:
                 if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
                     break
                 chunk = os.read(process.stdout.fileno(), 65536)
@@ -66,7 +68,7 @@ def kvm_usable(kernel: Path) -> bool:
     finally:
         process.kill()
         process.wait()
-    return b"Linux version" in seen
+    return PROBE_END in seen
 
 
 def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, config_drive: Path | None = None,
