@@ -76,12 +76,17 @@ def test_a_reader_that_gives_up_stops_a_writer_blocked_on_the_full_queue():
     body.raise_failure()                            # stopping is not a failure to report
 
 
-def test_an_engine_gone_in_the_middle_of_a_load_ends_it_with_one_line(tmp_path, docker_client, docker_leftovers):
+def noise_image(tmp_path, size: int) -> tuple[LayoutStore, str]:
+    """A new store holding one image: a layer of `size` random bytes. Its manifest digest."""
     store = LayoutStore(tmp_path / "store").ensure()
-    # Random bytes do not compress: the archive is far larger than what passes the cut.
-    layer = store_layer(store, [Entry.file("noise", os.urandom(8 * daemon.STREAM_CHUNK))], 0)
+    layer = store_layer(store, [Entry.file("noise", os.urandom(size))], 0)
     image = Image(created="2025-01-01T00:00:00Z").with_layer(layer.as_layer(), created_by="test")
-    digest = str(store.write_image(image).digest)
+    return store, str(store.write_image(image).digest)
+
+
+def test_an_engine_gone_in_the_middle_of_a_load_ends_it_with_one_line(tmp_path, docker_client, docker_leftovers):
+    # Random bytes do not compress: the archive is far larger than what passes the cut.
+    store, digest = noise_image(tmp_path, 8 * daemon.STREAM_CHUNK)
     tag = f"imagebuild-test-cut:{uuid.uuid4().hex[:10]}"
     docker_leftovers.images.append(tag)
     forwarder = UnixForwarder(limit=2 * daemon.STREAM_CHUNK)
@@ -96,5 +101,27 @@ def test_an_engine_gone_in_the_middle_of_a_load_ends_it_with_one_line(tmp_path, 
     # Cut while sending or while waiting for the answer: either way the OS's words, not a repr.
     assert caught.value.one_line() in {f"docker load failed: {reason}" for reason in (
         "Broken pipe", "Connection reset by peer", "Remote end closed connection without response")}
+    assert not writer_threads()
+    assert not docker_client.images.list(name=tag.partition(":")[0])
+
+
+def test_a_store_that_fails_a_read_mid_load_is_the_stores_error(tmp_path, monkeypatch, docker_client,
+                                                                 docker_leftovers):
+    # A disk error while reading a blob cannot be produced on demand: the archive writer raises one.
+    import errno
+
+    from imagebuild.errors import StoreError
+
+    def failing_write_tar(entries, out, source_date_epoch):
+        out.write(b"\0" * (2 * daemon.STREAM_CHUNK))
+        raise OSError(errno.EIO, "Input/output error")
+
+    store, digest = noise_image(tmp_path, 1024)
+    tag = f"imagebuild-test-eio:{uuid.uuid4().hex[:10]}"
+    docker_leftovers.images.append(tag)
+    monkeypatch.setattr(daemon, "write_tar", failing_write_tar)
+    with pytest.raises(StoreError) as caught:
+        daemon.load_image(store, digest, [tag])
+    assert caught.value.one_line() == f"store at {store.root}: Input/output error"
     assert not writer_threads()
     assert not docker_client.images.list(name=tag.partition(":")[0])

@@ -21,7 +21,7 @@ from imagebuild.errors import ImageBuildError, UserError
 from imagebuild.oci.layer import LayerResult, write_tar
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.archive import check_repo_tags, docker_archive_entries, read_docker_archive
-from imagebuild.stores.layout import READ_CHUNK, LayoutStore
+from imagebuild.stores.layout import READ_CHUNK, LayoutStore, os_error_for
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 STREAM_CHUNK = 1 << 20        # what one piece of a streamed load holds
@@ -147,7 +147,14 @@ def _stream_load(client, store: LayoutStore, manifest_digest: str, repo_tags: li
     import requests
 
     entries = docker_archive_entries(store, manifest_digest, repo_tags, omit_layers=omit)
-    body = _Streamed(lambda out: write_tar(entries, out, source_date_epoch=0))
+
+    def write(out: BinaryIO) -> None:
+        try:
+            write_tar(entries, out, source_date_epoch=0)
+        except OSError as exc:   # a blob the store cannot read back: the store's error, not the engine's
+            raise os_error_for(store.root, exc) from None
+
+    body = _Streamed(write)
     tags: list[str] = []
     try:
         # Not quiet: the engine reports each layer as it unpacks it, so a large image never leaves
@@ -244,7 +251,9 @@ class _Streamed:
 
     The queue is bounded, so the writer waits for the reader and memory stays
     flat however large the image. A failure in the writer (a corrupt blob) is
-    kept for `raise_failure`; closing stops the writer.
+    raised by the iterator and kept for `raise_failure`: the HTTP client may
+    wrap what the iterator raised in an error of its own, and the writer's
+    failure is the cause to report. Closing stops the writer.
     """
 
     def __init__(self, write: Callable[[BinaryIO], None]):
@@ -304,8 +313,7 @@ class _Streamed:
 
     def raise_failure(self) -> None:
         if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+            raise self._failure
 
     def close(self) -> None:
         self._stop.set()
