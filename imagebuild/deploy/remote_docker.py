@@ -76,7 +76,7 @@ class RemoteDocker:
         command = ["docker", "run", "--rm", "--name", name, *_env_args(env, env_file), reference, *argv]
         # A leftover of an interrupted run goes first, in the same round trip.
         leftover = f"docker rm --force {shlex.quote(name)} >/dev/null 2>&1;"
-        return self.session.shell(f"{leftover} {' '.join(shlex.quote(part) for part in command)}",
+        return self.session.shell(f"{leftover} {shlex.join(command)}",
                                   timeout=MIGRATE_TIMEOUT, argv=tuple(command))
 
     def inspect(self, *names: str) -> list[dict]:
@@ -89,11 +89,20 @@ class RemoteDocker:
             raise DeployError(f"{self.host}: docker inspect failed: {result.said()}") from exc
 
     def containers(self, labels: Mapping[str, str]) -> list[dict]:
+        """The containers carrying all `labels`, listed and inspected in one round trip."""
         argv = ["docker", "ps", "--all", "--quiet", "--no-trunc"]
         for key, value in labels.items():
             argv += ["--filter", f"label={key}={value}"]
-        ids = self.session.check(argv, "listing containers").stdout.split()
-        return self.inspect(*ids) if ids else []
+        listing = shlex.join(argv)
+        # One removed between the listing and the inspection makes inspect exit 1; it still prints the rest.
+        result = self.session.shell(f"ids=$({listing}) || exit; "
+                                    f"if [ -n \"$ids\" ]; then docker container inspect $ids; else echo '[]'; fi",
+                                    argv=tuple(argv))
+        try:
+            return json.loads(result.stdout)
+        except ValueError as exc:
+            raise DeployError(f"{self.host}: listing containers failed (exit {result.exit_code}): "
+                              f"{result.said()}") from exc
 
     def last_log_line(self, name: str) -> str:
         result = self.session.run(["docker", "logs", "--tail", "20", name])

@@ -330,7 +330,7 @@ class HostRollout:
 
     def _migrate(self, serving: dict | None, env: dict[str, str]) -> None:
         argv = list(self.spec.migrate)
-        shown = " ".join(shlex.quote(part) for part in argv)
+        shown = shlex.join(argv)
         self.emit("migrate", f"running `{shown}` from {self.release.version}")
         result = self.docker.run_once(f"{self.instance.key}-migrate", self.release.reference, argv,
                                       env=env, env_file=self.spec.env_file)
@@ -344,7 +344,7 @@ class HostRollout:
         """The container's state and one probe of its health path, in one round trip."""
         inspect = ["docker", "container", "inspect", "--format", "{{.RestartCount}} {{json .State}}", name]
         probe = ["timeout", str(PROBE_TIMEOUT), "bash", "-c", PROBE, str(upstream), path]
-        quoted = [" ".join(shlex.quote(part) for part in argv) for argv in (inspect, probe)]
+        quoted = [shlex.join(argv) for argv in (inspect, probe)]
         result = self.session.shell(f"{quoted[0]} 2>/dev/null || echo null; echo {shlex.quote(LOOK_MARK)}; {quoted[1]}",
                                     timeout=PROBE_TIMEOUT + 30)
         state_text, _, probe_out = result.stdout.partition(LOOK_MARK + "\n")

@@ -147,7 +147,7 @@ class SshSession:
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None,
             timeout: float = DEFAULT_COMMAND_TIMEOUT) -> Result:
-        command = " ".join(shlex.quote(str(part)) for part in argv)
+        command = shlex.join(map(str, argv))
         return self.shell(command, stdin=stdin, timeout=timeout, argv=tuple(map(str, argv)))
 
     def shell(self, command: str, *, stdin: bytes | None = None, timeout: float = DEFAULT_COMMAND_TIMEOUT,
@@ -169,7 +169,7 @@ class SshSession:
 
     def run_all(self, *argvs: Sequence[str], timeout: float = DEFAULT_COMMAND_TIMEOUT) -> Result:
         """Several commands in one round trip, each after the previous succeeded (`a && b`)."""
-        command = " && ".join(" ".join(shlex.quote(str(part)) for part in argv) for argv in argvs)
+        command = " && ".join(shlex.join(map(str, argv)) for argv in argvs)
         return self.shell(command, timeout=timeout)
 
     def check(self, argv: Sequence[str], doing: str, **kwargs) -> Result:
