@@ -34,17 +34,15 @@ def ssh_options(identities: Optional[List[Path]], known_hosts: Optional[Path], a
 def targets(recipe, environment: str, given: Optional[List[str]]):
     """The hosts to act on: --host when given, else the environment's hosts in the recipe."""
     from imagebuild.deploy import parse_hosts
+    from imagebuild.deploy.release import environment_index
 
     if given:
         return parse_hosts(given, "--host")
-    env = recipe.environment(environment)
-    if env is None:
-        names = ", ".join(recipe.environment_names()) or "none"
-        raise UserError(f"no environment {environment!r}", hint=f"the recipe names: {names}")
+    index = environment_index(recipe.environments, environment)
+    env = recipe.environments[index]
     if not env.hosts:
         raise UserError(f"environment {environment} has no hosts",
                         hint=f"add `hosts: [ssh://user@host]` to {environment} in the recipe, or pass --host")
-    index = recipe.environment_names().index(environment)
     return parse_hosts(env.hosts, f"environments[{index}].hosts:")
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from imagebuild.errors import UserError
 from imagebuild.promote import (Places, RegistryRepository, image_version, promote, read_records,
                                 resolve_image)
+from imagebuild.promote import _environment_index as environment_index
 from imagebuild.recipe.model import Recipe
 
 
@@ -29,10 +30,7 @@ class Release:
 
 
 def resolve_release(recipe: Recipe, places: Places, environment: str, to: str | None = None) -> Release:
-    env = recipe.environment(environment)
-    if env is None:
-        names = ", ".join(recipe.environment_names()) or "none"
-        raise UserError(f"no environment {environment!r}", hint=f"the recipe names: {names}")
+    env = recipe.environments[environment_index(recipe.environments, environment)]
     target = places.target_for(env)
     if not isinstance(target.repository, RegistryRepository):
         raise UserError(f"deploy needs a registry the hosts pull from, and recipe {recipe.name} names none",
