@@ -260,6 +260,8 @@ def test_bad_disk_requests_are_one_line_user_errors(flask_disks, tmp_path):
     bad_vars = tmp_path / "bad.env"
     bad_vars.write_text("SECRET_KEY=fine\nexport NOT-A-NAME=hidden-value\n")
     repo = baked.store.parent / "flask-hello"
+    not_a_disk = tmp_path / "drive.img"          # a config drive: FAT, with a boot sector's 55 AA, but no partitions
+    assert imagebuild("disk", "config-drive", not_a_disk, "test").returncode == 0
     cases = [
         bake(repo, baked.store, "--format", "disk", "-o", f"disk:{tmp_path}/x.vmdk"),
         bake(repo, baked.store, "-o", f"disk:{tmp_path}/x.qcow2"),
@@ -272,6 +274,8 @@ def test_bad_disk_requests_are_one_line_user_errors(flask_disks, tmp_path):
         imagebuild("disk", "boot", baked.qcow2, "--accel", "hvf"),
         imagebuild("disk", "boot", baked.qcow2, "--forward", "8080"),
         imagebuild("disk", "boot", tmp_path / "missing.qcow2"),
+        imagebuild("disk", "set-env", not_a_disk, "test"),
+        imagebuild("disk", "boot", not_a_disk),
     ]
     for done in cases:
         assert done.returncode == 2, done.stderr

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagebuild.disk.initramfs import ROOT_LABEL
-from imagebuild.errors import BuildError
+from imagebuild.errors import BuildError, UserError
 
 MIB = 1 << 20
 BLOCK = 4096
@@ -41,16 +41,18 @@ class RootStats:
     file_blocks: int          # 4 KiB blocks the files' bytes take, each file rounded up
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> None:
+def run_tool(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+             failure: str | None = None) -> None:
+    """Run one of the disk's tools; a missing tool or a failure is one BuildError line (FAILURE: the tool's last)."""
     try:
-        done = subprocess.run(list(args), capture_output=True, text=True,
+        done = subprocess.run(list(args), capture_output=True, text=True, input=stdin,
                               env=dict(os.environ, **(env or {})))
     except FileNotFoundError:
         package = TOOLS.get(args[0], args[0])
         raise BuildError(f"{args[0]} is not installed; a disk needs it (Debian package {package})") from None
     if done.returncode != 0:
         detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        raise BuildError(f"{args[0]} failed: {detail[-1] if detail else f'exit {done.returncode}'}")
+        raise BuildError(f"{failure or args[0] + ' failed'}: {detail[-1] if detail else f'exit {done.returncode}'}")
 
 
 def _ceil(value: int, unit: int) -> int:
@@ -64,10 +66,10 @@ def root_filesystem(tar: Path, stats: RootStats, out: Path, seed: str, epoch: in
     blocks = (stats.file_blocks + stats.entries + stats.file_blocks // 1000 + inodes * 256 // BLOCK
               + FREE_SPACE // BLOCK)
     size = _ceil(int(blocks * 1.05) * BLOCK, MIB)
-    _run("genext2fs", "-B", str(BLOCK), "-b", str(size // BLOCK), "-N", str(inodes), "-L", ROOT_LABEL,
+    run_tool("genext2fs", "-B", str(BLOCK), "-b", str(size // BLOCK), "-N", str(inodes), "-L", ROOT_LABEL,
          "-m", "0", "-a", str(tar), str(out), env={"SOURCE_DATE_EPOCH": str(epoch)})
     fs_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"imagebuild-root:{seed}")
-    _run("tune2fs", "-U", str(fs_uuid), str(out), env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+    run_tool("tune2fs", "-U", str(fs_uuid), str(out), env={"E2FSPROGS_FAKE_TIME": str(epoch)})
     return size
 
 
@@ -79,20 +81,20 @@ def mtools_env(epoch: int) -> dict[str, str]:
 def boot_filesystem(files: dict[str, bytes], out: Path, volume_id: str, epoch: int, work: Path) -> int:
     """FAT16 holding the files (paths may have folders) and SYSLINUX; returns its size in bytes."""
     size = max(16 * MIB, _ceil(sum(len(data) for data in files.values()) * 5 // 4 + 4 * MIB, MIB))
-    _run("mkfs.fat", "-F", "16", "-C", "--invariant", "-i", volume_id, "-n", BOOT_LABEL, "-h", "2048",
+    run_tool("mkfs.fat", "-F", "16", "-C", "--invariant", "-i", volume_id, "-n", BOOT_LABEL, "-h", "2048",
          str(out), str(size // 1024))
     env = mtools_env(epoch)
     folders = sorted({"/".join(name.split("/")[:depth]) for name in files
                       for depth in range(1, name.count("/") + 1)})
     if folders:
-        _run("mmd", "-i", str(out), *(f"::{folder}" for folder in folders), env=env)
+        run_tool("mmd", "-i", str(out), *(f"::{folder}" for folder in folders), env=env)
     staged = work / "boot-files"
     staged.mkdir(exist_ok=True)
     for number, (name, data) in enumerate(sorted(files.items())):
         source = staged / str(number)
         source.write_bytes(data)
-        _run("mcopy", "-i", str(out), str(source), f"::{name}", env=env)
-    _run("syslinux", "--install", str(out), env=env)
+        run_tool("mcopy", "-i", str(out), str(source), f"::{name}", env=env)
+    run_tool("syslinux", "--install", str(out), env=env)
     return size
 
 
@@ -105,10 +107,7 @@ def disk_image(boot: Path, boot_size: int, root: Path, root_size: int, out: Path
     table = (f"label: dos\nlabel-id: 0x{disk_id}\nunit: sectors\n"
              f"start={first // 512}, size={boot_size // 512}, type=ef, bootable\n"
              f"start={(first + boot_size) // 512}, size={root_size // 512}, type=83\n")
-    done = subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(out)], input=table,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BuildError(f"sfdisk failed: {done.stderr.strip()}")
+    run_tool("sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(out), stdin=table)
     with open(out, "r+b") as handle:
         handle.write(MBR_CODE.read_bytes()[:440])
         for source, offset in ((boot, first), (root, first + boot_size)):
@@ -123,8 +122,10 @@ def boot_partition_offset(disk: Path) -> int:
     """Where partition 1 (the boot FAT) starts, from the MBR."""
     with open(disk, "rb") as handle:
         mbr = handle.read(512)
-    if len(mbr) < 512 or mbr[510:512] != b"\x55\xaa":
-        raise BuildError(f"{disk} has no partition table")
+    # a bare FAT (a config drive) ends its boot sector with 55 AA too: the ESP type tells our disks apart
+    if len(mbr) < 512 or mbr[510:512] != b"\x55\xaa" or mbr[446 + 4] != 0xEF:
+        raise UserError(f"{disk} is not a disk made by `bake --format disk` (no boot partition)",
+                        hint="give the .qcow2 or .raw file that bake or `imagebuild disk write` wrote")
     start, = struct.unpack_from("<I", mbr, 446 + 8)
     return start * 512
 
@@ -137,9 +138,9 @@ def disk_format(disk: Path) -> str:
 
 def to_qcow2(raw: Path, out: Path) -> None:
     """Compressed qcow2 (no timestamps in the format, so the bytes follow from the raw disk)."""
-    _run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib",
+    run_tool("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zlib",
          str(raw), str(out))
 
 
 def to_raw(qcow2: Path, out: Path) -> None:
-    _run("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", str(qcow2), str(out))
+    run_tool("qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", str(qcow2), str(out))

@@ -13,16 +13,14 @@ Both give the same bytes for the same disk and name.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
 from imagebuild.disk import assemble
 from imagebuild.disk.build import BASE_CMDLINE, boot_configs
 from imagebuild.disk.initramfs import CONFIG_LABEL
-from imagebuild.errors import BuildError, UserError
+from imagebuild.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -59,10 +57,8 @@ def _write_cfg(raw: Path, cmdline: str, scratch: Path) -> None:
     for number, (name, data) in enumerate(sorted(boot_configs(cmdline).items())):
         staged = scratch / f"config-{number}"
         staged.write_bytes(data)
-        done = subprocess.run(["mcopy", "-o", "-i", f"{raw}@@{offset}", str(staged), f"::{name}"],
-                              capture_output=True, text=True, env=dict(os.environ, **assemble.mtools_env(0)))
-        if done.returncode != 0:
-            raise BuildError(f"cannot rewrite the boot configuration of {raw}: {done.stderr.strip()}")
+        assemble.run_tool("mcopy", "-o", "-i", f"{raw}@@{offset}", str(staged), f"::{name}",
+                          env=assemble.mtools_env(0), failure=f"cannot rewrite the boot configuration of {raw}")
 
 
 def read_vars(path: Path) -> str:
@@ -90,14 +86,12 @@ def config_drive(path: Path, environment: str, variables: str = "") -> None:
         raise UserError(f"{path.parent} is not a directory", hint="create it or write the config drive elsewhere")
     with tempfile.TemporaryDirectory(prefix=".imagebuild-config-", dir=path.parent) as scratch:
         image = Path(scratch) / "config.img"
-        subprocess.run(["mkfs.fat", "-C", "--invariant", "-i", "1b5e0000", "-n", CONFIG_LABEL, str(image), "1024"],
-                       capture_output=True, check=True)
+        assemble.run_tool("mkfs.fat", "-C", "--invariant", "-i", "1b5e0000", "-n", CONFIG_LABEL, str(image), "1024",
+                          failure="cannot write the config drive")
         files = {"env": environment + "\n", **({"vars": variables} if variables else {})}
         for name, text in files.items():
             (Path(scratch) / name).write_text(text)
-            done = subprocess.run(["mcopy", "-i", str(image), str(Path(scratch) / name), f"::{name}"],
-                                  capture_output=True, text=True, env=dict(os.environ, **assemble.mtools_env(0)))
-            if done.returncode != 0:
-                raise BuildError(f"cannot write the config drive: {done.stderr.strip()}")
+            assemble.run_tool("mcopy", "-i", str(image), str(Path(scratch) / name), f"::{name}",
+                              env=assemble.mtools_env(0), failure="cannot write the config drive")
         image.chmod(0o600 if variables else 0o644)
         image.replace(path)

@@ -37,10 +37,8 @@ def boot_file(disk: Path, name: str, out: Path) -> Path:
             raw = Path(scratch) / "disk.raw"
             assemble.to_raw(disk, raw)
         offset = assemble.boot_partition_offset(raw)
-        done = subprocess.run(["mcopy", "-n", "-i", f"{raw}@@{offset}", f"::{name}", str(out)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise BuildError(f"cannot read {name} from {disk}: {done.stderr.strip()}")
+        assemble.run_tool("mcopy", "-n", "-i", f"{raw}@@{offset}", f"::{name}", str(out),
+                          failure=f"cannot read {name} from {disk}")
     return out
 
 
