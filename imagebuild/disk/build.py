@@ -52,11 +52,8 @@ class BuiltDisk:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSource, kernel_package: str,

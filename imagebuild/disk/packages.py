@@ -65,11 +65,8 @@ def fetch_deb(index: AptIndex, spec: str) -> DebFile:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def deb_members(deb: DebFile) -> tarfile.TarFile:
