@@ -58,3 +58,19 @@ def test_the_initramfs_is_a_fixed_newc_archive_cpio_reads(kernel, tmp_path):
     for name in ("init", "bin/busybox", "start", "dhcp", "dev/console", "lib/modules/virtio_blk.ko"):
         assert name in names
 
+
+
+def test_bakes_fetching_one_package_at_once_each_get_it_whole(tmp_path, monkeypatch):
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagebuild.disk import packages
+
+    monkeypatch.setattr(packages, "_deb_cache", lambda: tmp_path / "debs")     # an empty cache: both download
+    index = AptIndex(SOURCE)
+    expected = index.candidate("busybox-static")["SHA256"]
+    with ThreadPoolExecutor(2) as pool:
+        fetched = list(pool.map(lambda _: packages.fetch_deb(index, "busybox-static"), range(2)))
+    assert fetched[0].path == fetched[1].path
+    assert hashlib.sha256(fetched[0].path.read_bytes()).hexdigest() == expected
+    assert [path.name for path in fetched[0].path.parent.iterdir()] == [fetched[0].path.name]   # nothing half-done

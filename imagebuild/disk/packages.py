@@ -13,6 +13,7 @@ import io
 import re
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,10 +58,13 @@ def fetch_deb(index: AptIndex, spec: str) -> DebFile:
     expected = fields.get("SHA256", "")
     if cached.exists() and expected and _sha256(cached) == expected:
         return DebFile(name, version, cached)
-    fetched = index.download(name, version, cache / ".partial")
-    if expected and _sha256(fetched) != expected:
-        raise BuildError(f"{fetched.name} does not match the SHA256 in the {index.source.suite} index")
-    fetched.replace(cached)
+    cache.mkdir(parents=True, exist_ok=True)
+    # a folder of its own: two bakes fetching the same package at once must not see each other's half file
+    with tempfile.TemporaryDirectory(prefix=".partial-", dir=cache) as partial:
+        fetched = index.download(name, version, Path(partial))
+        if expected and _sha256(fetched) != expected:
+            raise BuildError(f"{fetched.name} does not match the SHA256 in the {index.source.suite} index")
+        fetched.replace(cached)
     return DebFile(name, version, cached)
 
 
