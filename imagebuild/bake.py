@@ -26,7 +26,7 @@ from imagebuild.layers import config as config_layer
 from imagebuild.layers import libraries as libraries_layer
 from imagebuild.layers import server as server_layer
 from imagebuild.oci.layer import Entry, LayerResult
-from imagebuild.lockfile import lock_path_for, read_lock
+from imagebuild.lockfile import DebianLock, lock_path_for, parse_lock, read_lock
 from imagebuild.oci.model import Descriptor, Image, Layer, Platform, rfc3339
 from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
@@ -132,7 +132,7 @@ def _bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions, pro
     recipe = load_recipe(recipe_path, {"git": facts.as_context()})
     facts = require_git(recipe.root, facts)
     toplevel = Path(facts.toplevel)
-    lock_problem = _lock_problem(recipe, toplevel, facts.commit)
+    lock_problem, lock = _lock_problem(recipe, toplevel, facts.commit)
     if lock_problem is not None and not options.allow_dirty:
         raise lock_problem
     # A lock resolved (or taken) from outside the commit makes the image as unrebuildable as a dirty file.
@@ -152,7 +152,7 @@ def _bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions, pro
         for line in warnings:
             progress.note(f"warning: {line}")
         steps, base_env = _steps(recipe, store, tree, commit, Path(scratch), progress,
-                                 update_lock=lock_problem is not None, engine=engine)
+                                 update_lock=lock_problem is not None, engine=engine, lock=lock)
         env = {**base_env, "IMAGEBUILD_VERSION": version, "IMAGEBUILD_REVISION": commit.revision}
         plan = planning.make_plan(recipe, commit, [step.inputs for step in steps], server_command(recipe), env=env)
         outcomes = _build(plan, steps, store, progress)
@@ -188,15 +188,17 @@ _RELOCK = "run `imagebuild lock`, commit it, and bake again, or bake with --allo
 _COMMIT_LOCK = "commit it and bake again, or bake with --allow-dirty"
 
 
-def _lock_problem(recipe: Recipe, toplevel: Path, revision: str) -> UserError | None:
-    """Why the lock in the commit cannot pin this bake's Debian layers; None when it can.
+def _lock_problem(recipe: Recipe, toplevel: Path,
+                  revision: str) -> tuple[UserError | None, DebianLock | None]:
+    """Why the lock in the commit cannot pin this bake's Debian layers (None when it can),
+    and the lock, when it is the committed one (read once here for the whole bake).
 
     A clean image must be rebuildable from its commit alone, so the lock it is
     built from has to be the committed one, byte for byte, and made for the
     os and runtime sections the recipe has now.
     """
     if recipe.os.image is not None:
-        return None    # the base image's digest pins it; there is nothing to lock
+        return None, None    # the base image's digest pins it; there is nothing to lock
     lock_path = lock_path_for(recipe.source)
     tree = app_layer.SourceTree(toplevel, revision)
     committed = tree.read(tree.repo_path(lock_path))
@@ -207,18 +209,17 @@ def _lock_problem(recipe: Recipe, toplevel: Path, revision: str) -> UserError | 
     except OSError as exc:
         raise UserError(f"cannot read {lock_path}: {exc.strerror}") from None
     if committed is None and on_disk is None:
-        return UserError(f"{lock_path} is missing", hint=_RELOCK)
+        return UserError(f"{lock_path} is missing", hint=_RELOCK), None
     if committed is None:
-        return UserError(f"{lock_path} is not committed", hint=_COMMIT_LOCK)
+        return UserError(f"{lock_path} is not committed", hint=_COMMIT_LOCK), None
     if on_disk != committed:
-        return UserError(f"{lock_path} has uncommitted changes", hint=_COMMIT_LOCK)
-    lock = read_lock(lock_path)
-    assert lock is not None
+        return UserError(f"{lock_path} has uncommitted changes", hint=_COMMIT_LOCK), None
+    lock = parse_lock(committed, lock_path)
     if not debian.lock_fits(lock, recipe.os, recipe.runtime):
         assert recipe.source is not None
         return UserError(f"{lock_path} is out of date with {recipe.source.name}'s os/runtime sections",
-                         hint=_RELOCK)
-    return None
+                         hint=_RELOCK), lock
+    return None, lock
 
 
 def _epoch_of(tree: app_layer.SourceTree, paths: Sequence[Path], fallback: int) -> int:
@@ -242,12 +243,13 @@ def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) 
 
 
 def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commit: planning.Commit,
-           scratch: Path, progress: Progress, update_lock: bool,
-           engine: _Engine | None = None) -> tuple[list[_Step], dict[str, str]]:
+           scratch: Path, progress: Progress, update_lock: bool, engine: _Engine,
+           lock: DebianLock | None = None) -> tuple[list[_Step], dict[str, str]]:
     """Each layer's inputs (for the plan) and how to build it, and the base image's environment.
 
     `update_lock`: the committed lock does not fit, and --allow-dirty lets it be resolved and written.
     `engine`: the Docker engine that builds an `os.dockerfile` base.
+    `lock`: imagebuild.lock as already read (it is read when needed otherwise).
     """
     recipe_epoch = _recipe_epoch(recipe, tree, commit.time)
     steps: list[_Step] = []
@@ -295,12 +297,12 @@ def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commi
     # Last: the slowest inputs to obtain, after every cheaper check of the user's input has passed.
     if recipe.os.dockerfile is not None:
         image_steps, base_env = _dockerfile_base_steps(recipe, store, tree, scratch, progress, update_lock,
-                                                       engine or _Engine(None))
+                                                       engine, lock)
         return image_steps + steps, base_env
     if recipe.os.image is not None:
         image_steps, base_env = _base_image_steps(recipe, store)
         return image_steps + steps, base_env
-    debian_steps = _debian_steps(recipe, store, progress, update_lock)
+    debian_steps = _debian_steps(recipe, store, progress, update_lock, lock)
     base["os"] = debian_steps[0].build()
     return debian_steps + steps, {}
 
@@ -326,8 +328,8 @@ def _base_image_steps(recipe: Recipe, store: LayoutStore, ref: str | None = None
 
 
 def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, scratch: Path,
-                           progress: Progress, update_lock: bool,
-                           engine: _Engine) -> tuple[list[_Step], dict[str, str]]:
+                           progress: Progress, update_lock: bool, engine: _Engine,
+                           lock: DebianLock | None = None) -> tuple[list[_Step], dict[str, str]]:
     """`os.dockerfile`: a base built by the Docker engine FROM os.image, or FROM the Debian os and
     runtime layers, then used by digest like any os.image. The engine is asked only when the
     rendered Dockerfile or its context changed."""
@@ -335,7 +337,7 @@ def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_layer.S
 
     from_ref = recipe.os.image
     if from_ref is None:
-        debian_layers = [step.build() for step in _debian_steps(recipe, store, progress, update_lock)]
+        debian_layers = [step.build() for step in _debian_steps(recipe, store, progress, update_lock, lock)]
         from_ref = _store_debian_base(recipe, store, debian_layers)
     prepared = dockerfile_base.prepare(recipe, tree, dockerfile_base.engine_tag_for(from_ref), scratch)
     ref = dockerfile_base.cached(store, prepared)
@@ -360,42 +362,39 @@ def _store_entries(store: LayoutStore, entries: Callable[[], Iterable[Entry]], e
     return store_layer(store, entries(), epoch)
 
 
-def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress, update_lock: bool) -> list[_Step]:
+def _debian_steps(recipe: Recipe, store: LayoutStore, progress: Progress, update_lock: bool,
+                  lock: DebianLock | None = None) -> list[_Step]:
     """The os and runtime layers, pinned by imagebuild.lock (with `update_lock`, written when missing
-    or outgrown; otherwise the committed lock, already checked to fit).
+    or outgrown; otherwise the committed lock, already checked to fit). `lock`: that lock, when the
+    bake has read it already.
 
     They are built (or found cached) right away: their cache keys come from
     the lock, which may first have to be resolved.
     """
     lock_path = lock_path_for(recipe.source)
-    before = read_lock(lock_path)
-    cache = LayerCache(store)
-    known = {}
-    if before is not None:
-        known["os"] = debian.os_layer_key(recipe.os, before)
-        if recipe.runtime.language:
-            known["runtime"] = debian.runtime_layer_key(recipe.os, recipe.runtime, before, known["os"])
+    before = lock if lock is not None else read_lock(lock_path)
     if before is None or not debian.lock_fits(before, recipe.os, recipe.runtime):
         # Unknown packages and unshipped runtime versions are the user's to fix: say so before any work.
         debian.resolve_packages(recipe.os, recipe.runtime)
-    hits = {name for name, key in known.items() if cache.get(key) is not None}
-    needed = {"os", "runtime"} if recipe.runtime.language else {"os"}
-    if not needed <= hits:
-        progress.note("resolving and building the Debian layers ..." if before is None
+
+    def building(resolving: bool) -> None:
+        progress.note("resolving and building the Debian layers ..." if resolving
                       else "building the Debian layers ...")
+
     started = time.monotonic()
-    built = debian.build_debian_layers(store, recipe.os, recipe.runtime, lock_path, update_lock=update_lock)
+    built = debian.build_debian_layers(store, recipe.os, recipe.runtime, lock_path, update_lock=update_lock,
+                                       lock=before, on_build=building)
     seconds = time.monotonic() - started
     if before is None or before.to_dict() != built.lock.to_dict():
         progress.note(f"wrote {lock_path}; commit it so every bake of this app uses the same packages "
                       "(until then images are -dirty)")
     epoch = built.lock.source_date_epoch
-    layers = [("os", built.os_key, built.os)]
+    layers = [("os", built.os_key, built.os, built.os_cached)]
     if built.runtime is not None:
-        layers.append(("runtime", built.runtime_key, built.runtime))
+        layers.append(("runtime", built.runtime_key, built.runtime, built.runtime_cached))
     return [_Step(planning.LayerInputs(name, {"key": key}, epoch), functools.partial(_given, result),
-                  cached=name in hits and known.get(name) == key, seconds=seconds if name not in hits else 0.0)
-            for name, key, result in layers]
+                  cached=cached, seconds=0.0 if cached else seconds)
+            for name, key, result, cached in layers]
 
 
 def _given(result: LayerResult | tuple[LayerResult, ...]) -> LayerResult | tuple[LayerResult, ...]:

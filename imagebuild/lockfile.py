@@ -96,6 +96,11 @@ def read_lock(path: str | os.PathLike) -> DebianLock | None:
         return None
     except OSError as exc:
         raise LockFileError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_lock(text, path)
+
+
+def parse_lock(text: str | bytes, path: str | os.PathLike) -> DebianLock:
+    """A lock's text, already read from `path` (named in the errors)."""
     try:
         data = json.loads(text)
     except ValueError as exc:

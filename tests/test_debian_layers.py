@@ -349,6 +349,20 @@ def test_two_fresh_builds_from_the_lock_are_bit_for_bit_identical(debian_python_
 
 
 @pytest.mark.slow
+def test_a_lock_handed_over_is_not_read_again_and_cached_layers_say_so(debian_python_base: DebianBase,
+                                                                        tmp_path):
+    # The lock path names no file: reading it would find no lock and resolve afresh.
+    absent = tmp_path / "imagebuild.lock"
+    announced: list[bool] = []
+    built = build_debian_layers(debian_python_base.store, PYTHON_OS, PYTHON_RUNTIME, absent, update_lock=False,
+                                lock=debian_python_base.layers.lock, on_build=announced.append)
+    assert (built.os_cached, built.runtime_cached, built.cached) == (True, True, True)
+    assert announced == []
+    assert [r.digest for r in built.layers()] == [r.digest for r in debian_python_base.results]
+    assert not absent.exists()
+
+
+@pytest.mark.slow
 def test_the_layers_run_python_with_tls_in_docker(debian_python_base: DebianBase, docker_client, tmp_path):
     store = LayoutStore(tmp_path / "store").ensure()
     image = Image(created="2024-01-01T00:00:00Z")

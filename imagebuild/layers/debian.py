@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import imagebuild
 from imagebuild.errors import BuildError, UserError
@@ -157,7 +157,13 @@ class DebianLayers:
     runtime: LayerResult | None
     runtime_key: str | None
     lock: DebianLock
-    cached: bool = False
+    os_cached: bool = False            # taken from the layer cache, not built now
+    runtime_cached: bool = False
+
+    @property
+    def cached(self) -> bool:
+        """Nothing was built: every layer came from the cache."""
+        return self.os_cached and (self.runtime_cached or self.runtime is None)
 
     def layers(self) -> list[LayerResult]:
         return [self.os] + ([self.runtime] if self.runtime else [])
@@ -264,17 +270,22 @@ def _write_layers(store: LayoutStore, trees: _Trees, lock: DebianLock, os_result
 
 def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: RuntimeSpec,
                         lock_path: str | Path, *, update_lock: bool = True, use_cache: bool = True,
-                        log_dir: str | Path | None = None) -> DebianLayers:
+                        log_dir: str | Path | None = None, lock: DebianLock | None = None,
+                        on_build: Callable[[bool], None] | None = None) -> DebianLayers:
     """The OS layer and (when the recipe names a runtime) the runtime layer, in `store`.
 
     With a lock matching the recipe, every package is pinned to its locked
     version. Without one, or with one the recipe has outgrown, versions are
     resolved afresh and the lock is (re)written — unless `update_lock` is
     False, as in CI, where that is an error.
+
+    `lock`: the lock at `lock_path` when the caller has read it already.
+    `on_build`: called once before a layer is built, with whether versions are resolved first.
     """
     source = source_of(os_spec)
     lock_path = Path(lock_path)
-    lock = read_lock(lock_path)
+    if lock is None:
+        lock = read_lock(lock_path)
     if lock is not None and not lock_fits(lock, os_spec, runtime_spec):
         if not update_lock:
             raise UserError(f"{lock_path} is out of date with the recipe's os and runtime sections",
@@ -288,12 +299,18 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
         trees = _Trees(Path(work), Path(log_dir) if log_dir else _default_log_dir(store))
         resolved = lock is None
         if lock is None:
+            if on_build is not None:
+                on_build(True)
             lock = _resolve(source, os_spec, runtime_spec, trees)
             write_lock(lock_path, lock)
         os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
+        # A layer built from fresh trees counts as built even when the cache had it.
+        os_cached, runtime_cached = not resolved and os_result is not None, not resolved and runtime_result is not None
         if not resolved:
             if os_result is not None and (runtime_result is not None or not need_runtime):
-                return DebianLayers(os_result, os_key, runtime_result, runtime_key, lock, cached=True)
+                return DebianLayers(os_result, os_key, runtime_result, runtime_key, lock, os_cached, runtime_cached)
+            if on_build is not None:
+                on_build(False)
             # the runtime layer is a diff against the OS tree, so it needs both trees
             _build_locked(source, os_spec, runtime_spec, lock, trees, need_runtime=need_runtime)
         os_result, written = _write_layers(store, trees, lock, os_result, need_runtime and runtime_result is None)
@@ -301,7 +318,7 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
     cache.put(os_key, os_result)
     if runtime_key and runtime_result:
         cache.put(runtime_key, runtime_result)
-    return DebianLayers(os_result, os_key, runtime_result, runtime_key, lock)
+    return DebianLayers(os_result, os_key, runtime_result, runtime_key, lock, os_cached, runtime_cached)
 
 
 def _cached(cache: LayerCache, os_spec: OsSpec, runtime_spec: RuntimeSpec, lock: DebianLock,
