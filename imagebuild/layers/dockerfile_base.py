@@ -25,6 +25,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from imagebuild.errors import BuildError, RecipeError
 from imagebuild.layers.app import SourceTree
+from imagebuild.oci.compress import HashingSink
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_tar
 from imagebuild.oci.reference import Reference
@@ -135,33 +136,13 @@ def prepare(recipe: Recipe, tree: SourceTree, base: str, scratch: Path) -> Prepa
     files = [item for item in tree.files(prefix) if item.path != repo_path]
     entries = [Entry.file(name, rendered)] + list(tree.entries(files, prefix, ""))
     context = scratch / "dockerfile-context.tar"
-    hasher = _HashingFile(context)
-    with hasher:
+    with open(context, "wb") as out:
+        sink = HashingSink(out, "none")
         # mtime 0 everywhere: the key must not move with commits that leave the context alone
-        write_tar(entries, hasher, source_date_epoch=0)
-    key_doc = f"imagebuild dockerfile base {FORMAT} {recipe.os.architecture} {hasher.digest}"
+        write_tar(entries, sink, source_date_epoch=0)
+    key_doc = f"imagebuild dockerfile base {FORMAT} {recipe.os.architecture} {Digest.from_hasher(sink.raw_hash)}"
     key = "sha256:" + hashlib.sha256(key_doc.encode()).hexdigest()
     return Prepared(recipe, template, name, context, key)
-
-
-class _HashingFile:
-    def __init__(self, path: Path):
-        self._handle = open(path, "wb")
-        self._hash = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self._hash.update(data)
-        return self._handle.write(data)
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
-
-    def __enter__(self) -> "_HashingFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.close()
 
 
 def cached(store: LayoutStore, prepared: Prepared) -> str | None:
@@ -248,12 +229,12 @@ def _engine_build(client, prepared: Prepared) -> str:
                     _remove_dangling(client, intermediate)
                     raise BuildError(_failure(name, step, _ANSI.sub("", error), tail))
                 image_id = (message.get("aux") or {}).get("ID") or image_id
+        if image_id is None:       # an engine whose build output names no ID
+            image_id = client.api.inspect_image(prepared.ref_name)["Id"]
     except (DockerException, requests.RequestException, OSError) as exc:
         from imagebuild.stores.daemon import DaemonError, _reason
 
         raise DaemonError(f"the Docker engine failed building the base from {name}: {_reason(exc)}") from None
-    if image_id is None:
-        image_id = client.api.inspect_image(prepared.ref_name)["Id"]
     return image_id
 
 
