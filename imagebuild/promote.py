@@ -303,7 +303,10 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
         # A rollback returns to a digest this environment had before: read only when it is not the latest.
         rollback=bool(latest) and latest[0].digest != manifest.digest
         and bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest)))
-    if latest and latest[0].digest == manifest.digest and _points_at(target, manifest):
+    disk = disk_of(home, manifest, version, tags)
+    disk_target = Target(target.repository, target.tag + DISK_SUFFIX)
+    if latest and latest[0].digest == manifest.digest and _points_at(target, manifest) and \
+            (disk is None or _points_at(disk_target, disk)):
         # Promoting what is already there would only add a record that history then shows twice.
         result.action, result.sequence, result.record = "none", latest[0].sequence, latest[0].tag
         result.messages.append(f"{target.label} already holds {manifest.digest} since {latest[0].time} "
@@ -313,7 +316,6 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
         result.messages.append(f"tag {target.label} -> {manifest.digest} (manifest bytes unchanged, no blob moves)")
     else:
         result.messages.append(f"copy {manifest.digest} to {target.label} (each blob: HEAD, then mount, then upload)")
-    disk = disk_of(home, manifest, version, tags)
     if disk is not None:
         result.disk = str(disk.digest)
         result.messages.append(f"carry its disk {disk.digest} to {target.label}{DISK_SUFFIX}")
@@ -328,7 +330,6 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
                             "which needs a registry", hint="set `registry:` in the recipe")
         result.blobs = copy(target, manifest)
     if disk is not None:
-        disk_target = Target(target.repository, target.tag + DISK_SUFFIX)
         if result.action == "retag":
             disk_target.repository.put_manifest(disk_target.tag, disk)
         elif copy is not None:
