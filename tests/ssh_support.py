@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pytest
+from tests.ports import free_port
 
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
@@ -60,10 +61,6 @@ def keygen(path: Path, comment: str) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

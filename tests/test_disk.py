@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import struct
 import subprocess
@@ -29,6 +28,7 @@ import pytest
 from imagebuild.disk.qemu import boot_file, booted, kvm_usable, press_power_button, qemu_command
 from tests.bake_support import bake, base_for, example_repo, http_get, seed
 from tests.conftest import imagebuild
+from tests.ports import free_port
 
 BOOT_BOUND_SECONDS = 600
 GUEST_PORT = 8000
@@ -64,10 +64,6 @@ def accelerator(flask_disks, tmp_path_factory) -> str:
     return "kvm" if kvm_usable(kernel) else "tcg"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_health(port: int, process: subprocess.Popen, console: Path) -> float:

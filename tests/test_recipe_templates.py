@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import render_server_files, server_command
 
 from conftest import REPO_ROOT
+from tests.ports import free_port
 
 NO_GIT = {"git": GitFacts().as_context()}
 EXAMPLES = REPO_ROOT / "examples"
@@ -170,10 +170,6 @@ def test_rendering_is_deterministic():
 
 # -- the real servers -------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def install(target: Path, recipe: Recipe) -> Path:

@@ -14,6 +14,7 @@ from imagebuild.oci.layer import Entry, write_layer
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE,
                                   ANNOTATION_VERSION, Image)
 from imagebuild.stores.layout import LayoutStore
+from tests.ports import free_port  # noqa: F401 (tests import it from here)
 
 EPOCH = 1_700_000_000
 CREATED = "2023-11-14T22:13:20Z"
@@ -67,9 +68,4 @@ def app_layer_sizes(store: LayoutStore, ref_name: str) -> dict[str, int]:
     return {"app": manifest.layers[-1].size, "config": manifest.config.size, "manifest": len(manifest.raw)}
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
