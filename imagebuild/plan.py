@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE,
                                   ANNOTATION_TITLE, ANNOTATION_VERSION, rfc3339)
-from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.model import DetectSpec, Recipe
 
 # Bottom to top, ordered by how rarely each changes.
 LAYER_ORDER = ("os", "runtime", "libraries", "server", "app", "config")
@@ -35,6 +35,12 @@ PLAN_FORMAT = 2
 ANNOTATION_DIRTY = "dev.imagebuild.dirty"
 ANNOTATION_ENVIRONMENTS = "dev.imagebuild.environments"
 ANNOTATION_ENV_VARIABLE = "dev.imagebuild.env-variable"   # the variable that names the environment at start
+
+
+def launcher_variable(labels: Mapping[str, str] | None) -> str:
+    """The variable an image's launcher reads for the environment's name, from the image's labels;
+    images baked before the label existed read the default."""
+    return (labels or {}).get(ANNOTATION_ENV_VARIABLE) or DetectSpec().variable
 
 LAUNCHER_PATH = "/usr/local/bin/imagebuild-launch"
 CONFIG_DIR = "/etc/imagebuild"

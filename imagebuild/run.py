@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable
 
 from imagebuild.errors import UserError
 from imagebuild.launcher import DEFAULT_ENVIRONMENT
-from imagebuild.plan import ANNOTATION_ENV_VARIABLE, ANNOTATION_ENVIRONMENTS
+from imagebuild.plan import ANNOTATION_ENVIRONMENTS, launcher_variable
 from imagebuild.recipe.checks import VARIABLE_NAME
 from imagebuild.recipe.model import DetectSpec
 from imagebuild.stores.layout import LayoutStore
@@ -67,7 +67,7 @@ def plan_run(store: LayoutStore, image: str, options: RunOptions,
     labels = config.get("Labels") or {}
     environments = tuple(name for name in labels.get(ANNOTATION_ENVIRONMENTS, "").split(",") if name) \
         or (DEFAULT_ENVIRONMENT,)
-    variable = labels.get(ANNOTATION_ENV_VARIABLE) or DEFAULT_VARIABLE
+    variable = launcher_variable(labels)
     if options.env is not None and options.env not in environments:
         raise UserError(f"unknown environment {options.env!r} for {image}",
                         hint=f"this image knows: {', '.join(environments)}")

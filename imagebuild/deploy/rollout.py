@@ -38,9 +38,9 @@ from imagebuild.deploy.release import Release
 from imagebuild.deploy.remote_docker import RemoteDocker
 from imagebuild.deploy.ssh import Result, SshOptions, SshSession
 from imagebuild.errors import DeployError, RecipeError
-from imagebuild.plan import ANNOTATION_ENV_VARIABLE
+from imagebuild.plan import launcher_variable
 from imagebuild.recipe.model import DeploySpec, Recipe
-from imagebuild.run import DEFAULT_VARIABLE, DIGEST_VARIABLE
+from imagebuild.run import DIGEST_VARIABLE
 
 LABEL = "dev.imagebuild.deploy."
 SLOTS = ("blue", "green")
@@ -399,7 +399,7 @@ def launcher_env(config: dict, release: Release) -> dict[str, str]:
     """The environment's name in the variable this image's launcher reads (a recipe may rename it, and a
     rollback may deploy an image from before the rename), and the digest for its start-up line: an image
     cannot know its own digest."""
-    variable = (config.get("Labels") or {}).get(ANNOTATION_ENV_VARIABLE) or DEFAULT_VARIABLE
+    variable = launcher_variable(config.get("Labels"))
     return {variable: release.environment, DIGEST_VARIABLE: release.digest}
 
 

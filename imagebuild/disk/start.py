@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from imagebuild.disk.initramfs import STAGE
 from imagebuild.disk.rootfs import MergedTree
 from imagebuild.errors import UserError
-from imagebuild.plan import ANNOTATION_ENV_VARIABLE
+from imagebuild.plan import launcher_variable
 from imagebuild.run import DEFAULT_VARIABLE, DIGEST_VARIABLE
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -94,7 +94,7 @@ def launch_of(config: dict, tree: MergedTree, digest: str = "") -> Launch:
             raise UserError(f"the image's program {argv[0]!r} is not on its PATH ({path})")
     elif not program.startswith("/"):
         program = f"{workdir.rstrip('/')}/{program}"
-    variable = (settings.get("Labels") or {}).get(ANNOTATION_ENV_VARIABLE) or DEFAULT_VARIABLE
+    variable = launcher_variable(settings.get("Labels"))
     return Launch(argv, program, tuple(env), workdir, uid, gid, variable)
 
 
