@@ -29,7 +29,7 @@ from imagebuild.errors import PromotionError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
-from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, Descriptor
+from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON, Descriptor
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment
 from imagebuild.registry.client import ManifestBytes, RegistryClient
@@ -44,8 +44,6 @@ ANN_DIGEST = ANN + "digest"
 ANN_VERSION = ANN + "version"
 ANN_TARGET = ANN + "target"
 ANN_PREVIOUS = ANN + "previous"
-EMPTY_JSON = b"{}"
-EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, Digest.of(EMPTY_JSON), len(EMPTY_JSON))
 _RECORD_TAG = re.compile(r"^promotion-(?P<env>.+)-(?P<seq>\d{6,})-(?P<short>[0-9a-f]{12})$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 SHORT = 12  # hex digits of the image digest in a record tag: lets a rule find its record without reading all

@@ -26,8 +26,8 @@ from imagebuild.errors import UserError
 from imagebuild.layers.debian_index import AptIndex, DebianSource
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
-from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_TITLE, ANNOTATION_VERSION, Descriptor
+from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_TITLE, ANNOTATION_VERSION, EMPTY_DESCRIPTOR,
+                                  EMPTY_JSON, Descriptor)
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 
 QCOW2_TYPE = "application/vnd.imagebuild.disk.qcow2"
@@ -38,7 +38,6 @@ ANN_KERNEL = ANN + "kernel"
 ANN_BUSYBOX = ANN + "busybox"
 ANN_SYSTEMD_BOOT = ANN + "systemd-boot"
 ANN_INPUTS = ANN + "inputs"
-EMPTY_JSON = b"{}"
 FORMATS = (".qcow2", ".raw", ".img")
 
 
@@ -120,7 +119,7 @@ def bake_disk(store: LayoutStore, image_ref: str, source: DebianSource, kernel_p
             annotations[name] = image_notes[name]
     artifact = {
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.IMAGEBUILD_DISK,
-        "config": Descriptor(mt.OCI_EMPTY, Digest.of(EMPTY_JSON), len(EMPTY_JSON)).to_dict(),
+        "config": EMPTY_DESCRIPTOR.to_dict(),
         "layers": [{"mediaType": QCOW2_TYPE, "digest": str(qcow2_digest), "size": qcow2_size,
                     "annotations": {ANNOTATION_TITLE: title}}],
         "subject": Descriptor(image.media_type, image.digest, image.size).to_dict(),

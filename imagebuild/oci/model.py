@@ -34,6 +34,7 @@ def _frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping or {}))
 
 
+
 @dataclass(frozen=True)
 class Platform:
     os: str = "linux"
@@ -84,6 +85,11 @@ class Descriptor:
         merged = dict(self.annotations)
         merged.update(extra)
         return replace(self, annotations=merged)
+
+
+# The OCI "empty" blob and its descriptor: the config (and sole layer) of artifacts that carry no data.
+EMPTY_JSON = b"{}"
+EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, Digest.of(EMPTY_JSON), len(EMPTY_JSON))
 
 
 @dataclass(frozen=True)
