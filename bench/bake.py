@@ -44,10 +44,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from imagebuild.layers import debian  # noqa: E402
-from imagebuild.layers import libraries as libraries_layer  # noqa: E402
-from imagebuild.layers import server as server_layer  # noqa: E402
-from imagebuild.lockfile import lock_path_for, read_lock  # noqa: E402
+from imagebuild.build.layers import debian  # noqa: E402
+from imagebuild.build.layers import libraries as libraries_layer  # noqa: E402
+from imagebuild.build.layers import server as server_layer  # noqa: E402
+from imagebuild.sources.lockfile import lock_path_for, read_lock  # noqa: E402
 from imagebuild.recipe.loader import load_recipe  # noqa: E402
 from imagebuild.stores.layout import LayoutStore  # noqa: E402
 

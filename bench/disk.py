@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from imagebuild.disk.qemu import boot_file, booted, kvm_usable, qemu_command  # noqa: E402
+from imagebuild.release.disk.qemu import boot_file, booted, kvm_usable, qemu_command  # noqa: E402
 from imagebuild.recipe.loader import load_recipe  # noqa: E402
 from tests.bake_support import EXAMPLES, example_repo, seed  # noqa: E402
 from tests.debian_fixtures import _cache_dir, build_cached_base  # noqa: E402

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from imagebuild.layers import store_layer  # noqa: E402
+from imagebuild.build.cache import store_layer  # noqa: E402
 from imagebuild.oci.layer import Entry  # noqa: E402
 from imagebuild.oci.model import Image  # noqa: E402
 from imagebuild.progress import human_size  # noqa: E402
@@ -48,12 +48,12 @@ CHILD = r"""
 import json, os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 from imagebuild.stores.layout import LayoutStore
-from imagebuild.stores import daemon
+from imagebuild.stores import engine
 from imagebuild.stores.archive import write_docker_archive
 mode, store, digest, tag = sys.argv[2:6]
 store = LayoutStore(store)
 if mode == "staged":
-    client = daemon.connect()
+    client = engine.connect()
     with tempfile.TemporaryDirectory(dir=sys.argv[6]) as tmp:
         path = os.path.join(tmp, "image.tar")
         write_docker_archive(store, digest, [tag], path)
@@ -62,10 +62,10 @@ if mode == "staged":
             client.images.load(handle)
     print(json.dumps({"sent": staged, "staged": staged}))
 elif mode == "save":
-    daemon.save_image(daemon.connect(), tag, LayoutStore(sys.argv[6]))
+    engine.save_image(engine.connect(), tag, LayoutStore(sys.argv[6]))
     print(json.dumps({"sent": 0, "staged": 0}))
 else:
-    report = daemon.load_image(store, digest, [tag])
+    report = engine.load_image(store, digest, [tag])
     print(json.dumps({"sent": report.bytes_sent, "staged": 0, "layers_sent": report.layers_sent}))
 """
 

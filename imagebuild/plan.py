@@ -18,10 +18,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from imagebuild.contract import ANNOTATION_DIRTY, ANNOTATION_ENV_VARIABLE, ANNOTATION_ENVIRONMENTS, LAUNCHER_PATH
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE,
                                   ANNOTATION_TITLE, ANNOTATION_VERSION, rfc3339)
-from imagebuild.recipe.model import DetectSpec, Recipe
+from imagebuild.recipe.model import Recipe
 
 # Bottom to top, ordered by how rarely each changes.
 LAYER_ORDER = ("os", "runtime", "libraries", "server", "app", "config")
@@ -32,18 +33,6 @@ KEY_SKIPS = {"config": frozenset({"app"})}
 # Bumped whenever a builder's output for the same inputs changes, so old cache entries stop matching.
 PLAN_FORMAT = 2
 
-ANNOTATION_DIRTY = "dev.imagebuild.dirty"
-ANNOTATION_ENVIRONMENTS = "dev.imagebuild.environments"
-ANNOTATION_ENV_VARIABLE = "dev.imagebuild.env-variable"   # the variable that names the environment at start
-
-
-def launcher_variable(labels: Mapping[str, str] | None) -> str:
-    """The variable an image's launcher reads for the environment's name, from the image's labels;
-    images baked before the label existed read the default."""
-    return (labels or {}).get(ANNOTATION_ENV_VARIABLE) or DetectSpec().variable
-
-LAUNCHER_PATH = "/usr/local/bin/imagebuild-launch"
-CONFIG_DIR = "/etc/imagebuild"
 NANOSECONDS = 1_000_000_000
 
 

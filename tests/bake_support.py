@@ -11,8 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from imagebuild.layers import LayerCache
-from imagebuild.lockfile import LOCK_NAME
+from imagebuild.build.cache import LayerCache
+from imagebuild.sources.lockfile import LOCK_NAME
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.stores.layout import LayoutStore
 from tests.conftest import REPO_ROOT, imagebuild

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import UserError
-from imagebuild.layers.debian import DebianLayers, build_debian_layers, source_of
-from imagebuild.layers.debian_index import AptIndex
-from imagebuild.lockfile import LOCK_NAME, read_lock
+from imagebuild.build.layers.debian import DebianLayers, build_debian_layers, source_of
+from imagebuild.sources.debian_index import AptIndex
+from imagebuild.sources.lockfile import LOCK_NAME, read_lock
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.layer import LayerResult
 from imagebuild.oci.model import Layer

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from imagebuild.images_from_dir import image_from_directory
+from imagebuild.build.images_from_dir import image_from_directory
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.layout import LayoutStore
 

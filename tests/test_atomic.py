@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from imagebuild.atomic import replacing, write_atomically
-from imagebuild.lockfile import DebianLock, LockFileError, read_lock, write_lock
+from imagebuild.sources.lockfile import DebianLock, LockFileError, read_lock, write_lock
 
 from tests.conftest import REGISTRY, imagebuild
 from tests.test_export_errors import all_files, assert_one_line_error, read_only_view

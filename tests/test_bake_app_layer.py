@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from imagebuild.errors import DirtyTreeError, RecipeError
-from imagebuild.layers import app as app_layer
+from imagebuild.build.layers import app as app_layer
 from imagebuild.oci.layer import write_layer
 from imagebuild.recipe.model import AppSpec, Recipe
 from tests.bake_support import FIRST_COMMIT_TIME, commit_all, git

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.launcher import (config_files, feature_variable, launcher_script, runtime_module,
-                                 server_script)
+from imagebuild.build.launcher_files import config_files, feature_variable, server_script
+from imagebuild.launcher.assets import launcher_script, runtime_module
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import DetectRule, DetectSpec, Environment, Recipe
 from imagebuild.recipe.templates import render_server_files

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import UserError
-from imagebuild.layers import store_layer
-from imagebuild.layers.debian import (base_from_store, build_debian_layers, lock_inputs, lock_packages,
+from imagebuild.build.cache import store_layer
+from imagebuild.build.layers.debian import (base_from_store, build_debian_layers, lock_inputs, lock_packages,
                                       os_accounts, os_layer_key, resolve_packages, runtime_layer_key, source_of)
-from imagebuild.layers.debian_index import AptIndex
-from imagebuild.layers.debian_rootfs import LockedVersionMissingError, UnknownPackageError, build_rootfs
-from imagebuild.layers.os_tree import diff_entries, parse_dpkg_status, tree_entries
-from imagebuild.lockfile import DebianLock, dumps, read_lock, write_lock
+from imagebuild.sources.debian_index import AptIndex
+from imagebuild.sources.debian_rootfs import LockedVersionMissingError, UnknownPackageError, build_rootfs
+from imagebuild.sources.os_tree import diff_entries, parse_dpkg_status, tree_entries
+from imagebuild.sources.lockfile import DebianLock, dumps, read_lock, write_lock
 from imagebuild.oci.layer import Entry
 from imagebuild.oci.model import Image
 from imagebuild.recipe.model import OsSpec, RuntimeSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from imagebuild.deploy.hosts import parse_host, parse_hosts
+from imagebuild.recipe.hosts import parse_host, parse_hosts
 from imagebuild.errors import UserError
 from tests.conftest import imagebuild
 from tests.ssh_support import free_port

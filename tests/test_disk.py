@@ -3,7 +3,7 @@
 Two clean bakes of the same commit (separate stores) are made once per session;
 the boot tests run the disk under qemu-system-x86_64 with user-mode networking
 and the app's port forwarded to a free loopback port, with KVM when it can run
-the guest (see imagebuild/disk/qemu.py), else TCG. The boot bound is generous:
+the guest (see imagebuild/release/disk/qemu.py), else TCG. The boot bound is generous:
 TCG on a loaded machine is slow; the measured times are in docs/disk.md.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.disk.qemu import boot_file, booted, kvm_usable, press_power_button, qemu_command
+from imagebuild.release.disk.qemu import boot_file, booted, kvm_usable, press_power_button, qemu_command
 from tests.bake_support import bake, base_for, example_repo, http_get, seed
 from tests.conftest import imagebuild
 from tests.ports import free_port

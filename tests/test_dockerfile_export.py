@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from imagebuild.oci.model import Image
-from imagebuild.stores import daemon
+from imagebuild.stores import engine
 from tests.bake_support import FIRST_COMMIT_TIME, bake, commit_all, git, http_get, published_port, seed, wait_for_http
 from tests.conftest import REPO_ROOT, imagebuild, run
 from tests.debian_fixtures import debian_python_base  # noqa: F401
@@ -67,7 +67,7 @@ def test_the_printed_dockerfile_builds_and_serves_like_the_baked_image(tmp_path,
     base_tag = f"imagebuild-test-base:{uuid.uuid4().hex[:10]}"
     built = f"imagebuild-test-dockerfile:{uuid.uuid4().hex[:10]}"
     docker_leftovers.images.extend([baked, built, base_tag])
-    daemon.load_image(store, base.split("@")[1], [base_tag])
+    engine.load_image(store, base.split("@")[1], [base_tag])
 
     printed = imagebuild("dockerfile", "--recipe", repo / "imagebuild.yaml", "--store", store.root)
     assert printed.returncode == 0, printed.stderr
@@ -130,7 +130,7 @@ def test_an_installed_package_carries_dockerfile_base():
     """The template the printed Dockerfile starts with ships inside the package (a link in the checkout)."""
     import tomllib
 
-    from imagebuild.layers.dockerfile_base import TEMPLATE
+    from imagebuild.build.layers.dockerfile_base import TEMPLATE
 
     assert TEMPLATE.read_bytes() == (REPO_ROOT / "Dockerfile.base").read_bytes()
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import UserError
-from imagebuild.stores.daemon import DEFAULT_SOCKET, connect
+from imagebuild.stores.engine import DEFAULT_SOCKET, connect
 
 from tests.conftest import REPO_ROOT, imagebuild, run
 from tests.registry_support.images import free_port

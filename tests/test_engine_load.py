@@ -12,10 +12,10 @@ import uuid
 import pytest
 
 from imagebuild.errors import CorruptBlobError
-from imagebuild.layers import store_layer
+from imagebuild.build.cache import store_layer
 from imagebuild.oci.layer import Entry
 from imagebuild.oci.model import Image
-from imagebuild.stores import daemon
+from imagebuild.stores import engine
 from imagebuild.stores.layout import LayoutStore
 from tests.bake_support import bake, example_repo, published_port, seed, wait_for_http
 from tests.debian_fixtures import debian_python_base  # noqa: F401
@@ -50,9 +50,9 @@ def test_only_the_layers_the_engine_lacks_are_sent(store, debian_python_base, do
     base_tag, top_tag = unique("base"), unique("top")
     docker_leftovers.images.extend([top_tag, base_tag])
 
-    first = daemon.load_image(store, base_digest, [base_tag])
+    first = engine.load_image(store, base_digest, [base_tag])
     assert first.tags == (base_tag,)
-    second = daemon.load_image(store, top_digest, [top_tag])
+    second = engine.load_image(store, top_digest, [top_tag])
     assert (second.layers, second.layers_sent) == (3, 1)
     assert second.bytes_sent < 64 * 1024          # the marker layer and the archive's JSON, not the OS
     assert docker_client.containers.run(top_tag, ["cat", "/marker"], remove=True) == marker
@@ -64,8 +64,8 @@ def test_an_engine_that_has_the_image_is_only_tagged(store, debian_python_base, 
     digest = python_image(store, debian_python_base, ("marker", uuid.uuid4().hex.encode()))
     first_tag, second_tag = unique("first"), unique("second")
     docker_leftovers.images.extend([first_tag, second_tag])
-    assert daemon.load_image(store, digest, [first_tag]).layers_sent >= 1
-    again = daemon.load_image(store, digest, [second_tag])
+    assert engine.load_image(store, digest, [first_tag]).layers_sent >= 1
+    again = engine.load_image(store, digest, [second_tag])
     assert (again.layers_sent, again.bytes_sent, again.tags) == (0, 0, (second_tag,))
     assert docker_client.images.get(second_tag).id == docker_client.images.get(first_tag).id
 
@@ -79,10 +79,10 @@ def test_a_layer_left_out_that_the_engine_lacks_is_sent_again(store, debian_pyth
         layer = store_layer(store, [Entry.file(name, uuid.uuid4().hex.encode())], 0)
         image = image.with_layer(layer.as_layer(), created_by="test")
     digest = str(store.write_image(image).digest)
-    monkeypatch.setattr(daemon, "_layers_present", lambda client, diff_ids, tags: len(diff_ids) - 1)
+    monkeypatch.setattr(engine, "_layers_present", lambda client, diff_ids, tags: len(diff_ids) - 1)
     tag = unique("fallback")
     docker_leftovers.images.append(tag)
-    report = daemon.load_image(store, digest, [tag])
+    report = engine.load_image(store, digest, [tag])
     assert report.layers_sent == 4
     assert docker_client.containers.run(tag, ["ls", "/lower", "/upper"], remove=True).split() == \
         [b"/lower", b"/upper"]
@@ -100,7 +100,7 @@ def test_a_corrupt_blob_stops_the_load_and_says_so(store, debian_python_base, do
     tag = unique("corrupt")
     docker_leftovers.images.append(tag)
     with pytest.raises(CorruptBlobError) as caught:
-        daemon.load_image(store, digest, [tag])
+        engine.load_image(store, digest, [tag])
     assert str(top.digest) in caught.value.one_line()
     assert not docker_client.images.list(name=tag.partition(":")[0])
 
@@ -110,7 +110,7 @@ class UnixForwarder:
     (The engine here was started with only its socket; a second listener is the test's own.)
     `limit`: cut a connection once its client has sent that many bytes (an engine gone mid-request)."""
 
-    def __init__(self, target: str = daemon.DEFAULT_SOCKET, limit: int | None = None):
+    def __init__(self, target: str = engine.DEFAULT_SOCKET, limit: int | None = None):
         self.target = target
         self.limit = limit
         self.server = socket.create_server(("127.0.0.1", 0))

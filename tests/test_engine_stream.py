@@ -10,10 +10,10 @@ import uuid
 import docker
 import pytest
 
-from imagebuild.layers import store_layer
+from imagebuild.build.cache import store_layer
 from imagebuild.oci.layer import Entry
 from imagebuild.oci.model import Image
-from imagebuild.stores import daemon
+from imagebuild.stores import engine
 from imagebuild.stores.layout import LayoutStore
 from tests.test_engine_load import UnixForwarder
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def writer_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == daemon.WRITER_THREAD]
+    return [thread for thread in threading.enumerate() if thread.name == engine.WRITER_THREAD]
 
 
 def pieces_of(total: int) -> list[bytes]:
@@ -32,7 +32,7 @@ def pieces_of(total: int) -> list[bytes]:
 
 def test_the_pieces_arrive_whole_and_in_order():
     pieces = pieces_of(2_000)       # 16 MiB: many times what the queue holds
-    body = daemon._Streamed(lambda out: [out.write(piece) for piece in pieces])
+    body = engine._Streamed(lambda out: [out.write(piece) for piece in pieces])
     try:
         received = b"".join(body)
     finally:
@@ -47,16 +47,16 @@ def test_a_failing_writer_ends_the_reading_with_its_error():
         pass
 
     def write(out):
-        out.write(b"x" * (3 * daemon.STREAM_CHUNK))
+        out.write(b"x" * (3 * engine.STREAM_CHUNK))
         raise Damaged("blob is corrupt")
 
-    body = daemon._Streamed(write)
+    body = engine._Streamed(write)
     received = 0
     with pytest.raises(Damaged, match="blob is corrupt"):
         for piece in body:
             received += len(piece)
     body.close()
-    assert received == 3 * daemon.STREAM_CHUNK      # what came before the failure was handed out
+    assert received == 3 * engine.STREAM_CHUNK      # what came before the failure was handed out
     assert not writer_threads()
 
 
@@ -65,10 +65,10 @@ def test_a_reader_that_gives_up_stops_a_writer_blocked_on_the_full_queue():
 
     def write(out):
         while True:                                 # endless: only closing can stop it
-            out.write(b"y" * daemon.STREAM_CHUNK)
+            out.write(b"y" * engine.STREAM_CHUNK)
             wrote.set()
 
-    body = daemon._Streamed(write)
+    body = engine._Streamed(write)
     next(iter(body))
     wrote.wait()
     body.close()
@@ -86,14 +86,14 @@ def noise_image(tmp_path, size: int) -> tuple[LayoutStore, str]:
 
 def test_an_engine_gone_in_the_middle_of_a_load_ends_it_with_one_line(tmp_path, docker_client, docker_leftovers):
     # Random bytes do not compress: the archive is far larger than what passes the cut.
-    store, digest = noise_image(tmp_path, 8 * daemon.STREAM_CHUNK)
+    store, digest = noise_image(tmp_path, 8 * engine.STREAM_CHUNK)
     tag = f"imagebuild-test-cut:{uuid.uuid4().hex[:10]}"
     docker_leftovers.images.append(tag)
-    forwarder = UnixForwarder(limit=2 * daemon.STREAM_CHUNK)
+    forwarder = UnixForwarder(limit=2 * engine.STREAM_CHUNK)
     client = docker.DockerClient(base_url=forwarder.url)
     try:
-        with pytest.raises(daemon.DaemonError) as caught:
-            daemon.load_image(store, digest, [tag], client=client)
+        with pytest.raises(engine.EngineError) as caught:
+            engine.load_image(store, digest, [tag], client=client)
     finally:
         client.close()
         forwarder.close()
@@ -113,15 +113,15 @@ def test_a_store_that_fails_a_read_mid_load_is_the_stores_error(tmp_path, monkey
     from imagebuild.errors import StoreError
 
     def failing_write_tar(entries, out, source_date_epoch):
-        out.write(b"\0" * (2 * daemon.STREAM_CHUNK))
+        out.write(b"\0" * (2 * engine.STREAM_CHUNK))
         raise OSError(errno.EIO, "Input/output error")
 
     store, digest = noise_image(tmp_path, 1024)
     tag = f"imagebuild-test-eio:{uuid.uuid4().hex[:10]}"
     docker_leftovers.images.append(tag)
-    monkeypatch.setattr(daemon, "write_tar", failing_write_tar)
+    monkeypatch.setattr(engine, "write_tar", failing_write_tar)
     with pytest.raises(StoreError) as caught:
-        daemon.load_image(store, digest, [tag])
+        engine.load_image(store, digest, [tag])
     assert caught.value.one_line() == f"store at {store.root}: Input/output error"
     assert not writer_threads()
     assert not docker_client.images.list(name=tag.partition(":")[0])

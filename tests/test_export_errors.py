@@ -187,7 +187,7 @@ def test_oci_export_into_an_empty_directory_then_into_that_layout_again(built, t
 
 def test_check_destination_refuses_before_any_store_is_read(tmp_path):
     from imagebuild.errors import UserError
-    from imagebuild.exporting import check_destination
+    from imagebuild.publish.destinations import check_destination
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "full").mkdir()

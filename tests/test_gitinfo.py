@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import UserError
-from imagebuild.gitinfo import GitFacts, git_facts, require_git
+from imagebuild.sources.git import GitFacts, git_facts, require_git
 
 ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_COMMITTER_DATE": "2024-05-01T12:00:00Z",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import RecipeError, UserError
-from imagebuild.initapp import detect_app, init_app
+from imagebuild.recipe.initapp import detect_app, init_app
 from imagebuild.recipe.loader import load_recipe
 
 from conftest import REPO_ROOT, imagebuild

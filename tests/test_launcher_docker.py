@@ -199,7 +199,7 @@ def test_run_refuses_an_unknown_environment_or_image_before_starting_anything(ba
 
 def test_run_checks_its_ports_and_variables_before_starting_anything(baked):
     from imagebuild.errors import UserError
-    from imagebuild.run import RunOptions, plan_run
+    from imagebuild.release.run import RunOptions, plan_run
 
     store, result = baked
     target = plan_run(store, result["image"], RunOptions(env="test", publish=("8080",),

@@ -60,7 +60,7 @@ def test_installed_tool_finds_stock_recipes_and_launcher(wheel, tmp_path):
     Path(target_site, "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     probe = run([str(python), "-c",
-                 "import imagebuild, imagebuild.launcher as l, imagebuild.recipe.loader as r;"
+                 "import imagebuild, imagebuild.launcher.assets as l, imagebuild.recipe.loader as r;"
                  "print(imagebuild.__file__); print(','.join(r.stock_recipe_names()));"
                  "print(len(l.launcher_script()))"],
                 env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
@@ -82,7 +82,7 @@ def test_installed_tool_finds_stock_recipes_and_launcher(wheel, tmp_path):
 
 def test_the_cli_starts_without_the_libraries_only_some_commands_need():
     # Every invocation loads every command module; the heavy libraries load when a command runs.
-    heavy = ["httpx", "jinja2", "docker", "yaml", "zstandard", "imagebuild.stores.layout", "imagebuild.bake"]
+    heavy = ["httpx", "jinja2", "docker", "yaml", "zstandard", "imagebuild.stores.layout", "imagebuild.build.bake"]
     probe = ("import sys, imagebuild.cli.main, imagebuild.cli.app; "
              f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     loaded = run([sys.executable, "-c", probe])

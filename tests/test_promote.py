@@ -11,7 +11,7 @@ import pytest
 
 from imagebuild.errors import PromotionError
 from imagebuild.oci.reference import Reference
-from imagebuild.promote import EMPTY_DESCRIPTOR, Places, history, promote, status
+from imagebuild.release.promote import EMPTY_DESCRIPTOR, Places, history, promote, status
 from imagebuild.recipe.model import Environment
 from imagebuild.registry.client import RegistryClient
 from imagebuild.stores.layout import LayoutStore

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import RecipeError, UserError
-from imagebuild.gitinfo import GitFacts
+from imagebuild.sources.git import GitFacts
 from imagebuild.recipe.loader import load_recipe, stock_recipe_names, stock_recipes_dir
 from imagebuild.recipe.model import Recipe
 

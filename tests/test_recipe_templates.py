@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imagebuild.gitinfo import GitFacts
-from imagebuild.launcher import RUNTIME_MODULE, runtime_module
+from imagebuild.sources.git import GitFacts
+from imagebuild.contract import RUNTIME_MODULE
+from imagebuild.launcher.assets import runtime_module
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import render_server_files, server_command

@@ -13,10 +13,10 @@ import pytest
 
 from conftest import REPO_ROOT, imagebuild, run
 from oci_support import build_busybox_image
-from imagebuild.layers import LayerCache, store_layer
+from imagebuild.build.cache import LayerCache, store_layer
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry
-from imagebuild.promote import EMPTY_JSON, Record, StoreRepository, record_manifest
+from imagebuild.release.promote import EMPTY_JSON, Record, StoreRepository, record_manifest
 from imagebuild.registry.client import ManifestBytes
 from imagebuild.stores.lease import release_lease
 from imagebuild.stores.layout import LayoutStore
@@ -168,7 +168,7 @@ def test_cache_entries_keep_their_layers_unless_dropped(store_dir):
 WRITER = r"""
 import sys
 from imagebuild.oci.model import rfc3339
-from imagebuild.layers import store_layer
+from imagebuild.build.cache import store_layer
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry
 from imagebuild.oci.model import Image

@@ -9,7 +9,6 @@ user mistake is found before anything is written to the store.
 from __future__ import annotations
 
 import functools
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,24 +17,24 @@ from typing import Callable, Iterable, Sequence
 
 from imagebuild import plan as planning
 from imagebuild.errors import RecipeError, UserError
-from imagebuild.exporting import check_destination, export_image
-from imagebuild.gitinfo import git_facts, require_git
-from imagebuild.layers import LayerCache, debian, store_layer
-from imagebuild.layers import app as app_layer
-from imagebuild.layers import config as config_layer
-from imagebuild.layers import libraries as libraries_layer
-from imagebuild.layers import server as server_layer
+from imagebuild.publish.destinations import check_destination, export_image
+from imagebuild.sources.git import git_facts, require_git
+from imagebuild.build.cache import LayerCache, store_layer
+from imagebuild.build.layers import debian
+from imagebuild.build.layers import app as app_layer
+from imagebuild.build.layers import config as config_layer
+from imagebuild.build.layers import libraries as libraries_layer
+from imagebuild.build.layers import server as server_layer
 from imagebuild.oci.layer import Entry, LayerResult
-from imagebuild.lockfile import DebianLock, lock_path_for, parse_lock, read_lock
+from imagebuild.sources.lockfile import DebianLock, lock_path_for, parse_lock, read_lock
 from imagebuild.oci.model import Descriptor, Image, Layer, Platform, rfc3339
-from imagebuild.oci.reference import Reference
+from imagebuild.oci.reference import Reference, tag_for
 from imagebuild.progress import Progress
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import server_command
 from imagebuild.stores.layout import LayoutStore
 
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,6 @@ class _Step:
     seconds: float = 0.0
 
 
-def tag_for(version: str) -> str:
-    """A version as a tag: git describe may contain '/' and other characters tags refuse."""
-    return _TAG_UNSAFE.sub("-", version)[:128]
-
-
 def bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions = BakeOptions(),
          progress: Progress | None = None) -> BakeResult:
     engine = _Engine(options.docker_url)
@@ -112,7 +106,7 @@ class _Engine:
 
     def client(self):
         if self._client is None:
-            from imagebuild.stores.daemon import connect
+            from imagebuild.stores.engine import connect
 
             self._client = connect(self.url)
         return self._client
@@ -333,7 +327,7 @@ def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_layer.S
     """`os.dockerfile`: a base built by the Docker engine FROM os.image, or FROM the Debian os and
     runtime layers, then used by digest like any os.image. The engine is asked only when the
     rendered Dockerfile or its context changed."""
-    from imagebuild.layers import dockerfile_base
+    from imagebuild.build.layers import dockerfile_base
 
     from_ref = recipe.os.image
     if from_ref is None:
@@ -450,7 +444,7 @@ def _deliver(store: LayoutStore, digest: str, local_ref: str, recipe: Recipe, op
         done.append(destination)
     if options.load:
         from imagebuild.progress import human_size
-        from imagebuild.stores.daemon import load_image
+        from imagebuild.stores.engine import load_image
 
         report = load_image(store, digest, [local_ref], client=engine.client())
         sent = (f"sent {report.layers_sent} of {report.layers} layers, {human_size(report.bytes_sent)}"

@@ -14,9 +14,7 @@ from typing import Iterable
 from imagebuild.atomic import write_atomically
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_layer
-from imagebuild.stores.layout import LayoutStore, os_error_for
-
-CACHE_DIR = "imagebuild-cache/layers"
+from imagebuild.stores.layout import LAYER_CACHE_DIR as CACHE_DIR, LayoutStore, os_error_for
 
 
 def store_layer(store: LayoutStore, entries: Iterable[Entry], source_date_epoch: int,

@@ -24,13 +24,14 @@ from typing import Iterable, Mapping
 
 from imagebuild import plan as planning
 from imagebuild.errors import UserError
-from imagebuild.gitinfo import GitFacts, git_facts
-from imagebuild.layers import config as config_layer
-from imagebuild.layers import dockerfile_base
-from imagebuild.layers import server as server_layer
-from imagebuild.layers.app import remote_url
-from imagebuild.layers.libraries import site_packages
-from imagebuild.launcher import RUN_DIR, launcher_script
+from imagebuild.sources.git import GitFacts, git_facts
+from imagebuild.build.layers import config as config_layer
+from imagebuild.build.layers import dockerfile_base
+from imagebuild.build.layers import server as server_layer
+from imagebuild.build.layers.app import remote_url
+from imagebuild.build.layers.libraries import site_packages
+from imagebuild.contract import LAUNCHER_PATH, RUN_DIR
+from imagebuild.launcher.assets import launcher_script
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import server_command
 
@@ -147,7 +148,7 @@ def _server(recipe: Recipe) -> list[str]:
     lines = ["", f"# -- server: {recipe.server.kind}'s configuration, imagebuild's launcher and its run directory"]
     if recipe.server.packages:
         lines.append(f"COPY --from=libraries {STAGE_DIR}/server-packages/ /{server_layer.SERVER_PACKAGES}/")
-    files = {planning.LAUNCHER_PATH.lstrip("/"): (launcher_script(), 0o755),
+    files = {LAUNCHER_PATH.lstrip("/"): (launcher_script(), 0o755),
              **server_layer.rendered_files(recipe)}
     if recipe.server.packages:
         files[f"{site_packages(recipe)}/{server_layer.PTH_NAME}"] = (f"/{server_layer.SERVER_PACKAGES}\n".encode(),

@@ -18,24 +18,10 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
 from typing import Mapping
 
+from imagebuild.contract import DEFAULT_ENVIRONMENT
 from imagebuild.recipe.model import DetectSpec, Environment, Recipe
-
-DEFAULT_ENVIRONMENT = "default"
-RUN_DIR = "/run/imagebuild"            # where the launcher writes config.json and features.json
-RUNTIME_MODULE = "imagebuild_runtime"  # the Python helper's module name
-
-
-def launcher_script() -> bytes:
-    return resources.files(__package__).joinpath("launch.sh").read_bytes()
-
-
-def runtime_module() -> bytes:
-    """The source of `imagebuild_runtime`, shipped into Python images."""
-    return resources.files(__package__).joinpath(f"{RUNTIME_MODULE}.py").read_bytes()
-
 
 def feature_variable(name: str) -> str:
     """`new_checkout` → `NEW_CHECKOUT`; the launcher exports it as FEATURE_NEW_CHECKOUT."""

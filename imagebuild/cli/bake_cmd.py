@@ -28,7 +28,7 @@ def bake_command(
                                  help="image, or disk: also a bootable VM disk of the image (NAME:VERSION-disk)."),
         json_out: bool = JsonOption) -> None:
     """Bake the commit checked out at PATH into an image in the local store."""
-    from imagebuild.bake import BakeOptions, bake
+    from imagebuild.build.bake import BakeOptions, bake
     from imagebuild.progress import Progress
     disk_outputs = _disk_outputs(form, output)
     image_outputs = tuple(item for item in output if not item.startswith("disk:"))
@@ -56,14 +56,15 @@ def _disk_outputs(form: str, output: List[str]) -> list[Path]:
     wanted = [item for item in output if item.startswith("disk:")]
     if wanted and form != "disk":
         raise UserError(f"{wanted[0]} needs --format disk")
-    from imagebuild.disk import check_disk_output
+    from imagebuild.release.disk.artifact import check_disk_output
     return [check_disk_output(item) for item in wanted]
 
 
 def _bake_disk(path: Path, store, result, outputs: list[Path], push: bool, insecure: Optional[bool], progress):
     """The disk of the image just baked: into the store, to each disk: output, and pushed beside the image."""
     import time
-    from imagebuild.disk import bake_recipe_disk, disk_ref, write_disk
+    from imagebuild.release.disk.from_recipe import bake_recipe_disk
+    from imagebuild.release.disk.artifact import disk_ref, write_disk
     started = time.monotonic()
     progress.begin(1)
     try:

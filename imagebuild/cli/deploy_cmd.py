@@ -22,7 +22,7 @@ AgentOption = typer.Option(True, "--agent/--no-agent", help="Offer the keys of s
 
 def ssh_options(identities: Optional[List[Path]], known_hosts: Optional[Path], agent: bool,
                 accept_new: bool = False):
-    from imagebuild.deploy import SshOptions
+    from imagebuild.release.deploy.ssh import SshOptions
 
     for key in identities or ():
         if not key.is_file():
@@ -33,8 +33,8 @@ def ssh_options(identities: Optional[List[Path]], known_hosts: Optional[Path], a
 
 def targets(recipe, environment: str, given: Optional[List[str]]):
     """The hosts to act on: --host when given, else the environment's hosts in the recipe."""
-    from imagebuild.deploy import parse_hosts
-    from imagebuild.deploy.release import environment_index
+    from imagebuild.recipe.hosts import parse_hosts
+    from imagebuild.recipe.model import environment_index
 
     if given:
         return parse_hosts(given, "--host")
@@ -61,7 +61,8 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time."""
     from imagebuild.cli.promote_cmd import open_places
-    from imagebuild.deploy import check_spec, deploy, resolve_release
+    from imagebuild.release.deploy.rollout import check_spec, deploy
+    from imagebuild.release.deploy.release import resolve_release
 
     loaded, places = open_places(recipe, store, insecure)
     try:

@@ -19,7 +19,7 @@ def set_env(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) 
             environment: Optional[str] = typer.Argument(None, help="The environment; leave out to let the "
                                                                    "launcher detect it.")) -> None:
     """Put imagebuild.env=ENVIRONMENT on the disk's kernel command line, in place."""
-    from imagebuild.disk.environment import set_environment
+    from imagebuild.release.disk.environment import set_environment
     set_environment(disk, environment)
     say(f"{disk} boots into {environment}" if environment else f"{disk} boots with environment detection")
 
@@ -31,7 +31,7 @@ def config_drive(path: Path = typer.Argument(..., help="The image file to write 
                      None, "--vars", help="A file of NAME=VALUE lines (e.g. the environment's secrets) the app gets "
                                           "as environment variables.")) -> None:
     """Write a config drive naming the environment, to attach to the VM as a second disk."""
-    from imagebuild.disk.environment import config_drive as write, read_vars
+    from imagebuild.release.disk.environment import config_drive as write, read_vars
     write(path, environment, read_vars(variables) if variables else "")
     say(f"{path}: config drive for {environment}")
 
@@ -41,7 +41,7 @@ def write(reference: str = typer.Argument(..., help="NAME:VERSION-disk in the lo
           path: Path = typer.Argument(..., help="FILE.qcow2 or FILE.raw"),
           store: Optional[Path] = StoreOption) -> None:
     """Write a disk from the local store to a file."""
-    from imagebuild.disk import check_disk_output, write_disk
+    from imagebuild.release.disk.artifact import check_disk_output, write_disk
     write_disk(open_store(store), reference, check_disk_output(f"disk:{path}"))
     say(f"wrote {path}")
 
@@ -60,7 +60,7 @@ def boot(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) mad
     import subprocess
     import tempfile
 
-    from imagebuild.disk.qemu import boot_file, kvm_usable, qemu_command
+    from imagebuild.release.disk.qemu import boot_file, kvm_usable, qemu_command
     from imagebuild.errors import UserError
     host, _, guest = forward.partition(":")
     if not (host.isdigit() and guest.isdigit() and 0 < int(host) < 65536 and 0 < int(guest) < 65536):

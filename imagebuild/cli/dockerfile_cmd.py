@@ -19,8 +19,8 @@ def dockerfile_command(recipe: Path = RecipeOption, store: Optional[Path] = Stor
     --build-arg BASE=IMAGE starts from another image. With os.image, the base
     image's Env is read from the local store when it is there.
     """
-    from imagebuild.dockerfile_export import render_dockerfile
-    from imagebuild.gitinfo import git_facts
+    from imagebuild.build.dockerfile_export import render_dockerfile
+    from imagebuild.sources.git import git_facts
     from imagebuild.recipe.loader import load_recipe
 
     # One look at git serves both the recipe's `git.*` variables and the Dockerfile's labels.
@@ -34,7 +34,7 @@ def _base_env(recipe, store: Optional[Path]) -> dict[str, str]:
         return {}
     from imagebuild.cli.common import open_store
     from imagebuild.errors import UserError
-    from imagebuild.layers.debian import base_from_store
+    from imagebuild.build.layers.debian import base_from_store
 
     try:
         base = base_from_store(open_store(store), recipe.os.image, recipe.os.architecture)

@@ -21,7 +21,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
                                     help="Fail instead of waiting when another imagebuild process uses the store."),
        store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Remove blobs no tagged image, promotion record or cache entry uses, and stale temp files."""
-    from imagebuild.store_gc import collect_garbage
+    from imagebuild.stores.gc import collect_garbage
     local = open_store(store)
     result = collect_garbage(local, dry_run=dry_run, drop_cache=drop_cache, wait=not no_wait,
                              on_wait=lambda: say(f"waiting for other imagebuild processes to finish with {local.root}"))

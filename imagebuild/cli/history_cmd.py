@@ -17,7 +17,7 @@ def history_command(environment: str = typer.Argument(..., help="An environment 
                     recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                     store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """List the promotions into one environment, newest first."""
-    from imagebuild.promote import history
+    from imagebuild.release.promote import history
     loaded, places = open_places(recipe, store, insecure)
     try:
         records = history(places.home, loaded.environments, environment)

@@ -47,7 +47,7 @@ def from_dir(directory: Path = typer.Argument(..., help="Directory whose tree be
              compression: str = typer.Option("gzip", "--compression", help="gzip or zstd"),
              store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Build a single-layer image from DIRECTORY (mtimes clamped to SOURCE_DATE_EPOCH, owners root)."""
-    from imagebuild.images_from_dir import image_from_directory, store_ref_name
+    from imagebuild.build.images_from_dir import image_from_directory, store_ref_name
     local = open_store(store)
     descriptor = image_from_directory(local, directory, name, entrypoint=_command_line("--entrypoint", entrypoint),
                                       cmd=_command_line("--cmd", cmd), env=env, workdir=workdir,

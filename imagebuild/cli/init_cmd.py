@@ -19,7 +19,7 @@ def init(directory: Path = typer.Argument(Path("."), help="The app's directory (
          name: Optional[str] = typer.Option(None, "--name", help="Image name (default: the directory's name)."),
          json_out: bool = JsonOption) -> None:
     """Detect the kind of app in DIR and write a recipe for it that loads cleanly."""
-    from imagebuild.initapp import init_app
+    from imagebuild.recipe.initapp import init_app
     result = init_app(directory, force=force, extends=extends, name=name)
     found = result.detection
     if json_out:

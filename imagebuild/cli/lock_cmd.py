@@ -15,8 +15,8 @@ from imagebuild.errors import RecipeError
 def lock_command(path: Path = typer.Argument(Path("."), help="The app directory holding imagebuild.yaml, or the file."),
                  json_out: bool = JsonOption) -> None:
     """Resolve the newest Debian packages for the os and runtime layers and write imagebuild.lock."""
-    from imagebuild.layers.debian import lock_packages
-    from imagebuild.lockfile import lock_path_for
+    from imagebuild.build.layers.debian import lock_packages
+    from imagebuild.sources.lockfile import lock_path_for
     from imagebuild.recipe.loader import load_recipe
     recipe = load_recipe(path)
     if recipe.os.image is not None:

@@ -24,7 +24,7 @@ def load_recipe_for(path: Path, required: bool = True):
 
 
 def open_places(recipe_path: Path, store: Optional[Path], insecure: Optional[bool]):
-    from imagebuild.promote import Places
+    from imagebuild.release.promote import Places
     recipe = load_recipe_for(recipe_path)
     if not recipe.environments:
         raise UserError(f"recipe {recipe_path} names no environments", hint="add an `environments:` list")
@@ -38,7 +38,7 @@ def promote_command(image: str = typer.Argument(..., help="A version (abc1234), 
                     recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                     store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Promote an image to an environment, keeping its digest. Promoting an older version is a rollback."""
-    from imagebuild.promote import promote
+    from imagebuild.release.promote import promote
     loaded, places = open_places(recipe, store, insecure)
     try:
         result = promote(places.home, loaded.environments, image, to, target_for=places.target_for,

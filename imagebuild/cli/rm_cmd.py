@@ -15,7 +15,7 @@ from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store
 def rm(refs: List[str] = typer.Argument(..., help="NAME:TAG, or sha256:DIGEST to remove every tag on that manifest"),
        store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Untag images in the local store; `imagebuild gc` then reclaims their space."""
-    from imagebuild.store_gc import remove_refs
+    from imagebuild.stores.gc import remove_refs
     local = open_store(store)
     removed = remove_refs(local, list(refs))
     if json_out:

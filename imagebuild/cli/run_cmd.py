@@ -34,7 +34,7 @@ def run_command(
     The container's output streams here and its exit code is this command's;
     Ctrl-C stops it with SIGTERM, as `docker stop` does, and removes it.
     """
-    from imagebuild.run import RunOptions, run_image
+    from imagebuild.release.run import RunOptions, run_image
 
     options = RunOptions(env=env, publish=tuple(publish), variables=tuple(variables), detach=detach, name=name)
     # With --json, stdout holds the one JSON object, so the container's stdout goes to stderr.

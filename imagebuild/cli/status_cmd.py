@@ -21,7 +21,7 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
                    identity: Optional[List[Path]] = IdentityOption, known_hosts: Optional[Path] = KnownHostsOption,
                    agent: bool = AgentOption) -> None:
     """Each environment's current digest, version and promotion time, and what runs on its hosts since when."""
-    from imagebuild.promote import status
+    from imagebuild.release.promote import status
     loaded, places = open_places(recipe, store, insecure)
     try:
         rows = status(places.home, loaded.environments, places.target_for)
@@ -46,7 +46,8 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
 
 
 def _hosts_of(recipe, options) -> dict:
-    from imagebuild.deploy import host_status, parse_hosts
+    from imagebuild.release.deploy.status import host_status
+    from imagebuild.recipe.hosts import parse_hosts
 
     found = {}
     for index, env in enumerate(recipe.environments):

@@ -1,5 +1,7 @@
 """OCI and Docker media types."""
 
+import json
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -27,3 +29,8 @@ def layer_compression(media_type: str) -> str:
     if media_type.endswith("gzip"):
         return "gzip"
     return "none"
+
+
+def media_type_of_manifest(raw: bytes) -> str:
+    """A manifest's own mediaType; an OCI manifest when it names none."""
+    return json.loads(raw).get("mediaType") or OCI_MANIFEST

@@ -74,3 +74,11 @@ class Reference:
         if self.digest:
             out += f"@{self.digest}"
         return out
+
+
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def tag_for(version: str) -> str:
+    """A version as a tag: git describe may contain '/' and other characters tags refuse."""
+    return _TAG_UNSAFE.sub("-", version)[:128]

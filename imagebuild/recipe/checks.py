@@ -316,7 +316,7 @@ def _check_hosts(recipe: Recipe, fail: Fail) -> None:
     """Deploy targets, checked when the recipe loads rather than at the first deploy."""
     if not any(env.hosts for env in recipe.environments):
         return
-    from imagebuild.deploy.hosts import parse_host, parse_hosts  # only recipes that deploy need it
+    from imagebuild.recipe.hosts import parse_host, parse_hosts  # only recipes that deploy need it
 
     for index, env in enumerate(recipe.environments):
         key = f"environments[{index}].hosts"

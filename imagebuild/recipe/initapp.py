@@ -12,7 +12,7 @@ from pathlib import Path
 
 from imagebuild.atomic import replacing
 from imagebuild.errors import UserError
-from imagebuild.gitinfo import GitFacts
+from imagebuild.sources.git import GitFacts
 from imagebuild.recipe.checks import IMAGE_NAME_HINT, is_image_name
 from imagebuild.recipe.loader import RECIPE_FILE, load_recipe, stock_recipe_names
 from imagebuild.recipe.model import Recipe

@@ -31,7 +31,6 @@ KINDS: dict[str, ServerKind] = {kind.name: kind for kind in (
 )}
 
 # Where rendered server configuration lands inside the image.
-CONFIG_DIR = "/etc/imagebuild"
 
 # The version forms runtime.* takes (matched whole), with an example of each for hints.
 RUNTIME_VERSIONS: dict[str, tuple[re.Pattern[str], str]] = {

@@ -17,7 +17,7 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
 from imagebuild.errors import RecipeError
-from imagebuild.gitinfo import git_facts
+from imagebuild.sources.git import git_facts
 from imagebuild.recipe.checks import check_recipe, check_secret_nodes
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.schema import (NodeReader, did_you_mean, expand_merge_keys, find_duplicate_keys,

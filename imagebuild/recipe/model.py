@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
+
+from imagebuild.contract import DEFAULT_VARIABLE
+from imagebuild.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class DetectRule:
 
 @dataclass(frozen=True)
 class DetectSpec:
-    variable: str = "IMAGEBUILD_ENV"       # the variable that names the environment explicitly
+    variable: str = DEFAULT_VARIABLE       # the variable that names the environment explicitly
     default: str | None = None             # used when nothing detects one; None: refuse to start
 
 
@@ -149,3 +152,11 @@ class Recipe:
 
     def environment_names(self) -> list[str]:
         return [env.name for env in self.environments]
+
+
+def environment_index(environments: Sequence[Environment], environment: str) -> int:
+    """Where ENVIRONMENT stands in the recipe's order; a name the recipe lacks is a UserError listing the names."""
+    names = [env.name for env in environments]
+    if environment not in names:
+        raise UserError(f"no environment {environment!r}", hint=f"the recipe names: {', '.join(names) or 'none'}")
+    return names.index(environment)

@@ -14,7 +14,8 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from imagebuild.errors import RecipeError
-from imagebuild.recipe.kinds import CONFIG_DIR, KINDS
+from imagebuild.contract import CONFIG_DIR
+from imagebuild.recipe.kinds import KINDS
 from imagebuild.recipe.loader import stock_recipes_dir
 from imagebuild.recipe.model import Recipe
 

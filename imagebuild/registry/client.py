@@ -102,7 +102,7 @@ class RegistryClient:
             raise RegistryError(f"registry {self.host} sent a manifest for {reference} whose digest is {digest}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if media_type not in mt.ALL_MANIFEST_TYPES:
-            from imagebuild.stores.layout import media_type_of_manifest
+            from imagebuild.oci.mediatypes import media_type_of_manifest
 
             media_type = media_type_of_manifest(raw)
         return ManifestBytes(raw, media_type, digest)

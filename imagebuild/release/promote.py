@@ -31,9 +31,10 @@ from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON, Descriptor
 from imagebuild.oci.reference import Reference
-from imagebuild.recipe.model import Environment
+from imagebuild.recipe.model import Environment, environment_index
 from imagebuild.registry.client import ManifestBytes, RegistryClient
-from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore, media_type_of_manifest
+from imagebuild.oci.mediatypes import media_type_of_manifest
+from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
 RECORD_PREFIX = "promotion-"
@@ -282,7 +283,7 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
             copy: Callable[[Target, ManifestBytes], dict] | None = None,
             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> PromotionResult:
     """Promote `image` (found in `home`) to `environment`, after checking the rules."""
-    index = _environment_index(environments, environment)
+    index = environment_index(environments, environment)
     if not _TAG.match(environment) or len(record_tag(environment, 0, EMPTY_DESCRIPTOR.digest)) > 128:
         raise UserError(f"environment name {environment!r} cannot be a tag",
                         hint="use letters, digits, '_', '.' and '-', at most 98 characters")
@@ -345,7 +346,7 @@ def disk_of(home: Repository, manifest: ManifestBytes, version: str | None,
     """The disk baked from this image (`VERSION-disk`, its subject this digest), if there is one."""
     if not version:
         return None
-    from imagebuild.bake import tag_for
+    from imagebuild.oci.reference import tag_for
 
     tag = tag_for(version) + DISK_SUFFIX
     if tag not in tags:
@@ -410,15 +411,8 @@ def status(home: Repository, environments: Sequence[Environment],
 
 
 def history(home: Repository, environments: Sequence[Environment], environment: str) -> list[Record]:
-    _environment_index(environments, environment)
+    environment_index(environments, environment)
     return read_records(home, environment)
-
-
-def _environment_index(environments: Sequence[Environment], environment: str) -> int:
-    names = [env.name for env in environments]
-    if environment not in names:
-        raise UserError(f"no environment {environment!r}", hint=f"the recipe names: {', '.join(names) or 'none'}")
-    return names.index(environment)
 
 
 # -- wiring: the recipe's places -------------------------------------------------------------

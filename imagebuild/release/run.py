@@ -1,7 +1,7 @@
 """`imagebuild run`: start an image from the local store in the local Docker engine, as an
 environment would, so a developer can see what test or prod would do.
 
-The image goes into the engine through imagebuild.stores.daemon; the container gets
+The image goes into the engine through imagebuild.stores.engine; the container gets
 the environment's name in the variable the image's launcher reads, the image's
 manifest digest in IMAGEBUILD_IMAGE_DIGEST (the image cannot know its own digest,
 which depends on its layers), and the variables given with -e. Its output streams
@@ -17,16 +17,12 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from imagebuild.errors import UserError
-from imagebuild.launcher import DEFAULT_ENVIRONMENT
-from imagebuild.plan import ANNOTATION_ENVIRONMENTS, launcher_variable
+from imagebuild.contract import (ANNOTATION_ENVIRONMENTS, DEFAULT_ENVIRONMENT, DIGEST_VARIABLE, RUN_LABEL,
+                                 launcher_variable)
 from imagebuild.recipe.checks import VARIABLE_NAME
-from imagebuild.recipe.model import DetectSpec
 from imagebuild.stores.layout import LayoutStore
 
-DIGEST_VARIABLE = "IMAGEBUILD_IMAGE_DIGEST"
-DEFAULT_VARIABLE = DetectSpec().variable  # what the launcher reads when the image names no other
 STOP_TIMEOUT = 10          # seconds `docker stop` gives the server after SIGTERM
-RUN_LABEL = "dev.imagebuild.run"
 _PUBLISH = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<host>\d+)(?::(?P<container>\d+))?$")
 
 
@@ -143,16 +139,16 @@ def start(store: LayoutStore, target: RunTarget, options: RunOptions, say: Calla
     """
     from docker.errors import APIError, ImageNotFound
 
-    from imagebuild.stores.daemon import DaemonError, connect, load_into_daemon
+    from imagebuild.stores.engine import EngineError, connect, load_into_engine
 
     client = connect(options.docker_url)
-    load_into_daemon(store, target.digest, [target.reference], client=client)
+    load_into_engine(store, target.digest, [target.reference], client=client)
     try:
         container = client.containers.create(target.reference, environment=target.environment,
                                              ports=target.ports, name=options.name,
                                              labels={RUN_LABEL: target.digest})
     except ImageNotFound as exc:
-        raise DaemonError(f"the engine lost {target.reference} right after loading it: {exc.explanation}") from None
+        raise EngineError(f"the engine lost {target.reference} right after loading it: {exc.explanation}") from None
     except APIError as exc:
         raise UserError(f"the engine refused to create a container of {target.reference}: "
                         f"{exc.explanation or exc}") from None

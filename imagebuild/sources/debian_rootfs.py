@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from imagebuild.errors import BuildError, UserError
-from imagebuild.layers.debian_index import DebianSource
+from imagebuild.sources.debian_index import DebianSource
 
 PIN_FILE = "etc/apt/preferences.d/imagebuild-lock.pref"
 # Sets up merged /usr with symlinks and the real usr-is-merged package, so the

@@ -18,7 +18,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Iterator
 
-from imagebuild.layers.debian_rootfs import PIN_FILE
+from imagebuild.sources.debian_rootfs import PIN_FILE
 from imagebuild.oci.layer import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry)
 
 WHITEOUT_PREFIX = ".wh."

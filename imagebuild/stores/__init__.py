@@ -1,1 +1,1 @@
-"""One module per place where image bytes live: layout (local store), archive, daemon, registry."""
+"""One module per place where image bytes live: layout (local store), archive, the Docker engine, registry."""

@@ -31,7 +31,7 @@ WRITER_THREAD = "imagebuild-load-writer"
 _CONTAINERD_STORE = "io.containerd.snapshotter"
 
 
-class DaemonError(ImageBuildError):
+class EngineError(ImageBuildError):
     exit_code = 7
 
 
@@ -104,7 +104,7 @@ class LoadReport:
     bytes_sent: int
 
 
-def load_into_daemon(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
+def load_into_engine(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
                      base_url: str | None = None, client=None) -> list[str]:
     """Load the image into a Docker engine; return the tags it now has."""
     return list(load_image(store, manifest_digest, repo_tags, base_url=base_url, client=client).tags)
@@ -164,7 +164,7 @@ def _stream_load(client, store: LayoutStore, manifest_digest: str, repo_tags: li
             if error:
                 if omit and "no such file or directory" in error:
                     raise _LayerMissing(error)
-                raise DaemonError(f"docker load refused the image: {error.strip()}")
+                raise EngineError(f"docker load refused the image: {error.strip()}")
             found = re.match(r"Loaded image: (\S+)", message.get("stream") or "")
             if found:
                 tags.append(found.group(1))
@@ -172,7 +172,7 @@ def _stream_load(client, store: LayoutStore, manifest_digest: str, repo_tags: li
         body.raise_failure()
         if omit and "no such file or directory" in str(exc):
             raise _LayerMissing(str(exc)) from None
-        raise DaemonError(f"docker load failed: {_reason(exc)}") from None
+        raise EngineError(f"docker load failed: {_reason(exc)}") from None
     finally:
         body.close()
     body.raise_failure()
@@ -185,7 +185,7 @@ def _api(call: Callable, what: str):
     try:
         return call()
     except DockerException as exc:
-        raise DaemonError(f"{what} failed: {_reason(exc)}") from None
+        raise EngineError(f"{what} failed: {_reason(exc)}") from None
 
 
 def _has_image(client, image_id: str) -> bool:
@@ -196,7 +196,7 @@ def _has_image(client, image_id: str) -> bool:
     except NotFound:
         return False
     except DockerException as exc:
-        raise DaemonError(f"cannot ask the engine about {image_id}: {_reason(exc)}") from None
+        raise EngineError(f"cannot ask the engine about {image_id}: {_reason(exc)}") from None
 
 
 def uses_containerd_store(client) -> bool:
@@ -337,7 +337,7 @@ def save_image(client, image: str, store: LayoutStore, ref_names: tuple[str, ...
         chunks = client.api.get_image(image, chunk_size=READ_CHUNK)
         return read_docker_archive(store, _IterReader(chunks), ref_names, known)
     except (DockerException, requests.RequestException) as exc:
-        raise DaemonError(f"docker save of {image} failed: {_reason(exc)}") from None
+        raise EngineError(f"docker save of {image} failed: {_reason(exc)}") from None
 
 
 class _IterReader:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from imagebuild.errors import StoreError, UserError
-from imagebuild.layers import CACHE_DIR
+from imagebuild.stores.layout import LAYER_CACHE_DIR as CACHE_DIR
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor

@@ -33,6 +33,7 @@ READ_CHUNK = 1024 * 1024
 # mkstemp creates files 0600; a layout is meant to be read by other users and tools.
 FILE_MODE = 0o644
 STALE_TEMP_SECONDS = 24 * 3600
+LAYER_CACHE_DIR = "imagebuild-cache/layers"   # cache key → layer JSON files (build/cache.py), read by gc
 DISK_SUFFIX = "-disk"          # NAME:TAG-disk tags the VM disk baked from NAME:TAG (kind "disk")
 
 
@@ -426,5 +427,3 @@ def _refs_of(descriptors: Iterable[Descriptor]) -> dict[str, Descriptor]:
     return {name: d for d in descriptors if (name := d.annotations.get(ANNOTATION_REF_NAME))}
 
 
-def media_type_of_manifest(raw: bytes) -> str:
-    return json.loads(raw).get("mediaType") or mt.OCI_MANIFEST

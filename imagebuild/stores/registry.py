@@ -22,7 +22,8 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import Descriptor, Platform
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
-from imagebuild.stores.layout import LayoutStore, StoreNotWritableError, media_type_of_manifest
+from imagebuild.oci.mediatypes import media_type_of_manifest
+from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
 
 DEFAULT_PARALLEL = 4
 KNOWN_BLOBS_FILE = "registry-blobs.json"

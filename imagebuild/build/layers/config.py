@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Mapping
 
-from imagebuild.launcher import config_files
+from imagebuild.build.launcher_files import config_files
 from imagebuild.oci.layer import Entry
 from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe

@@ -26,12 +26,12 @@ from typing import Any, Callable
 
 import imagebuild
 from imagebuild.errors import BuildError, UserError
-from imagebuild.layers import LayerCache, store_layer
-from imagebuild.layers.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
-from imagebuild.layers.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
+from imagebuild.build.cache import LayerCache, store_layer
+from imagebuild.sources.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
+from imagebuild.sources.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
                                              unknown_package)
-from imagebuild.layers.os_tree import diff_entries, installed_packages, read_member_text, tree_entries
-from imagebuild.lockfile import DebianLock, read_lock, write_lock
+from imagebuild.sources.os_tree import diff_entries, installed_packages, read_member_text, tree_entries
+from imagebuild.sources.lockfile import DebianLock, read_lock, write_lock
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest

@@ -24,7 +24,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from imagebuild.errors import BuildError, RecipeError
-from imagebuild.layers.app import SourceTree
+from imagebuild.build.layers.app import SourceTree
 from imagebuild.oci.compress import HashingSink
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_tar
@@ -37,7 +37,7 @@ from imagebuild.stores.layout import LayoutStore
 FORMAT = 1
 OUTPUT_TAIL = 8           # lines of a failed step's output shown in the error
 # Dockerfile.base at the repository root; the package holds it too (a link in the checkout).
-TEMPLATE = Path(__file__).resolve().parents[1] / "Dockerfile.base"
+TEMPLATE = Path(__file__).resolve().parents[2] / "Dockerfile.base"
 
 
 def runtime_packages(recipe: Recipe) -> list[str]:
@@ -163,20 +163,20 @@ def build(store: LayoutStore, prepared: Prepared, client, base_ref: str | None,
     `base_ref`: a store image (REF@DIGEST) the template starts FROM, loaded into
     the engine first (only tagged when the engine already has it).
     """
-    from imagebuild.layers.debian import base_from_store
-    from imagebuild.stores import daemon
+    from imagebuild.build.layers.debian import base_from_store
+    from imagebuild.stores import engine
 
     known: dict[str, LayerResult] = {}
     if base_ref is not None:
         # The platform's image when os.image names an index; a UserError when it was never pulled.
         base = base_from_store(store, base_ref, prepared.recipe.os.architecture)
-        daemon.load_image(store, base.manifest_digest, [engine_tag_for(base_ref)], client=client)
+        engine.load_image(store, base.manifest_digest, [engine_tag_for(base_ref)], client=client)
         known = {layer.diff_id: LayerResult(diff_id=layer.diff_id, digest=layer.digest, size=layer.size,
                                             uncompressed_size=0, media_type=layer.descriptor.media_type)
                  for layer in base.layers}
     progress.note(f"building the base from {prepared.template.name} with the Docker engine ...")
     image_id = _engine_build(client, prepared)
-    descriptor = daemon.save_image(client, image_id, store, (prepared.ref_name,), known)
+    descriptor = engine.save_image(client, image_id, store, (prepared.ref_name,), known)
     return f"{prepared.ref_name.partition(':')[0]}@{descriptor.digest}"
 
 
@@ -232,9 +232,9 @@ def _engine_build(client, prepared: Prepared) -> str:
         if image_id is None:       # an engine whose build output names no ID
             image_id = client.api.inspect_image(prepared.ref_name)["Id"]
     except (DockerException, requests.RequestException, OSError) as exc:
-        from imagebuild.stores.daemon import DaemonError, _reason
+        from imagebuild.stores.engine import EngineError, _reason
 
-        raise DaemonError(f"the Docker engine failed building the base from {name}: {_reason(exc)}") from None
+        raise EngineError(f"the Docker engine failed building the base from {name}: {_reason(exc)}") from None
     return image_id
 
 

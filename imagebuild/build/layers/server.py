@@ -18,10 +18,13 @@ import hashlib
 from pathlib import Path
 from typing import Mapping
 
-from imagebuild.layers.libraries import install_entries, pip_platforms, site_packages
-from imagebuild.launcher import RUN_DIR, RUNTIME_MODULE, launcher_script, runtime_module, server_script
+from imagebuild.build.layers.libraries import install_entries, pip_platforms, site_packages
+from imagebuild.contract import RUN_DIR, RUNTIME_MODULE
+from imagebuild.launcher.assets import launcher_script, runtime_module
+from imagebuild.build.launcher_files import server_script
 from imagebuild.oci.layer import DIR, Entry
-from imagebuild.plan import CONFIG_DIR, LAUNCHER_PATH, LayerInputs
+from imagebuild.contract import CONFIG_DIR, LAUNCHER_PATH
+from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import render_server_files
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from imagebuild.deploy.ssh import SshSession
+from imagebuild.release.deploy.ssh import SshSession
 from imagebuild.errors import DeployError
 
 POLL = 0.1                 # seconds between looks at the master's workers

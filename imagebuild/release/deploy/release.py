@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from imagebuild.errors import UserError
-from imagebuild.promote import (Places, RegistryRepository, image_version, promote, read_records,
+from imagebuild.release.promote import (Places, RegistryRepository, image_version, promote, read_records,
                                 resolve_image)
-from imagebuild.promote import _environment_index as environment_index
-from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.model import Recipe, environment_index
 
 
 @dataclass(frozen=True)

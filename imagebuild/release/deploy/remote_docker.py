@@ -13,7 +13,7 @@ import json
 import shlex
 from typing import Mapping, Sequence
 
-from imagebuild.deploy.ssh import Result, SshSession
+from imagebuild.release.deploy.ssh import Result, SshSession
 from imagebuild.errors import DeployError
 
 PULL_TIMEOUT = 1800        # seconds; a first pull of a large image over a slow link

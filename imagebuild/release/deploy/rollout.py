@@ -32,17 +32,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from imagebuild.deploy.front import Front, NotSwitched
-from imagebuild.deploy.hosts import Host
-from imagebuild.deploy.release import Release
-from imagebuild.deploy.remote_docker import RemoteDocker
-from imagebuild.deploy.ssh import Result, SshOptions, SshSession
+from imagebuild.release.deploy.front import Front, NotSwitched
+from imagebuild.recipe.hosts import Host
+from imagebuild.release.deploy.release import Release
+from imagebuild.release.deploy.remote_docker import RemoteDocker
+from imagebuild.release.deploy.ssh import Result, SshOptions, SshSession
 from imagebuild.errors import DeployError, RecipeError
-from imagebuild.plan import launcher_variable
 from imagebuild.recipe.model import DeploySpec, Recipe
-from imagebuild.run import DIGEST_VARIABLE
+from imagebuild.contract import DEPLOY_LABEL, DIGEST_VARIABLE, launcher_variable
 
-LABEL = "dev.imagebuild.deploy."
+LABEL = DEPLOY_LABEL
 SLOTS = ("blue", "green")
 HEALTHY_STREAK = 2         # consecutive 200s before a container counts as healthy
 HEALTH_POLL = 0.5          # seconds between health probes

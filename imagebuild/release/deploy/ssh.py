@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import paramiko
 
-from imagebuild.deploy.hosts import Host
+from imagebuild.recipe.hosts import Host
 from imagebuild.errors import AuthError, DeployError, UserError
 
 # paramiko logs a failed handshake with a traceback from its transport thread; with no handler anywhere,

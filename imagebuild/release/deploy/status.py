@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from imagebuild.deploy.front import Front
-from imagebuild.deploy.hosts import Host
-from imagebuild.deploy.remote_docker import RemoteDocker
-from imagebuild.deploy.rollout import LABEL, Instance, listen_address
-from imagebuild.deploy.ssh import SshOptions, SshSession
+from imagebuild.release.deploy.front import Front
+from imagebuild.recipe.hosts import Host
+from imagebuild.release.deploy.remote_docker import RemoteDocker
+from imagebuild.release.deploy.rollout import LABEL, Instance, listen_address
+from imagebuild.release.deploy.ssh import SshOptions, SshSession
 from imagebuild.errors import ImageBuildError
 from imagebuild.recipe.model import Recipe
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagebuild.atomic import replacing
-from imagebuild.disk import assemble
-from imagebuild.disk.build import DISK_FORMAT, build_disk
+from imagebuild.release.disk import assemble
+from imagebuild.release.disk.build import DISK_FORMAT, build_disk
 from imagebuild.errors import UserError
-from imagebuild.layers.debian_index import AptIndex, DebianSource
+from imagebuild.sources.debian_index import AptIndex, DebianSource
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_TITLE, ANNOTATION_VERSION, EMPTY_DESCRIPTOR,

@@ -1,21 +1,13 @@
-"""Bootable VM disks of baked images (`imagebuild bake --format disk`).
-
-The disk holds the image's layers applied in order as its root file system, a
-Debian kernel, and an initramfs whose init brings up the network by DHCP and
-starts the image's Entrypoint + Cmd as the image config says. See docs/disk.md.
-"""
+"""A disk from a recipe: the kernel's Debian suite and the disk of an image just baked."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from imagebuild.disk.artifact import DiskResult, bake_disk, check_disk_output, disk_ref, write_disk
+from imagebuild.release.disk.artifact import DiskResult, bake_disk
 from imagebuild.errors import UserError
-from imagebuild.layers.debian_index import DEFAULT_MIRROR, DebianSource
+from imagebuild.sources.debian_index import DEFAULT_MIRROR, DebianSource
 from imagebuild.recipe.model import Recipe
-
-__all__ = ["DiskResult", "bake_disk", "bake_recipe_disk", "check_disk_output", "disk_ref", "write_disk",
-           "source_for"]
 
 
 def source_for(recipe: Recipe) -> DebianSource:
@@ -28,7 +20,7 @@ def source_for(recipe: Recipe) -> DebianSource:
 
 def bake_recipe_disk(recipe_path: Path, store, image_ref: str) -> DiskResult:
     """The disk of IMAGE_REF, just baked from the recipe at RECIPE_PATH (whose disk and os sections apply)."""
-    from imagebuild.gitinfo import git_facts
+    from imagebuild.sources.git import git_facts
     from imagebuild.recipe.loader import load_recipe
 
     recipe_path = Path(recipe_path)

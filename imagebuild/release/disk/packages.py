@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagebuild.errors import BuildError, UserError
-from imagebuild.layers.debian_index import AptIndex, DebianSource, cache_root
+from imagebuild.sources.debian_index import AptIndex, DebianSource, cache_root
 
 # Drivers for the disks and network cards virtual machines get (virtio, SCSI, IDE, emulated
 # e1000), entropy from the host, FAT and ISO 9660 for a config drive, and the ACPI power

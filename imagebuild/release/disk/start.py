@@ -19,11 +19,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from imagebuild.disk.initramfs import STAGE
-from imagebuild.disk.rootfs import MergedTree
+from imagebuild.release.disk.initramfs import STAGE
+from imagebuild.release.disk.rootfs import MergedTree
 from imagebuild.errors import UserError
-from imagebuild.plan import launcher_variable
-from imagebuild.run import DEFAULT_VARIABLE, DIGEST_VARIABLE
+from imagebuild.contract import DEFAULT_VARIABLE, DIGEST_VARIABLE, launcher_variable
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_SECONDS = 10            # from the stop request to SIGKILL, as `docker stop` waits

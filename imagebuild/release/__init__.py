@@ -1,0 +1,1 @@
+"""After the bake: promotion by digest, `imagebuild run`, deploy over SSH (deploy/), VM disks (disk/)."""
