@@ -1,28 +1,37 @@
-"""The typer application; each command lives in its own module and registers here."""
+"""The typer application: every command is registered here, in the order `--help` lists them.
+
+Each command lives in its own module (`*_cmd.py`), which imports only cli/common.py and keeps its
+library imports inside the command, so `imagebuild images` need not load httpx, jinja2 or the bake
+machinery: every invocation imports all the command modules.
+"""
 
 from __future__ import annotations
 
 import typer
 
-# Plain click help and errors, no rich boxes: they read well in CI logs and in a terminal.
-PLAIN = {"rich_markup_mode": None}
+from imagebuild.cli import (bake_cmd, deploy_cmd, disk_cmd, dockerfile_cmd, export_cmd, gc_cmd, history_cmd, image_cmd,
+                            images_cmd, init_cmd, lock_cmd, login_cmd, promote_cmd, pull_cmd, push_cmd, rm_cmd,
+                            run_cmd, status_cmd)
+from imagebuild.cli.common import PLAIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
                   help="Bake one reproducible image per commit and promote it by digest.")
 
-
-def _register() -> None:
-    # Imported for their @app.command side effects; the order is the order of --help.
-    # Every invocation loads all of them, so each keeps its library imports inside its command:
-    # `imagebuild images` need not load httpx, jinja2 or the bake machinery.
-    from imagebuild.cli import init_cmd, bake_cmd, lock_cmd  # noqa: F401
-    from imagebuild.cli import images_cmd, image_cmd, export_cmd  # noqa: F401
-    from imagebuild.cli import dockerfile_cmd  # noqa: F401
-    from imagebuild.cli import rm_cmd, gc_cmd  # noqa: F401
-    from imagebuild.cli import run_cmd  # noqa: F401
-    from imagebuild.cli import push_cmd, pull_cmd, promote_cmd, status_cmd, history_cmd, login_cmd  # noqa: F401
-    from imagebuild.cli import deploy_cmd  # noqa: F401
-    from imagebuild.cli import disk_cmd  # noqa: F401
-
-
-_register()
+app.command("init")(init_cmd.init)
+app.command("bake")(bake_cmd.bake_command)
+app.command("lock")(lock_cmd.lock_command)
+app.command("images")(images_cmd.images)
+app.command("export")(export_cmd.export)
+app.command("dockerfile")(dockerfile_cmd.dockerfile_command)
+app.command("rm")(rm_cmd.rm)
+app.command("gc")(gc_cmd.gc)
+app.command("run")(run_cmd.run_command)
+app.command("promote")(promote_cmd.promote_command)
+app.command("push")(push_cmd.push)
+app.command("pull")(pull_cmd.pull)
+app.command("deploy")(deploy_cmd.deploy_command)
+app.command("status")(status_cmd.status_command)
+app.command("history")(history_cmd.history_command)
+app.command("login")(login_cmd.login)
+app.add_typer(image_cmd.image_app, name="image")
+app.add_typer(disk_cmd.disk_app, name="disk")

@@ -7,11 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, StoreOption, emit_json, is_ci, open_store
 
 
-@app.command("bake")
 def bake_command(
         path: Path = typer.Argument(Path("."), help="The app directory holding imagebuild.yaml, or the file."),
         store: Optional[Path] = StoreOption,

@@ -7,30 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.app import app
-from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, say
+from imagebuild.cli.common import (AgentOption, IdentityOption, InsecureOption, JsonOption, KnownHostsOption, RecipeOption,
+                                   StoreOption, emit_json, open_places, say, ssh_options)
 from imagebuild.errors import UserError
 
 HostOption = typer.Option(None, "--host", metavar="ssh://USER@HOST[:PORT]",
                           help="A target host (repeatable); replaces the environment's `hosts:` from the recipe.")
-IdentityOption = typer.Option(None, "--identity", "-i", metavar="KEY",
-                              help="A private key file (repeatable). Default: ssh-agent and ~/.ssh/id_*.")
-KnownHostsOption = typer.Option(None, "--known-hosts", envvar="IMAGEBUILD_KNOWN_HOSTS", metavar="FILE",
-                                help="The known_hosts file host keys are checked against. Default: ~/.ssh/known_hosts")
-AgentOption = typer.Option(True, "--agent/--no-agent", help="Offer the keys of ssh-agent (SSH_AUTH_SOCK).")
-
-
-def ssh_options(identities: Optional[List[Path]], known_hosts: Optional[Path], agent: bool,
-                accept_new: bool = False):
-    from imagebuild.release.deploy.ssh import SshOptions
-
-    for key in identities or ():
-        if not key.is_file():
-            raise UserError(f"identity {key} is not a file", hint="pass the private key, e.g. ~/.ssh/id_ed25519")
-    return SshOptions(known_hosts=known_hosts or Path.home() / ".ssh" / "known_hosts",
-                      identities=tuple(identities or ()), accept_new_host_key=accept_new, use_agent=agent)
-
-
 def targets(recipe, environment: str, given: Optional[List[str]]):
     """The hosts to act on: --host when given, else the environment's hosts in the recipe."""
     from imagebuild.recipe.hosts import parse_hosts
@@ -46,7 +28,6 @@ def targets(recipe, environment: str, given: Optional[List[str]]):
     return parse_hosts(env.hosts, f"environments[{index}].hosts:")
 
 
-@app.command("deploy")
 def deploy_command(environment: str = typer.Argument(..., help="The environment whose image to deploy"),
                    to: Optional[str] = typer.Option(None, "--to", metavar="VERSION",
                                                     help="Roll back: move ENV's tag to a VERSION it ran before, "
@@ -60,7 +41,6 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
                    recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time."""
-    from imagebuild.cli.promote_cmd import open_places
     from imagebuild.release.deploy.rollout import check_spec, deploy
     from imagebuild.release.deploy.release import resolve_release
 

@@ -7,11 +7,9 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import PLAIN, app
-from imagebuild.cli.common import StoreOption, open_store, say
+from imagebuild.cli.common import PLAIN, StoreOption, open_store, say
 
 disk_app = typer.Typer(no_args_is_help=True, help="Bootable disks made by `bake --format disk`.", **PLAIN)
-app.add_typer(disk_app, name="disk")
 
 
 @disk_app.command("set-env")

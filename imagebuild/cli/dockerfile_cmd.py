@@ -6,11 +6,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import RecipeOption, StoreOption
 
 
-@app.command("dockerfile")
 def dockerfile_command(recipe: Path = RecipeOption, store: Optional[Path] = StoreOption) -> None:
     """Print a Dockerfile that builds what `imagebuild bake` makes of the recipe.
 

@@ -7,11 +7,9 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 
 
-@app.command("export")
 def export(image: str = typer.Argument(..., help="An image in the local store, e.g. hello:abc1234"),
            destination: str = typer.Argument(..., help="oci:DIR or docker-archive:FILE"),
            store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:

@@ -7,12 +7,10 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 from imagebuild.progress import human_size
 
 
-@app.command("gc")
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be removed; remove nothing."),
        drop_cache: bool = typer.Option(False, "--cache",
                                        help="Also forget layer-cache entries no image uses, and free their layers "

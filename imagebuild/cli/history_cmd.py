@@ -7,12 +7,9 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
-from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, say
-from imagebuild.cli.promote_cmd import open_places
+from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_places, say
 
 
-@app.command("history")
 def history_command(environment: str = typer.Argument(..., help="An environment named in the recipe"),
                     recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                     store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:

@@ -9,12 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.app import PLAIN, app
-from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
+from imagebuild.cli.common import PLAIN, JsonOption, StoreOption, emit_json, open_store, say
 from imagebuild.errors import UserError
 
 image_app = typer.Typer(no_args_is_help=True, help="Make images in the local store.", **PLAIN)
-app.add_typer(image_app, name="image")
 
 
 def _command_line(option: str, text: Optional[str]) -> Optional[list[str]]:

@@ -7,12 +7,10 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 from imagebuild.errors import UserError
 
 
-@app.command("images")
 def images(store: Optional[Path] = StoreOption,
            all_kinds: bool = typer.Option(False, "--all", help="Also list artifacts, such as promotion records."),
            json_out: bool = JsonOption) -> None:

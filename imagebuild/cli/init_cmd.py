@@ -7,11 +7,9 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, emit_json, say
 
 
-@app.command("init")
 def init(directory: Path = typer.Argument(Path("."), help="The app's directory (default: the current one)"),
          force: bool = typer.Option(False, "--force", help="Replace an existing imagebuild.yaml."),
          extends: Optional[str] = typer.Option(None, "--extends", metavar="NAME",

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, emit_json, say
 from imagebuild.errors import RecipeError
 
 
-@app.command("lock")
 def lock_command(path: Path = typer.Argument(Path("."), help="The app directory holding imagebuild.yaml, or the file."),
                  json_out: bool = JsonOption) -> None:
     """Resolve the newest Debian packages for the os and runtime layers and write imagebuild.lock."""

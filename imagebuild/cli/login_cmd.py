@@ -7,12 +7,10 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, emit_json
 from imagebuild.errors import UserError
 
 
-@app.command("login")
 def login(host: str = typer.Argument(..., help="Registry HOST[:PORT]"),
           username: str = typer.Option(..., "--username", "-u", help="The registry account"),
           password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin"),

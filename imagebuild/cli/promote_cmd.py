@@ -7,31 +7,8 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
-from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_store
-from imagebuild.errors import UserError
+from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_places
 
-
-
-def load_recipe_for(path: Path, required: bool = True):
-    if not path.exists():
-        if not required:
-            return None
-        raise UserError(f"recipe {path} not found", hint="run in the app's directory or pass --recipe PATH")
-    from imagebuild.recipe.loader import load_recipe
-
-    return load_recipe(path)
-
-
-def open_places(recipe_path: Path, store: Optional[Path], insecure: Optional[bool]):
-    from imagebuild.release.promote import Places
-    recipe = load_recipe_for(recipe_path)
-    if not recipe.environments:
-        raise UserError(f"recipe {recipe_path} names no environments", hint="add an `environments:` list")
-    return recipe, Places(recipe.name, recipe.registry, open_store(store), insecure=insecure)
-
-
-@app.command("promote")
 def promote_command(image: str = typer.Argument(..., help="A version (abc1234), NAME:VERSION, or a digest"),
                     to: str = typer.Option(..., "--to", help="The environment to promote into"),
                     dry_run: bool = typer.Option(False, "--dry-run", help="Check the rules and say what would happen"),

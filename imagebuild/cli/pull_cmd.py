@@ -7,11 +7,9 @@ from typing import Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import InsecureOption, JsonOption, StoreOption, emit_json, open_store, say
 
 
-@app.command("pull")
 def pull(reference: str = typer.Argument(..., help="HOST[:PORT]/NAME[:TAG] or HOST[:PORT]/NAME@sha256:..."),
          insecure: Optional[bool] = InsecureOption, store: Optional[Path] = StoreOption,
          json_out: bool = JsonOption) -> None:

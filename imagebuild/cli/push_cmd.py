@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from imagebuild.cli.app import app
-from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_store, say
-from imagebuild.cli.promote_cmd import load_recipe_for
+from imagebuild.cli.common import (InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, load_recipe_for,
+                                   open_store, say)
 from imagebuild.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,7 +38,6 @@ def push_summary(result: PushResult) -> str:
             f"mounted {result.blobs_mounted}, {result.requests} requests")
 
 
-@app.command("push")
 def push(image: str = typer.Argument(..., help="An image in the local store, e.g. hello:abc1234"),
          to: Optional[str] = typer.Option(None, "--to", help="Target HOST[:PORT]/NAME[:TAG]; default: the recipe's registry"),
          recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,

@@ -7,11 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 
 
-@app.command("rm")
 def rm(refs: List[str] = typer.Argument(..., help="NAME:TAG, or sha256:DIGEST to remove every tag on that manifest"),
        store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Untag images in the local store; `imagebuild gc` then reclaims their space."""

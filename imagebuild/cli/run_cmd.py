@@ -8,11 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.app import app
 from imagebuild.cli.common import JsonOption, StoreOption, emit_json, open_store, say
 
 
-@app.command("run")
 def run_command(
         image: str = typer.Argument(..., help="NAME:TAG or a manifest digest in the local store."),
         env: Optional[str] = typer.Option(None, "--env",

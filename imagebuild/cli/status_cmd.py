@@ -7,13 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.app import app
-from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json
-from imagebuild.cli.deploy_cmd import AgentOption, IdentityOption, KnownHostsOption, ssh_options
-from imagebuild.cli.promote_cmd import open_places
+from imagebuild.cli.common import (AgentOption, IdentityOption, InsecureOption, JsonOption, KnownHostsOption, RecipeOption,
+                                   StoreOption, emit_json, open_places, ssh_options)
 
 
-@app.command("status")
 def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption,
                    hosts: bool = typer.Option(True, "--hosts/--no-hosts",
