@@ -10,6 +10,7 @@ import pytest
 
 from imagebuild.errors import DirtyTreeError, RecipeError
 from imagebuild.build.layers import app as app_layer
+from imagebuild.sources import app_tree
 from imagebuild.oci.layer import write_layer
 from imagebuild.recipe.model import AppSpec, Recipe
 from tests.bake_support import FIRST_COMMIT_TIME, commit_all, git
@@ -41,7 +42,7 @@ def recipe_for(repo, **app) -> Recipe:
                   source=repo / "imagebuild.yaml")
 
 
-def layer_members(recipe: Recipe, tree: app_layer.SourceTree) -> dict[str, tarfile.TarInfo | bytes]:
+def layer_members(recipe: Recipe, tree: app_tree.SourceTree) -> dict[str, tarfile.TarInfo | bytes]:
     prefix, files = app_layer.app_files(recipe, tree)
     out = io.BytesIO()
     with tree:
@@ -54,7 +55,7 @@ def layer_members(recipe: Recipe, tree: app_layer.SourceTree) -> dict[str, tarfi
 
 
 def test_only_tracked_files_under_app_path_minus_excludes(repo):
-    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    tree = app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
     members = layer_members(recipe_for(repo), tree)
     assert sorted(members) == ["app", "app/.gitignore", "app/app.py", "app/main.py", "app/run.sh", "app/static",
                                "app/static/big.bin"]
@@ -69,14 +70,14 @@ def test_only_tracked_files_under_app_path_minus_excludes(repo):
 def test_the_commit_not_the_working_tree_is_baked(repo):
     commit = git(repo, "rev-parse", "HEAD")
     (repo / "web" / "app.py").write_text("changed after the commit\n")
-    members = layer_members(recipe_for(repo), app_layer.SourceTree(repo, commit))
+    members = layer_members(recipe_for(repo), app_tree.SourceTree(repo, commit))
     assert members["app/app.py"][1] == b"print('hi')\n"
 
 
 def test_working_tree_mode_takes_current_contents_of_tracked_files_only(repo):
     (repo / "web" / "app.py").write_text("uncommitted\n")
     (repo / "web" / "run.sh").unlink()
-    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"), working_tree=True)
+    tree = app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD"), working_tree=True)
     members = layer_members(recipe_for(repo), tree)
     assert members["app/app.py"][1] == b"uncommitted\n"
     assert "app/run.sh" not in members
@@ -85,36 +86,36 @@ def test_working_tree_mode_takes_current_contents_of_tracked_files_only(repo):
 
 def test_inputs_change_with_content_and_not_otherwise(repo):
     recipe = recipe_for(repo)
-    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    tree = app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
     prefix, files = app_layer.app_files(recipe, tree)
     before = app_layer.inputs(recipe, prefix, files, 1).inputs
     (repo / "web" / "untracked.txt").unlink()
     (repo / "other.txt").write_text("outside the app, changed\n")
     commit_all(repo, "outside", FIRST_COMMIT_TIME + 10)
-    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    tree = app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
     assert app_layer.inputs(recipe, *app_layer.app_files(recipe, tree), 1).inputs == before
     (repo / "web" / "app.py").write_text("inside\n")
     commit_all(repo, "inside", FIRST_COMMIT_TIME + 20)
-    tree = app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    tree = app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
     assert app_layer.inputs(recipe, *app_layer.app_files(recipe, tree), 1).inputs != before
 
 
 def test_dirty_files_are_named(repo):
-    assert app_layer.dirty_files(repo) == []
+    assert app_tree.dirty_files(repo) == []
     (repo / "web" / "app.py").write_text("edited\n")
     git(repo, "mv", "other.txt", "renamed.txt")
-    assert app_layer.dirty_files(repo) == ["renamed.txt", "web/app.py"]
+    assert app_tree.dirty_files(repo) == ["renamed.txt", "web/app.py"]
     with pytest.raises(DirtyTreeError, match="web/app.py"):
-        app_layer.refuse_dirty(repo)
+        app_tree.refuse_dirty(repo)
 
 
 def test_an_app_path_without_tracked_files_is_a_recipe_error(repo):
     (repo / "empty").mkdir()
     recipe = Recipe(name="x", app=AppSpec(path="empty"), source=repo / "imagebuild.yaml")
     with pytest.raises(RecipeError, match="no files git tracks"):
-        app_layer.app_files(recipe, app_layer.SourceTree(repo, git(repo, "rev-parse", "HEAD")))
+        app_layer.app_files(recipe, app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD")))
 
 
 def test_a_remote_url_loses_its_credentials(repo):
     git(repo, "remote", "add", "origin", "https://user:token@git.example.test/acme/app.git")
-    assert app_layer.remote_url(repo) == "https://git.example.test/acme/app.git"
+    assert app_tree.remote_url(repo) == "https://git.example.test/acme/app.git"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import RecipeError
-from imagebuild.build.layers.app import TrackedFile, credential_warnings, looks_like_credentials
+from imagebuild.build.layers.app import credential_warnings, looks_like_credentials
+from imagebuild.sources.app_tree import TrackedFile
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import Recipe
 

@@ -22,6 +22,7 @@ from imagebuild.sources.git import git_facts, require_git
 from imagebuild.build.cache import LayerCache, store_layer
 from imagebuild.build.layers import debian
 from imagebuild.build.layers import app as app_layer
+from imagebuild.sources import app_tree
 from imagebuild.build.layers import config as config_layer
 from imagebuild.build.layers import libraries as libraries_layer
 from imagebuild.build.layers import server as server_layer
@@ -132,15 +133,15 @@ def _bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions, pro
     # A lock resolved (or taken) from outside the commit makes the image as unrebuildable as a dirty file.
     dirty = facts.dirty or lock_problem is not None
     if dirty and not options.allow_dirty:
-        app_layer.refuse_dirty(toplevel)
+        app_tree.refuse_dirty(toplevel)
     version = facts.version + ("-dirty" if dirty else "")
     commit = planning.Commit(revision=facts.commit, time=facts.commit_time, version=version, dirty=dirty,
-                             source=app_layer.remote_url(toplevel))
+                             source=app_tree.remote_url(toplevel))
     local_ref = f"{recipe.name}:{tag_for(version)}"
     push_target = _check_outputs(recipe, options, local_ref, engine)
     store.ensure()  # a --store that cannot be a store is refused here, not after the layers are built
 
-    tree = app_layer.SourceTree(toplevel, facts.commit, working_tree=dirty)
+    tree = app_tree.SourceTree(toplevel, facts.commit, working_tree=dirty)
     with tempfile.TemporaryDirectory(prefix="imagebuild-bake-") as scratch, tree:
         warnings = app_layer.credential_warnings(recipe, *app_layer.app_files(recipe, tree))
         for line in warnings:
@@ -194,7 +195,7 @@ def _lock_problem(recipe: Recipe, toplevel: Path,
     if recipe.os.image is not None:
         return None, None    # the base image's digest pins it; there is nothing to lock
     lock_path = lock_path_for(recipe.source)
-    tree = app_layer.SourceTree(toplevel, revision)
+    tree = app_tree.SourceTree(toplevel, revision)
     committed = tree.read(tree.repo_path(lock_path))
     try:
         on_disk: bytes | None = lock_path.read_bytes()
@@ -216,7 +217,7 @@ def _lock_problem(recipe: Recipe, toplevel: Path,
     return None, lock
 
 
-def _epoch_of(tree: app_layer.SourceTree, paths: Sequence[Path], fallback: int) -> int:
+def _epoch_of(tree: app_tree.SourceTree, paths: Sequence[Path], fallback: int) -> int:
     """The time of the newest commit that changed `paths`: stable across commits that leave them alone."""
     repo_paths = []
     for path in paths:
@@ -227,7 +228,7 @@ def _epoch_of(tree: app_layer.SourceTree, paths: Sequence[Path], fallback: int) 
     return tree.last_change(repo_paths) or fallback
 
 
-def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) -> int:
+def _recipe_epoch(recipe: Recipe, tree: app_tree.SourceTree, commit_time: int) -> int:
     assert recipe.source is not None
     rel = tree.repo_path(recipe.source)
     if tree.read(rel) is None:
@@ -236,7 +237,7 @@ def _recipe_epoch(recipe: Recipe, tree: app_layer.SourceTree, commit_time: int) 
     return _epoch_of(tree, [recipe.source], commit_time)
 
 
-def _steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, commit: planning.Commit,
+def _steps(recipe: Recipe, store: LayoutStore, tree: app_tree.SourceTree, commit: planning.Commit,
            scratch: Path, progress: Progress, update_lock: bool, engine: _Engine,
            lock: DebianLock | None = None) -> tuple[list[_Step], dict[str, str]]:
     """Each layer's inputs (for the plan) and how to build it, and the base image's environment.
@@ -321,7 +322,7 @@ def _base_image_steps(recipe: Recipe, store: LayoutStore, ref: str | None = None
     return [step], env
 
 
-def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_layer.SourceTree, scratch: Path,
+def _dockerfile_base_steps(recipe: Recipe, store: LayoutStore, tree: app_tree.SourceTree, scratch: Path,
                            progress: Progress, update_lock: bool, engine: _Engine,
                            lock: DebianLock | None = None) -> tuple[list[_Step], dict[str, str]]:
     """`os.dockerfile`: a base built by the Docker engine FROM os.image, or FROM the Debian os and

@@ -28,7 +28,7 @@ from imagebuild.sources.git import GitFacts, git_facts
 from imagebuild.build.layers import config as config_layer
 from imagebuild.build.layers import dockerfile_base
 from imagebuild.build.layers import server as server_layer
-from imagebuild.build.layers.app import remote_url
+from imagebuild.sources.app_tree import remote_url
 from imagebuild.build.layers.libraries import site_packages
 from imagebuild.contract import LAUNCHER_PATH, RUN_DIR
 from imagebuild.launcher.assets import launcher_script

@@ -24,7 +24,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from imagebuild.errors import BuildError, RecipeError
-from imagebuild.build.layers.app import SourceTree
+from imagebuild.sources.app_tree import SourceTree
 from imagebuild.oci.compress import HashingSink
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_tar
