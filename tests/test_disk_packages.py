@@ -12,6 +12,8 @@ from imagebuild.disk.packages import fetch_busybox, fetch_kernel
 from imagebuild.errors import UserError
 from imagebuild.layers.debian_index import AptIndex, DebianSource
 
+pytestmark = pytest.mark.integration
+
 SOURCE = DebianSource()
 
 
