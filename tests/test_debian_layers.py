@@ -70,7 +70,7 @@ def one_line(error: Exception) -> str:
     return text
 
 
-# -- errors a user can act on (fast: the package index only) ---------------------------
+# -- errors a user can act on (the package index only, read from the mirror) ---------------
 
 
 @pytest.mark.integration
