@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk clean
+.PHONY: setup services demo test test-unit bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -19,6 +19,10 @@ demo: setup
 
 test: services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tests only: no dockerd, registry, sshd, qemu, mmdebstrap or network (see tests/conftest.py).
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
 bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk

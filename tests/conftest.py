@@ -15,6 +15,20 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = os.environ.get("IMAGEBUILD_TEST_REGISTRY", "127.0.0.1:5000")
 
+# Fixtures that start or reach a real service: a test requesting one must carry
+# @pytest.mark.integration, so that `pytest -m "not integration"` stays fast and needs no services.
+# pytest_runtest_setup below fails an unmarked test that requests one, before the service is touched.
+SERVICE_FIXTURES = frozenset({
+    "docker_client",                                        # the Docker engine (docker_leftovers too)
+    "registry",                                             # the registry on 127.0.0.1:5000
+    "basic_registry", "token_registry", "second_registry",  # docker-registry processes of their own
+    "sshd", "sshd_factory",                                 # real sshd servers (tests/ssh_support.py)
+    "debian_python_base",                                   # mmdebstrap and deb.debian.org (debian_fixtures.py)
+    "flask_disks",                                          # disks baked from an example (test_disk.py)
+    "kernel",                                               # a kernel package from deb.debian.org
+    "site_packages",                                        # the examples' libraries from PyPI
+})
+
 
 def run(cmd, **kwargs) -> subprocess.CompletedProcess:
     """Run a command, capturing text output; never raises on a non-zero exit.
@@ -32,6 +46,19 @@ def imagebuild(*args, env=None, cwd=None, input=None) -> subprocess.CompletedPro
     full_env = dict(os.environ)
     full_env.update(env or {})
     return run([sys.executable, "-m", "imagebuild", *map(str, args)], env=full_env, cwd=cwd, input=input)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A test that needs a service but is not marked integration fails here, naming the service:
+    unmarked, it would run (slowly, or not at all without services) in the unit selection."""
+    if item.get_closest_marker("integration"):
+        return
+    services = sorted(SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if services:
+        pytest.fail(f"{item.nodeid} uses {', '.join(services)} but is not marked integration "
+                    "(add @pytest.mark.integration, or pytestmark = pytest.mark.integration in the module)",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

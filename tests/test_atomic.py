@@ -70,6 +70,7 @@ def test_init_into_a_read_only_directory(tmp_path):
         assert all_files(ro) == ["index.html"]
 
 
+@pytest.mark.integration
 def test_login_with_a_read_only_docker_config(tmp_path):
     config = tmp_path / "docker"
     config.mkdir()

@@ -15,7 +15,7 @@ from tests.bake_support import (FIRST_COMMIT_TIME, bake, bake_json, cached_flags
 from tests.conftest import run
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

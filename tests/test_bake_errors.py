@@ -13,7 +13,7 @@ from tests.conftest import imagebuild
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.test_export_errors import assert_one_line_error
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from tests.bake_support import FIRST_COMMIT_TIME, bake_json, cached_flags, commit_all, example_repo, git, seed
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

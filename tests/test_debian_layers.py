@@ -70,9 +70,10 @@ def one_line(error: Exception) -> str:
     return text
 
 
-# -- errors a user can act on (fast: the package index only) ---------------------------
+# -- errors a user can act on (the package index only, read from the mirror) ---------------
 
 
+@pytest.mark.integration
 def test_unknown_package_is_a_user_error_naming_it(tmp_path):
     spec = OsSpec(debian="bookworm", packages=("ca-certificates", "pythn3"))
     with pytest.raises(UnknownPackageError) as caught:
@@ -87,6 +88,7 @@ def test_unknown_package_is_a_user_error_naming_it(tmp_path):
     (RuntimeSpec(java="8"), "runtime java 8 is not shipped by Debian bookworm (it has 17)"),
     (RuntimeSpec(node="20"), "runtime node 20 is not shipped by Debian bookworm (it has 18)"),
 ])
+@pytest.mark.integration
 def test_a_runtime_version_the_suite_does_not_ship_is_refused(runtime, message):
     with pytest.raises(UserError) as caught:
         resolve_packages(BOOKWORM, runtime)
@@ -99,6 +101,7 @@ def test_a_runtime_version_the_suite_does_not_ship_is_refused(runtime, message):
      "The repository 'http://deb.debian.org/debian bookwrm Release' does not have a Release file."),
     (lambda: OsSpec(mirror=f"http://127.0.0.1:{free_port()}/debian"), "Connection refused"),
 ])
+@pytest.mark.integration
 def test_an_unreachable_mirror_or_unknown_suite_is_one_line(make_spec, reason, tmp_path, monkeypatch):
     spec = make_spec()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -109,6 +112,7 @@ def test_an_unreachable_mirror_or_unknown_suite_is_one_line(make_spec, reason, t
     assert reason in text and text.endswith("(check os.debian, os.mirror and the network)")
 
 
+@pytest.mark.integration
 def test_runtimes_map_to_the_suites_packages():
     assert resolve_packages(BOOKWORM, RuntimeSpec(python="3.11")) == ([], ["python3.11", "python3"])
     assert resolve_packages(BOOKWORM, RuntimeSpec(java="17")) == ([], ["openjdk-17-jre-headless"])
@@ -117,6 +121,7 @@ def test_runtimes_map_to_the_suites_packages():
         ["ca-certificates", "tzdata"], [])
 
 
+@pytest.mark.integration
 def test_a_runtime_version_that_is_not_a_number_is_refused():
     with pytest.raises(UserError, match="runtime python 'three' is not a version number"):
         resolve_packages(BOOKWORM, RuntimeSpec(python="three"))
@@ -222,7 +227,7 @@ def test_a_garbled_lock_is_one_line_naming_the_file(tmp_path):
     assert read_lock(tmp_path / "absent.lock") is None
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_docker_applies_the_diff_and_its_whiteouts(tmp_path, docker_client, busybox_path):
     """The engine, not our reading of the spec, decides that the whiteouts remove what they should."""
     busybox = busybox_path.read_bytes()
@@ -251,7 +256,7 @@ def test_docker_applies_the_diff_and_its_whiteouts(tmp_path, docker_client, busy
 # -- the real layers (one session-scoped build) ----------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_os_layer_holds_the_os_without_build_leftovers(debian_python_base: DebianBase):
     base = debian_python_base
     members = layer_members(base.store, base.layers.os.digest)
@@ -272,7 +277,7 @@ def test_os_layer_holds_the_os_without_build_leftovers(debian_python_base: Debia
     assert any(line.split(":")[0::2] == ["utmp", "43"] for line in group.splitlines())
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_runtime_layer_adds_python_with_its_full_standard_library(debian_python_base: DebianBase):
     base = debian_python_base
     members = layer_members(base.store, base.layers.runtime.digest)
@@ -303,7 +308,7 @@ def test_runtime_layer_adds_python_with_its_full_standard_library(debian_python_
             assert member.mode == os_members[name].mode, name
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_lock_records_every_installed_version_and_is_stable(debian_python_base: DebianBase):
     base = debian_python_base
     text = base.lock_path.read_text()
@@ -319,7 +324,7 @@ def test_lock_records_every_installed_version_and_is_stable(debian_python_base: 
     assert "python3.11" in lock.runtime and "python3.11" not in lock.os
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_layer_keys_follow_every_locked_version(debian_python_base: DebianBase):
     lock = read_lock(debian_python_base.lock_path)
     os_key = os_layer_key(PYTHON_OS, lock)
@@ -330,7 +335,7 @@ def test_layer_keys_follow_every_locked_version(debian_python_base: DebianBase):
     assert runtime_layer_key(PYTHON_OS, PYTHON_RUNTIME, lock, "0" * 64) != debian_python_base.layers.runtime_key
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_two_fresh_builds_from_the_lock_are_bit_for_bit_identical(debian_python_base: DebianBase, tmp_path):
     results = []
     for name in ("first", "second"):
@@ -348,7 +353,7 @@ def test_two_fresh_builds_from_the_lock_are_bit_for_bit_identical(debian_python_
     assert results[0] == [(r.diff_id, r.digest, r.size) for r in debian_python_base.results]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_lock_handed_over_is_not_read_again_and_cached_layers_say_so(debian_python_base: DebianBase,
                                                                         tmp_path):
     # The lock path names no file: reading it would find no lock and resolve afresh.
@@ -362,7 +367,7 @@ def test_a_lock_handed_over_is_not_read_again_and_cached_layers_say_so(debian_py
     assert not absent.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_the_layers_run_python_with_tls_in_docker(debian_python_base: DebianBase, docker_client, tmp_path):
     store = LayoutStore(tmp_path / "store").ensure()
     image = Image(created="2024-01-01T00:00:00Z")
@@ -380,7 +385,7 @@ def test_the_layers_run_python_with_tls_in_docker(debian_python_base: DebianBase
 # -- locks that no longer fit ----------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_locked_version_the_mirror_dropped_is_named(debian_python_base: DebianBase, tmp_path):
     lock = read_lock(debian_python_base.lock_path)
     write_lock(tmp_path / "imagebuild.lock",
@@ -394,7 +399,7 @@ def test_a_locked_version_the_mirror_dropped_is_named(debian_python_base: Debian
                                       "run `imagebuild lock` to refresh imagebuild.lock")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_mmdebstrap_failures_become_one_line(tmp_path):
     source = source_of(BOOKWORM)
     log = tmp_path / "logs" / "os.log"
@@ -419,7 +424,7 @@ def test_an_outgrown_lock_is_refused_when_updates_are_off(tmp_path):
                             tmp_path / "missing" / "imagebuild.lock", update_lock=False)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_lock_pinning_an_older_version_installs_that_version(tmp_path):
     """Pins reach the essential packages mmdebstrap chooses itself, not only the --include ones."""
     first = tmp_path / "first"

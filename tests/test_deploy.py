@@ -15,7 +15,7 @@ from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.deploy_support import VARIABLE, LoadLoop, cleanup, epoch, events_from_stderr, make_deploy_app
 from tests.ssh_support import free_port, sshd, sshd_factory  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -70,11 +70,13 @@ def test_deploy_needs_a_registry(tmp_path):
     assert done.returncode == 2 and "deploy needs a registry" in one_error_line(done)
 
 
+@pytest.mark.integration
 def test_nothing_promoted_yet(tmp_path, registry):
     done = imagebuild("deploy", "dev", "--recipe", recipe(tmp_path, registry=f"{registry}/never-promoted"))
     assert done.returncode == 2 and "nothing was promoted to dev" in one_error_line(done)
 
 
+@pytest.mark.integration
 def test_bad_deploy_settings_name_their_key(tmp_path, registry):
     for deploy, key in (({"port": 70000}, "deploy.port"), ({"state_dir": "relative/dir"}, "deploy.state_dir"),
                         ({"listen": "0.0.0.0; evil"}, "deploy.listen"), ({"drain": -1}, "deploy.drain")):
@@ -85,6 +87,7 @@ def test_bad_deploy_settings_name_their_key(tmp_path, registry):
 
 
 @pytest.mark.parametrize("speaks", ["nothing", "http"])
+@pytest.mark.integration
 def test_status_notes_a_host_it_cannot_read_and_still_answers(tmp_path, registry, speaks):
     # A closed port, or a port that answers HTTP instead of SSH (the registry's).
     host = f"ssh://root@127.0.0.1:{free_port() if speaks == 'nothing' else registry.rpartition(':')[2]}"

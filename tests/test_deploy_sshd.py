@@ -8,6 +8,8 @@ import pytest
 from tests.conftest import run
 from tests.ssh_support import ssh_home, sshd, sshd_factory, write_known_hosts  # noqa: F401
 
+pytestmark = pytest.mark.integration
+
 
 def strict_client(known_hosts) -> paramiko.SSHClient:
     client = paramiko.SSHClient()

@@ -30,6 +30,8 @@ from tests.bake_support import bake, base_for, example_repo, http_get, seed
 from tests.conftest import imagebuild
 from tests.ports import free_port
 
+pytestmark = pytest.mark.integration
+
 BOOT_BOUND_SECONDS = 600
 GUEST_PORT = 8000
 

@@ -12,6 +12,8 @@ from imagebuild.release.disk.packages import fetch_busybox, fetch_kernel
 from imagebuild.errors import UserError
 from imagebuild.sources.debian_index import AptIndex, DebianSource
 
+pytestmark = pytest.mark.integration
+
 SOURCE = DebianSource()
 
 

@@ -8,9 +8,13 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+
 from imagebuild.registry.client import RegistryClient
 from tests.bake_support import bake, base_for, example_repo, seed
 from tests.conftest import imagebuild
+
+pytestmark = pytest.mark.integration
 
 
 def _manifest(host: str, repository: str, tag: str) -> tuple[str, dict] | None:

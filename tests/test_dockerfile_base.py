@@ -17,7 +17,7 @@ from tests.conftest import REPO_ROOT
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.registry_support.images import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 MARKER_STEPS = """
 RUN echo "made by a RUN step" > /etc/base-marker

@@ -14,7 +14,7 @@ from tests.bake_support import FIRST_COMMIT_TIME, bake, commit_all, git, http_ge
 from tests.conftest import REPO_ROOT, imagebuild, run
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 GENERATED = ["/usr/local/bin/imagebuild-launch", "/etc/imagebuild/server.sh", "/etc/imagebuild/environments.json",
              "/etc/imagebuild/env/dev.sh", "/usr/local/lib/python3.11/dist-packages/imagebuild_runtime.py"]

@@ -47,6 +47,7 @@ def test_bake_load_without_an_engine_says_so_before_building(tmp_path):
     assert not (tmp_path / "store" / "index.json").exists()
 
 
+@pytest.mark.integration
 def test_permission_denied_on_the_socket_is_one_line():
     """The CLI as an unprivileged user (nobody, no groups) against the engine's root:docker socket."""
     socket_path = Path(DEFAULT_SOCKET)

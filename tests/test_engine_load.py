@@ -20,7 +20,7 @@ from imagebuild.stores.layout import LayoutStore
 from tests.bake_support import bake, example_repo, published_port, seed, wait_for_http
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

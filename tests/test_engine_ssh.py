@@ -11,7 +11,7 @@ from tests.bake_support import bake, example_repo, published_port, seed, wait_fo
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.ssh_support import keygen, ssh_home, sshd, sshd_factory  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.ssh_support import sshd, sshd_factory  # noqa: F401
 from tests.test_engine_ssh import baked, over_ssh, store  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def test_imagebuild_run_over_ssh_serves(tmp_path, store, baked, sshd, docker_client,  # noqa: F811

@@ -84,6 +84,7 @@ def noise_image(tmp_path, size: int) -> tuple[LayoutStore, str]:
     return store, str(store.write_image(image).digest)
 
 
+@pytest.mark.integration
 def test_an_engine_gone_in_the_middle_of_a_load_ends_it_with_one_line(tmp_path, docker_client, docker_leftovers):
     # Random bytes do not compress: the archive is far larger than what passes the cut.
     store, digest = noise_image(tmp_path, 8 * engine.STREAM_CHUNK)
@@ -105,6 +106,7 @@ def test_an_engine_gone_in_the_middle_of_a_load_ends_it_with_one_line(tmp_path, 
     assert not docker_client.images.list(name=tag.partition(":")[0])
 
 
+@pytest.mark.integration
 def test_a_store_that_fails_a_read_mid_load_is_the_stores_error(tmp_path, monkeypatch, docker_client,
                                                                  docker_leftovers):
     # A disk error while reading a blob cannot be produced on demand: the archive writer raises one.

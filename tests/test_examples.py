@@ -13,7 +13,7 @@ from tests.bake_support import (EXAMPLES, bake_json, base_for, example_repo, htt
                                 wait_for_health, wait_for_http)
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def build_jar(repo):

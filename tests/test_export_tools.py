@@ -85,6 +85,7 @@ def test_umoci_unpacks_the_layout(gzip_export):
     assert config["process"]["args"] == HELLO_ENTRYPOINT
 
 
+@pytest.mark.integration
 def test_docker_loads_and_runs_the_archive(exported, docker_client):
     tag = f"{exported['name']}:v1"
     try:

@@ -24,7 +24,7 @@ from tests.bake_support import bake_json, commit_all, git, http_get, published_p
 from tests.conftest import imagebuild
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 APP = '''\
 """Answers with what the launcher gave it: environment, config, toggles, the run directory."""

@@ -11,7 +11,7 @@ from tests.bake_support import (EXAMPLES, bake_json, base_for, example_repo, pub
                                 wait_for_health, wait_for_http)
 from tests.test_examples import PREPARE
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 # the process that must be PID 1, and the exit codes a clean SIGTERM shutdown gives
 SERVERS = {

@@ -63,6 +63,7 @@ def upload_digests(proxy: FaultProxy) -> set[str]:
     return out
 
 
+@pytest.mark.integration
 def test_promotion_keeps_the_digest_and_moves_no_blob(pushed, proxy):
     places = Places("hello", pushed["home"], pushed["store"])
     v1 = pushed["digests"]["v1"]
@@ -79,6 +80,7 @@ def test_promotion_keeps_the_digest_and_moves_no_blob(pushed, proxy):
     assert json.loads(skopeo.stdout)["Digest"] == v1
 
 
+@pytest.mark.integration
 def test_skipping_an_environment_is_refused(pushed):
     places = Places("hello", pushed["home"], pushed["store"])
     run_promote(places, ENVS, "v1", "dev")
@@ -89,6 +91,7 @@ def test_skipping_an_environment_is_refused(pushed):
     assert tag_digest(places.home.client.host, places.home.repository, "prod") is None
 
 
+@pytest.mark.integration
 def test_dirty_images_are_never_promoted(proxy, tmp_path):
     store = LayoutStore(tmp_path / "store").ensure()
     home = f"{proxy.address}/dirty-{uuid.uuid4().hex[:10]}"
@@ -99,6 +102,7 @@ def test_dirty_images_are_never_promoted(proxy, tmp_path):
         run_promote(places, ENVS, "abc1234-dirty", "dev")
 
 
+@pytest.mark.integration
 def test_promotion_into_a_second_repository_mounts(pushed, proxy):
     prod_repo = f"{pushed['namespace']}-prod"
     envs = (Environment("dev"), Environment("test"), Environment("prod", registry=f"{proxy.address}/{prod_repo}"))
@@ -116,6 +120,7 @@ def test_promotion_into_a_second_repository_mounts(pushed, proxy):
     assert tag_digest(proxy.address, f"{prod_repo}/hello", "prod") == pushed["digests"]["v1"]
 
 
+@pytest.mark.integration
 def test_promoting_again_to_the_same_environment_changes_nothing(pushed, proxy):
     places = Places("hello", pushed["home"], pushed["store"])
     first = run_promote(places, ENVS, "v1", "dev")
@@ -126,6 +131,7 @@ def test_promoting_again_to_the_same_environment_changes_nothing(pushed, proxy):
     assert [r.sequence for r in history(places.home, ENVS, "dev")] == [1]
 
 
+@pytest.mark.integration
 def test_a_moved_tag_is_put_back_by_promoting_again(pushed):
     places = Places("hello", pushed["home"], pushed["store"])
     v1, v2 = pushed["digests"]["v1"], pushed["digests"]["v2"]
@@ -136,6 +142,7 @@ def test_a_moved_tag_is_put_back_by_promoting_again(pushed):
     assert tag_digest(places.home.client.host, places.home.repository, "dev") == v1
 
 
+@pytest.mark.integration
 def test_promoting_an_older_version_is_a_rollback(pushed):
     places = Places("hello", pushed["home"], pushed["store"])
     v1, v2 = pushed["digests"]["v1"], pushed["digests"]["v2"]
@@ -163,6 +170,7 @@ def write_recipe(directory: Path, registry: str | None, extra_env: str = "") -> 
     return path
 
 
+@pytest.mark.integration
 def test_cli_status_and_history_from_a_fresh_machine(pushed, tmp_path):
     recipe = write_recipe(tmp_path / "app", pushed["home"])
     store = pushed["store"].root
@@ -195,6 +203,7 @@ def test_cli_status_and_history_from_a_fresh_machine(pushed, tmp_path):
     assert text.returncode == 0 and "v1" in text.stdout and "v2" not in text.stdout
 
 
+@pytest.mark.integration
 def test_cli_refusals_say_which_rule(pushed, tmp_path):
     recipe = write_recipe(tmp_path / "app", pushed["home"])
     store = pushed["store"].root
@@ -251,6 +260,7 @@ def second_registry(tmp_path_factory):
     process.stop()
 
 
+@pytest.mark.integration
 def test_promotion_into_another_registry_copies_by_digest(pushed, second_registry):
     prod = f"acme-prod-{uuid.uuid4().hex[:10]}"
     envs = (Environment("dev"), Environment("prod", registry=f"{second_registry}/{prod}"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.registry import push_image
 from imagebuild.oci.reference import Reference
@@ -15,6 +17,7 @@ from tests.test_export_errors import assert_one_line_error
 from tests.test_promote import write_recipe
 
 
+@pytest.mark.integration
 def test_an_artifact_such_as_a_promotion_record_is_not_pulled(tmp_path):
     store = LayoutStore(tmp_path / "store").ensure()
     home = f"{REGISTRY}/pull-{uuid.uuid4().hex[:10]}"

@@ -244,7 +244,7 @@ def site_packages(tmp_path_factory):
     return {name: install(base / name, example(name)) for name in ("flask-hello", "fastapi-hello")}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_flask_example_runs_on_gunicorn_with_rendered_config(tmp_path, site_packages):
     app_dir = shutil.copytree(EXAMPLES / "flask-hello", tmp_path / "app")
     recipe = with_server(with_dest(example("flask-hello"), app_dir), port=free_port(),
@@ -257,7 +257,7 @@ def test_flask_example_runs_on_gunicorn_with_rendered_config(tmp_path, site_pack
                     "log_level": "debug", "new_checkout": True}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_fastapi_example_runs_on_uvicorn_with_rendered_launcher(tmp_path, site_packages):
     app_dir = shutil.copytree(EXAMPLES / "fastapi-hello", tmp_path / "app")
     # Two workers: uvicorn then spawns processes that must find the app through app_dir.
@@ -274,7 +274,7 @@ def build_jar(directory: Path) -> bytes:
     return (directory / "app.jar").read_bytes()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_java_example_builds_reproducibly_and_runs(tmp_path):
     app_dir = shutil.copytree(EXAMPLES / "java-hello", tmp_path / "app", ignore=shutil.ignore_patterns("app.jar"))
     first = hashlib.sha256(build_jar(app_dir)).hexdigest()

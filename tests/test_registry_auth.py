@@ -76,6 +76,7 @@ def test_challenge_parsing_keeps_scopes_whole():
     assert params == {"realm": "http://127.0.0.1:1/token", "service": "reg", "scope": "repository:a/b:pull,push"}
 
 
+@pytest.mark.integration
 def test_basic_auth_push_and_pull_with_docker_config(basic_registry, store, docker_home, tmp_path):
     save_auths(docker_home, basic_registry, PASSWORD)
     assert lookup_credentials(basic_registry) == Credentials(USER, PASSWORD)
@@ -88,12 +89,14 @@ def test_basic_auth_push_and_pull_with_docker_config(basic_registry, store, dock
     assert pulled.digest == result.digest
 
 
+@pytest.mark.integration
 def test_basic_auth_without_credentials_says_to_log_in(basic_registry, store, docker_home):
     ref_name = write_app_image(store, "hello", "anon")
     with pytest.raises(AuthError, match=f"registry {basic_registry} needs credentials"):
         push_image(store, ref_name, Reference.parse(f"{basic_registry}/anon/hello"))
 
 
+@pytest.mark.integration
 def test_wrong_password_is_a_clear_error_and_never_printed(basic_registry, store, tmp_path):
     ref_name = write_app_image(store, "hello", "wrong")
     env = save_auths(tmp_path / "wrong-config", basic_registry, WRONG)
@@ -104,6 +107,7 @@ def test_wrong_password_is_a_clear_error_and_never_printed(basic_registry, store
     assert_no_secret(done.stdout, done.stderr)
 
 
+@pytest.mark.integration
 def test_login_checks_and_saves_credentials_then_push_works(basic_registry, store, tmp_path):
     env = {"DOCKER_CONFIG": str(tmp_path / "login-config")}
     bad = imagebuild("login", basic_registry, "-u", USER, "--password-stdin", input=WRONG + "\n", env=env)
@@ -121,6 +125,7 @@ def test_login_checks_and_saves_credentials_then_push_works(basic_registry, stor
     assert_no_secret(bad.stdout, bad.stderr, good.stdout, good.stderr, pushed.stdout, pushed.stderr)
 
 
+@pytest.mark.integration
 def test_bearer_tokens_with_scopes_and_mount_needs_pull_on_the_source(token_registry, store, docker_home):
     address, server = token_registry
     save_auths(docker_home, address, PASSWORD)
@@ -136,6 +141,7 @@ def test_bearer_tokens_with_scopes_and_mount_needs_pull_on_the_source(token_regi
     assert {f"repository:{second.repository}:pull,push", f"repository:{first.repository}:pull"} in asked
 
 
+@pytest.mark.integration
 def test_bearer_token_is_refreshed_on_401(token_registry, store, docker_home):
     address, server = token_registry
     save_auths(docker_home, address, PASSWORD)
@@ -153,6 +159,7 @@ def test_bearer_token_is_refreshed_on_401(token_registry, store, docker_home):
         assert len(server.requests) == asked_before + 1
 
 
+@pytest.mark.integration
 def test_bearer_wrong_password_and_anonymous(token_registry, store, tmp_path, docker_home):
     address, _ = token_registry
     ref_name = write_app_image(store, "hello", "tok3")

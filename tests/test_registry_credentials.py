@@ -100,6 +100,7 @@ def test_a_garbled_docker_config_is_a_user_error(tmp_path, monkeypatch, config, 
     assert words in caught.value.one_line()
 
 
+@pytest.mark.integration
 def test_login_keeps_other_entries_and_accepts_null_auths(registry, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"auths": None, "proxies": {"default": {}}}))
     done = imagebuild("login", registry, "-u", "someone", "--password-stdin", input="s3cret\n",
@@ -121,6 +122,7 @@ def test_https_by_default_plain_http_for_loopback_or_insecure():
     assert Transport("127.0.0.1:5000", insecure=False, credentials=None).scheme == "https"
 
 
+@pytest.mark.integration
 def test_cli_push_uses_the_recipe_registry(registry, tmp_path):
     from imagebuild.stores.layout import LayoutStore
     from tests.registry_support.images import write_app_image

@@ -20,6 +20,8 @@ from tests.conftest import imagebuild, run
 from tests.registry_support.images import write_app_image
 from tests.registry_support.proxy import Fault, FaultProxy
 
+pytestmark = pytest.mark.integration
+
 FILLER = 2 * 1024 * 1024
 
 

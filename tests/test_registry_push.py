@@ -28,6 +28,7 @@ def store(tmp_path) -> LayoutStore:
     return LayoutStore(tmp_path / "store").ensure()
 
 
+@pytest.mark.integration
 def test_push_round_trips_through_skopeo_and_docker(registry, store, docker_client):
     ref_name = write_app_image(store, "hello", "abc1234", message="hello-from-registry")
     local_digest = store.resolve(ref_name).digest
@@ -53,6 +54,7 @@ def test_push_round_trips_through_skopeo_and_docker(registry, store, docker_clie
         docker_client.images.remove(remote, force=True)
 
 
+@pytest.mark.integration
 def test_second_push_of_app_only_commit_uploads_only_app_config_and_manifest(registry, tmp_path):
     store = LayoutStore(tmp_path / "store").ensure()
     first = write_app_image(store, "hello", "v1", message="one", filler_bytes=FILLER)
@@ -74,6 +76,7 @@ def test_second_push_of_app_only_commit_uploads_only_app_config_and_manifest(reg
     assert lower >= FILLER  # the layer that stayed home is the big one
 
 
+@pytest.mark.integration
 def test_large_blobs_go_in_chunks_and_pull_brings_the_same_bytes(registry, store, tmp_path):
     ref_name = write_app_image(store, "hello", "chunky", filler_bytes=FILLER)
     target = Reference.parse(f"{registry}/{unique()}")
@@ -96,6 +99,7 @@ def test_large_blobs_go_in_chunks_and_pull_brings_the_same_bytes(registry, store
     assert fresh.resolve(f"{target.name}@{pulled.digest}").digest == pulled.digest
 
 
+@pytest.mark.integration
 def test_push_into_new_repository_mounts_blobs_it_pushed_elsewhere(registry, store):
     ref_name = write_app_image(store, "hello", "m1", filler_bytes=FILLER)
     first = Reference.parse(f"{registry}/{unique('mount-a')}")
@@ -106,6 +110,7 @@ def test_push_into_new_repository_mounts_blobs_it_pushed_elsewhere(registry, sto
     assert result.bytes_uploaded == len(store.read_blob(store.resolve(ref_name).digest))
 
 
+@pytest.mark.integration
 def test_cli_push_and_pull_report_json(registry, tmp_path):
     store = LayoutStore(tmp_path / "store").ensure()
     ref_name = write_app_image(store, "hello", "cli1")
@@ -140,6 +145,7 @@ def test_push_without_a_registry_in_the_reference_is_refused(store):
         push_image(store, ref_name, Reference.parse("acme/hello"))
 
 
+@pytest.mark.integration
 def test_a_mount_answered_202_becomes_an_ordinary_upload(registry, store):
     ref_name = write_app_image(store, "hello", "m202")
     manifest = store.read_manifest(store.resolve(ref_name).digest)
@@ -156,6 +162,7 @@ def test_a_mount_answered_202_becomes_an_ordinary_upload(registry, store):
 
 
 @pytest.mark.parametrize("parallel", [1, 3])
+@pytest.mark.integration
 def test_uploads_in_parallel_stay_within_the_bound(registry, store, parallel):
     ref_name = write_app_image(store, "hello", f"par{parallel}", extra_layers=8)
     with FaultProxy(registry) as proxy:

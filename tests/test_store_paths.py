@@ -24,6 +24,7 @@ def make_store(tmp_path):
     return store, tree, json.loads(made.stdout)["digest"]
 
 
+@pytest.mark.integration
 def test_push_from_a_read_only_store_succeeds(tmp_path):
     store, _, digest = make_store(tmp_path)
     target = f"{REGISTRY}/ro-{uuid.uuid4().hex[:10]}/hello:v1"
