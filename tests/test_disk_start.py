@@ -69,7 +69,7 @@ def test_the_start_script_is_valid_shell_and_hands_every_argument_over_unchanged
     script = start_script(launch, "web")
     assert subprocess.run(["busybox", "sh", "-n"], input=script, text=True).returncode == 0
     line = next(line for line in script.splitlines() if line.strip().startswith("-a "))
-    words = line.split(" -- ", 1)[1].removesuffix(" &")
+    words = line.split(" -- ", 1)[1].removesuffix(" > $output 2>&1 &")
     # in / a glob would expand, had the script left it unquoted
     echoed = subprocess.run(["busybox", "sh", "-c", f'printf "%s\\n" {words}'], capture_output=True, text=True,
                             cwd="/")
