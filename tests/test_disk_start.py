@@ -131,6 +131,7 @@ def test_the_images_run_directories_are_made_again_and_the_app_writes_to_a_fifo_
     # the app's stdout and stderr: a FIFO its own user owns (so /dev/stdout reopens), relayed by root
     assert "$b chown 10001:10002 $output" in script
     assert "$b cat $output &" in script
+    assert "$b ln -sf /proc/self/fd/1 /dev/stdout" in script       # devtmpfs has no /dev/stdout
     assert "> $output 2>&1 &" in script
 
 

@@ -121,6 +121,12 @@ b={STAGE}/busybox
 $b mkdir -p /dev/pts /dev/shm
 $b mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 $b mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
+# what an engine's /dev holds and devtmpfs does not (udev would make them): an app opening /dev/stdout
+# with O_CREAT, as nginx does, would otherwise try to create a file in root's /dev
+$b ln -sfn /proc/self/fd /dev/fd
+$b ln -sf /proc/self/fd/0 /dev/stdin
+$b ln -sf /proc/self/fd/1 /dev/stdout
+$b ln -sf /proc/self/fd/2 /dev/stderr
 $b hostname {quote(hostname)}
 # the tmpfs on /run hides the image's own directories there: make them again, with their owners and modes
 {run_dirs}$b ip link set lo up
