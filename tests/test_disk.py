@@ -404,3 +404,24 @@ def test_every_stock_recipes_example_serves_from_its_disk(example, guest_port, e
     log = console.read_text(errors="replace")
     assert "environment=dev" in log and "files=/run/imagebuild" in log
     print(f"{example}: boot to /health under {accelerator}: {seconds:.1f} s")
+
+
+def test_a_disk_past_disk_max_size_is_refused_in_one_line_and_nothing_is_written(tmp_path, tmp_path_factory):
+    base = base_for("flask-hello", tmp_path_factory)
+
+    def small_bound(repo: Path):
+        recipe = repo / "imagebuild.yaml"
+        recipe.write_text(recipe.read_text() + "disk:\n  max_size: 8MiB\n")
+
+    repo = example_repo(tmp_path, "flask-hello", lock=base.lock_path, prepare=small_bound)
+    store = seed(tmp_path / "store", base)
+    out = tmp_path / "flask.qcow2"
+    done = bake(repo, store.root, "--format", "disk", "-o", f"disk:{out}")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: the image's layers expand to more than disk.max_size (8 MiB)"), done.stderr
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
+    assert not out.exists()
+    refs = [entry["annotations"]["org.opencontainers.image.ref.name"]
+            for entry in json.loads((store.root / "index.json").read_text())["manifests"]]
+    assert not [ref for ref in refs if ref.endswith("-disk")]
