@@ -137,7 +137,8 @@ def test_the_images_run_directories_are_made_again_and_the_app_writes_to_a_fifo_
 
 @pytest.mark.parametrize("console, status", [
     ("gunicorn stopped\nimagebuild: the app exited with status 0; powering off\n", None),
-    ("imagebuild-launch: SECRET_KEY is missing\nimagebuild: the app exited with status 64; powering off\n", 64),
+    ("imagebuild-launch: SECRET_KEY is missing\r\nimagebuild: the app exited with status 64; powering off\r\n"
+     "[   11.98] reboot: Power down\r\n", 64),
     ("Kernel panic - not syncing: VFS\n", "stopped"),
 ])
 def test_disk_boot_reads_the_apps_exit_status_off_the_console(console, status):

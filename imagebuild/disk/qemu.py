@@ -91,7 +91,8 @@ def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, co
     if console_log is None:
         command += ["-serial", "stdio"]
     else:
-        command += ["-chardev", "stdio,id=console,signal=on,logfile=" + str(console_log).replace(",", ",,"), "-serial", "chardev:console"]
+        logfile = str(console_log).replace(",", ",,")            # a comma ends a qemu option value
+        command += ["-chardev", f"stdio,id=console,signal=on,logfile={logfile}", "-serial", "chardev:console"]
     if snapshot:
         command.append("-snapshot")        # the guest's writes go to a temp file: the disk stays as built
     if config_drive is not None:
@@ -130,13 +131,15 @@ class AppFailed(BuildError):
 
 def check_app_exit(console: str) -> None:
     """AppFailed when the console shows that the app failed; a BuildError when the VM stopped before the app
-    did (a boot failure: no root file system, a kernel panic)."""
-    lines = [line.strip() for line in console.replace("\r", "").splitlines() if line.strip()]
+    did (a boot failure: no root file system, a kernel panic). Either quotes the console's last lines."""
     status = app_exit(console)
     if status == 0:
         return
-    shown = [line for line in lines if not line.startswith(EXIT_MARKER)][-CONSOLE_TAIL:]
-    last = " | ".join(shown) or "nothing"
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.replace("\r", ""))      # firmware's terminal codes
+    if status is not None:
+        plain = plain[:plain.rindex(EXIT_MARKER)]             # what the app said, not the power-off after it
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    last = " | ".join(lines[-CONSOLE_TAIL:]) or "nothing"
     if status is None:
         raise BuildError("the VM stopped before its app exited", hint=f"last console lines: {last}")
     raise AppFailed(status, last)
