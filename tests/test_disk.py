@@ -1,6 +1,8 @@
-"""`bake --format disk`: the Flask example as a bootable VM disk, booted under qemu.
+"""`bake --format disk`: the Flask example as a bootable VM disk, booted under qemu, and every other
+stock recipe's example booted once.
 
-Two clean bakes of the same commit (separate stores) are made once per session;
+Two clean bakes of the same commit (separate stores) are made once per session,
+and each other example's disk once, when a test first needs it;
 the boot tests run the disk under qemu-system-x86_64 with user-mode networking
 and the app's port forwarded to a free loopback port, with KVM when it can run
 the guest (see imagebuild/release/disk/qemu.py), else TCG. The boot bound is generous:
@@ -44,11 +46,11 @@ class BakedDisk:
     raw: Path
 
 
-def _bake_disk(tmp_path_factory, base, name: str) -> BakedDisk:
+def _bake_disk(tmp_path_factory, base, name: str, example: str = "flask-hello") -> BakedDisk:
     root = tmp_path_factory.mktemp(name)
-    repo = example_repo(root, "flask-hello", lock=base.lock_path)
+    repo = example_repo(root, example, lock=base.lock_path)
     store = seed(root / "store", base)
-    qcow2, raw = root / "flask.qcow2", root / "flask.raw"
+    qcow2, raw = root / f"{example}.qcow2", root / f"{example}.raw"
     done = bake(repo, store.root, "--format", "disk", "--json", "-o", f"disk:{qcow2}", "-o", f"disk:{raw}")
     assert done.returncode == 0, done.stderr
     return BakedDisk(json.loads(done.stdout), store.root, qcow2, raw)
@@ -61,6 +63,19 @@ def flask_disks(tmp_path_factory) -> tuple[BakedDisk, BakedDisk]:
 
 
 @pytest.fixture(scope="session")
+def example_disk(tmp_path_factory):
+    """EXAMPLE's disk, baked the first time a test asks for it and shared for the session."""
+    baked: dict[str, BakedDisk] = {}
+
+    def disk(example: str) -> BakedDisk:
+        if example not in baked:
+            base = base_for(example, tmp_path_factory)
+            baked[example] = _bake_disk(tmp_path_factory, base, f"disk-{example}", example)
+        return baked[example]
+    return disk
+
+
+@pytest.fixture(scope="session")
 def accelerator(flask_disks, tmp_path_factory) -> str:
     kernel = boot_file(flask_disks[0].raw, "vmlinuz", tmp_path_factory.mktemp("kernel") / "vmlinuz")
     return "kvm" if kvm_usable(kernel) else "tcg"
@@ -68,12 +83,12 @@ def accelerator(flask_disks, tmp_path_factory) -> str:
 
 
 
-def wait_for_health(port: int, process: subprocess.Popen, console: Path) -> float:
-    """Seconds until /health answers 200 (bounded); fail with the console if it never does."""
+def wait_for_health(port: int, process: subprocess.Popen, console: Path, path: str = "/health") -> float:
+    """Seconds until PATH answers 200 (bounded); fail with the console if it never does."""
     started = time.monotonic()
     while time.monotonic() - started < BOOT_BOUND_SECONDS:
         try:
-            status, body = http_get(f"http://127.0.0.1:{port}/health", timeout=3)
+            status, body = http_get(f"http://127.0.0.1:{port}{path}", timeout=3)
             if status == 200:
                 return time.monotonic() - started
         except OSError:
@@ -194,6 +209,7 @@ def test_disk_boot_answers_health_and_reports_the_kernel_command_line_environmen
     log = console.read_text(errors="replace")
     assert "imagebuild: environment test" in log
     assert f"digest={flask_disks[0].result['digest']}" in log     # the launcher's start-up line names the image
+    assert "files=/run/imagebuild" in log         # the image's own /run/imagebuild, made again on the VM's /run
     assert "lease of" in log                      # the address came by DHCP
     print(f"boot to /health under {accelerator}: {seconds:.1f} s")
 
@@ -227,15 +243,19 @@ def test_a_config_drive_names_the_environment_and_gives_its_secrets(flask_disks,
     drive = tmp_path / "config.img"
     done = imagebuild("disk", "config-drive", drive, "prod")
     assert done.returncode == 0, done.stderr
-    port, console = free_port(), tmp_path / "console.log"
-    command = qemu_command(flask_disks[0].raw, port, GUEST_PORT, accelerator, config_drive=drive)
-    with booted(command, console) as process:
-        # prod needs SECRET_KEY, which nobody gave: the launcher refuses, the app exits, the VM powers off
-        process.wait(timeout=BOOT_BOUND_SECONDS)
-    log = console.read_text(errors="replace")
+    # prod needs SECRET_KEY, which nobody gave: the launcher refuses, the app exits, the VM powers off,
+    # and `disk boot` exits with the app's code and one line quoting the console's last lines
+    done = subprocess.run([sys.executable, "-m", "imagebuild", "disk", "boot", str(flask_disks[0].raw),
+                           "--forward", f"{free_port()}:{GUEST_PORT}", "--accel", accelerator,
+                           "--config-drive", str(drive)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BOOT_BOUND_SECONDS)
+    log = done.stdout
     assert "imagebuild: environment prod" in log
     assert "SECRET_KEY" in log
     assert "the app exited with status 64" in log
+    assert done.returncode == 64, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the app exited with code 64 (last console lines: ") and "SECRET_KEY" in last
 
     secrets = tmp_path / "prod.env"
     secrets.write_text("# prod\nSECRET_KEY=s3cret value\n")
@@ -366,3 +386,42 @@ def test_the_root_file_system_holds_exactly_the_image_files(flask_disks, tmp_pat
     assert set(disk_tree) == set(image_tree)
     assert [path for path in image_tree if disk_tree[path] != image_tree[path]] == []
     assert len(image_tree) > 1000
+
+
+@pytest.mark.parametrize("example, guest_port", [("static-site", 8080), ("fastapi-hello", 8000), ("java-hello", 8080)])
+def test_every_stock_recipes_example_serves_from_its_disk(example, guest_port, example_disk, accelerator, tmp_path):
+    """nginx, uvicorn and java as the Flask example's gunicorn above: booted without an environment (each
+    example's detection defaults to dev), its health path answering through the forwarded port. nginx
+    reopens /dev/stdout for its access log as the app's user, which a root-owned console would refuse."""
+    baked = example_disk(example)
+    port, console = free_port(), tmp_path / "console.log"
+    command = [sys.executable, "-m", "imagebuild", "disk", "boot", str(baked.qcow2),
+               "--forward", f"{port}:{guest_port}", "--accel", accelerator]
+    with _cli_booted(command, console) as process:
+        seconds = wait_for_health(port, process, console)
+        status, body = http_get(f"http://127.0.0.1:{port}/")
+        assert status == 200, body
+    log = console.read_text(errors="replace")
+    assert "environment=dev" in log and "files=/run/imagebuild" in log
+    print(f"{example}: boot to /health under {accelerator}: {seconds:.1f} s")
+
+
+def test_a_disk_past_disk_max_size_is_refused_in_one_line_and_nothing_is_written(tmp_path, tmp_path_factory):
+    base = base_for("flask-hello", tmp_path_factory)
+
+    def small_bound(repo: Path):
+        recipe = repo / "imagebuild.yaml"
+        recipe.write_text(recipe.read_text() + "disk:\n  max_size: 8MiB\n")
+
+    repo = example_repo(tmp_path, "flask-hello", lock=base.lock_path, prepare=small_bound)
+    store = seed(tmp_path / "store", base)
+    out = tmp_path / "flask.qcow2"
+    done = bake(repo, store.root, "--format", "disk", "-o", f"disk:{out}")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: the image's layers expand to more than disk.max_size (8 MiB)"), done.stderr
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
+    assert not out.exists()
+    refs = [entry["annotations"]["org.opencontainers.image.ref.name"]
+            for entry in json.loads((store.root / "index.json").read_text())["manifests"]]
+    assert not [ref for ref in refs if ref.endswith("-disk")]

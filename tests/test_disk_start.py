@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from imagebuild.release.disk.initramfs import STAGE
+from imagebuild.release.disk.qemu import check_app_exit
 from imagebuild.release.disk.rootfs import MergedTree
 from imagebuild.release.disk.start import launch_of, start_script
-from imagebuild.errors import UserError
+from imagebuild.errors import BuildError, UserError
 
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:10001:10002:app:/home/app:/bin/sh\n"
 GROUP = b"root:x:0:\nweb:x:2000:\napp:x:10002:\n"
@@ -69,7 +70,7 @@ def test_the_start_script_is_valid_shell_and_hands_every_argument_over_unchanged
     script = start_script(launch, "web")
     assert subprocess.run(["busybox", "sh", "-n"], input=script, text=True).returncode == 0
     line = next(line for line in script.splitlines() if line.strip().startswith("-a "))
-    words = line.split(" -- ", 1)[1].removesuffix(" &")
+    words = line.split(" -- ", 1)[1].removesuffix(" > $output 2>&1 &")
     # in / a glob would expand, had the script left it unquoted
     echoed = subprocess.run(["busybox", "sh", "-c", f'printf "%s\\n" {words}'], capture_output=True, text=True,
                             cwd="/")
@@ -106,3 +107,49 @@ def test_without_the_label_the_launchers_default_variable_is_used(tree, tmp_path
     env = app_environment(launch_of(config(Cmd=["python3"]), tree, "sha256:" + "cd" * 32), tmp_path / "stage")
     assert env["IMAGEBUILD_ENV"] == "test"
     assert env["IMAGEBUILD_IMAGE_DIGEST"] == "sha256:" + "cd" * 32
+
+
+def test_the_images_run_directories_are_made_again_and_the_app_writes_to_a_fifo_of_its_own(tmp_path):
+    layer = tmp_path / "run-layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        for name, data in (("etc/passwd", PASSWD), ("usr/bin/python3", b"\x7fELF")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, mode, owner in (("run", 0o755, 0), ("run/imagebuild", 0o700, 10001), ("run/lock", 0o1777, 0)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, owner, owner
+            tar.addfile(info)
+    with MergedTree([layer]) as tree:
+        launch = launch_of(config(Cmd=["python3"], User="app"), tree)
+    assert launch.run_dirs == (("/run/imagebuild", 0o700, 10001, 10001), ("/run/lock", 0o1777, 0, 0))
+    script = start_script(launch, "web")
+    assert "$b mkdir -p /run/imagebuild && $b chown 10001:10001 /run/imagebuild && $b chmod 700 /run/imagebuild" \
+        in script
+    assert "$b chmod 1777 /run/lock" in script
+    assert STAGE != "/run/imagebuild"                   # the stage is root's; /run/imagebuild is the app's
+    # the app's stdout and stderr: a FIFO its own user owns (so /dev/stdout reopens), relayed by root
+    assert "$b chown 10001:10002 $output" in script
+    assert "$b cat $output &" in script
+    assert "$b ln -sf /proc/self/fd/1 /dev/stdout" in script       # devtmpfs has no /dev/stdout
+    assert "> $output 2>&1 &" in script
+
+
+@pytest.mark.parametrize("console, status", [
+    ("gunicorn stopped\nimagebuild: the app exited with status 0; powering off\n", None),
+    ("imagebuild-launch: SECRET_KEY is missing\r\nimagebuild: the app exited with status 64; powering off\r\n"
+     "[   11.98] reboot: Power down\r\n", 64),
+    ("Kernel panic - not syncing: VFS\n", "stopped"),
+])
+def test_disk_boot_reads_the_apps_exit_status_off_the_console(console, status):
+    if status is None:
+        check_app_exit(console)
+        return
+    with pytest.raises(BuildError) as failed:
+        check_app_exit(console)
+    line = failed.value.one_line()
+    if status == "stopped":
+        assert failed.value.exit_code == 3 and "stopped before its app exited" in line and "Kernel panic" in line
+    else:
+        assert failed.value.exit_code == status
+        assert line == ("the app exited with code 64 (last console lines: imagebuild-launch: SECRET_KEY is missing)")

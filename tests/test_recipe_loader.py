@@ -259,6 +259,20 @@ def test_missing_recipe_file(tmp_path):
 
 
 
+@pytest.mark.parametrize("size, fragment", [("4 GB", "is not a size"), ("lots", "is not a size"),
+                                            ("1024", "less than 1MiB")])
+def test_bad_disk_max_size(tmp_path, size, fragment):
+    path = write(tmp_path, MINIMAL + f"disk:\n  max_size: {size}\n")
+    assert_error(path, 8, "disk.max_size", fragment)
+
+
+@pytest.mark.parametrize("size, expected", [("512MiB", 512 << 20), ("16GiB", 16 << 30), ("5000000", 5000000)])
+def test_disk_max_size_takes_units_or_bytes(tmp_path, size, expected):
+    recipe = load_recipe(write(tmp_path, MINIMAL + f"disk:\n  max_size: {size}\n"))
+    assert recipe.disk.max_bytes == expected
+    assert load_recipe(write(tmp_path, MINIMAL)).disk.max_bytes == 4 << 30
+
+
 @pytest.mark.parametrize("port", ["0", "70000", "-1"])
 def test_bad_port(tmp_path, port):
     path = write(tmp_path, MINIMAL + f"  port: {port}\n")

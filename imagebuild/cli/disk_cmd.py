@@ -54,11 +54,12 @@ def boot(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) mad
          accel: Optional[str] = typer.Option(None, "--accel",
                                              help="kvm or tcg (default: kvm when it can run the guest here)")) -> None:
     """Boot a disk under qemu on this machine (KVM when it can run the guest, else emulation); the guest's
-    writes are thrown away. The serial console is this terminal; Ctrl-C stops the VM."""
+    writes are thrown away. The serial console is this terminal; Ctrl-C stops the VM. When the app exits
+    with an error, so does this command, with the app's exit code."""
     import subprocess
     import tempfile
 
-    from imagebuild.release.disk.qemu import boot_file, kvm_usable, qemu_command
+    from imagebuild.release.disk.qemu import boot_file, check_app_exit, kvm_usable, qemu_command
     from imagebuild.errors import UserError
     host, _, guest = forward.partition(":")
     if not (host.isdigit() and guest.isdigit() and 0 < int(host) < 65536 and 0 < int(guest) < 65536):
@@ -73,8 +74,11 @@ def boot(disk: Path = typer.Argument(..., help="A disk file (.qcow2 or .raw) mad
         with tempfile.TemporaryDirectory(prefix="imagebuild-boot-") as scratch:
             accelerator = "kvm" if kvm_usable(boot_file(disk, "vmlinuz", Path(scratch) / "vmlinuz")) else "tcg"
     say(f"booting {disk} ({accelerator}, {'UEFI' if uefi else 'BIOS'}); http://127.0.0.1:{host}/ reaches the guest's port {guest}")
-    try:
-        subprocess.run(qemu_command(disk, int(host), int(guest), accelerator, config_drive=config,
-                                    memory_mb=memory, uefi=uefi))
-    except KeyboardInterrupt:
-        pass
+    with tempfile.TemporaryDirectory(prefix="imagebuild-boot-") as scratch:
+        console = Path(scratch) / "console.log"      # a copy of the console: the app's exit status is on it
+        try:
+            subprocess.run(qemu_command(disk, int(host), int(guest), accelerator, config_drive=config,
+                                        memory_mb=memory, uefi=uefi, console_log=console))
+        except KeyboardInterrupt:
+            return                                   # stopped here, not by the app
+        check_app_exit(console.read_text(errors="replace") if console.exists() else "")

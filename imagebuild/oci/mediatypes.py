@@ -9,7 +9,7 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-IMAGEBUILD_DISK = "application/vnd.imagebuild.disk.v1"   # artifactType of an image's VM disk (imagebuild.disk)
+IMAGEBUILD_DISK = "application/vnd.imagebuild.disk.v1"   # artifactType of an image's VM disk (imagebuild.release.disk)
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

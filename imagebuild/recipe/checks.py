@@ -51,6 +51,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) ->
     _check_environments(recipe, fail)
     _check_detect(recipe, fail)
     _check_hosts(recipe, fail)
+    _check_disk(recipe, fail)
 
 
 IMAGE_NAME_HINT = "use lowercase letters, digits and . _ -; put the registry under registry:"
@@ -209,6 +210,14 @@ def _check_health(recipe: Recipe, fail: Fail) -> None:
             fail(f"health.{name}", "must be at least 1")
     if health.start_period < 0:
         fail("health.start_period", "must not be negative")
+
+
+def _check_disk(recipe: Recipe, fail: Fail) -> None:
+    try:
+        if recipe.disk.max_bytes < 1 << 20:
+            fail("disk.max_size", f"{recipe.disk.max_size} is less than 1MiB", "e.g. 4GiB")
+    except ValueError:
+        fail("disk.max_size", f"{recipe.disk.max_size!r} is not a size", "e.g. 4GiB, 512MiB or a number of bytes")
 
 
 def _check_environments(recipe: Recipe, fail: Fail) -> None:

@@ -122,6 +122,23 @@ class DiskSpec:
     """`bake --format disk`: the same layers plus a kernel, as a bootable disk."""
 
     kernel: str = "linux-image-cloud-amd64"  # Debian package of the kernel
+    max_size: str = "4GiB"                   # the image's files may expand to this much, at most (size_bytes)
+
+    @property
+    def max_bytes(self) -> int:
+        return size_bytes(self.max_size)
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def size_bytes(text: str) -> int:
+    """Bytes in a size such as 4GiB, 512MiB or 1073741824; ValueError when it is none."""
+    number = text.strip().rstrip("BKMGTi")
+    unit = text.strip()[len(number):]
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size")
+    return int(number) * _SIZE_UNITS[unit]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_TITLE, ANNOTATION_VERSION, EMPTY_DESCRIPTOR,
                                   EMPTY_JSON, Descriptor)
+from imagebuild.recipe.model import DiskSpec
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 
 QCOW2_TYPE = "application/vnd.imagebuild.disk.qcow2"
@@ -89,8 +90,9 @@ def _cached(store: LayoutStore, reference: str, key: str) -> dict | None:
 
 
 def bake_disk(store: LayoutStore, image_ref: str, source: DebianSource, kernel_package: str,
-              hostname: str) -> DiskResult:
-    """The disk of a stored image, built or found in the store, tagged IMAGE_REF-disk."""
+              hostname: str, max_size: int = DiskSpec().max_bytes) -> DiskResult:
+    """The disk of a stored image, built or found in the store, tagged IMAGE_REF-disk; its layers may
+    expand to MAX_SIZE bytes. The build happens in a temporary folder, removed whatever happens."""
     image = store.resolve(image_ref)
     manifest = store.read_manifest(str(image.digest))
     image_size = sum(layer.size for layer in manifest.layers)
@@ -103,7 +105,7 @@ def bake_disk(store: LayoutStore, image_ref: str, source: DebianSource, kernel_p
                           int(notes[ANN_RAW_SIZE]), int(found["layers"][0]["size"]), image_size,
                           notes[ANN_KERNEL], cached=True)
     with tempfile.TemporaryDirectory(prefix="imagebuild-disk-") as scratch:
-        built = build_disk(store, manifest, source, kernel_package, Path(scratch), hostname)
+        built = build_disk(store, manifest, source, kernel_package, Path(scratch), hostname, max_size)
         with open(built.qcow2, "rb") as handle:
             qcow2_digest, qcow2_size = store.put_blob_stream(handle)
     store.put_blob(EMPTY_JSON)

@@ -66,8 +66,9 @@ def root_filesystem(tar: Path, stats: RootStats, out: Path, seed: str, epoch: in
     blocks = (stats.file_blocks + stats.entries + stats.file_blocks // 1000 + inodes * 256 // BLOCK
               + FREE_SPACE // BLOCK)
     size = _ceil(int(blocks * 1.05) * BLOCK, MIB)
+    # -z: blocks of zeros become holes, so a sparse file stays sparse (on the disk and in the image file)
     run_tool("genext2fs", "-B", str(BLOCK), "-b", str(size // BLOCK), "-N", str(inodes), "-L", ROOT_LABEL,
-         "-m", "0", "-a", str(tar), str(out), env={"SOURCE_DATE_EPOCH": str(epoch)})
+         "-m", "0", "-z", "-a", str(tar), str(out), env={"SOURCE_DATE_EPOCH": str(epoch)})
     fs_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"imagebuild-root:{seed}")
     run_tool("tune2fs", "-U", str(fs_uuid), str(out), env={"E2FSPROGS_FAKE_TIME": str(epoch)})
     return size
@@ -114,7 +115,10 @@ def disk_image(boot: Path, boot_size: int, root: Path, root_size: int, out: Path
             handle.seek(offset)
             with open(source, "rb") as data:
                 while chunk := data.read(8 * MIB):
-                    handle.write(chunk)
+                    if chunk.count(0) == len(chunk):
+                        handle.seek(len(chunk), 1)       # a hole: the file was made at its full size
+                    else:
+                        handle.write(chunk)
     return total
 
 

@@ -15,14 +15,15 @@ from pathlib import Path
 from imagebuild.release.disk import assemble
 from imagebuild.release.disk.initramfs import build_initramfs
 from imagebuild.release.disk.packages import fetch_busybox, fetch_kernel, fetch_systemd_boot
-from imagebuild.release.disk.rootfs import MergedTree, image_layers
+from imagebuild.release.disk.rootfs import Budget, MergedTree, image_layers
 from imagebuild.release.disk.start import launch_of, start_script
 from imagebuild.sources.debian_index import DebianSource
 from imagebuild.oci.model import ParsedManifest
+from imagebuild.recipe.model import DiskSpec
 from imagebuild.stores.layout import LayoutStore
 
 # Bumped whenever the same image and packages would give other disk bytes.
-DISK_FORMAT = 5
+DISK_FORMAT = 6
 BASE_CMDLINE = "console=tty0 console=ttyS0,115200 panic=10 quiet"
 
 
@@ -57,25 +58,26 @@ def _sha256(path: Path) -> str:
 
 
 def build_disk(store: LayoutStore, manifest: ParsedManifest, source: DebianSource, kernel_package: str,
-               workdir: Path, hostname: str) -> BuiltDisk:
-    """Build the raw and qcow2 disks of the image into WORKDIR."""
+               workdir: Path, hostname: str, max_size: int = DiskSpec().max_bytes) -> BuiltDisk:
+    """Build the raw and qcow2 disks of the image into WORKDIR; the layers may expand to MAX_SIZE bytes
+    (decompressed, and the files at their full length), which is checked before anything is fetched."""
     config = store.read_config(manifest)
     created = str(config.get("created") or "")
     epoch = _epoch(created)
     seed = str(manifest.digest)
-    kernel = fetch_kernel(source, kernel_package)
-    busybox_version, busybox = fetch_busybox(source)
-    systemd_boot = fetch_systemd_boot(source)
-    layers = list(image_layers(store, list(manifest.layers), workdir))
+    layers = list(image_layers(store, list(manifest.layers), workdir, Budget(max_size)))
     root_tar = workdir / "root.tar"
     with MergedTree(layers) as tree:
+        Budget(max_size).spend(tree.content_bytes(), "the image's files (sparse ones at full length)")
         launch = launch_of(config, tree, seed)
         with open(root_tar, "wb") as out:
             entries, content = tree.write_tar(out)
-        file_blocks = sum(-(-member.info.size // assemble.BLOCK) for member in tree.members.values()
-                          if member.info.isreg())
+        file_blocks = tree.data_blocks(assemble.BLOCK)
     for layer in layers:
         layer.unlink()
+    kernel = fetch_kernel(source, kernel_package)
+    busybox_version, busybox = fetch_busybox(source)
+    systemd_boot = fetch_systemd_boot(source)
     initrd = build_initramfs(kernel, busybox, start_script(launch, hostname), epoch)
     root_image, boot_image = workdir / "root.ext2", workdir / "boot.fat"
     root_size = assemble.root_filesystem(root_tar, assemble.RootStats(entries, content, file_blocks),

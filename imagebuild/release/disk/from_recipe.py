@@ -29,4 +29,4 @@ def bake_recipe_disk(recipe_path: Path, store, image_ref: str) -> DiskResult:
     if recipe.os.architecture != "amd64":
         raise UserError(f"a disk boots x86-64 machines only; the recipe's os.architecture is {recipe.os.architecture}",
                         hint="bake the disk from an amd64 recipe")
-    return bake_disk(store, image_ref, source_for(recipe), recipe.disk.kernel, recipe.name)
+    return bake_disk(store, image_ref, source_for(recipe), recipe.disk.kernel, recipe.name, recipe.disk.max_bytes)

@@ -20,7 +20,7 @@ from imagebuild.release.disk.packages import Kernel
 
 ROOT_LABEL = "imagebuild-root"
 CONFIG_LABEL = "IMAGEBUILD"
-STAGE = "/run/imagebuild"
+STAGE = "/run/imagebuild-boot"     # busybox, the start script and what /init read, root's only; /run/imagebuild is the app's
 
 INIT = r"""#!/bin/busybox sh
 # imagebuild disk: stage 1 (initramfs)

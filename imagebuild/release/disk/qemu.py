@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import selectors
 import socket
 import subprocess
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Iterator
 
 from imagebuild.release.disk import assemble
+from imagebuild.release.disk.start import EXIT_MARKER
 from imagebuild.errors import BuildError
 
 QEMU = "qemu-system-x86_64"
 OVMF = Path("/usr/share/qemu/OVMF.fd")      # UEFI firmware for qemu (Debian package ovmf)
 PROBE_SECONDS = 20.0     # a working KVM gets the kernel to its root-less panic in a few seconds
 PROBE_END = b"Kernel panic"
+CONSOLE_TAIL = 3         # console lines an app's failure quotes
 
 
 def boot_file(disk: Path, name: str, out: Path) -> Path:
@@ -71,19 +74,25 @@ def kvm_usable(kernel: Path) -> bool:
 
 def qemu_command(disk: Path, port: int, guest_port: int, accelerator: str, *, config_drive: Path | None = None,
                  memory_mb: int = 1024, snapshot: bool = True, uefi: bool = False,
-                 qmp: Path | None = None) -> list[str]:
+                 qmp: Path | None = None, console_log: Path | None = None) -> list[str]:
     """The command line that boots DISK with 127.0.0.1:PORT forwarded to the guest's GUEST_PORT,
-    by BIOS (SYSLINUX) or, with UEFI, by OVMF (systemd-boot); QMP, when asked for, listens on a unix socket."""
+    by BIOS (SYSLINUX) or, with UEFI, by OVMF (systemd-boot); QMP, when asked for, listens on a unix socket.
+    The serial console is qemu's stdio, and with CONSOLE_LOG also copied to that file."""
     firmware: list[str] = []
     if uefi:
         if not OVMF.is_file():
             raise BuildError(f"UEFI boot needs {OVMF} (Debian package ovmf)")
         firmware = ["-bios", str(OVMF)]
     command = [QEMU, "-accel", accelerator, *firmware, "-m", str(memory_mb), "-smp", "2", "-display", "none",
-               "-no-reboot", "-serial", "stdio", "-monitor", "none",
+               "-no-reboot", "-monitor", "none",
                "-drive", f"file={disk},format={assemble.disk_format(disk)},if=virtio",
                "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{guest_port}",
                "-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]
+    if console_log is None:
+        command += ["-serial", "stdio"]
+    else:
+        logfile = str(console_log).replace(",", ",,")            # a comma ends a qemu option value
+        command += ["-chardev", f"stdio,id=console,signal=on,logfile={logfile}", "-serial", "chardev:console"]
     if snapshot:
         command.append("-snapshot")        # the guest's writes go to a temp file: the disk stays as built
     if config_drive is not None:
@@ -104,6 +113,36 @@ def press_power_button(qmp: Path) -> None:
             stream.flush()
             while "return" not in json.loads(stream.readline() or '{"return": null}'):
                 pass                                             # events may come first
+
+
+def app_exit(console: str) -> int | None:
+    """The app's exit status, from the start script's last line on the serial console (None: it never said)."""
+    found = re.findall(rf"^{re.escape(EXIT_MARKER)} (\d+);", console, flags=re.MULTILINE)
+    return int(found[-1]) if found else None
+
+
+class AppFailed(BuildError):
+    """The app in the VM exited with an error: its exit code becomes the command's, as with `imagebuild run`."""
+
+    def __init__(self, status: int, last: str):
+        super().__init__(f"the app exited with code {status}", hint=f"last console lines: {last}")
+        self.exit_code = status
+
+
+def check_app_exit(console: str) -> None:
+    """AppFailed when the console shows that the app failed; a BuildError when the VM stopped before the app
+    did (a boot failure: no root file system, a kernel panic). Either quotes the console's last lines."""
+    status = app_exit(console)
+    if status == 0:
+        return
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.replace("\r", ""))      # firmware's terminal codes
+    if status is not None:
+        plain = plain[:plain.rindex(EXIT_MARKER)]             # what the app said, not the power-off after it
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    last = " | ".join(lines[-CONSOLE_TAIL:]) or "nothing"
+    if status is None:
+        raise BuildError("the VM stopped before its app exited", hint=f"last console lines: {last}")
+    raise AppFailed(status, last)
 
 
 @contextlib.contextmanager

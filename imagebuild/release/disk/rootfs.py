@@ -9,20 +9,21 @@ that no tool maps them through the build host's user database.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
-from imagebuild.errors import BuildError
+from imagebuild.errors import BuildError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.layout import LayoutStore
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+CHUNK = 1 << 20
 
 
 @dataclass
@@ -43,19 +44,74 @@ def _sort_key(path: str) -> tuple[str, ...]:
     return tuple(path.split("/"))
 
 
-def unpack_layer(store: LayoutStore, layer: Descriptor, into: Path) -> Path:
-    """The layer's uncompressed tar as a file (tarfile needs to seek to read members out of order)."""
-    compression = mt.layer_compression(layer.media_type)
-    with store.open_blob(str(layer.digest)) as blob, open(into, "wb") as out:
-        if compression == "gzip":
-            with gzip.GzipFile(fileobj=blob) as plain:
-                shutil.copyfileobj(plain, out, 1 << 20)
-        elif compression == "zstd":
-            import zstandard
-            with zstandard.ZstdDecompressor().stream_reader(blob) as plain:
-                shutil.copyfileobj(plain, out, 1 << 20)
+class Budget:
+    """What the image's files may expand to (the recipe's disk.max_size), spent as bytes come out of the
+    layers: a small layer that decompresses to gigabytes is refused as soon as it passes the bound."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, amount: int, what: str) -> None:
+        self.spent += amount
+        if self.spent > self.limit:
+            raise UserError(f"{what} expand to more than disk.max_size ({_size(self.limit)}), the bound on "
+                            "an image's files on a disk",
+                            hint="raise disk.max_size in the recipe if the image really is that large")
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+class SparseWriter:
+    """A file written through write() whose runs of zero bytes become holes (a seek, not zeros on disk)."""
+
+    def __init__(self, out: BinaryIO):
+        self._out = out
+        self._end = 0
+
+    def write(self, data) -> int:
+        length = len(data)
+        if length and data.count(0) == length:
+            self._out.seek(length, 1)
         else:
-            shutil.copyfileobj(blob, out, 1 << 20)
+            self._out.write(data)
+        self._end += length
+        return length
+
+    def finish(self) -> None:
+        """End the file where the writes ended, holes at the end included."""
+        if self._out.seek(0, 2) < self._end:              # it ended in a hole: one byte fixes the length
+            self._out.seek(self._end - 1)
+            self._out.write(b"\0")
+
+
+def unpack_layer(store: LayoutStore, layer: Descriptor, into: Path, budget: Budget | None = None) -> Path:
+    """The layer's uncompressed tar as a sparse file (tarfile needs to seek to read members out of order),
+    every decompressed chunk counted against BUDGET before it is written."""
+    compression = mt.layer_compression(layer.media_type)
+    try:
+        with store.open_blob(str(layer.digest)) as blob, open(into, "wb") as out:
+            writer = SparseWriter(out)
+            plain: BinaryIO = blob
+            with contextlib.ExitStack() as stack:
+                if compression == "gzip":
+                    plain = stack.enter_context(gzip.GzipFile(fileobj=blob))
+                elif compression == "zstd":
+                    import zstandard
+                    plain = stack.enter_context(zstandard.ZstdDecompressor().stream_reader(blob))
+                while chunk := plain.read(CHUNK):
+                    if budget is not None:
+                        budget.spend(len(chunk), "the image's layers")
+                    writer.write(chunk)
+            writer.finish()
+    except BaseException:
+        into.unlink(missing_ok=True)
+        raise
     return into
 
 
@@ -129,11 +185,29 @@ class MergedTree:
     def exists(self, path: str) -> bool:
         return _normal(path) in self.members
 
+    def content_bytes(self) -> int:
+        """The regular files' sizes, sparse files at their full length (what reading them gives)."""
+        return sum(member.info.size for member in self.members.values() if member.info.isreg())
+
+    def data_blocks(self, block: int) -> int:
+        """BLOCK-sized blocks the files' data takes, each file rounded up; a sparse file's holes take none."""
+        total = 0
+        for member in self.members.values():
+            info = member.info
+            if not info.isreg():
+                continue
+            if info.sparse is not None:
+                total += sum(-(-length // block) + 1 for _, length in info.sparse)
+            else:
+                total += -(-info.size // block)
+        return total
+
     def write_tar(self, out: BinaryIO) -> tuple[int, int]:
-        """Write the merged tree; returns (entries, bytes of file content)."""
+        """Write the merged tree, zero runs as holes when OUT is a file; returns (entries, bytes of file content)."""
         first_of_group: dict[tuple[int, str], str] = {}
         count = content = 0
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        sparse = SparseWriter(out) if out.seekable() else None
+        with tarfile.open(fileobj=sparse or out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for path in sorted(self.members, key=_sort_key):
                 member = self.members[path]
                 layer_tar = self._tars[member.layer]
@@ -162,9 +236,12 @@ class MergedTree:
                         content += source.size
                 tar.addfile(new, data)
                 count += 1
+        if sparse is not None:
+            sparse.finish()
         return count, content
 
 
-def image_layers(store: LayoutStore, layers: list[Descriptor], workdir: Path) -> Iterator[Path]:
+def image_layers(store: LayoutStore, layers: list[Descriptor], workdir: Path,
+                 budget: Budget | None = None) -> Iterator[Path]:
     for number, layer in enumerate(layers):
-        yield unpack_layer(store, layer, workdir / f"layer-{number}.tar")
+        yield unpack_layer(store, layer, workdir / f"layer-{number}.tar", budget)

@@ -26,6 +26,7 @@ from imagebuild.contract import DEFAULT_VARIABLE, DIGEST_VARIABLE, launcher_vari
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_SECONDS = 10            # from the stop request to SIGKILL, as `docker stop` waits
+EXIT_MARKER = "imagebuild: the app exited with status"     # the start script's last line: ... N; powering off
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Launch:
     uid: int
     gid: int
     variable: str = DEFAULT_VARIABLE     # where the launcher looks for the environment's name
+    run_dirs: tuple[tuple[str, int, int, int], ...] = ()     # (path, mode, uid, gid) the image has under /run
 
 
 def _table(tree: MergedTree, path: str) -> list[list[str]]:
@@ -94,21 +96,39 @@ def launch_of(config: dict, tree: MergedTree, digest: str = "") -> Launch:
     elif not program.startswith("/"):
         program = f"{workdir.rstrip('/')}/{program}"
     variable = launcher_variable(settings.get("Labels"))
-    return Launch(argv, program, tuple(env), workdir, uid, gid, variable)
+    return Launch(argv, program, tuple(env), workdir, uid, gid, variable, _run_dirs(tree))
+
+
+def _run_dirs(tree: MergedTree) -> tuple[tuple[str, int, int, int], ...]:
+    """The image's directories under /run (e.g. /run/imagebuild, owned by the app's user, where the launcher
+    writes): the VM mounts a tmpfs on /run, so the start script makes them again, parents first."""
+    found = [("/" + path, member.info.mode & 0o7777, member.info.uid, member.info.gid)
+             for path, member in tree.members.items()
+             if path.startswith("run/") and member.info.isdir()]
+    return tuple(sorted(found, key=lambda row: row[0].split("/")))
 
 
 def start_script(launch: Launch, hostname: str) -> str:
     quote = shlex.quote
     env = " ".join(quote(item) for item in launch.env)
     args = " ".join(quote(arg) for arg in launch.argv[1:])
+    run_dirs = "".join(f"$b mkdir -p {quote(path)} && $b chown {uid}:{gid} {quote(path)} && "
+                       f"$b chmod {mode:o} {quote(path)}\n" for path, mode, uid, gid in launch.run_dirs)
     return f"""#!{STAGE}/busybox sh
 # imagebuild disk: stage 2, PID 1 on the image's root file system
 b={STAGE}/busybox
 $b mkdir -p /dev/pts /dev/shm
 $b mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 $b mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
+# what an engine's /dev holds and devtmpfs does not (udev would make them): an app opening /dev/stdout
+# with O_CREAT, as nginx does, would otherwise try to create a file in root's /dev
+$b ln -sfn /proc/self/fd /dev/fd
+$b ln -sf /proc/self/fd/0 /dev/stdin
+$b ln -sf /proc/self/fd/1 /dev/stdout
+$b ln -sf /proc/self/fd/2 /dev/stderr
 $b hostname {quote(hostname)}
-$b ip link set lo up
+# the tmpfs on /run hides the image's own directories there: make them again, with their owners and modes
+{run_dirs}$b ip link set lo up
 for path in /sys/class/net/*; do
     interface=${{path##*/}}
     [ "$interface" = lo ] && continue
@@ -139,15 +159,31 @@ $b mkdir -p {STAGE}/acpi/PWRF
 printf '#!{STAGE}/busybox sh\nexec {STAGE}/busybox kill -TERM 1\n' > {STAGE}/acpi/PWRF/00000080
 $b chmod 0755 {STAGE}/acpi/PWRF/00000080
 $b acpid -c {STAGE}/acpi -l /dev/null 2>/dev/null
+# The app's stdout and stderr: a FIFO owned by the app's user, relayed to the serial console. The console
+# itself belongs to root, so an app that reopens /dev/stdout (nginx's access_log) could not open it, as
+# it could not open a root-owned pipe either (an engine hands the container user its stdio for the same reason).
+output={STAGE}/output
+$b rm -f $output
+$b mkfifo -m 0620 $output
+$b chown {launch.uid}:{launch.gid} $output
+$b cat $output &
+relay=$!
 $b env -i {env} "$@" $b start-stop-daemon -S -c {launch.uid}:{launch.gid} -x {quote(launch.program)} \\
-    -a {quote(launch.argv[0])} -- {args} &
+    -a {quote(launch.argv[0])} -- {args} > $output 2>&1 &
 app=$!
 while :; do
     wait $app
     status=$?
     kill -0 $app 2>/dev/null || break
 done
-echo "imagebuild: the app exited with status $status; powering off"
+# let the relay pass on the app's last lines (bounded: a child of the app may hold the FIFO open)
+tries=0
+while kill -0 $relay 2>/dev/null && [ $tries -lt 20 ]; do
+    $b usleep 100000
+    tries=$((tries + 1))
+done
+# `imagebuild disk boot` reads this line off the console for the app's exit status
+echo "{EXIT_MARKER} $status; powering off"
 $b sync
 $b poweroff -f
 """
