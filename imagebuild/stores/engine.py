@@ -22,6 +22,7 @@ from imagebuild.oci.layer import LayerResult, write_tar
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.archive import check_repo_tags, docker_archive_entries, read_docker_archive
 from imagebuild.stores.layout import READ_CHUNK, LayoutStore, os_error_for
+from imagebuild.stores.streams import IterReader
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 STREAM_CHUNK = 1 << 20        # what one piece of a streamed load holds
@@ -335,33 +336,6 @@ def save_image(client, image: str, store: LayoutStore, ref_names: tuple[str, ...
 
     try:
         chunks = client.api.get_image(image, chunk_size=READ_CHUNK)
-        return read_docker_archive(store, _IterReader(chunks), ref_names, known)
+        return read_docker_archive(store, IterReader(chunks), ref_names, known)
     except (DockerException, requests.RequestException) as exc:
         raise EngineError(f"docker save of {image} failed: {_reason(exc)}") from None
-
-
-class _IterReader:
-    """A forward-only file over an iterator of byte pieces (what tarfile's stream mode reads).
-    Reads are served from the current piece by offset: tarfile asks for 10 KiB at a time."""
-
-    def __init__(self, pieces: Iterable[bytes]):
-        self._pieces = iter(pieces)
-        self._piece = b""
-        self._offset = 0
-
-    def read(self, n: int = -1) -> bytes:
-        parts = []
-        wanted = n
-        while wanted != 0:
-            if self._offset >= len(self._piece):
-                piece = next(self._pieces, None)
-                if piece is None:
-                    break
-                self._piece, self._offset = piece, 0
-                continue
-            end = len(self._piece) if wanted < 0 else min(len(self._piece), self._offset + wanted)
-            parts.append(self._piece[self._offset:end])
-            if wanted > 0:
-                wanted -= end - self._offset
-            self._offset = end
-        return b"".join(parts)
