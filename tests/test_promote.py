@@ -45,8 +45,7 @@ def pushed(proxy, tmp_path):
 
 
 def run_promote(places: Places, envs, image: str, env: str, **kw):
-    return promote(places.home, envs, image, env, target_for=places.target_for, copy=places.copy,
-                   name="hello", **kw)
+    return promote(places.home, envs, image, env, target_for=places.target_for, name="hello", **kw)
 
 
 def tag_digest(host: str, repository: str, tag: str) -> str | None:

@@ -93,7 +93,7 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
     except OSError as exc:
         raise os_error_for(parent, exc) from None
     try:
-        _copy_into(store, descriptor, LayoutStore(staging), tag)
+        _export_into(store, descriptor, LayoutStore(staging), tag)
         _drop_store_files(staging, lock_was_there=False)
         os.chmod(staging, 0o755)
         # Replaces an empty directory too (rename(2) allows that).
@@ -107,11 +107,11 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
 def _add_to_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag: str) -> None:
     lock_was_there = (target / ".lock").exists()
     lease_was_there = (target / LEASE_FILE).exists()
-    _copy_into(store, descriptor, LayoutStore(target), tag)
+    _export_into(store, descriptor, LayoutStore(target), tag)
     _drop_store_files(target, lock_was_there, lease_was_there)
 
 
-def _copy_into(store: LayoutStore, descriptor: Descriptor, layout: LayoutStore, tag: str) -> None:
+def _export_into(store: LayoutStore, descriptor: Descriptor, layout: LayoutStore, tag: str) -> None:
     """The image's blobs (verified) and exact manifest bytes into `layout`, under the bare `tag`."""
     layout.ensure()
     copy(LayoutPlace(store), LayoutPlace(layout), descriptor.digest, [tag], platform=descriptor.platform)

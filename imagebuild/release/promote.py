@@ -211,7 +211,6 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
 
 def promote(home: ImagePlace, environments: Sequence[Environment], image: str, environment: str, *,
             target_for: Callable[[Environment], Target], name: str | None = None, dry_run: bool = False,
-            copy: Callable[[Target, ManifestBytes], dict] | None = None,
             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> PromotionResult:
     """Promote `image` (found in `home`) to `environment`, after checking the rules."""
     index = environment_index(environments, environment)
@@ -252,16 +251,15 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     result.messages.append(f"record {record_tag(environment, sequence, manifest.digest)} in {home.label}")
     if dry_run:
         return result
-    carry = copy or (lambda to, what: carry_image(to, what, home))
     if result.action == "retag":
         target.repository.put_manifest(manifest, [target.tag])
     else:
-        result.blobs = carry(target, manifest)
+        result.blobs = carry_image(target, manifest, home)
     if disk is not None:
         if result.action == "retag":
             disk_target.repository.put_manifest(disk, [disk_target.tag])
         else:
-            carry(disk_target, disk)
+            carry_image(disk_target, disk, home)
     record = Record(environment=environment, sequence=sequence, digest=manifest.digest,
                     version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
     put_bytes(home, EMPTY_JSON)
@@ -386,9 +384,6 @@ class Places:
                             "`registry:` to promote from", hint="set `registry:` in the recipe")
         ref = _place(env.registry, self.name)
         return Target(RegistryPlace(self.client(ref.registry), ref.repository), env.name)
-
-    def copy(self, target: Target, manifest: ManifestBytes) -> dict:
-        return carry_image(target, manifest, self.home)
 
     def requests(self) -> int:
         return sum(c.counters.requests for c in self._clients.values())
