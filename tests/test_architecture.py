@@ -129,13 +129,13 @@ def test_package_init_files_hold_no_code():
 # stores/copy.py. Two rules keep a second copy from growing back:
 #  1. only stores/copy.py defines a function or method named copy*, transfer* or send_image*;
 #  2. outside stores/copy.py, no function both reads a blob from one object and writes a blob to
-#     another: a blob read is a call of `.open_blob(`, `.read_blob(` or `.fetch_blob(`, a blob write a call of
+#     another: a blob read is a call of `.open_blob(`, `.read_blob(` or `.blob_chunks(`, a blob write a call of
 #     `.put_blob(`, `.put_blob_stream(`, `.blob_writer(` or `.upload_blob(`, and the objects are
 #     compared by their source text (`self.store` reading and writing itself is no copy).
 #     Sinks that are not places (a docker-archive, the engine's load) read blobs and write no blob.
 COPY_MODULE = "imagebuild.stores.copy"
 COPY_NAMES = ("copy", "transfer", "send_image")
-BLOB_READS = {"open_blob", "read_blob", "fetch_blob"}
+BLOB_READS = {"open_blob", "read_blob", "blob_chunks"}
 BLOB_WRITES = {"put_blob", "put_blob_stream", "blob_writer", "upload_blob"}
 
 

@@ -191,15 +191,11 @@ class RegistryClient:
         finally:
             response.close()
 
-    def fetch_blob(self, repository: str, descriptor: Descriptor, sink: Callable[[Iterable[bytes]], None]) -> int:
-        """Stream a blob into `sink`, retrying a dropped download from the start."""
-        def download() -> int:
-            with self.open_blob(repository, descriptor.digest) as response:
-                counted = _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
-                sink(counted)
-                return counted.total
-
-        return self._retry_blob(download, f"downloading blob {descriptor.digest} from {self.host}")
+    @contextlib.contextmanager
+    def blob_chunks(self, repository: str, digest: str) -> Iterator[Iterable[bytes]]:
+        """A blob's bytes as they arrive, counted as received."""
+        with self.open_blob(repository, digest) as response:
+            yield _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> str | None:
         """Mount a blob from another repository; None when mounted, else an upload location."""
@@ -243,6 +239,10 @@ class RegistryClient:
             return UploadOutcome("uploaded", self._upload(repository, descriptor, opener, session))
 
         return self._retry_blob(upload, f"uploading blob {digest} to {self.host}/{repository}", settled=present)
+
+    def retry_transfer(self, attempt_once: Callable[[], T], doing: str) -> T:
+        """Run a whole blob transfer (a download into some sink) again after a retryable failure."""
+        return self._retry_blob(attempt_once, doing)
 
     def _retry_blob(self, attempt_once: Callable[[], T], doing: str, *,
                     settled: Callable[[], T | None] | None = None) -> T:

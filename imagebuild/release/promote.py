@@ -251,15 +251,12 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     result.messages.append(f"record {record_tag(environment, sequence, manifest.digest)} in {home.label}")
     if dry_run:
         return result
-    if result.action == "retag":
-        target.repository.put_manifest(manifest, [target.tag])
-    else:
-        result.blobs = carry_image(target, manifest, home)
+    # Within one place, copy only writes the tag: the same manifest bytes, and no blob moves.
+    moved = carry_image(target, manifest, home)
+    if result.action == "copy":
+        result.blobs = moved
     if disk is not None:
-        if result.action == "retag":
-            disk_target.repository.put_manifest(disk, [disk_target.tag])
-        else:
-            carry_image(disk_target, disk, home)
+        carry_image(disk_target, disk, home)
     record = Record(environment=environment, sequence=sequence, digest=manifest.digest,
                     version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
     put_bytes(home, EMPTY_JSON)

@@ -18,6 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from imagebuild.errors import ImageBuildError, UserError
+from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult, write_tar
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.archive import check_repo_tags, docker_archive_entries, read_docker_archive
@@ -99,7 +100,7 @@ class LoadReport:
     """What a load did: the tags the engine now has, and how much had to be sent."""
 
     tags: tuple[str, ...]
-    image_id: str                 # the engine's ID of the image: its config digest
+    image_id: Digest              # the engine's ID of the image: its config digest
     layers: int                   # layers in the image
     layers_sent: int              # layer files in the streamed archive (0: the engine had the image)
     bytes_sent: int
@@ -124,7 +125,7 @@ def load_image(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
     client = client or connect(base_url)
     manifest = store.read_manifest(manifest_digest)
     config = store.read_config(manifest)
-    image_id = str(manifest.config.digest)
+    image_id = manifest.config.digest
     diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
     if _has_image(client, image_id):
         for repo_tag in repo_tags:

@@ -26,7 +26,7 @@ from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.mediatypes import media_type_of_manifest
 from imagebuild.oci.model import Descriptor, Platform
-from imagebuild.registry.client import STREAM_BUFFER, ManifestBytes, RegistryClient
+from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.streams import VerifyingIterReader
 
@@ -246,16 +246,8 @@ class RegistryPlace:
 
     @contextlib.contextmanager
     def open_blob(self, descriptor: Descriptor) -> Iterator[BinaryIO]:
-        transport = self.client.transport
-
-        def counted(pieces):
-            for piece in pieces:
-                transport.count_bytes(received=len(piece))
-                yield piece
-
-        with self.client.open_blob(self.repository, descriptor.digest) as response:
-            yield VerifyingIterReader(counted(response.iter_bytes(STREAM_BUFFER)), descriptor.digest,
-                                      descriptor.size, _arrived_altered)
+        with self.client.blob_chunks(self.repository, descriptor.digest) as chunks:
+            yield VerifyingIterReader(chunks, descriptor.digest, descriptor.size, _arrived_altered)
 
     def put_blob(self, descriptor: Descriptor, opener: Opener) -> int:
         # The caller has just seen the blob missing (copy asks has_blob first): no second HEAD.
@@ -290,7 +282,7 @@ class RegistryPlace:
             add_to_referrers_tag(self, subject, referrer)
 
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:
-        return self.client._retry_blob(transfer, f"{doing} from {self.label}")
+        return self.client.retry_transfer(transfer, f"{doing} from {self.label}")
 
 
 def _arrived_altered(digest: str) -> Exception:
