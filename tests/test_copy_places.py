@@ -69,3 +69,25 @@ def test_registry_without_a_referrers_api_keeps_attachments_in_the_tag_schema(re
         pulled = copy(remote, back, image.digest, ["v1"], attachments=True)
         assert pulled.attachments == [sbom.digest] and back.manifest("v1").raw == image.raw
         assert [d.digest for d in back.referrers(image.digest)] == [sbom.digest]
+
+
+@pytest.mark.integration
+def test_a_copy_between_registries_retries_a_failing_blob_once_not_per_side(registry, tmp_path):
+    """The target's blob retry gives up once; the source's own retry must not start those rounds over."""
+    from imagebuild.errors import RegistryError
+    from imagebuild.registry.client import BLOB_ATTEMPTS
+    from tests.registry_support.proxy import Fault, FaultProxy
+
+    store = LayoutStore(tmp_path / "store").ensure()
+    write_app_image(store, "hello", "v1")
+    local = LayoutPlace(store, "hello")
+    image = local.manifest("v1")
+    with RegistryClient(registry) as client, FaultProxy(registry) as proxy:
+        source = RegistryPlace(client, f"copy-{uuid.uuid4().hex[:10]}/hello")
+        copy(local, source, image, ["v1"])
+        fault = proxy.add_fault(Fault("PUT", r"/blobs/uploads/", "500", times=0))
+        with RegistryClient(proxy.address, attempts=1, backoff=0.01) as far:
+            with pytest.raises(RegistryError):
+                copy(source, RegistryPlace(far, f"copy-{uuid.uuid4().hex[:10]}/hello"), image.digest, ["v1"],
+                     parallel=1)
+        assert fault.seen == BLOB_ATTEMPTS
