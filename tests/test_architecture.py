@@ -122,3 +122,60 @@ def test_package_init_files_hold_no_code():
                 and not (isinstance(node, ast.Assign) and all(isinstance(target, ast.Name) and target.id.startswith("__")
                                                               for target in node.targets))]  # __version__
         assert not code, f"{path.relative_to(PACKAGE.parent)} holds code; move it to a named module"
+
+
+# -- one way to copy an image -------------------------------------------------------------
+# Images move between places (the local layout, a registry repository, memory) only through
+# stores/copy.py. Two rules keep a second copy from growing back:
+#  1. only stores/copy.py defines a function or method named copy*, transfer* or send_image*;
+#  2. outside stores/copy.py, no function both reads a blob from one object and writes a blob to
+#     another: a blob read is a call of `.open_blob(`, `.read_blob(` or `.blob_chunks(`, a blob write a call of
+#     `.put_blob(`, `.put_blob_stream(`, `.blob_writer(` or `.upload_blob(`, and the objects are
+#     compared by their source text (`self.store` reading and writing itself is no copy).
+#     Sinks that are not places (a docker-archive, the engine's load) read blobs and write no blob.
+COPY_MODULE = "imagebuild.stores.copy"
+COPY_NAMES = ("copy", "transfer", "send_image")
+BLOB_READS = {"open_blob", "read_blob", "blob_chunks"}
+BLOB_WRITES = {"put_blob", "put_blob_stream", "blob_writer", "upload_blob"}
+
+
+def _functions(tree: ast.AST):
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def _blob_calls(function: ast.AST, methods: set[str]) -> set[str]:
+    """The receivers (as source text) of calls of `methods` in `function`, nested functions included."""
+    return {ast.unparse(node.func.value) for node in ast.walk(function)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods}
+
+
+def test_only_stores_copy_defines_image_copying_by_name():
+    found = [f"{path.relative_to(PACKAGE.parent)}:{function.lineno}: {function.name}" for name, path in MODULES
+             if name != COPY_MODULE for function in _functions(ast.parse(path.read_text()))
+             if function.name.lstrip("_").startswith(COPY_NAMES)]
+    assert not found, "image copying lives in stores/copy.py; rename or move:\n" + "\n".join(found)
+
+
+def test_only_stores_copy_reads_a_blob_from_one_place_and_writes_it_to_another():
+    found = []
+    for name, path in MODULES:
+        if name == COPY_MODULE:
+            continue
+        for function in _functions(ast.parse(path.read_text())):
+            reads, writes = _blob_calls(function, BLOB_READS), _blob_calls(function, BLOB_WRITES)
+            if reads and writes and (reads | writes) != reads & writes:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{function.lineno}: {function.name} reads "
+                             f"blobs from {sorted(reads)} and writes them to {sorted(writes)}")
+    assert not found, "blobs move between places only through stores.copy.copy:\n" + "\n".join(found)
+
+
+def test_the_copy_rules_catch_a_second_copy():
+    """The rules above must be able to fail: the deleted layout-to-layout copy is caught by both."""
+    second = ast.parse(
+        "def copy_image(source, target, digest):\n"
+        "    with source.open_blob(digest) as reader, target.blob_writer() as writer:\n"
+        "        writer.write(reader.read())\n")
+    (function,) = _functions(second)
+    assert function.name.lstrip("_").startswith(COPY_NAMES)
+    reads, writes = _blob_calls(function, BLOB_READS), _blob_calls(function, BLOB_WRITES)
+    assert reads == {"source"} and writes == {"target"}

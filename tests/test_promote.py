@@ -45,8 +45,7 @@ def pushed(proxy, tmp_path):
 
 
 def run_promote(places: Places, envs, image: str, env: str, **kw):
-    return promote(places.home, envs, image, env, target_for=places.target_for, copy=places.copy,
-                   name="hello", **kw)
+    return promote(places.home, envs, image, env, target_for=places.target_for, name="hello", **kw)
 
 
 def tag_digest(host: str, repository: str, tag: str) -> str | None:
@@ -136,7 +135,7 @@ def test_a_moved_tag_is_put_back_by_promoting_again(pushed):
     places = Places("hello", pushed["home"], pushed["store"])
     v1, v2 = pushed["digests"]["v1"], pushed["digests"]["v2"]
     run_promote(places, ENVS, "v1", "dev")
-    places.home.put_manifest("dev", places.home.manifest(v2))  # someone retagged by hand
+    places.home.put_manifest(places.home.manifest(v2), ["dev"])  # someone retagged by hand
     again = run_promote(places, ENVS, "v1", "dev")
     assert again.action == "retag" and again.sequence == 2
     assert tag_digest(places.home.client.host, places.home.repository, "dev") == v1

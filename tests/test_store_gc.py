@@ -16,7 +16,8 @@ from oci_support import build_busybox_image
 from imagebuild.build.cache import LayerCache, store_layer
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry
-from imagebuild.release.promote import EMPTY_JSON, Record, StoreRepository, record_manifest
+from imagebuild.release.promote import EMPTY_JSON, Record, record_manifest
+from imagebuild.stores.place import LayoutPlace, put_bytes
 from imagebuild.registry.client import ManifestBytes
 from imagebuild.stores.lease import release_lease
 from imagebuild.stores.layout import LayoutStore
@@ -57,9 +58,9 @@ def put_record(store: LayoutStore, name: str, subject_digest: str) -> str:
     subject = ManifestBytes(raw, "application/vnd.oci.image.manifest.v1+json", subject_digest)
     record = Record(environment="dev", sequence=1, digest=subject_digest, version="v1",
                     time="2026-01-01T00:00:00Z", target=f"local store ({name})")
-    home = StoreRepository(store, name)
-    home.put_small_blob(EMPTY_JSON)
-    home.put_manifest(record.tag, record_manifest(record, subject))
+    home = LayoutPlace(store, name)
+    put_bytes(home, EMPTY_JSON)
+    home.put_manifest(record_manifest(record, subject), [record.tag])
     return f"{name}:{record.tag}"
 
 

@@ -27,6 +27,11 @@ class Digest(str):
     def hex(self) -> str:
         return self[7:]
 
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits: how a digest is shown to people and in tags (as `docker images` does)."""
+        return self.hex[:12]
+
     @classmethod
     def of(cls, data: bytes) -> "Digest":
         return cls("sha256:" + hashlib.sha256(data).hexdigest())

@@ -14,7 +14,8 @@ from imagebuild.stores.archive import write_docker_archive
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.lease import LEASE_FILE, release_lease
 from imagebuild.stores.layout import LayoutStore, os_error_for
-from imagebuild.stores.transfer import copy_image
+from imagebuild.stores.copy import copy
+from imagebuild.stores.place import LayoutPlace
 
 DESTINATION_KINDS = ("oci", "docker-archive")
 
@@ -92,7 +93,7 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
     except OSError as exc:
         raise os_error_for(parent, exc) from None
     try:
-        copy_image(store, descriptor, LayoutStore(staging), [tag])
+        _export_into(store, descriptor, LayoutStore(staging), tag)
         _drop_store_files(staging, lock_was_there=False)
         os.chmod(staging, 0o755)
         # Replaces an empty directory too (rename(2) allows that).
@@ -106,8 +107,14 @@ def _export_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag
 def _add_to_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag: str) -> None:
     lock_was_there = (target / ".lock").exists()
     lease_was_there = (target / LEASE_FILE).exists()
-    copy_image(store, descriptor, LayoutStore(target), [tag])
+    _export_into(store, descriptor, LayoutStore(target), tag)
     _drop_store_files(target, lock_was_there, lease_was_there)
+
+
+def _export_into(store: LayoutStore, descriptor: Descriptor, layout: LayoutStore, tag: str) -> None:
+    """The image's blobs (verified) and exact manifest bytes into `layout`, under the bare `tag`."""
+    layout.ensure()
+    copy(LayoutPlace(store), LayoutPlace(layout), descriptor.digest, [tag], platform=descriptor.platform)
 
 
 def _drop_store_files(layout: Path, lock_was_there: bool, lease_was_there: bool = False) -> None:

@@ -136,6 +136,23 @@ class RegistryClient:
                                 f"not {expected}", hint="the registry changed the manifest; use another registry")
         return expected
 
+    def list_referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict] | None:
+        """The OCI 1.1 referrers API's descriptors of manifests whose subject is `digest`;
+        None when the registry has no such API (distribution 2.8 answers 404)."""
+        params = {"artifactType": artifact_type} if artifact_type else None
+        response = self.transport.request("GET", f"/v2/{repository}/referrers/{digest}", scopes=_pull(repository),
+                                          params=params, headers={"Accept": mt.OCI_INDEX})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise registry_error(response, f"listing referrers of {repository}@{digest}")
+        if response.headers.get("content-type", "").split(";")[0].strip() != mt.OCI_INDEX:
+            return None
+        manifests = response.json().get("manifests") or []
+        if artifact_type and "artifactType" not in response.headers.get("oci-filters-applied", ""):
+            manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
+        return manifests
+
     def list_tags(self, repository: str) -> list[str]:
         """All tags; follows `Link` pages when the registry sends them, else one page is all."""
         tags: list[str] = []
@@ -174,15 +191,11 @@ class RegistryClient:
         finally:
             response.close()
 
-    def fetch_blob(self, repository: str, descriptor: Descriptor, sink: Callable[[Iterable[bytes]], None]) -> int:
-        """Stream a blob into `sink`, retrying a dropped download from the start."""
-        def download() -> int:
-            with self.open_blob(repository, descriptor.digest) as response:
-                counted = _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
-                sink(counted)
-                return counted.total
-
-        return self._retry_blob(download, f"downloading blob {descriptor.digest} from {self.host}")
+    @contextlib.contextmanager
+    def blob_chunks(self, repository: str, digest: str) -> Iterator[Iterable[bytes]]:
+        """A blob's bytes as they arrive, counted as received."""
+        with self.open_blob(repository, digest) as response:
+            yield _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> str | None:
         """Mount a blob from another repository; None when mounted, else an upload location."""
@@ -197,27 +210,39 @@ class RegistryClient:
         raise registry_error(response, f"mounting blob {digest} into {repository}")
 
     def upload_blob(self, repository: str, descriptor: Descriptor, opener: Opener, *,
-                    mount_from: str | None = None) -> UploadOutcome:
+                    mount_from: str | None = None, absent: bool = False,
+                    location: str | None = None) -> UploadOutcome:
         """Make one blob present in `repository`: skip, mount or upload it.
 
         A blob is content addressed, so a failed upload is safely retried as a
         whole from a new upload session; a HEAD first finds out whether the
-        failed attempt had in fact completed.
+        failed attempt had in fact completed. `absent`: the caller has just
+        seen the blob missing, so the first HEAD is spared; `location`: an
+        upload session already open (a mount answered 202), used by the first attempt.
         """
         digest = descriptor.digest
+        skip_check = [absent]
+        opened = [location]
 
         def present() -> UploadOutcome | None:
+            if skip_check[0]:
+                skip_check[0] = False
+                return None
             return UploadOutcome("skipped") if self.blob_exists(repository, digest) else None
 
         def upload() -> UploadOutcome:
-            location = None
-            if mount_from and mount_from != repository:
-                location = self.mount_blob(repository, digest, mount_from)
-                if location is None:
+            session, opened[0] = opened[0], None
+            if session is None and mount_from and mount_from != repository:
+                session = self.mount_blob(repository, digest, mount_from)
+                if session is None:
                     return UploadOutcome("mounted")
-            return UploadOutcome("uploaded", self._upload(repository, descriptor, opener, location))
+            return UploadOutcome("uploaded", self._upload(repository, descriptor, opener, session))
 
         return self._retry_blob(upload, f"uploading blob {digest} to {self.host}/{repository}", settled=present)
+
+    def retry_transfer(self, attempt_once: Callable[[], T], doing: str) -> T:
+        """Run a whole blob transfer (a download into some sink) again after a retryable failure."""
+        return self._retry_blob(attempt_once, doing)
 
     def _retry_blob(self, attempt_once: Callable[[], T], doing: str, *,
                     settled: Callable[[], T | None] | None = None) -> T:
@@ -233,8 +258,11 @@ class RegistryClient:
                 return attempt_once()
             except (httpx.TransportError, RegistryError) as exc:
                 if attempt == BLOB_ATTEMPTS or not _retryable(exc):
+                    # What this loop gave up on is final: a caller's own retry must not start it over.
                     if isinstance(exc, httpx.TransportError):
-                        raise RegistryError(f"{doing} failed: {exc}", hint="retry") from None
+                        raise RegistryError(f"{doing} failed: {exc}", hint="retry", retried=True) from None
+                    if attempt == BLOB_ATTEMPTS:
+                        exc.retried = True
                     raise
                 time.sleep(self.transport._delay(attempt))
         raise AssertionError("unreachable")

@@ -18,23 +18,23 @@ other. Without a registry, the local store holds the same manifests and tags.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from imagebuild.errors import PromotionError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
-from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON, Descriptor
+from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment, environment_index
 from imagebuild.registry.client import ManifestBytes, RegistryClient
-from imagebuild.oci.mediatypes import media_type_of_manifest
+from imagebuild.stores.copy import copy as copy_image
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
+from imagebuild.stores.place import ImagePlace, LayoutPlace, RegistryPlace, put_bytes, same_place
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
 RECORD_PREFIX = "promotion-"
@@ -47,77 +47,6 @@ ANN_TARGET = ANN + "target"
 ANN_PREVIOUS = ANN + "previous"
 _RECORD_TAG = re.compile(r"^promotion-(?P<env>.+)-(?P<seq>\d{6,})-(?P<short>[0-9a-f]{12})$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-SHORT = 12  # hex digits of the image digest in a record tag: lets a rule find its record without reading all
-
-
-# -- where images and records live ----------------------------------------------------
-
-class Repository(Protocol):
-    label: str
-
-    def tags(self) -> list[str]: ...
-    def manifest(self, reference: str) -> ManifestBytes | None: ...
-    def put_manifest(self, tag: str, manifest: ManifestBytes) -> None: ...
-    def put_small_blob(self, data: bytes) -> None: ...
-
-
-class RegistryRepository:
-    def __init__(self, client: RegistryClient, repository: str):
-        self.client = client
-        self.repository = repository
-        self.label = f"{client.host}/{repository}"
-
-    def tags(self) -> list[str]:
-        return self.client.list_tags(self.repository)
-
-    def manifest(self, reference: str) -> ManifestBytes | None:
-        return self.client.get_manifest(self.repository, reference)
-
-    def put_manifest(self, tag: str, manifest: ManifestBytes) -> None:
-        self.client.put_manifest(self.repository, tag, manifest.raw, manifest.media_type)
-
-    def put_small_blob(self, data: bytes) -> None:
-        descriptor = Descriptor("application/octet-stream", Digest.of(data), len(data))
-        self.client.upload_blob(self.repository, descriptor, lambda: io.BytesIO(data))
-
-
-class StoreRepository:
-    """One image name in the local store; its tags are the store's `NAME:TAG` refs."""
-
-    def __init__(self, store: LayoutStore, name: str):
-        self.store = store
-        self.name = name
-        self.label = f"local store {store.root} ({name})"
-
-    def tags(self) -> list[str]:
-        if not self.store.exists():
-            return []
-        prefix = self.name + ":"
-        return sorted(ref[len(prefix):] for ref in self.store.refs() if ref.startswith(prefix))
-
-    def manifest(self, reference: str) -> ManifestBytes | None:
-        if not self.store.exists():
-            return None
-        if is_digest(reference):
-            if not self.store.has_blob(reference):
-                return None
-            raw = self.store.read_blob(reference)
-        else:
-            descriptor = self.store.refs().get(f"{self.name}:{reference}")
-            if descriptor is None:
-                return None
-            raw = self.store.read_blob(descriptor.digest)
-        return ManifestBytes(raw, media_type_of_manifest(raw), Digest.of(raw))
-
-    def put_manifest(self, tag: str, manifest: ManifestBytes) -> None:
-        self.store.put_manifest(manifest.raw, manifest.media_type, [f"{self.name}:{tag}"])
-
-    def put_small_blob(self, data: bytes) -> None:
-        self.store.put_blob(data)
-
-
-def same_place(a: Repository, b: Repository) -> bool:
-    return a.label == b.label
 
 
 # -- records ----------------------------------------------------------------------------
@@ -126,11 +55,11 @@ def same_place(a: Repository, b: Repository) -> bool:
 class Record:
     environment: str
     sequence: int
-    digest: str
+    digest: Digest
     version: str
     time: str
     target: str
-    previous: str | None = None
+    previous: Digest | None = None
 
     @property
     def tag(self) -> str:
@@ -141,7 +70,8 @@ class Record:
 
 
 def record_tag(environment: str, sequence: int, digest: str) -> str:
-    return f"{RECORD_PREFIX}{environment}-{sequence:06d}-{Digest(digest).hex[:SHORT]}"
+    # The short digest in the tag lets a rule find an image's records from the tag list alone.
+    return f"{RECORD_PREFIX}{environment}-{sequence:06d}-{Digest(digest).short}"
 
 
 def record_manifest(record: Record, subject: ManifestBytes) -> ManifestBytes:
@@ -168,16 +98,17 @@ def parse_record(raw: bytes) -> Record | None:
         if data.get("artifactType") != RECORD_ARTIFACT_TYPE:
             return None
         a = data["annotations"]
-        return Record(environment=a[ANN_ENVIRONMENT], sequence=int(a[ANN_SEQUENCE]), digest=a[ANN_DIGEST],
+        previous = a.get(ANN_PREVIOUS)
+        return Record(environment=a[ANN_ENVIRONMENT], sequence=int(a[ANN_SEQUENCE]), digest=Digest(a[ANN_DIGEST]),
                       version=a.get(ANN_VERSION, ""), time=a.get(ANNOTATION_CREATED, ""),
-                      target=a.get(ANN_TARGET, ""), previous=a.get(ANN_PREVIOUS))
-    except (ValueError, KeyError, TypeError):
+                      target=a.get(ANN_TARGET, ""), previous=Digest(previous) if previous else None)
+    except (ValueError, KeyError, TypeError, UserError):
         return None
 
 
 def record_tags(tags: Sequence[str], environment: str, digest: str | None = None) -> list[tuple[int, str]]:
     """(sequence, tag) of one environment's records, oldest first; only those of `digest` when given."""
-    short = Digest(digest).hex[:SHORT] if digest else None
+    short = Digest(digest).short if digest else None
     out = []
     for tag in tags:
         match = _RECORD_TAG.match(tag)
@@ -186,7 +117,7 @@ def record_tags(tags: Sequence[str], environment: str, digest: str | None = None
     return sorted(out)
 
 
-def read_records(home: Repository, environment: str, tags: Sequence[str] | None = None,
+def read_records(home: ImagePlace, environment: str, tags: Sequence[str] | None = None,
                  latest_only: bool = False, digest: str | None = None) -> list[Record]:
     """One environment's records (of `digest` only, when given), newest first."""
     found = record_tags(home.tags() if tags is None else tags, environment, digest)
@@ -205,7 +136,7 @@ def read_records(home: Repository, environment: str, tags: Sequence[str] | None 
 
 @dataclass
 class Target:
-    repository: Repository
+    repository: ImagePlace
     tag: str
 
     @property
@@ -216,25 +147,25 @@ class Target:
 @dataclass
 class PromotionResult:
     environment: str
-    digest: str
+    digest: Digest
     version: str
     source: str
     target: str
     action: str                     # "retag" | "copy" | "none" (already there)
     dry_run: bool
     sequence: int
-    previous: str | None = None
+    previous: Digest | None = None
     record: str | None = None
     rollback: bool = False
     blobs: dict = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
-    disk: str | None = None         # the digest of the image's disk (bake --format disk), carried along
+    disk: Digest | None = None      # the digest of the image's disk (bake --format disk), carried along
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def resolve_image(home: Repository, image: str, name: str | None = None) -> ManifestBytes:
+def resolve_image(home: ImagePlace, image: str, name: str | None = None) -> ManifestBytes:
     """IMAGE as a version tag, NAME:TAG, a digest or NAME@DIGEST, looked up in `home`."""
     reference = image
     if "@" in image:
@@ -259,7 +190,7 @@ def image_version(manifest: ManifestBytes) -> str | None:
 
 
 def check_policy(environments: Sequence[Environment], env_index: int, manifest: ManifestBytes,
-                 version: str | None, home: Repository, tags: Sequence[str]) -> None:
+                 version: str | None, home: ImagePlace, tags: Sequence[str]) -> None:
     if not version:
         raise PromotionError(f"rule 'versioned images only': {manifest.digest} carries no "
                              f"{ANNOTATION_VERSION} annotation, so its origin is unknown",
@@ -273,14 +204,13 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
     previous = environments[env_index - 1].name
     if not read_records(home, previous, tags, latest_only=True, digest=manifest.digest):
         order = " -> ".join(e.name for e in environments)
-        raise PromotionError(f"rule 'promotion order' ({order}): {version} ({manifest.digest[:19]}) was "
+        raise PromotionError(f"rule 'promotion order' ({order}): {version} ({manifest.digest.short}) was "
                              f"never promoted to {previous}",
                              hint=f"promote it to {previous} first")
 
 
-def promote(home: Repository, environments: Sequence[Environment], image: str, environment: str, *,
+def promote(home: ImagePlace, environments: Sequence[Environment], image: str, environment: str, *,
             target_for: Callable[[Environment], Target], name: str | None = None, dry_run: bool = False,
-            copy: Callable[[Target, ManifestBytes], dict] | None = None,
             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> PromotionResult:
     """Promote `image` (found in `home`) to `environment`, after checking the rules."""
     index = environment_index(environments, environment)
@@ -296,7 +226,7 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
     latest = read_records(home, environment, tags, latest_only=True)
     sequence = (existing[-1][0] + 1) if existing else 1
     result = PromotionResult(
-        environment=environment, digest=str(manifest.digest), version=version or "", source=home.label,
+        environment=environment, digest=manifest.digest, version=version or "", source=home.label,
         target=target.label, action="retag" if same_place(home, target.repository) else "copy",
         dry_run=dry_run, sequence=sequence, previous=latest[0].digest if latest else None,
         # A rollback returns to a digest this environment had before: read only when it is not the latest.
@@ -316,32 +246,37 @@ def promote(home: Repository, environments: Sequence[Environment], image: str, e
     else:
         result.messages.append(f"copy {manifest.digest} to {target.label} (each blob: HEAD, then mount, then upload)")
     if disk is not None:
-        result.disk = str(disk.digest)
+        result.disk = disk.digest
         result.messages.append(f"carry its disk {disk.digest} to {target.label}{DISK_SUFFIX}")
     result.messages.append(f"record {record_tag(environment, sequence, manifest.digest)} in {home.label}")
     if dry_run:
         return result
-    if result.action == "retag":
-        target.repository.put_manifest(target.tag, manifest)
-    else:
-        if copy is None:
-            raise UserError(f"environment {environment} names another place ({target.label}), "
-                            "which needs a registry", hint="set `registry:` in the recipe")
-        result.blobs = copy(target, manifest)
+    # Within one place, copy only writes the tag: the same manifest bytes, and no blob moves.
+    moved = carry_image(target, manifest, home)
+    if result.action == "copy":
+        result.blobs = moved
     if disk is not None:
-        if result.action == "retag":
-            disk_target.repository.put_manifest(disk_target.tag, disk)
-        elif copy is not None:
-            copy(disk_target, disk)
-    record = Record(environment=environment, sequence=sequence, digest=str(manifest.digest),
+        carry_image(disk_target, disk, home)
+    record = Record(environment=environment, sequence=sequence, digest=manifest.digest,
                     version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
-    home.put_small_blob(EMPTY_JSON)
-    home.put_manifest(record.tag, record_manifest(record, manifest))
+    put_bytes(home, EMPTY_JSON)
+    home.put_manifest(record_manifest(record, manifest), [record.tag])
     result.record = record.tag
     return result
 
 
-def disk_of(home: Repository, manifest: ManifestBytes, version: str | None,
+def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace) -> dict:
+    """Copy `manifest` (from `source`) to another place under the target's tag; what moved, as push reports it."""
+    counters = getattr(getattr(target.repository, "client", None), "counters", None)
+    before = counters.requests if counters else 0
+    copied = copy_image(source, target.repository, manifest, [target.tag])
+    return {"reference": target.label, "digest": copied.digest,
+            "bytes_uploaded": copied.blob_bytes + copied.manifest_bytes, "blobs_uploaded": copied.blobs_copied,
+            "blobs_skipped": copied.blobs_skipped, "blobs_mounted": copied.blobs_mounted,
+            "requests": counters.requests - before if counters else 0}
+
+
+def disk_of(home: ImagePlace, manifest: ManifestBytes, version: str | None,
             tags: Sequence[str]) -> ManifestBytes | None:
     """The disk baked from this image (`VERSION-disk`, its subject this digest), if there is one."""
     if not version:
@@ -375,7 +310,7 @@ def _timestamp(moment: datetime) -> str:
 class EnvironmentStatus:
     environment: str
     target: str
-    digest: str | None
+    digest: Digest | None
     version: str | None
     promoted_at: str | None
     sequence: int | None
@@ -385,7 +320,7 @@ class EnvironmentStatus:
         return asdict(self)
 
 
-def status(home: Repository, environments: Sequence[Environment],
+def status(home: ImagePlace, environments: Sequence[Environment],
            target_for: Callable[[Environment], Target]) -> list[EnvironmentStatus]:
     tags = home.tags()
     out = []
@@ -403,14 +338,14 @@ def status(home: Repository, environments: Sequence[Environment],
             note = "tag moved outside imagebuild; no record of this digest"
         out.append(EnvironmentStatus(
             environment=env.name, target=target.label,
-            digest=str(current.digest) if current else None,
+            digest=current.digest if current else None,
             version=(image_version(current) if current else None) or (record.version if record else None),
             promoted_at=record.time if record and current and record.digest == current.digest else None,
             sequence=record.sequence if record else None, note=note))
     return out
 
 
-def history(home: Repository, environments: Sequence[Environment], environment: str) -> list[Record]:
+def history(home: ImagePlace, environments: Sequence[Environment], environment: str) -> list[Record]:
     environment_index(environments, environment)
     return read_records(home, environment)
 
@@ -426,12 +361,12 @@ class Places:
         self.insecure = insecure
         self.client_options = client_options or {}
         self._clients: dict[str, RegistryClient] = {}
-        self.home: Repository
+        self.home: ImagePlace
         if registry:
             ref = _place(registry, name)
-            self.home = RegistryRepository(self.client(ref.registry), ref.repository)
+            self.home = RegistryPlace(self.client(ref.registry), ref.repository)
         else:
-            self.home = StoreRepository(store, name)
+            self.home = LayoutPlace(store, name)
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
@@ -441,21 +376,11 @@ class Places:
     def target_for(self, env: Environment) -> Target:
         if not env.registry:
             return Target(self.home, env.name)
-        if not isinstance(self.home, RegistryRepository):
+        if not isinstance(self.home, RegistryPlace):
             raise UserError(f"environment {env.name} names registry {env.registry}, but the recipe has no "
                             "`registry:` to promote from", hint="set `registry:` in the recipe")
         ref = _place(env.registry, self.name)
-        return Target(RegistryRepository(self.client(ref.registry), ref.repository), env.name)
-
-    def copy(self, target: Target, manifest: ManifestBytes) -> dict:
-        from imagebuild.stores.registry import copy_image
-
-        home = self.home
-        destination = target.repository
-        assert isinstance(home, RegistryRepository) and isinstance(destination, RegistryRepository)
-        result = copy_image(home.client, home.repository, manifest.digest, destination.client,
-                            destination.repository, target.tag, manifest=manifest)
-        return result.to_dict()
+        return Target(RegistryPlace(self.client(ref.registry), ref.repository), env.name)
 
     def requests(self) -> int:
         return sum(c.counters.requests for c in self._clients.values())

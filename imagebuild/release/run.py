@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from imagebuild.errors import UserError
+from imagebuild.oci.digest import Digest
 from imagebuild.contract import (ANNOTATION_ENVIRONMENTS, DEFAULT_ENVIRONMENT, DIGEST_VARIABLE, RUN_LABEL,
                                  launcher_variable)
 from imagebuild.recipe.checks import VARIABLE_NAME
@@ -41,7 +42,7 @@ class RunTarget:
     """What the store says about the image before anything reaches the engine."""
 
     reference: str                               # the name:tag it runs under in the engine
-    digest: str
+    digest: Digest
     environments: tuple[str, ...]
     variable: str
     port: int | None                             # the exposed port of the server
@@ -77,7 +78,7 @@ def plan_run(store: LayoutStore, image: str, options: RunOptions,
     exposed = [int(key.split("/")[0]) for key in config.get("ExposedPorts") or {}]
     port = int(environment["PORT"]) if environment.get("PORT", "").isdigit() else (exposed[0] if exposed else None)
     return RunTarget(reference=_engine_reference(store, image, str(descriptor.digest)),
-                     digest=str(descriptor.digest), environments=environments, variable=variable, port=port,
+                     digest=descriptor.digest, environments=environments, variable=variable, port=port,
                      environment=environment, ports=_ports(options.publish, port))
 
 
@@ -122,7 +123,7 @@ def _engine_reference(store: LayoutStore, image: str, digest: str) -> str:
     if image in refs:
         return image
     names = sorted(name for name, descriptor in refs.items() if descriptor.digest == digest)
-    return names[0] if names else f"imagebuild-run:{digest.split(':', 1)[1][:12]}"
+    return names[0] if names else f"imagebuild-run:{Digest(digest).short}"
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def start(store: LayoutStore, target: RunTarget, options: RunOptions, say: Calla
         if bindings:
             address = f"http://{_host_for_url(bindings[0]['HostIp'])}:{bindings[0]['HostPort']}"
     env_name = target.environment.get(target.variable, "detected at start")
-    say(f"started {target.reference} ({target.digest[:19]}) as {env_name} in container {container.short_id}"
+    say(f"started {target.reference} ({target.digest.short}) as {env_name} in container {container.short_id}"
         + (f", serving on {address}" if address else ""))
     return container, output, Started(container.id, address)
 
@@ -187,7 +188,7 @@ def follow(container, output, stdout: BinaryIO, stderr: BinaryIO, say: Callable[
     """
     interrupted: BaseException | None = None
     try:
-        _copy(output, stdout, stderr)
+        _relay(output, stdout, stderr)
     except KeyboardInterrupt as exc:
         interrupted = exc
         say(f"stopping container {container.short_id} (SIGTERM, {STOP_TIMEOUT} s before SIGKILL) ...")
@@ -195,7 +196,7 @@ def follow(container, output, stdout: BinaryIO, stderr: BinaryIO, say: Callable[
         stopper = threading.Thread(target=container.stop, kwargs={"timeout": STOP_TIMEOUT}, daemon=True)
         stopper.start()
         try:
-            _copy(rest, stdout, stderr)
+            _relay(rest, stdout, stderr)
             stopper.join()
         except KeyboardInterrupt:
             container.kill()
@@ -206,7 +207,7 @@ def follow(container, output, stdout: BinaryIO, stderr: BinaryIO, say: Callable[
     return code
 
 
-def _copy(output, stdout: BinaryIO, stderr: BinaryIO) -> None:
+def _relay(output, stdout: BinaryIO, stderr: BinaryIO) -> None:
     for out, err in output:
         if out:
             stdout.write(out)

@@ -18,10 +18,12 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from imagebuild.errors import ImageBuildError, UserError
+from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult, write_tar
 from imagebuild.oci.model import Descriptor
 from imagebuild.stores.archive import check_repo_tags, docker_archive_entries, read_docker_archive
 from imagebuild.stores.layout import READ_CHUNK, LayoutStore, os_error_for
+from imagebuild.stores.streams import IterReader
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 STREAM_CHUNK = 1 << 20        # what one piece of a streamed load holds
@@ -98,7 +100,7 @@ class LoadReport:
     """What a load did: the tags the engine now has, and how much had to be sent."""
 
     tags: tuple[str, ...]
-    image_id: str                 # the engine's ID of the image: its config digest
+    image_id: Digest              # the engine's ID of the image: its config digest
     layers: int                   # layers in the image
     layers_sent: int              # layer files in the streamed archive (0: the engine had the image)
     bytes_sent: int
@@ -123,7 +125,7 @@ def load_image(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
     client = client or connect(base_url)
     manifest = store.read_manifest(manifest_digest)
     config = store.read_config(manifest)
-    image_id = str(manifest.config.digest)
+    image_id = manifest.config.digest
     diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
     if _has_image(client, image_id):
         for repo_tag in repo_tags:
@@ -335,33 +337,6 @@ def save_image(client, image: str, store: LayoutStore, ref_names: tuple[str, ...
 
     try:
         chunks = client.api.get_image(image, chunk_size=READ_CHUNK)
-        return read_docker_archive(store, _IterReader(chunks), ref_names, known)
+        return read_docker_archive(store, IterReader(chunks), ref_names, known)
     except (DockerException, requests.RequestException) as exc:
         raise EngineError(f"docker save of {image} failed: {_reason(exc)}") from None
-
-
-class _IterReader:
-    """A forward-only file over an iterator of byte pieces (what tarfile's stream mode reads).
-    Reads are served from the current piece by offset: tarfile asks for 10 KiB at a time."""
-
-    def __init__(self, pieces: Iterable[bytes]):
-        self._pieces = iter(pieces)
-        self._piece = b""
-        self._offset = 0
-
-    def read(self, n: int = -1) -> bytes:
-        parts = []
-        wanted = n
-        while wanted != 0:
-            if self._offset >= len(self._piece):
-                piece = next(self._pieces, None)
-                if piece is None:
-                    break
-                self._piece, self._offset = piece, 0
-                continue
-            end = len(self._piece) if wanted < 0 else min(len(self._piece), self._offset + wanted)
-            parts.append(self._piece[self._offset:end])
-            if wanted > 0:
-                wanted -= end - self._offset
-            self._offset = end
-        return b"".join(parts)

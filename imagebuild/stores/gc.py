@@ -89,11 +89,11 @@ def _disk_of(store: LayoutStore, tagged: dict[str, Descriptor], name: str) -> st
 class GcResult:
     dry_run: bool
     kept_blobs: int = 0
-    removed_blobs: list[str] = field(default_factory=list)
+    removed_blobs: list[Digest] = field(default_factory=list)
     freed_bytes: int = 0
     removed_temp_files: int = 0
     dropped_cache_entries: int = 0
-    missing_blobs: list[str] = field(default_factory=list)
+    missing_blobs: list[Digest] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"dry_run": self.dry_run, "kept_blobs": self.kept_blobs,
@@ -136,7 +136,7 @@ def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcRe
         if f"sha256:{entry.name}" in live:
             result.kept_blobs += 1
             continue
-        result.removed_blobs.append(f"sha256:{entry.name}")
+        result.removed_blobs.append(Digest(f"sha256:{entry.name}"))
         result.freed_bytes += entry.stat(follow_symlinks=False).st_size
         if not dry_run:
             _unlink(Path(entry.path))
@@ -155,7 +155,7 @@ def _reachable(store: LayoutStore, result: GcResult) -> set[str]:
             continue
         live.add(digest)
         if not store.blob_path(digest).is_file():
-            result.missing_blobs.append(digest)
+            result.missing_blobs.append(Digest(digest))
             continue
         if media_type not in mt.ALL_MANIFEST_TYPES:
             continue

@@ -1,31 +1,27 @@
-"""Images between the local store and a registry, and between registries.
+"""Push and pull: the local store and a registry, over stores/copy.py.
 
 Push sends only what the registry lacks: each blob is checked with HEAD,
-mounted from another repository of the same registry when it is known there,
-and otherwise uploaded, streamed from its source. A bounded number of blobs
-travel at once. The manifest's exact bytes go last, so a failed push never
-leaves a tag pointing at a half image.
+mounted from another repository of the same registry when the store
+remembers one that holds it, and otherwise uploaded, streamed from the
+store. Pull resolves an index to one platform's image and brings that in.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
-from imagebuild.errors import CorruptBlobError, RegistryError, StoreError, UserError
+from imagebuild.errors import StoreError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import Descriptor, Platform
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
-from imagebuild.oci.mediatypes import media_type_of_manifest
+from imagebuild.stores.copy import DEFAULT_PARALLEL, copy
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
+from imagebuild.stores.place import LayoutPlace, RegistryPlace, blobs_of, children_of
 
-DEFAULT_PARALLEL = 4
 KNOWN_BLOBS_FILE = "registry-blobs.json"
 Progress = Callable[[str], None] | None
 
@@ -33,7 +29,7 @@ Progress = Callable[[str], None] | None
 @dataclass
 class PushResult:
     reference: str
-    digest: str
+    digest: Digest
     bytes_uploaded: int = 0
     blobs_uploaded: int = 0
     blobs_skipped: int = 0
@@ -47,7 +43,7 @@ class PushResult:
 @dataclass
 class PullResult:
     reference: str
-    digest: str
+    digest: Digest
     ref_name: str            # the name the image is tagged under in the local store
     bytes_downloaded: int = 0
     blobs_fetched: int = 0
@@ -69,148 +65,6 @@ def open_client(host: str, *, insecure: bool | None = None, **options) -> Regist
     return RegistryClient(host, insecure=insecure, **options)
 
 
-# -- where a manifest's parts come from -------------------------------------------
-
-class _Source:
-    """Blobs and child manifests of one image, wherever they live."""
-
-    def manifest(self, digest: str) -> ManifestBytes:
-        raise NotImplementedError
-
-    def opener(self, descriptor: Descriptor) -> Callable[[], contextlib.AbstractContextManager]:
-        raise NotImplementedError
-
-
-class _StoreSource(_Source):
-    def __init__(self, store: LayoutStore):
-        self.store = store
-
-    def manifest(self, digest: str) -> ManifestBytes:
-        raw = self.store.read_blob(digest)
-        return ManifestBytes(raw, media_type_of_manifest(raw), Digest(digest))
-
-    def opener(self, descriptor):
-        return lambda: self.store.open_blob(descriptor.digest)
-
-
-class _RegistrySource(_Source):
-    def __init__(self, client: RegistryClient, repository: str):
-        self.client = client
-        self.repository = repository
-
-    def manifest(self, digest: str) -> ManifestBytes:
-        found = self.client.get_manifest(self.repository, digest)
-        if found is None:
-            raise RegistryError(f"{self.client.host}/{self.repository}@{digest} is not in the registry")
-        return found
-
-    def opener(self, descriptor):
-        @contextlib.contextmanager
-        def opened():
-            with self.client.open_blob(self.repository, descriptor.digest) as response:
-                yield _VerifyingIterReader(response.iter_bytes(1024 * 1024), descriptor.digest)
-        return opened
-
-
-class _IterReader:
-    """`read(n)` over an iterator of chunks."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._chunks = iter(chunks)
-        self._buffer = bytearray()
-        self._done = False
-
-    def _more(self) -> None:
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            self._done = True
-        else:
-            self._buffer += chunk
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._buffer) < n):
-            self._more()
-        if n < 0 or n >= len(self._buffer):
-            out = bytes(self._buffer)
-            self._buffer.clear()
-        else:
-            out = bytes(self._buffer[:n])
-            del self._buffer[:n]
-        return out
-
-
-class _VerifyingIterReader(_IterReader):
-    """An _IterReader that checks the digest at the end, for streams no store write verifies."""
-
-    def __init__(self, chunks: Iterable[bytes], digest: str):
-        super().__init__(chunks)
-        self._hash = hashlib.sha256()
-        self._digest = digest
-
-    def _more(self) -> None:
-        chunk = next(self._chunks, None)
-        if chunk is not None:
-            self._hash.update(chunk)
-            self._buffer += chunk
-            return
-        self._done = True
-        if "sha256:" + self._hash.hexdigest() != self._digest:
-            raise RegistryError(f"blob {self._digest} arrived with different content", hint="retry")
-
-
-def _child_manifests(manifest: ManifestBytes) -> list[Descriptor]:
-    if manifest.media_type not in mt.INDEX_TYPES:
-        return []
-    return [Descriptor.from_dict(d) for d in json.loads(manifest.raw).get("manifests", [])]
-
-
-def _blobs(manifest: ManifestBytes) -> list[Descriptor]:
-    data = json.loads(manifest.raw)
-    out = []
-    if "config" in data:
-        out.append(Descriptor.from_dict(data["config"]))
-    out.extend(Descriptor.from_dict(d) for d in data.get("layers", []))
-    return out
-
-
-# -- sending a manifest tree ----------------------------------------------------------
-
-def send_image(client: RegistryClient, repository: str, top: ManifestBytes, source: _Source, tag: str,
-               *, mount_from: Callable[[str], str | None] = lambda digest: None,
-               parallel: int = DEFAULT_PARALLEL, progress: Progress = None) -> PushResult:
-    """Make `top` and everything it references present in `repository`, then tag it."""
-    result = PushResult(reference=f"{client.host}/{repository}:{tag}", digest=str(top.digest))
-    before = client.counters.requests
-    children = [source.manifest(d.digest) for d in _child_manifests(top)]
-    blobs: dict[str, Descriptor] = {}
-    for manifest in children + [top]:
-        for blob in _blobs(manifest):
-            blobs.setdefault(blob.digest, blob)
-
-    def one(blob: Descriptor):
-        outcome = client.upload_blob(repository, blob, source.opener(blob), mount_from=mount_from(blob.digest))
-        if progress and outcome.how != "skipped":
-            progress(f"{outcome.how} {blob.digest[:19]} ({blob.size} bytes)")
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for outcome in pool.map(one, blobs.values()):
-            if outcome.how == "skipped":
-                result.blobs_skipped += 1
-            elif outcome.how == "mounted":
-                result.blobs_mounted += 1
-            else:
-                result.blobs_uploaded += 1
-                result.bytes_uploaded += outcome.bytes_sent
-    for child in children:
-        client.put_manifest(repository, child.digest, child.raw, child.media_type)
-        result.bytes_uploaded += len(child.raw)
-    client.put_manifest(repository, tag, top.raw, top.media_type)
-    result.bytes_uploaded += len(top.raw)
-    result.requests = client.counters.requests - before
-    return result
-
-
 # -- local store <-> registry ------------------------------------------------------------
 
 def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, insecure: bool | None = None,
@@ -228,20 +82,27 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
         raise UserError(f"the local store at {store.root} is empty", hint="bake an image first")
     descriptor = store.resolve(local_ref_name)
     tag = target.tag or _tag_of(local_ref_name)
-    source = _StoreSource(store)
-    top = source.manifest(descriptor.digest)
     own = client is None
     client = client or open_client(target.registry, insecure=insecure)
     try:
         known = _known_blobs(store, target.registry)
 
-        def mount_from(digest: str) -> str | None:
-            repo = known.get(digest)
-            return repo if repo and repo != target.repository else None
+        def mount_hint(digest: Digest) -> RegistryPlace | None:
+            repository = known.get(digest)
+            return RegistryPlace(client, repository) if repository and repository != target.repository else None
 
-        result = send_image(client, target.repository, top, source, tag, mount_from=mount_from,
-                            parallel=parallel, progress=progress)
-        _remember_blobs(store, target.registry, target.repository, top)
+        def report(how: str, blob: Descriptor) -> None:
+            if progress:
+                progress(f"{'uploaded' if how == 'copied' else how} {blob.digest.short} ({blob.size} bytes)")
+
+        before = client.counters.requests
+        copied = copy(LayoutPlace(store), RegistryPlace(client, target.repository), descriptor.digest, [tag],
+                      mount_hint=mount_hint, parallel=parallel, progress=report)
+        result = PushResult(reference=f"{client.host}/{target.repository}:{tag}", digest=copied.digest,
+                            bytes_uploaded=copied.blob_bytes + copied.manifest_bytes,
+                            blobs_uploaded=copied.blobs_copied, blobs_skipped=copied.blobs_skipped,
+                            blobs_mounted=copied.blobs_mounted, requests=client.counters.requests - before)
+        _remember_blobs(store, target.registry, target.repository, descriptor)
         return result
     finally:
         if own:
@@ -270,37 +131,28 @@ def pull_image(store: LayoutStore, source: Reference, *, insecure: bool | None =
     client = client or open_client(source.registry, insecure=insecure)
     try:
         before = client.counters.requests
-        top = client.get_manifest(source.repository, source.identifier)
+        remote = RegistryPlace(client, source.repository)
+        top = remote.manifest(source.identifier)
         if top is None:
             raise UserError(f"{source} is not in the registry", hint="check the name, tag or digest")
-        result = PullResult(reference=str(source), digest=str(top.digest), ref_name=str(source))
         image = top
         if top.media_type in mt.INDEX_TYPES:
-            image = _platform_manifest(client, source, top, platform)
+            image = _platform_manifest(remote, source, top, platform)
         _require_image(source, image)
         store.ensure()
+        local = LayoutPlace(store)
         if image is not top:
-            store.put_blob(top.raw)
-        for blob in _blobs(image):
-            if store.has_blob(blob.digest):
-                result.blobs_present += 1
-                continue
+            local.put_manifest(top)    # kept so the digest pulled by stays readable in the store
 
-            def sink(chunks, blob=blob):
-                # put_blob_stream hashes as it writes; a mismatch is the registry's, and worth a retry.
-                try:
-                    store.put_blob_stream(_IterReader(chunks), Digest(blob.digest))
-                except CorruptBlobError:
-                    raise RegistryError(f"blob {blob.digest} arrived with different content", hint="retry") from None
-
-            result.bytes_downloaded += client.fetch_blob(source.repository, blob, sink)
-            result.blobs_fetched += 1
+        def report(how: str, blob: Descriptor) -> None:
             if progress:
-                progress(f"fetched {blob.digest[:19]} ({blob.size} bytes)")
-        store.put_manifest(image.raw, image.media_type, [result.ref_name])
-        result.digest = str(image.digest) if top.media_type not in mt.INDEX_TYPES else str(top.digest)
-        result.requests = client.counters.requests - before
-        return result
+                progress(f"fetched {blob.digest.short} ({blob.size} bytes)")
+
+        # One blob at a time, as before: a failing registry then costs one download's retries, not four.
+        copied = copy(remote, local, image, [str(source)], progress=report, parallel=1)
+        return PullResult(reference=str(source), digest=top.digest, ref_name=str(source),
+                          bytes_downloaded=copied.blob_bytes, blobs_fetched=copied.blobs_copied,
+                          blobs_present=copied.blobs_skipped, requests=client.counters.requests - before)
     finally:
         if own:
             client.close()
@@ -314,39 +166,18 @@ def _require_image(source: Reference, manifest: ManifestBytes) -> None:
                         hint="pull an image tag or digest, not an artifact")
 
 
-def _platform_manifest(client: RegistryClient, source: Reference, index: ManifestBytes,
+def _platform_manifest(remote: RegistryPlace, source: Reference, index: ManifestBytes,
                        platform: Platform) -> ManifestBytes:
-    for child in _child_manifests(index):
+    for child in children_of(index):
         if child.platform and child.platform.os == platform.os and \
                 child.platform.architecture == platform.architecture and \
                 (platform.variant is None or child.platform.variant == platform.variant):
-            found = client.get_manifest(source.repository, child.digest)
+            found = remote.manifest(child.digest)
             if found is None:
                 break
             return found
     raise UserError(f"{source} has no image for {platform.os}/{platform.architecture}",
                     hint="pick a reference that offers this platform")
-
-
-# -- registry -> registry ---------------------------------------------------------------
-
-def copy_image(source_client: RegistryClient, source_repository: str, digest: str,
-               target_client: RegistryClient, target_repository: str, tag: str, *,
-               manifest: ManifestBytes | None = None, parallel: int = DEFAULT_PARALLEL,
-               progress: Progress = None) -> PushResult:
-    """Copy an image by digest, keeping it: HEAD each blob, mount within one registry, else stream it over.
-
-    `manifest`, when the caller already holds the manifest's bytes, saves fetching them again.
-    """
-    source = _RegistrySource(source_client, source_repository)
-    top = manifest if manifest is not None and manifest.digest == digest else source.manifest(digest)
-    same_host = source_client.host == target_client.host
-
-    def mount_from(blob_digest: str) -> str | None:
-        return source_repository if same_host and source_repository != target_repository else None
-
-    return send_image(target_client, target_repository, top, source, tag, mount_from=mount_from,
-                      parallel=parallel, progress=progress)
 
 
 # -- which repository of a registry already holds a blob ---------------------------------
@@ -360,8 +191,9 @@ def _known_blobs(store: LayoutStore, host: str) -> dict[str, str]:
     return data.get(host, {}) if isinstance(data, dict) else {}
 
 
-def _remember_blobs(store: LayoutStore, host: str, repository: str, top: ManifestBytes) -> None:
-    digests = [b.digest for b in _blobs(top)] if top.media_type not in mt.INDEX_TYPES else []
+def _remember_blobs(store: LayoutStore, host: str, repository: str, top: Descriptor) -> None:
+    digests = [b.digest for b in blobs_of(LayoutPlace(store).manifest(top.digest))] \
+        if top.media_type not in mt.INDEX_TYPES else []
     path = store.root / KNOWN_BLOBS_FILE
     try:
         with store.locked():

@@ -1,0 +1,290 @@
+"""A place that holds images: one protocol, and its two places on disk and in a registry.
+
+An `ImagePlace` is one repository: a name in the local OCI layout, or a
+repository of a registry (stores/memory.py holds a third, in memory). It
+lists tags, reads and writes manifests as exact bytes, checks, opens and
+writes blobs as verified streams, may mount a blob from another repository
+of its registry, and finds the manifests that name an image as their
+`subject` (its attachments). `stores/copy.py` moves images between any two.
+
+Attachments are listed by the OCI 1.1 referrers API where a registry has it,
+and otherwise by the referrers tag schema: the tag `sha256-<hex of the
+subject>` holds an OCI image index of the referrers' descriptors. The local
+layout and the memory place use the same tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Protocol, Sequence, TypeVar
+
+from imagebuild.errors import RegistryError
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.digest import Digest, is_digest
+from imagebuild.oci.mediatypes import media_type_of_manifest
+from imagebuild.oci.model import Descriptor, Platform
+from imagebuild.registry.client import ManifestBytes, RegistryClient
+from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.streams import VerifyingIterReader
+
+T = TypeVar("T")
+Opener = Callable[[], ContextManager[BinaryIO]]   # a fresh reader on every call, for retries
+
+
+class ImagePlace(Protocol):
+    """One repository that holds images; `label` names it in messages and records."""
+
+    label: str
+
+    def tags(self) -> list[str]: ...
+
+    def manifest(self, reference: str) -> ManifestBytes | None:
+        """A tag or a digest to the manifest's exact bytes; None when the place does not hold it."""
+
+    def put_manifest(self, manifest: ManifestBytes, tags: Sequence[str] = (),
+                     platform: Platform | None = None) -> None:
+        """Store the exact bytes, under each of `tags` (by digest alone without tags).
+        `platform` is what a layout's index records beside the tag; registries ignore it."""
+
+    def has_blob(self, digest: str) -> bool: ...
+
+    def open_blob(self, descriptor: Descriptor) -> ContextManager[BinaryIO]:
+        """A reader that raises once the last byte is out when the bytes do not match the descriptor."""
+
+    def put_blob(self, descriptor: Descriptor, opener: Opener) -> int:
+        """Write the blob `opener` reads, refusing other bytes than `descriptor` names; returns the bytes sent."""
+
+    def mount(self, descriptor: Descriptor, source: "ImagePlace") -> bool:
+        """Make the blob present without moving bytes, from another repository of the same registry;
+        False (and no request) when `source` cannot lend it."""
+
+    def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """Descriptors of the manifests whose `subject` is `subject`."""
+
+    def add_referrer(self, subject: str, referrer: Descriptor) -> None:
+        """Record `referrer` (already stored) under `subject` for places without a referrers API."""
+
+    def retrying(self, transfer: Callable[[], T], doing: str) -> T:
+        """Run a whole blob transfer read from this place again after a failure worth a retry."""
+
+
+# -- pure helpers every place shares -------------------------------------------------------
+
+def manifest_of(raw: bytes) -> ManifestBytes:
+    return ManifestBytes(raw, media_type_of_manifest(raw), Digest.of(raw))
+
+
+def descriptor_of(manifest: ManifestBytes, platform: Platform | None = None) -> Descriptor:
+    return Descriptor(manifest.media_type, manifest.digest, len(manifest.raw), platform=platform)
+
+
+def children_of(manifest: ManifestBytes) -> list[Descriptor]:
+    """The manifests an index lists; none for an image manifest."""
+    if manifest.media_type not in mt.INDEX_TYPES:
+        return []
+    return [Descriptor.from_dict(d) for d in json.loads(manifest.raw).get("manifests", [])]
+
+
+def blobs_of(manifest: ManifestBytes) -> list[Descriptor]:
+    """The config and layers an image manifest names (an artifact's too); none for an index."""
+    data = json.loads(manifest.raw)
+    out = []
+    if "config" in data:
+        out.append(Descriptor.from_dict(data["config"]))
+    out.extend(Descriptor.from_dict(d) for d in data.get("layers", []))
+    return out
+
+
+def referrers_tag(subject: str) -> str:
+    """The referrers tag schema's tag for `subject`: `sha256-<hex>`."""
+    return "sha256-" + Digest(subject).hex
+
+
+def referrers_in(index: ManifestBytes | None, artifact_type: str | None) -> list[Descriptor]:
+    if index is None or index.media_type != mt.OCI_INDEX:
+        return []
+    return [Descriptor.from_dict(d) for d in json.loads(index.raw).get("manifests", [])
+            if artifact_type is None or d.get("artifactType") == artifact_type]
+
+
+def index_with_referrer(index: ManifestBytes | None, referrer: Descriptor, artifact_type: str | None) -> ManifestBytes:
+    """The referrers index (new, or `index`) with `referrer` in it once."""
+    entries = json.loads(index.raw).get("manifests", []) if index is not None and \
+        index.media_type == mt.OCI_INDEX else []
+    entries = [e for e in entries if e.get("digest") != referrer.digest]
+    entry: dict[str, Any] = referrer.to_dict()
+    if artifact_type:
+        entry["artifactType"] = artifact_type
+    entries.append(entry)
+    return manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}))
+
+
+def put_bytes(place: ImagePlace, data: bytes, media_type: str = "application/octet-stream") -> Descriptor:
+    """A small blob held in memory, written to `place` unless it is there."""
+    descriptor = Descriptor(media_type, Digest.of(data), len(data))
+    if not place.has_blob(descriptor.digest):
+        place.put_blob(descriptor, lambda: contextlib.nullcontext(io.BytesIO(data)))
+    return descriptor
+
+
+def same_place(a: ImagePlace, b: ImagePlace) -> bool:
+    return a.label == b.label
+
+
+def _artifact_type(manifest: ManifestBytes) -> str | None:
+    data = json.loads(manifest.raw)
+    return data.get("artifactType") or (data.get("config") or {}).get("mediaType")
+
+
+def add_to_referrers_tag(place: ImagePlace, subject: str, referrer: Descriptor) -> None:
+    """The referrers tag schema: read the subject's index tag, add `referrer`, write it back."""
+    tag = referrers_tag(subject)
+    found = place.manifest(referrer.digest)
+    kind = _artifact_type(found) if found is not None else None
+    place.put_manifest(index_with_referrer(place.manifest(tag), referrer, kind), [tag])
+
+
+class LocalPlace:
+    """What places on this machine share: attachments by the referrers tag, and no transfer worth a retry."""
+
+    def referrers(self: ImagePlace, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
+        return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
+
+    def add_referrer(self: ImagePlace, subject: str, referrer: Descriptor) -> None:
+        add_to_referrers_tag(self, subject, referrer)
+
+    def retrying(self, transfer: Callable[[], T], doing: str) -> T:
+        return transfer()
+
+
+# -- a name in the local OCI layout ---------------------------------------------------------
+
+class LayoutPlace(LocalPlace):
+    """One image name in the local store: its tags are the store's `NAME:TAG` refs.
+    Without a name, a tag is a whole ref name (an exported layout's tags are bare)."""
+
+    def __init__(self, store: LayoutStore, name: str = ""):
+        self.store = store
+        self.name = name
+        self.label = f"local store {store.root} ({name})" if name else f"layout {store.root}"
+
+    def _ref(self, tag: str) -> str:
+        return f"{self.name}:{tag}" if self.name else tag
+
+    def tags(self) -> list[str]:
+        if not self.store.exists():
+            return []
+        if not self.name:
+            return sorted(self.store.refs())
+        prefix = self.name + ":"
+        return sorted(ref[len(prefix):] for ref in self.store.refs() if ref.startswith(prefix))
+
+    def manifest(self, reference: str) -> ManifestBytes | None:
+        if not self.store.exists():
+            return None
+        if is_digest(reference):
+            if not self.store.has_blob(reference):
+                return None
+            return manifest_of(self.store.read_blob(reference))
+        descriptor = self.store.refs().get(self._ref(reference))
+        return manifest_of(self.store.read_blob(descriptor.digest)) if descriptor is not None else None
+
+    def put_manifest(self, manifest: ManifestBytes, tags: Sequence[str] = (),
+                     platform: Platform | None = None) -> None:
+        self.store.put_blob(manifest.raw)
+        for tag in tags:
+            self.store.tag(self._ref(tag), descriptor_of(manifest, platform))
+
+    def has_blob(self, digest: str) -> bool:
+        return self.store.exists() and self.store.has_blob(digest)
+
+    def open_blob(self, descriptor: Descriptor) -> ContextManager[BinaryIO]:
+        return self.store.open_blob(descriptor.digest)
+
+    def put_blob(self, descriptor: Descriptor, opener: Opener) -> int:
+        with opener() as reader:
+            _, size = self.store.put_blob_stream(reader, Digest(descriptor.digest))
+        return size
+
+    def mount(self, descriptor: Descriptor, source: ImagePlace) -> bool:
+        return False
+
+
+# -- a repository of a registry ----------------------------------------------------------------
+
+class RegistryPlace:
+    """One repository of a registry, over registry/client.py (which counts, retries and authenticates)."""
+
+    def __init__(self, client: RegistryClient, repository: str):
+        self.client = client
+        self.repository = repository
+        self.label = f"{client.host}/{repository}"
+        # Upload sessions a mount answered with 202 (distribution 2.8 does when the source lacks the blob),
+        # kept for the upload that follows so it needs no new session.
+        self._sessions: dict[str, str] = {}
+
+    @property
+    def host(self) -> str:
+        return self.client.host
+
+    def tags(self) -> list[str]:
+        return self.client.list_tags(self.repository)
+
+    def manifest(self, reference: str) -> ManifestBytes | None:
+        return self.client.get_manifest(self.repository, reference)
+
+    def put_manifest(self, manifest: ManifestBytes, tags: Sequence[str] = (),
+                     platform: Platform | None = None) -> None:
+        for reference in tags or [manifest.digest]:
+            self.client.put_manifest(self.repository, reference, manifest.raw, manifest.media_type)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.client.blob_exists(self.repository, digest)
+
+    @contextlib.contextmanager
+    def open_blob(self, descriptor: Descriptor) -> Iterator[BinaryIO]:
+        with self.client.blob_chunks(self.repository, descriptor.digest) as chunks:
+            yield VerifyingIterReader(chunks, descriptor.digest, descriptor.size, _arrived_altered)
+
+    def put_blob(self, descriptor: Descriptor, opener: Opener) -> int:
+        # The caller has just seen the blob missing (copy asks has_blob first): no second HEAD.
+        outcome = self.client.upload_blob(self.repository, descriptor, opener, absent=True,
+                                          location=self._sessions.pop(descriptor.digest, None))
+        return outcome.bytes_sent
+
+    def mount(self, descriptor: Descriptor, source: ImagePlace) -> bool:
+        if not isinstance(source, RegistryPlace) or source.host != self.host or \
+                source.repository == self.repository:
+            return False
+        try:
+            location = self.client.mount_blob(self.repository, descriptor.digest, source.repository)
+        except RegistryError as exc:
+            if exc.status is not None and exc.status < 500 and exc.status != 429:
+                raise
+            return False     # a failed mount costs only the upload that follows
+        if location is None:
+            return True
+        self._sessions[descriptor.digest] = location
+        return False
+
+    def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
+        found = self.client.list_referrers(self.repository, subject, artifact_type)
+        if found is None:
+            return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
+        return [Descriptor.from_dict(d) for d in found]
+
+    def add_referrer(self, subject: str, referrer: Descriptor) -> None:
+        # A registry with the referrers API indexes what it is given; the tag is for those without.
+        if self.client.list_referrers(self.repository, subject) is None:
+            add_to_referrers_tag(self, subject, referrer)
+
+    def retrying(self, transfer: Callable[[], T], doing: str) -> T:
+        return self.client.retry_transfer(transfer, f"{doing} from {self.label}")
+
+
+def _arrived_altered(digest: str) -> Exception:
+    return RegistryError(f"blob {digest} arrived with different content", hint="retry")
+
