@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Protocol, Sequence
 
-from imagebuild.errors import PromotionError, UserError
+from imagebuild.errors import PromotionError, UserError, quoted
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -245,7 +245,7 @@ def resolve_image(home: Repository, image: str, name: str | None = None) -> Mani
             raise UserError(f"{image!r} is not an image of {name!r}", hint=f"name a version of {name}")
     found = home.manifest(reference)
     if found is None:
-        raise UserError(f"no image {image!r} in {home.label}",
+        raise UserError(f"no image {quoted(image)} in {home.label}",
                         hint="push it first with `imagebuild bake --push` or `imagebuild push`")
     return found
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from imagebuild.errors import StoreError, UserError
+from imagebuild.errors import StoreError, UserError, quoted
 from imagebuild.layers import CACHE_DIR
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
@@ -61,7 +61,7 @@ def remove_refs(store: LayoutStore, refs: list[str]) -> list[dict[str, str]]:
             else:
                 matching = [ref] if ref in tagged else []
             if not matching:
-                raise UserError(f"no image {ref!r} in the local store at {store.root}",
+                raise UserError(f"no image {quoted(ref)} in the local store at {store.root}",
                                 hint="give NAME:TAG or sha256:DIGEST as `imagebuild images --all` lists them")
             names.extend(n for n in matching if n not in names)
         names.extend(disk for disk in [_disk_of(store, tagged, name) for name in names]

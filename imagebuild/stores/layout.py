@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from imagebuild.atomic import write_atomically
-from imagebuild.errors import CorruptBlobError, StoreError, UserError
+from imagebuild.errors import CorruptBlobError, StoreError, UserError, quoted
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
@@ -365,7 +365,7 @@ class LayoutStore:
                 return descriptor
         if ":" not in ref_name and f"{ref_name}:latest" in refs:
             return refs[f"{ref_name}:latest"]
-        raise UserError(f"no image {ref_name!r} in the local store at {self.root}",
+        raise UserError(f"no image {quoted(ref_name)} in the local store at {self.root}",
                         hint="run `imagebuild images` to list what is there")
 
     def read_manifest(self, digest: str) -> ParsedManifest:
