@@ -4,7 +4,8 @@
 mark-and-sweep: it marks every blob reachable from index.json (manifests,
 their configs, layers and `subject`s, indexes and their children) and, by
 default, every blob a layer-cache entry names, then deletes every other blob
-under blobs/sha256 and temp files in tmp/ older than an hour.
+under blobs/sha256, and temp files older than an hour: those in tmp/ and the
+`.tmp-*` files atomic writes left beside index.json and the cache entries.
 
 A bake writes its layers before it tags its image. The sweep therefore runs
 holding the writers' lease exclusively (see stores/lease.py) and then the
