@@ -24,11 +24,10 @@ from typing import Iterable, Mapping
 
 from imagebuild import plan as planning
 from imagebuild.errors import UserError
-from imagebuild.gitinfo import GitFacts, git_facts
+from imagebuild.gitinfo import GitFacts, git_facts, remote_url
 from imagebuild.layers import config as config_layer
 from imagebuild.layers import dockerfile_base
 from imagebuild.layers import server as server_layer
-from imagebuild.layers.app import remote_url
 from imagebuild.layers.libraries import site_packages
 from imagebuild.launcher import RUN_DIR, launcher_script
 from imagebuild.recipe.model import Recipe
