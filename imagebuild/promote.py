@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Protocol, Sequence
 
@@ -130,6 +130,7 @@ class Record:
     time: str
     target: str
     previous: str | None = None
+    rollback: bool = False          # back to a digest the environment had before; set by `history`
 
     @property
     def tag(self) -> str:
@@ -410,8 +411,16 @@ def status(home: Repository, environments: Sequence[Environment],
 
 
 def history(home: Repository, environments: Sequence[Environment], environment: str) -> list[Record]:
+    """One environment's promotions, newest first, each marked when it was a rollback: by the rule
+    `promote` applies, a move away from the latest digest to one the environment had before."""
     _environment_index(environments, environment)
-    return read_records(home, environment)
+    records = read_records(home, environment)
+    marked = []
+    for index, record in enumerate(records):
+        older = records[index + 1:]
+        went_back = bool(older) and older[0].digest != record.digest and any(o.digest == record.digest for o in older)
+        marked.append(replace(record, rollback=went_back))
+    return marked
 
 
 def _environment_index(environments: Sequence[Environment], environment: str) -> int:
