@@ -70,8 +70,14 @@ def render_dockerfile(recipe: Recipe, base_env: Mapping[str, str] | None = None,
            "#   imagebuild dockerfile > Dockerfile.imagebuild && docker build -f Dockerfile.imagebuild .",
            f"# --build-arg {BASE_ARG}=IMAGE starts from another base"
            + (f"; --build-arg {PIP_ARG}=IMAGE names an image with pip for the libraries" if pip_stage else "")
-           + ".",
-           f"ARG {BASE_ARG}={default_base(recipe)}"]
+           + "."]
+    from_hub = [BASE_ARG] if not (recipe.os.image or recipe.os.dockerfile) else []
+    from_hub += [PIP_ARG] if pip_stage else []
+    if from_hub:
+        verb = "come" if len(from_hub) > 1 else "comes"
+        out.append(f"# The default {' and '.join(from_hub)} {verb} from Docker Hub; "
+                   "without access to it, pass --build-arg with images the engine has.")
+    out.append(f"ARG {BASE_ARG}={default_base(recipe)}")
     if recipe.os.dockerfile:
         out.append(f"# {BASE_ARG}: `imagebuild bake` builds {recipe.os.dockerfile} and tags it "
                    f"{recipe.name}-base:KEY in the engine; name that tag here.")
