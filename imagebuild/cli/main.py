@@ -29,6 +29,10 @@ def _wants_json(args: list[str]) -> bool:
 def _fail(line: str, exit_code: int, kind: str, json_out: bool) -> None:
     import json
 
+    if _Stop.signum is not None and kind not in _Stop.KINDS:
+        # The signal's exception was swallowed on its way (CPython ignores an exception raised in a
+        # weakref callback or __del__), and the command went on to fail: it was still interrupted.
+        _Stop.fail(json_out)
     line = " ".join(line.split())
     if json_out:
         sys.stdout.write(json.dumps({"error": {"message": line, "exit_code": exit_code, "kind": kind}},
@@ -38,22 +42,46 @@ def _fail(line: str, exit_code: int, kind: str, json_out: bool) -> None:
     sys.exit(exit_code)
 
 
-class _Stop:
-    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so temp files are removed on the way out."""
+class Stopped(KeyboardInterrupt):
+    """What SIGINT and SIGTERM raise, so the command unwinds and temp files are removed on the way out.
 
-    terminated = False
+    A subclass, not KeyboardInterrupt itself: CPython remembers a plain KeyboardInterrupt that ended an
+    `exec` of a string (a dataclass being made during an import) and then ends the process with SIGINT,
+    whatever exit code was asked for."""
+
+
+class _Stop:
+    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C."""
+
+    KINDS = ("Interrupted", "Terminated")
+    signum: int | None = None       # the stop signal received, if any
 
     @classmethod
-    def on_sigterm(cls, _signum, _frame) -> None:
-        cls.terminated = True
-        raise KeyboardInterrupt
+    def on_signal(cls, signum, _frame) -> None:
+        cls.signum = signum
+        raise Stopped
+
+    @classmethod
+    def on_unraisable(cls, unraisable) -> None:
+        """CPython swallows an exception raised in a weakref callback or __del__, and so a signal's
+        Stopped when the handler ran there (an import's module lock being freed): send the signal
+        again, to land where it unwinds, instead of printing a traceback and going on. It is sent
+        from another thread a moment later, so that its handler does not run inside this hook."""
+        if isinstance(unraisable.exc_value, Stopped) and cls.signum is not None:
+            import threading
+
+            again = threading.Timer(0.01, os.kill, (os.getpid(), cls.signum))
+            again.daemon = True
+            again.start()
+            return
+        sys.__unraisablehook__(unraisable)
 
     @classmethod
     def fail(cls, json_out: bool) -> None:
         # A second Ctrl-C while the line is written must not turn it into a traceback.
         for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
-        if cls.terminated:
+        if cls.signum == signal.SIGTERM:
             _fail("terminated", TERMINATED, "Terminated", json_out)
         _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
 
@@ -68,9 +96,13 @@ def _usage_line(exc) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     json_out = _wants_json(args)
-    _Stop.terminated = False
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _Stop.on_sigterm),
-                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+    _Stop.signum = None
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # A signal the parent ignores stays ignored (`cmd &` in a script ignores SIGINT on purpose).
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _Stop.on_signal)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _Stop.on_unraisable
     try:
         try:
             # A parent may start us with these blocked; with the handlers in place they may come.
@@ -79,8 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         except KeyboardInterrupt:   # during start-up, before _run's own handling is in place
             _Stop.fail(json_out)
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:     # None: set outside Python, cannot be put back
+                signal.signal(signum, handler)
 
 
 def _run(args: list[str], json_out: bool) -> None:
@@ -117,8 +151,8 @@ def _run(args: list[str], json_out: bool) -> None:
         _unexpected(exc, json_out)
     except Exception as exc:
         _unexpected(exc, json_out)
-    # typer turns Ctrl-C into exit code 130 without a word.
-    if code == INTERRUPTED:
+    # typer turns Ctrl-C into exit code 130 without a word; a swallowed signal still ends it so.
+    if code == INTERRUPTED or _Stop.signum is not None:
         _Stop.fail(json_out)
     sys.exit(code if isinstance(code, int) else 0)
 
