@@ -162,7 +162,7 @@ def _path_too_long(exc: OSError, json_out: bool) -> None:
     in the code the file system says so."""
     from imagebuild.errors import quoted
 
-    where = f" {quoted(os.fsdecode(exc.filename))}" if exc.filename is not None else ""
+    where = f" {quoted(os.fsdecode(exc.filename))}" if isinstance(exc.filename, (str, bytes)) else ""
     _fail(f"path{where} is too long for the file system ({exc.strerror})", 2, "UserError", json_out)
 
 
