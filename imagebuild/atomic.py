@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,10 @@ from typing import BinaryIO, Iterator
 
 # mkstemp creates files 0600; most files we write are meant to be read by other users and tools.
 PUBLIC_MODE = 0o644
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# The names of temp files: `.tmp-*` (the store's prefix) or `.NAME.tmp-*` (the default); the store's
+# sweep recognises what a killed writer left with this.
+TEMP_NAME = re.compile(r"^\.(?:.+\.)?tmp-")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,17 @@ class PendingFile:
 
 
 @contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait while the temp file is made: one that came between its creation and
+    the caller knowing its name would leave it behind. They are delivered when the block ends."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextlib.contextmanager
 def replacing(path: str | os.PathLike, *, mode: int = PUBLIC_MODE, prefix: str | None = None,
               suffix: str = "") -> Iterator[PendingFile]:
     """Write inside the block; on a clean exit the file replaces `path`.
@@ -39,17 +56,24 @@ def replacing(path: str | os.PathLike, *, mode: int = PUBLIC_MODE, prefix: str |
     test can recognise leftovers of a killed process.
     """
     path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.tmp-", suffix=suffix)
+    temp = handle = None
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with _stop_signals_held():
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.tmp-", suffix=suffix)
+            handle = os.fdopen(fd, "wb")
+        with handle:
             os.fchmod(handle.fileno(), mode)
             yield PendingFile(handle, Path(temp))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()      # closed already unless the signal came before the `with`
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
         raise
 
 

@@ -6,6 +6,16 @@ message and an exit code; the CLI prints the line and exits, never a traceback.
 
 from __future__ import annotations
 
+# How much of a value a message quotes: an error line stays readable whatever was typed.
+QUOTE_LIMIT = 80
+
+
+def quoted(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """`value` as repr() shows it (control characters escaped), shortened when longer than `limit`."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
 
 class ImageBuildError(Exception):
     """Base of all errors the tool reports to a user as one line."""

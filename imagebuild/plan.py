@@ -62,7 +62,7 @@ class Commit:
     time: int                   # commit time, seconds since the epoch
     version: str                # short hash, or `git describe` when tagged; `-dirty` appended when dirty
     dirty: bool = False
-    source: str | None = None   # where the code lives (remote URL or path)
+    source: str | None = None   # where the code lives (remote URL without userinfo, or path)
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,35 @@ def test_login_with_a_read_only_docker_config(tmp_path):
         line = assert_one_line_error(done, "cannot save the credentials", "Read-only file system")
         assert "not-printed" not in line + done.stdout
         assert all_files(ro) == ["config.json"]
+
+
+class Stopped(BaseException):
+    """What the test's SIGTERM handler raises, as the CLI's raises KeyboardInterrupt."""
+
+
+def test_a_signal_as_the_temp_file_is_made_leaves_no_temp(tmp_path, monkeypatch):
+    # A real SIGTERM arrives the moment mkstemp has made the file: before the fix it landed before
+    # the `try` that removes the file, and the temp file stayed in the target's directory for good.
+    import signal
+    import tempfile
+
+    from imagebuild import atomic
+
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    def stop(_signum, _frame):
+        raise Stopped
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp_then_signal)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped):
+            write_atomically(tmp_path / "index.json", b"new")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert os.listdir(tmp_path) == []

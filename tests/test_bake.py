@@ -61,6 +61,16 @@ def test_json_has_exactly_the_promised_keys_and_names_the_commit(flask_repo, sto
     assert [layer.digest for layer in manifest.layers] == [layer["digest"] for layer in result["layers"]]
 
 
+def test_the_source_annotation_keeps_no_part_of_a_password(flask_repo, store):
+    # A password holding '@': cut at the first '@', its tail used to reach the image.
+    git(flask_repo, "remote", "add", "origin", "https://alice:S3cr3t@Pa55w0rd@host/app.git")
+    result = bake_json(flask_repo, store.root)
+    manifest, config = manifest_and_config(store, result["digest"])
+    assert manifest.annotations["org.opencontainers.image.source"] == "https://host/app.git"
+    baked = json.dumps([dict(manifest.annotations), config])
+    assert "S3cr3t" not in baked and "Pa55w0rd" not in baked and "alice" not in baked
+
+
 def test_a_second_bake_of_the_same_commit_builds_nothing(flask_repo, store):
     first = bake_json(flask_repo, store.root)
     second = bake_json(flask_repo, store.root)

@@ -114,8 +114,3 @@ def test_an_app_path_without_tracked_files_is_a_recipe_error(repo):
     recipe = Recipe(name="x", app=AppSpec(path="empty"), source=repo / "imagebuild.yaml")
     with pytest.raises(RecipeError, match="no files git tracks"):
         app_layer.app_files(recipe, app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD")))
-
-
-def test_a_remote_url_loses_its_credentials(repo):
-    git(repo, "remote", "add", "origin", "https://user:token@git.example.test/acme/app.git")
-    assert app_tree.remote_url(repo) == "https://git.example.test/acme/app.git"

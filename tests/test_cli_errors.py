@@ -129,3 +129,28 @@ def test_sigterm_unwinds_like_ctrl_c_and_removes_temp_files(monkeypatch, capsys,
     assert code == 143 and err == "error: terminated\n" and out == ""
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["index.json"]
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def test_a_signal_swallowed_in_a_weakref_callback_still_stops_the_command(monkeypatch, capsys, tmp_path):
+    # CPython ignores an exception raised in a weakref callback (an import's module lock being freed
+    # is one): the signal whose handler ran there must still end the command, without a traceback.
+    import weakref
+
+    class Thing:
+        pass
+
+    def in_a_callback(_ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):   # the handler runs here, inside the callback
+            pass
+
+    def signalled_inside_a_callback(_store):
+        thing = Thing()
+        ref = weakref.ref(thing, in_a_callback)
+        del thing
+        assert ref() is None
+        threading.Event().wait(30)  # the signal, sent again, interrupts this wait at once
+
+    monkeypatch.setattr(images_cmd, "open_store", signalled_inside_a_callback)
+    code, out, err = _run_main(capsys, "images", "--store", str(tmp_path))
+    assert (code, err, out) == (143, "error: terminated\n", "")

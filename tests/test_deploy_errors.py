@@ -116,3 +116,19 @@ def test_a_bad_host_url_is_a_recipe_error_when_the_recipe_loads(tmp_path):
     twice = recipe(tmp_path, environments=[{"name": "dev", "hosts": ["ssh://a@h:22", "ssh://b@h"]}])
     done = imagebuild("status", "--no-hosts", "--recipe", twice, "--store", tmp_path / "store")
     assert done.returncode == 2 and "environments[0].hosts" in one_error_line(done) and "repeats" in done.stderr
+
+
+def test_status_behind_the_promoted_digest_advises_what_helps():
+    # After a refused release the host still runs the old version: `imagebuild deploy` alone would only
+    # retry the refused one, so status names the two ways out as well.
+    from imagebuild.cli.status_cmd import _host_line
+    from imagebuild.release.deploy.status import HostStatus
+
+    host = HostStatus(environment="prod", host="ssh://deploy@web-1", port=8080, version="v2",
+                      digest="sha256:" + "2" * 64, since="2026-01-01T00:00:00Z", container="hello-prod-blue",
+                      state="running", health="healthy", front="running")
+    line = _host_line(host, "sha256:" + "3" * 64, "v3")
+    assert "behind the promoted v3" in line
+    assert "imagebuild deploy prod --to v2" in line and "promote a fixed version" in line
+    assert "run `imagebuild deploy`" not in line
+    assert "behind" not in _host_line(host, host.digest, "v2")

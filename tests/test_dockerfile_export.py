@@ -135,3 +135,11 @@ def test_an_installed_package_carries_dockerfile_base():
     assert TEMPLATE.read_bytes() == (REPO_ROOT / "Dockerfile.base").read_bytes()
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert TEMPLATE.name in pyproject["tool"]["setuptools"]["package-data"]["imagebuild"]
+
+
+def test_the_help_names_both_build_arguments_and_what_the_defaults_need():
+    done = imagebuild("dockerfile", "--help")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split()).replace("--build- arg", "--build-arg")   # click wraps at a hyphen
+    assert "--build-arg BASE=IMAGE" in text and "--build-arg PIP_IMAGE=IMAGE" in text
+    assert "Docker Hub" in text and "python:VERSION-slim" in text and "debian:SUITE-slim" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagebuild.errors import UserError
-from imagebuild.sources.git import GitFacts, git_facts, require_git
+from imagebuild.sources.git import GitFacts, git_facts, public_url, remote_url, require_git
 
 ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_COMMITTER_DATE": "2024-05-01T12:00:00Z",
@@ -86,3 +86,35 @@ def test_repository_without_commits(tmp_path):
 
 def test_require_git_returns_facts(repo):
     assert require_git(repo).commit == git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.parametrize("url, public", [
+    # The password holds an '@': split at the first one, part of it stayed in the URL.
+    ("https://alice:S3cr3t@Pa55w0rd@host/app.git", "https://host/app.git"),
+    ("https://user:token@git.example.test/acme/app.git", "https://git.example.test/acme/app.git"),
+    ("https://x-access-token:ghs_abc@github.com:8443/acme/app.git", "https://github.com:8443/acme/app.git"),
+    ("https://git.example.test/acme/app.git?private_token=abc#frag", "https://git.example.test/acme/app.git"),
+    ("ssh://git@git.example.test:2222/acme/app.git", "ssh://git.example.test:2222/acme/app.git"),
+    ("ssh://[fd00::1]/app.git", "ssh://[fd00::1]/app.git"),
+    ("https://bob:p@ss@[fd00::1]:8443/app.git", "https://[fd00::1]:8443/app.git"),
+    ("git@github.com:acme/app.git", "github.com:acme/app.git"),
+    ("alice:S3cr3t@Pa55w0rd@host:acme/app.git", "host:acme/app.git"),
+    ("/srv/git/app@v1.git", "/srv/git/app@v1.git"),
+    ("../app.git", "../app.git"),
+    ("file:///srv/git/app.git", "file:///srv/git/app.git"),
+    ("https://[fd00::1/app.git", None),
+    ("", None),
+])
+def test_a_public_url_keeps_no_userinfo(url, public):
+    assert public_url(url) == public
+
+
+def test_the_origin_url_of_a_repository_loses_its_credentials(repo):
+    git(repo, "remote", "add", "origin", "https://alice:S3cr3t@Pa55w0rd@host/app.git")
+    assert remote_url(repo) == "https://host/app.git"
+
+
+def test_without_an_origin_there_is_no_url(repo, tmp_path):
+    assert remote_url(repo) is None
+    assert remote_url(tmp_path / "nowhere") is None
+

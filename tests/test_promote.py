@@ -281,3 +281,21 @@ def test_promotion_into_another_registry_copies_by_digest(pushed, second_registr
     assert tag_digest(second_registry, f"{prod}/hello", "prod") == pushed["digests"]["v1"]
     inspected = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{second_registry}/{prod}/hello:prod"])
     assert json.loads(inspected.stdout)["Digest"] == pushed["digests"]["v1"]
+
+
+def test_history_marks_a_rollback(tmp_path):
+    # Going back to a digest the environment had before is a rollback; history says so, in text and JSON.
+    store = LayoutStore(tmp_path / "store").ensure()
+    for version, message in (("v1", "one"), ("v2", "two")):
+        write_app_image(store, "hello", version, message=message)
+    recipe = write_recipe(tmp_path / "app", None)
+    for version in ("v1", "v2", "v1", "v2"):
+        done = imagebuild("promote", f"hello:{version}", "--to", "dev", "--recipe", recipe, "--store", store.root)
+        assert done.returncode == 0, done.stderr
+    listed = json.loads(imagebuild("history", "dev", "--recipe", recipe, "--store", store.root, "--json").stdout)
+    assert [(p["sequence"], p["version"], p["rollback"]) for p in listed["promotions"]] == [
+        (4, "v2", True), (3, "v1", True), (2, "v2", False), (1, "v1", False)]
+    text = imagebuild("history", "dev", "--recipe", recipe, "--store", store.root)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert [line.rstrip().endswith("rollback") for line in lines] == [True, True, False, False]

@@ -235,3 +235,31 @@ def test_bad_refs_exit_2_and_remove_nothing(two_images, store_dir, tmp_path):
     for args in (("rm", "hello:a"), ("gc",)):
         done = imagebuild(*args, "--store", not_a_store)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not an imagebuild store" in done.stderr
+
+
+def test_gc_and_the_store_sweep_remove_stale_atomic_temps_outside_tmp(two_images, store_dir):
+    # A process killed while replacing index.json or a cache entry leaves `.tmp-*` beside the file.
+    store, _a, _b = two_images
+    cache = store_dir / "imagebuild-cache" / "layers"
+    cache.mkdir(parents=True, exist_ok=True)
+    old = time.time() - 2 * 3600
+    stale = [store_dir / ".tmp-index", cache / ".tmp-entry", store_dir / ".registry-blobs.json.tmp-x"]
+    for path in stale:
+        path.write_bytes(b"half")
+        os.utime(path, (old, old))
+    fresh = store_dir / ".tmp-being-written"
+    fresh.write_bytes(b"live")
+    mine = store_dir / ".tmp-not-a-file"
+    mine.mkdir()
+    os.utime(mine, (old, old))
+    result = gc(store_dir)
+    assert result["removed_temp_files"] == 3
+    assert not any(path.exists() for path in stale)
+    assert fresh.exists() and mine.is_dir() and store.resolve("hello:a")
+
+    # Opening the store sweeps day-old ones too, as it does in tmp/.
+    day_old = store_dir / ".tmp-yesterday"
+    day_old.write_bytes(b"half")
+    os.utime(day_old, (time.time() - 25 * 3600,) * 2)
+    LayoutStore(store_dir).ensure()
+    assert not day_old.exists() and fresh.exists()

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 from imagebuild import plan as planning
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.publish.destinations import check_destination, export_image
-from imagebuild.sources.git import git_facts, require_git
+from imagebuild.sources.git import git_facts, remote_url, require_git
 from imagebuild.build.cache import LayerCache, store_layer
 from imagebuild.build.layers import debian
 from imagebuild.build.layers import app as app_layer
@@ -136,7 +136,7 @@ def _bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions, pro
         app_tree.refuse_dirty(toplevel)
     version = facts.version + ("-dirty" if dirty else "")
     commit = planning.Commit(revision=facts.commit, time=facts.commit_time, version=version, dirty=dirty,
-                             source=app_tree.remote_url(toplevel))
+                             source=remote_url(toplevel))
     local_ref = f"{recipe.name}:{tag_for(version)}"
     push_target = _check_outputs(recipe, options, local_ref, engine)
     store.ensure()  # a --store that cannot be a store is refused here, not after the layers are built

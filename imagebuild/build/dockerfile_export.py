@@ -24,11 +24,10 @@ from typing import Iterable, Mapping
 
 from imagebuild import plan as planning
 from imagebuild.errors import UserError
-from imagebuild.sources.git import GitFacts, git_facts
+from imagebuild.sources.git import GitFacts, git_facts, remote_url
 from imagebuild.build.layers import config as config_layer
 from imagebuild.build.layers import dockerfile_base
 from imagebuild.build.layers import server as server_layer
-from imagebuild.sources.app_tree import remote_url
 from imagebuild.build.layers.libraries import site_packages
 from imagebuild.contract import LAUNCHER_PATH, RUN_DIR
 from imagebuild.launcher.assets import launcher_script
@@ -72,8 +71,14 @@ def render_dockerfile(recipe: Recipe, base_env: Mapping[str, str] | None = None,
            "#   imagebuild dockerfile > Dockerfile.imagebuild && docker build -f Dockerfile.imagebuild .",
            f"# --build-arg {BASE_ARG}=IMAGE starts from another base"
            + (f"; --build-arg {PIP_ARG}=IMAGE names an image with pip for the libraries" if pip_stage else "")
-           + ".",
-           f"ARG {BASE_ARG}={default_base(recipe)}"]
+           + "."]
+    from_hub = [BASE_ARG] if not (recipe.os.image or recipe.os.dockerfile) else []
+    from_hub += [PIP_ARG] if pip_stage else []
+    if from_hub:
+        verb = "come" if len(from_hub) > 1 else "comes"
+        out.append(f"# The default {' and '.join(from_hub)} {verb} from Docker Hub; "
+                   "without access to it, pass --build-arg with images the engine has.")
+    out.append(f"ARG {BASE_ARG}={default_base(recipe)}")
     if recipe.os.dockerfile:
         out.append(f"# {BASE_ARG}: `imagebuild bake` builds {recipe.os.dockerfile} and tags it "
                    f"{recipe.name}-base:KEY in the engine; name that tag here.")

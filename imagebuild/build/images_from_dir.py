@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from imagebuild.errors import UserError
+from imagebuild.errors import UserError, quoted
 from imagebuild.oci.layer import entries_from_directory, normalize_path, write_layer
 from imagebuild.oci.model import Descriptor, Image, Platform, rfc3339
 from imagebuild.oci.reference import Reference
@@ -39,6 +39,17 @@ def store_ref_name(name: str) -> str:
     return str(reference.with_tag(reference.tag or "latest"))
 
 
+def check_workdir(workdir: str) -> str:
+    """The container's working directory: an absolute path, as the OCI config requires
+    (engines differ on what a relative one means)."""
+    hint = "give the directory inside the image, e.g. --workdir /app"
+    if not workdir.startswith("/"):
+        raise UserError(f"workdir {quoted(workdir)} is not an absolute path", hint=hint)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in workdir):
+        raise UserError(f"workdir {quoted(workdir)} holds a control character", hint=hint)
+    return workdir
+
+
 def image_from_directory(store: LayoutStore, directory: str | os.PathLike, name: str, *,
                          entrypoint: Sequence[str] | None = None, cmd: Sequence[str] | None = None,
                          env: Sequence[str] = (), workdir: str | None = None, prefix: str = "",
@@ -56,6 +67,8 @@ def image_from_directory(store: LayoutStore, directory: str | os.PathLike, name:
     for item in env:
         if "=" not in item or item.startswith("="):
             raise UserError(f"environment setting {item!r} is not KEY=VALUE")
+    if workdir is not None:
+        check_workdir(workdir)
     if prefix.strip("/"):
         normalize_path(prefix.strip("/"))
     epoch = source_date_epoch_from_env() if source_date_epoch is None else source_date_epoch

@@ -14,8 +14,15 @@ def dockerfile_command(recipe: Path = RecipeOption, store: Optional[Path] = Stor
 
     Build it from the app's directory with `docker build -f FILE .`. The base
     is Dockerfile.base rendered with the recipe's os and runtime sections;
-    --build-arg BASE=IMAGE starts from another image. With os.image, the base
-    image's Env is read from the local store when it is there.
+    --build-arg BASE=IMAGE starts from another image. With Python libraries,
+    pip runs in a stage FROM PIP_IMAGE (an image with python3 and pip of the
+    runtime's version); --build-arg PIP_IMAGE=IMAGE names another.
+
+    The defaults, BASE=debian:SUITE-slim (unless os.image or os.dockerfile
+    names the base) and PIP_IMAGE=python:VERSION-slim, come from Docker Hub:
+    without access to it, name images the engine has or can pull with both
+    --build-arg options. With os.image, the base image's Env is read from the
+    local store when it is there.
     """
     from imagebuild.build.dockerfile_export import render_dockerfile
     from imagebuild.sources.git import git_facts

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from imagebuild.cli.common import InsecureOption, JsonOption, emit_json
-from imagebuild.errors import UserError
+from imagebuild.errors import UserError, quoted
 
 
 def login(host: str = typer.Argument(..., help="Registry HOST[:PORT]"),
@@ -18,8 +18,10 @@ def login(host: str = typer.Argument(..., help="Registry HOST[:PORT]"),
     """Log in to a registry; the credentials go where the Docker client keeps them."""
     from imagebuild.registry.auth import Credentials, save_credentials
     from imagebuild.registry.client import RegistryClient
+    from imagebuild.oci.reference import check_registry_host
     if "/" in host:
-        raise UserError(f"{host!r} is not a registry host", hint="give HOST[:PORT] only, e.g. localhost:5000")
+        raise UserError(f"{quoted(host)} is not a registry host", hint="give HOST[:PORT] only, e.g. localhost:5000")
+    check_registry_host(host)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif not sys.stdin.isatty():

@@ -8,26 +8,16 @@ that parses stdout always gets exactly one object.
 
 from __future__ import annotations
 
-import json
+# Only what the interpreter has loaded anyway: a signal must find its handler installed before
+# the slow imports (typer, click, the commands) start, so they are made inside main().
+import errno
 import os
 import signal
 import sys
 
-import typer
-
-from imagebuild.errors import ImageBuildError
-
-try:  # typer 0.2x carries its own copy of click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # older typer runs on click itself
-    from click import exceptions as click_exceptions
-
-ClickException, UsageError = click_exceptions.ClickException, click_exceptions.UsageError
-# click before 8.2 prints the help itself for no_args_is_help; `except ()` then catches nothing.
-NoArgsIsHelpError = getattr(click_exceptions, "NoArgsIsHelpError", ())
-
 INTERRUPTED = 130
 TERMINATED = 128 + signal.SIGTERM
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Set to get the traceback of an unexpected failure instead of its one line.
 DEBUG_VARIABLE = "IMAGEBUILD_DEBUG"
 
@@ -37,6 +27,12 @@ def _wants_json(args: list[str]) -> bool:
 
 
 def _fail(line: str, exit_code: int, kind: str, json_out: bool) -> None:
+    import json
+
+    if _Stop.signum is not None and kind not in _Stop.KINDS:
+        # The signal's exception was swallowed on its way (CPython ignores an exception raised in a
+        # weakref callback or __del__), and the command went on to fail: it was still interrupted.
+        _Stop.fail(json_out)
     line = " ".join(line.split())
     if json_out:
         sys.stdout.write(json.dumps({"error": {"message": line, "exit_code": exit_code, "kind": kind}},
@@ -46,24 +42,51 @@ def _fail(line: str, exit_code: int, kind: str, json_out: bool) -> None:
     sys.exit(exit_code)
 
 
-class _Stop:
-    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so temp files are removed on the way out."""
+class Stopped(KeyboardInterrupt):
+    """What SIGINT and SIGTERM raise, so the command unwinds and temp files are removed on the way out.
 
-    terminated = False
+    A subclass, not KeyboardInterrupt itself: CPython remembers a plain KeyboardInterrupt that ended an
+    `exec` of a string (a dataclass being made during an import) and then ends the process with SIGINT,
+    whatever exit code was asked for."""
+
+
+class _Stop:
+    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C."""
+
+    KINDS = ("Interrupted", "Terminated")
+    signum: int | None = None       # the stop signal received, if any
 
     @classmethod
-    def on_sigterm(cls, _signum, _frame) -> None:
-        cls.terminated = True
-        raise KeyboardInterrupt
+    def on_signal(cls, signum, _frame) -> None:
+        cls.signum = signum
+        raise Stopped
+
+    @classmethod
+    def on_unraisable(cls, unraisable) -> None:
+        """CPython swallows an exception raised in a weakref callback or __del__, and so a signal's
+        Stopped when the handler ran there (an import's module lock being freed): send the signal
+        again, to land where it unwinds, instead of printing a traceback and going on. It is sent
+        from another thread a moment later, so that its handler does not run inside this hook."""
+        if isinstance(unraisable.exc_value, Stopped) and cls.signum is not None:
+            import threading
+
+            again = threading.Timer(0.01, os.kill, (os.getpid(), cls.signum))
+            again.daemon = True
+            again.start()
+            return
+        sys.__unraisablehook__(unraisable)
 
     @classmethod
     def fail(cls, json_out: bool) -> None:
-        if cls.terminated:
+        # A second Ctrl-C while the line is written must not turn it into a traceback.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        if cls.signum == signal.SIGTERM:
             _fail("terminated", TERMINATED, "Terminated", json_out)
         _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
 
 
-def _usage_line(exc: UsageError) -> str:
+def _usage_line(exc) -> str:
     message = exc.format_message().rstrip(".")
     if exc.ctx is not None:
         message = f"{message} (see '{exc.ctx.command_path} --help')"
@@ -72,37 +95,79 @@ def _usage_line(exc: UsageError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    _Stop.terminated = False
-    previous = signal.signal(signal.SIGTERM, _Stop.on_sigterm)
+    json_out = _wants_json(args)
+    _Stop.signum = None
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # A signal the parent ignores stays ignored (`cmd &` in a script ignores SIGINT on purpose).
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _Stop.on_signal)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _Stop.on_unraisable
     try:
-        _run(args, _wants_json(args))
+        try:
+            # A parent may start us with these blocked; with the handlers in place they may come.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            _run(args, json_out)
+        except KeyboardInterrupt:   # during start-up, before _run's own handling is in place
+            _Stop.fail(json_out)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        for signum, handler in previous.items():
+            if handler is not None:     # None: set outside Python, cannot be put back
+                signal.signal(signum, handler)
 
 
 def _run(args: list[str], json_out: bool) -> None:
+    import typer
+
     from imagebuild.cli.app import app
+    from imagebuild.errors import ImageBuildError
+
+    try:  # typer 0.2x carries its own copy of click
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # older typer runs on click itself
+        from click import exceptions as click_exceptions
+    usage_error = click_exceptions.UsageError
+    # click before 8.2 prints the help itself for no_args_is_help; `except ()` then catches nothing.
+    no_args_is_help = getattr(click_exceptions, "NoArgsIsHelpError", ())
 
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="imagebuild", standalone_mode=False)
     except ImageBuildError as exc:
         _fail(exc.one_line(), exc.exit_code, type(exc).__name__, json_out)
-    except NoArgsIsHelpError as exc:
+    except no_args_is_help as exc:
         sys.stderr.write(exc.format_message() + "\n")
         sys.exit(exc.exit_code)
-    except UsageError as exc:
+    except usage_error as exc:
         _fail(_usage_line(exc), exc.exit_code, "UsageError", json_out)
-    except ClickException as exc:
+    except click_exceptions.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code, type(exc).__name__, json_out)
     except (typer.Abort, KeyboardInterrupt):
         _Stop.fail(json_out)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            _path_too_long(exc, json_out)
+        _unexpected(exc, json_out)
     except Exception as exc:
-        if os.environ.get(DEBUG_VARIABLE):
-            raise
-        _fail(f"unexpected {type(exc).__name__}: {exc} (a bug: set {DEBUG_VARIABLE}=1 for the traceback "
-              f"and report it)", 1, type(exc).__name__, json_out)
-    # typer turns Ctrl-C into exit code 130 without a word.
-    if code == INTERRUPTED:
+        _unexpected(exc, json_out)
+    # typer turns Ctrl-C into exit code 130 without a word; a swallowed signal still ends it so.
+    if code == INTERRUPTED or _Stop.signum is not None:
         _Stop.fail(json_out)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _path_too_long(exc: OSError, json_out: bool) -> None:
+    """A path given on the command line that the file system cannot hold is the user's input, wherever
+    in the code the file system says so."""
+    from imagebuild.errors import quoted
+
+    where = f" {quoted(os.fsdecode(exc.filename))}" if isinstance(exc.filename, (str, bytes)) else ""
+    _fail(f"path{where} is too long for the file system ({exc.strerror})", 2, "UserError", json_out)
+
+
+def _unexpected(exc: Exception, json_out: bool) -> None:
+    if os.environ.get(DEBUG_VARIABLE):
+        raise exc
+    _fail(f"unexpected {type(exc).__name__}: {exc} (a bug: set {DEBUG_VARIABLE}=1 for the traceback "
+          f"and report it)", 1, type(exc).__name__, json_out)

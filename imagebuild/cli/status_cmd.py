@@ -39,7 +39,7 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
             line += f"  ({row.note})"
         typer.echo(line)
         for host in on_hosts.get(row.environment, []):
-            typer.echo("  " + _host_line(host, row.digest))
+            typer.echo("  " + _host_line(host, row.digest, row.version))
 
 
 def _hosts_of(recipe, options) -> dict:
@@ -54,7 +54,7 @@ def _hosts_of(recipe, options) -> dict:
     return found
 
 
-def _host_line(host, promoted_digest: str | None) -> str:
+def _host_line(host, promoted_digest: str | None, promoted_version: str | None = None) -> str:
     what = f"{host.version or '-'} since {host.since or '-'}"
     facts = [f"port {host.port}"]
     if host.container:
@@ -62,7 +62,11 @@ def _host_line(host, promoted_digest: str | None) -> str:
     if host.front:
         facts.append(f"front {host.front}")
     if host.digest and promoted_digest and host.digest != promoted_digest:
-        facts.append("behind the promoted digest: run `imagebuild deploy`")
+        # A refused release leaves the host here too, and deploying it again would only retry it.
+        env = host.environment
+        facts.append(f"behind the promoted {promoted_version or promoted_digest[:19]}: `imagebuild deploy {env}` "
+                     f"rolls it out; if its deploy was refused, promote a fixed version, or keep "
+                     f"{host.version or 'this one'} with `imagebuild deploy {env} --to {host.version or 'VERSION'}`")
     if host.note:
         facts.append(host.note)
     return f"{host.host:<40} {what:<50} {', '.join(facts)}"

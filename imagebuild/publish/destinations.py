@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from imagebuild.errors import UserError
+from imagebuild.errors import UserError, quoted
 from imagebuild.oci.digest import is_digest
 from imagebuild.stores.archive import write_docker_archive
 from imagebuild.oci.model import Descriptor
@@ -23,7 +23,7 @@ DESTINATION_KINDS = ("oci", "docker-archive")
 def parse_destination(destination: str) -> tuple[str, str]:
     kind, sep, path = destination.partition(":")
     if not sep or kind not in DESTINATION_KINDS or not path:
-        raise UserError(f"unknown destination {destination!r}",
+        raise UserError(f"unknown destination {quoted(destination)}",
                         hint="use oci:DIR or docker-archive:FILE")
     return kind, path
 
@@ -32,6 +32,14 @@ def check_destination(destination: str) -> tuple[str, str]:
     """Every refusal an export can know before it reads the store, so a caller (bake) can
     refuse a bad destination before any work is done. Returns (kind, path)."""
     kind, path = parse_destination(destination)
+    try:
+        return _check_target(kind, path)
+    except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES on a parent: the path given cannot be used
+        raise UserError(f"cannot use {quoted(path)} for {kind}: {exc.strerror or exc}",
+                        hint="choose another (shorter) path") from None
+
+
+def _check_target(kind: str, path: str) -> tuple[str, str]:
     target = Path(path)
     if kind == "docker-archive" and target.is_dir():
         raise UserError(f"{path} is a directory; docker-archive needs a file path")

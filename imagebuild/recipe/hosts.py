@@ -6,7 +6,7 @@ import getpass
 import urllib.parse
 from dataclasses import dataclass
 
-from imagebuild.errors import UserError
+from imagebuild.errors import UserError, quoted
 
 SSH_PORT = 22
 QUERY_KEYS = ("port",)
@@ -27,27 +27,31 @@ class Host:
 def parse_host(url: str, where: str = "host") -> Host:
     """One target; a bad one is a UserError naming it and the expected form."""
     form = "write ssh://user@host[:port], optionally ?port=PUBLIC_PORT"
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme != "ssh" or not parsed.hostname:
-        raise UserError(f"{where} {url!r} is not an ssh:// URL", hint=form)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        hostname = parsed.hostname
+    except ValueError:  # an unclosed IPv6 bracket, for one
+        raise UserError(f"{where} {quoted(url)} is not a valid ssh:// URL", hint=form) from None
+    if parsed.scheme != "ssh" or not hostname:
+        raise UserError(f"{where} {quoted(url)} is not an ssh:// URL", hint=form)
     if parsed.password is not None:
         raise UserError(f"{where} {_without_password(parsed)!r} carries a password; deploy logs in with keys only",
                         hint="remove the password and use --identity KEY or ssh-agent")
     if parsed.path not in ("", "/") or parsed.fragment:
-        raise UserError(f"{where} {url!r} has a path; a host is only ssh://user@host[:port]", hint=form)
+        raise UserError(f"{where} {quoted(url)} has a path; a host is only ssh://user@host[:port]", hint=form)
     try:
         ssh_port = parsed.port or SSH_PORT
     except ValueError as exc:
-        raise UserError(f"{where} {url!r} has a bad port", hint=form) from exc
+        raise UserError(f"{where} {quoted(url)} has a bad port", hint=form) from exc
     query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True, strict_parsing=False)
     unknown = sorted(set(query) - set(QUERY_KEYS))
     if unknown:
-        raise UserError(f"{where} {url!r}: unknown setting {unknown[0]!r}", hint="the only setting is ?port=")
+        raise UserError(f"{where} {quoted(url)}: unknown setting {unknown[0]!r}", hint="the only setting is ?port=")
     public_port = None
     if "port" in query:
         text = query["port"][-1]
         if not text.isdigit() or not 1 <= int(text) <= 65535:
-            raise UserError(f"{where} {url!r}: ?port= must be a port number", hint="e.g. ?port=8080")
+            raise UserError(f"{where} {quoted(url)}: ?port= must be a port number", hint="e.g. ?port=8080")
         public_port = int(text)
     return Host(url=url, user=urllib.parse.unquote(parsed.username) if parsed.username else getpass.getuser(),
                 address=parsed.hostname, ssh_port=ssh_port, public_port=public_port)
@@ -68,6 +72,6 @@ def parse_hosts(urls, where: str = "host") -> list[Host]:
     for host in hosts:
         key = (host.address, host.ssh_port, host.public_port)
         if key in seen:
-            raise UserError(f"{where} {host.url!r} repeats {seen[key]!r}", hint="name each host once")
+            raise UserError(f"{where} {quoted(host.url)} repeats {quoted(seen[key])}", hint="name each host once")
         seen[key] = host.url
     return hosts

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from imagebuild.errors import PromotionError, UserError
+from imagebuild.errors import PromotionError, UserError, quoted
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -60,6 +60,7 @@ class Record:
     time: str
     target: str
     previous: Digest | None = None
+    rollback: bool = False          # back to a digest the environment had before; set by `history`
 
     @property
     def tag(self) -> str:
@@ -177,7 +178,7 @@ def resolve_image(home: ImagePlace, image: str, name: str | None = None) -> Mani
             raise UserError(f"{image!r} is not an image of {name!r}", hint=f"name a version of {name}")
     found = home.manifest(reference)
     if found is None:
-        raise UserError(f"no image {image!r} in {home.label}",
+        raise UserError(f"no image {quoted(image)} in {home.label}",
                         hint="push it first with `imagebuild bake --push` or `imagebuild push`")
     return found
 
@@ -346,8 +347,16 @@ def status(home: ImagePlace, environments: Sequence[Environment],
 
 
 def history(home: ImagePlace, environments: Sequence[Environment], environment: str) -> list[Record]:
+    """One environment's promotions, newest first, each marked when it was a rollback: by the rule
+    `promote` applies, a move away from the latest digest to one the environment had before."""
     environment_index(environments, environment)
-    return read_records(home, environment)
+    records = read_records(home, environment)
+    marked = []
+    for index, record in enumerate(records):
+        older = records[index + 1:]
+        went_back = bool(older) and older[0].digest != record.digest and any(o.digest == record.digest for o in older)
+        marked.append(replace(record, rollback=went_back))
+    return marked
 
 
 # -- wiring: the recipe's places -------------------------------------------------------------

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from imagebuild.errors import UserError
+from imagebuild.errors import UserError, quoted
 from imagebuild.oci.digest import Digest
 from imagebuild.contract import (ANNOTATION_ENVIRONMENTS, DEFAULT_ENVIRONMENT, DIGEST_VARIABLE, RUN_LABEL,
                                  launcher_variable)
@@ -55,7 +55,7 @@ def plan_run(store: LayoutStore, image: str, options: RunOptions,
     """Check everything a user can get wrong, without touching the engine."""
     host_env = dict(os.environ) if host_env is None else host_env
     if not store.exists():
-        raise UserError(f"no image {image!r}: the local store at {store.root} is empty",
+        raise UserError(f"no image {quoted(image)}: the local store at {store.root} is empty",
                         hint="bake one first, or pull it")
     descriptor = store.resolve(image)
     if store.kind_of(descriptor) != "image":

@@ -75,18 +75,6 @@ def refuse_dirty(toplevel: Path) -> None:
                          hint="commit them, or bake with --allow-dirty for a never-promotable -dirty image")
 
 
-def remote_url(toplevel: Path) -> str | None:
-    try:
-        url = _run_git(toplevel, "config", "--get", "remote.origin.url").decode().strip()
-    except BuildError:
-        return None
-    # Never bake credentials embedded in a URL into an image.
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        url = f"{scheme}://{rest.split('@', 1)[1]}"
-    return url or None
-
-
 class SourceTree:
     """The files of one commit (or, with `working_tree`, their current contents)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,3 +93,38 @@ def require_git(path: Path | str, facts: GitFacts | None = None) -> GitFacts:
         raise UserError(f"no commit yet in the git repository at {facts.toplevel}",
                         hint="commit the app first: images are named by the commit they come from")
     return facts
+
+
+def remote_url(path: Path | str) -> str | None:
+    """Where the code lives: the `origin` remote's URL without credentials, for the image's
+    `source` annotation and label; None without an origin."""
+    url = _git(Path(path), "config", "--get", "remote.origin.url")
+    return public_url(url) if url else None
+
+
+def public_url(url: str) -> str | None:
+    """A git remote URL with no userinfo (user, password, token) and no query or fragment, which can
+    carry tokens too; None when it cannot be parsed safely.
+
+    Forms, as git reads them: `scheme://[userinfo@]host[:port]/path`; the scp-like
+    `[user@]host:path` (a ':' before any '/'); otherwise a local path, kept as written.
+    A password may itself hold '@', so the host starts after the last '@' of the authority."""
+    url = url.strip()
+    if not url:
+        return None
+    if "://" in url:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port                      # raises ValueError on a malformed host or port
+        except ValueError:
+            return None
+        host = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    # The scp-like form has no password, but what was pasted may: the last '@' before the path ends
+    # the userinfo, and a ':' after it, before any '/', separates the host from the path.
+    head = url.split("/", 1)[0]
+    rest = url[head.rfind("@") + 1:]
+    colon, slash = rest.find(":"), rest.find("/")
+    if colon > 0 and (slash < 0 or colon < slash):
+        return rest
+    return url

@@ -4,7 +4,8 @@
 mark-and-sweep: it marks every blob reachable from index.json (manifests,
 their configs, layers and `subject`s, indexes and their children) and, by
 default, every blob a layer-cache entry names, then deletes every other blob
-under blobs/sha256 and temp files in tmp/ older than an hour.
+under blobs/sha256, and temp files older than an hour: those in tmp/ and the
+`.tmp-*` files atomic writes left beside index.json and the cache entries.
 
 A bake writes its layers before it tags its image. The sweep therefore runs
 holding the writers' lease exclusively (see stores/lease.py) and then the
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from imagebuild.errors import StoreError, UserError
+from imagebuild.errors import StoreError, UserError, quoted
 from imagebuild.stores.layout import LAYER_CACHE_DIR as CACHE_DIR
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
@@ -61,7 +62,7 @@ def remove_refs(store: LayoutStore, refs: list[str]) -> list[dict[str, str]]:
             else:
                 matching = [ref] if ref in tagged else []
             if not matching:
-                raise UserError(f"no image {ref!r} in the local store at {store.root}",
+                raise UserError(f"no image {quoted(ref)} in the local store at {store.root}",
                                 hint="give NAME:TAG or sha256:DIGEST as `imagebuild images --all` lists them")
             names.extend(n for n in matching if n not in names)
         names.extend(disk for disk in [_disk_of(store, tagged, name) for name in names]

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from imagebuild.atomic import write_atomically
-from imagebuild.errors import CorruptBlobError, StoreError, UserError
+from imagebuild.atomic import TEMP_NAME, write_atomically
+from imagebuild.errors import CorruptBlobError, StoreError, UserError, quoted
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
@@ -121,15 +121,19 @@ class LayoutStore:
         return self
 
     def sweep_stale_temps(self, older_than: float = STALE_TEMP_SECONDS, *, dry_run: bool = False) -> int:
-        """Remove temp files a killed writer left behind (a live writer keeps touching its file).
+        """Remove temp files a killed writer left behind (a live writer keeps touching its file):
+        every file in tmp/, and the `.tmp-*` files of atomic writes beside index.json and the
+        other files of the store's own directories.
 
         Returns how many were (or, with `dry_run`, would be) removed."""
         cutoff = time.time() - older_than
         removed = 0
-        try:
-            entries = list(os.scandir(self._tmp_dir()))
-        except FileNotFoundError:
-            return 0
+        entries: list[os.DirEntry] = []
+        for directory in self._atomic_write_dirs():
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                entries.extend(entry for entry in os.scandir(directory) if TEMP_NAME.match(entry.name))
+        with contextlib.suppress(FileNotFoundError):
+            entries.extend(os.scandir(self._tmp_dir()))
         for entry in entries:
             try:
                 if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime >= cutoff:
@@ -140,6 +144,15 @@ class LayoutStore:
                 continue
             removed += 1
         return removed
+
+    def _atomic_write_dirs(self) -> list[Path]:
+        """The store's directories that files are atomically replaced in: the root (index.json,
+        oci-layout, the registry hints) and the imagebuild-cache tree (layer-cache entries).
+        blobs/ is left out: blobs are written in tmp/ and renamed there."""
+        found = [self.root]
+        for top, _dirs, _files in os.walk(self.root / "imagebuild-cache"):
+            found.append(Path(top))
+        return found
 
     def exists(self) -> bool:
         return (self.root / "index.json").is_file()
@@ -366,7 +379,7 @@ class LayoutStore:
                 return descriptor
         if ":" not in ref_name and f"{ref_name}:latest" in refs:
             return refs[f"{ref_name}:latest"]
-        raise UserError(f"no image {ref_name!r} in the local store at {self.root}",
+        raise UserError(f"no image {quoted(ref_name)} in the local store at {self.root}",
                         hint="run `imagebuild images` to list what is there")
 
     def read_manifest(self, digest: str) -> ParsedManifest:

@@ -33,7 +33,8 @@ class RemoteDocker:
                                       timeout=PULL_TIMEOUT)
         if not result.ok:
             raise DeployError(f"{self.host}: docker pull {reference} failed: {result.said()}",
-                              hint="the host must reach the registry; for a private one run `docker login` there")
+                              hint="the host must reach the registry; for a private one run `docker login` there "
+                                   "as the SSH user the deploy logs in as")
         # `docker pull --quiet` prints the reference; the config is the last line.
         lines = result.stdout.strip().splitlines()
         return json.loads(lines[-1] if lines else "null") or {}
