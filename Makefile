@@ -22,7 +22,7 @@ test: services
 
 # The fast tests only: no dockerd, registry, sshd, qemu, mmdebstrap or network (see tests/conftest.py).
 test-unit: setup
-	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration" -n 2 $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
 bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk

@@ -10,15 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-# mkstemp creates files 0600; most files we write are meant to be read by other users and tools.
+# Temp files are created 0600; most files we write are meant to be read by other users and tools.
 PUBLIC_MODE = 0o644
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # The names of temp files: `.tmp-*` (the store's prefix) or `.NAME.tmp-*` (the default); the store's
 # sweep recognises what a killed writer left with this.
 TEMP_NAME = re.compile(r"^\.(?:.+\.)?tmp-")
@@ -35,15 +33,18 @@ class PendingFile:
         return self.file.write(data)
 
 
-@contextlib.contextmanager
-def _stop_signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait while the temp file is made: one that came between its creation and
-    the caller knowing its name would leave it behind. They are delivered when the block ends."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+def _make_temp(directory: Path, prefix: str, suffix: str, names: list[Path]) -> int:
+    """Create a new temp file and return its descriptor. Its name is put in `names` before the file
+    exists, so a signal handled at any moment (in any thread's turn) leaves the caller knowing what
+    to remove; mkstemp returns the name only after the file is made."""
+    for _ in range(100):
+        candidate = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        names.append(candidate)
+        try:
+            return os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            names.pop()
+    raise FileExistsError(f"no free temp file name in {directory}")
 
 
 @contextlib.contextmanager
@@ -56,11 +57,12 @@ def replacing(path: str | os.PathLike, *, mode: int = PUBLIC_MODE, prefix: str |
     test can recognise leftovers of a killed process.
     """
     path = Path(path)
-    temp = handle = None
+    names: list[Path] = []
+    handle = None
     try:
-        with _stop_signals_held():
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.tmp-", suffix=suffix)
-            handle = os.fdopen(fd, "wb")
+        fd = _make_temp(path.parent, prefix or f".{path.name}.tmp-", suffix, names)
+        temp = names[-1]
+        handle = os.fdopen(fd, "wb")
         with handle:
             os.fchmod(handle.fileno(), mode)
             yield PendingFile(handle, Path(temp))
@@ -71,9 +73,9 @@ def replacing(path: str | os.PathLike, *, mode: int = PUBLIC_MODE, prefix: str |
         if handle is not None:
             with contextlib.suppress(OSError):
                 handle.close()      # closed already unless the signal came before the `with`
-        if temp is not None:
+        for name in names:
             with contextlib.suppress(OSError):
-                os.unlink(temp)
+                os.unlink(name)
         raise
 
 
