@@ -379,7 +379,7 @@ def _settle_sequence(home: ImagePlace, record: Record, target: Target, before: D
     limit, pause = wait
     deadline = clock.monotonic() + limit
     while True:
-        rivals = [r for r in _records_at(home, record.environment, record.sequence, warn)
+        rivals = [r for r in _records_at(home, record.environment, record.sequence, warn, besides=record.tag)
                   if r.digest != record.digest]
         if not rivals:
             return
@@ -396,8 +396,10 @@ def _settle_sequence(home: ImagePlace, record: Record, target: Target, before: D
         clock.sleep(pause)
 
 
-def _records_at(home: ImagePlace, environment: str, sequence: int, warn: Warn | None) -> list[Record]:
-    found = [tag for seq, tag in record_tags(home.tags(), environment) if seq == sequence]
+def _records_at(home: ImagePlace, environment: str, sequence: int, warn: Warn | None,
+                besides: str) -> list[Record]:
+    """The honest records of one sequence number, but the one under `besides` (ours, just read back)."""
+    found = [tag for seq, tag in record_tags(home.tags(), environment) if seq == sequence and tag != besides]
     return [r for r in (read_record(home, tag, warn=warn) for tag in found) if r is not None]
 
 
