@@ -395,6 +395,7 @@ def test_a_tag_moved_since_the_start_refuses_the_promotion():
 
 
 def test_push_and_bake_refuse_tags_only_promotion_writes():
+    from imagebuild.build.images_from_dir import store_ref_name
     from imagebuild.stores.reserved_tags import refuse_promotion_tag, refuse_version_tag
 
     for tag in ("promotion-prod-000001-5f1c0a9e2b7d", "prod"):
@@ -408,3 +409,6 @@ def test_push_and_bake_refuse_tags_only_promotion_writes():
             refuse_version_tag(version, ["dev", "test", "prod"])
         assert "rename the git tag" in caught.value.one_line()
     refuse_version_tag("v1.2-3-gabc1234", ["dev", "test", "prod"])
+    with pytest.raises(UserError, match="promotion record's tag"):
+        store_ref_name("hello:promotion-dev-000001-5f1c0a9e2b7d")
+    assert store_ref_name("hello") == "hello:latest"
