@@ -96,6 +96,12 @@ class RegistryError(ImageBuildError):
         super().__init__(message, hint=hint)
 
 
+class PromotionConflictError(ImageBuildError):
+    """Another promotion to the same environment ran at the same time and won; this one changed nothing."""
+
+    exit_code = 5
+
+
 class RegistryUnreachableError(ImageBuildError):
     """No registry answers at the address: a wrong address, or an outage worth retrying.
 

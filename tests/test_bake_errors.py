@@ -211,3 +211,13 @@ def test_a_base_image_that_is_not_in_the_store(repo, baked_store):
     before = snapshot(baked_store)
     edit_recipe(repo, "os:\n  packages: [ca-certificates]\n", "os:\n  image: base@sha256:" + "ab" * 32 + "\n")
     assert_refused(bake(repo, baked_store.root), baked_store, before, "not in the local store")
+
+
+@pytest.mark.parametrize("name", ["prod", "promotion-prod-000001-5f1c0a9e2b7d", "v1-disk"])
+def test_a_version_named_like_a_tag_only_promotion_writes(repo, baked_store, name):
+    """`git tag prod` then a bake would overwrite the prod environment's tag (in the local store, where
+    promotion keeps it without a registry, and in the registry on `--push`): refused before building."""
+    before = snapshot(baked_store)
+    git(repo, "tag", name)
+    done = bake(repo, baked_store.root)
+    assert_refused(done, baked_store, before, f"version {name!r} cannot be an image tag", "rename the git tag")

@@ -35,6 +35,7 @@ from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import server_command
 from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.reserved_tags import refuse_version_tag
 
 
 
@@ -138,6 +139,8 @@ def _bake(recipe_path: str | Path, store: LayoutStore, options: BakeOptions, pro
     commit = planning.Commit(revision=facts.commit, time=facts.commit_time, version=version, dirty=dirty,
                              source=remote_url(toplevel))
     local_ref = f"{recipe.name}:{tag_for(version)}"
+    # Version tags share the image's tag namespace with environments, records and disks: refuse a clash first.
+    refuse_version_tag(tag_for(version), recipe.environment_names())
     push_target = _check_outputs(recipe, options, local_ref, engine)
     store.ensure()  # a --store that cannot be a store is refused here, not after the layers are built
 
@@ -455,7 +458,8 @@ def _deliver(store: LayoutStore, digest: str, local_ref: str, recipe: Recipe, op
     if push_target is not None:
         from imagebuild.stores.registry import push_image
 
-        result = push_image(store, local_ref, push_target, insecure=options.insecure)
+        result = push_image(store, local_ref, push_target, insecure=options.insecure,
+                            environments=recipe.environment_names())
         progress.note(f"pushed {result.reference}")
         done.append(f"{push_target.name}:{push_target.tag}")
     return done

@@ -16,6 +16,7 @@ from imagebuild.oci.layer import entries_from_directory, normalize_path, write_l
 from imagebuild.oci.model import Descriptor, Image, Platform, rfc3339
 from imagebuild.oci.reference import Reference
 from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.reserved_tags import refuse_promotion_tag
 
 COMPRESSIONS = ("gzip", "zstd")
 
@@ -36,6 +37,8 @@ def store_ref_name(name: str) -> str:
     reference = Reference.parse(name)
     if reference.digest:
         raise UserError(f"{name!r} carries a digest; give NAME:TAG", hint="the digest is computed, not chosen")
+    # Without a recipe the environments are unknown here; a record's tag is promotion's in any case.
+    refuse_promotion_tag(reference.tag or "latest", ())
     return str(reference.with_tag(reference.tag or "latest"))
 
 

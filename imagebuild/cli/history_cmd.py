@@ -17,7 +17,7 @@ def history_command(environment: str = typer.Argument(..., help="An environment 
     from imagebuild.release.promote import history
     loaded, places = open_places(recipe, store, insecure)
     try:
-        records = history(places.home, loaded.environments, environment)
+        records = history(places.home, loaded.environments, environment, places.target_for)
     finally:
         places.close()
     if json_out:

@@ -46,8 +46,11 @@ def push(image: str = typer.Argument(..., help="An image in the local store, e.g
     """Push an image to a registry; only the blobs it lacks travel."""
     from imagebuild.stores.registry import push_image
     target = push_target(image, to, recipe)
+    # The recipe's environment tags are promotion's alone, whichever way the target was named.
+    loaded = load_recipe_for(recipe, required=False)
     result = push_image(open_store(store), image, target, insecure=insecure, parallel=parallel,
-                        progress=None if json_out else say)
+                        progress=None if json_out else say,
+                        environments=loaded.environment_names() if loaded is not None else ())
     if json_out:
         emit_json(result.to_dict())
     else:

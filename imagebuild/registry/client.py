@@ -136,6 +136,17 @@ class RegistryClient:
                                 f"not {expected}", hint="the registry changed the manifest; use another registry")
         return expected
 
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """DELETE a manifest by digest (and so every tag on it); False when the registry does not allow
+        deletion (distribution answers 405 unless `storage.delete.enabled`)."""
+        response = self.transport.request("DELETE", f"/v2/{repository}/manifests/{digest}",
+                                          scopes=_push(repository))
+        if response.status_code in (200, 202, 404):
+            return True
+        if response.status_code in (405, 501):
+            return False
+        raise registry_error(response, f"deleting manifest {repository}@{digest}")
+
     def list_referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict] | None:
         """The OCI 1.1 referrers API's descriptors of manifests whose subject is `digest`;
         None when the registry has no such API (distribution 2.8 answers 404)."""

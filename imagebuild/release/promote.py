@@ -14,17 +14,27 @@ with the facts in annotations. The digest in the tag lets the order rule and
 the rollback check find an image's records from the tag list alone.
 Registries without a referrers API (distribution 2.8) keep these tags like any
 other. Without a registry, the local store holds the same manifests and tags.
+
+A promotion is an ordered transaction (docs/registry.md): the record is written
+and read back first, then checked against rivals for the same sequence number,
+and only then is the environment's tag moved, and only if it still holds what
+it held at the start. A record is honoured only when its content matches its
+tag and it is well formed; any other manifest under a record tag is ignored
+with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
+import time as clock
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from imagebuild.errors import PromotionError, UserError, quoted
+from imagebuild.contract import ANNOTATION_DIRTY
+from imagebuild.errors import PromotionConflictError, PromotionError, RegistryError, StoreError, UserError, quoted
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -34,10 +44,10 @@ from imagebuild.recipe.model import Environment, environment_index
 from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.copy import copy as copy_image
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
-from imagebuild.stores.place import ImagePlace, LayoutPlace, RegistryPlace, put_bytes, same_place
+from imagebuild.stores.place import ImagePlace, LayoutPlace, RegistryPlace, blobs_of, put_bytes, same_place
+from imagebuild.stores.reserved_tags import RECORD_PREFIX
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
-RECORD_PREFIX = "promotion-"
 ANN = "dev.imagebuild.promotion."
 ANN_ENVIRONMENT = ANN + "environment"
 ANN_SEQUENCE = ANN + "sequence"
@@ -47,6 +57,14 @@ ANN_TARGET = ANN + "target"
 ANN_PREVIOUS = ANN + "previous"
 _RECORD_TAG = re.compile(r"^promotion-(?P<env>.+)-(?P<seq>\d{6,})-(?P<short>[0-9a-f]{12})$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# How long a promotion waits for a rival with the same sequence to settle (it withdraws, or moves the tag),
+# and how often it looks meanwhile. A rival settles within a few requests; one that crashed never does.
+RIVAL_WAIT = (20.0, 0.2)
+Warn = Callable[[str], None]
+
+
+def warn_on_stderr(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
 
 
 # -- records ----------------------------------------------------------------------------
@@ -118,18 +136,64 @@ def record_tags(tags: Sequence[str], environment: str, digest: str | None = None
     return sorted(out)
 
 
+def record_problem(tag: str, manifest: ManifestBytes, record: Record | None,
+                   image: ManifestBytes | None = None) -> str | None:
+    """Why the manifest under record tag `tag` is not an honest record (of `image`, when given); None when it is."""
+    match = _RECORD_TAG.match(tag)
+    if match is None or record is None:
+        return "it is not a promotion record"
+    try:
+        data = json.loads(manifest.raw)
+        subject = data.get("subject") or {}
+        empty = {k: EMPTY_DESCRIPTOR.to_dict()[k] for k in ("mediaType", "digest", "size")}
+        if manifest.media_type != mt.OCI_MANIFEST or data.get("mediaType") != mt.OCI_MANIFEST or \
+                data.get("artifactType") != RECORD_ARTIFACT_TYPE:
+            return "its media type or artifact type is not a record's"
+        if {k: (data.get("config") or {}).get(k) for k in empty} != empty or \
+                [{k: (layer or {}).get(k) for k in empty} for layer in data.get("layers") or []] != [empty]:
+            return "its config and layers are not the empty descriptor"
+        if subject.get("mediaType") not in mt.MANIFEST_TYPES or not isinstance(subject.get("size"), int) \
+                or subject["size"] <= 0 or subject.get("digest") != record.digest:
+            return "its subject is not the image it names"
+    except (ValueError, AttributeError, TypeError):
+        return "it is not a promotion record"
+    if (record.environment, record.sequence, record.digest.short) != \
+            (match.group("env"), int(match.group("seq")), match.group("short")):
+        return (f"its content (environment {record.environment}, sequence {record.sequence}, "
+                f"{record.digest.short}) does not match its tag")
+    if image is not None and (subject["digest"], subject["size"], subject["mediaType"]) != \
+            (image.digest, len(image.raw), image.media_type):
+        return f"its subject is not the image {image.digest.short}"
+    return None
+
+
+def read_record(home: ImagePlace, tag: str, image: ManifestBytes | None = None,
+                warn: Warn | None = None) -> Record | None:
+    """The record under `tag` when it is honest; None (with a warning) when not, or gone."""
+    manifest = home.manifest(tag)
+    if manifest is None:
+        return None       # withdrawn since the tags were listed
+    record = parse_record(manifest.raw)
+    problem = record_problem(tag, manifest, record, image)
+    if problem is not None:
+        (warn or warn_on_stderr)(f"{home.label}:{tag} ignored: {problem}")
+        return None
+    return record
+
+
 def read_records(home: ImagePlace, environment: str, tags: Sequence[str] | None = None,
-                 latest_only: bool = False, digest: str | None = None) -> list[Record]:
-    """One environment's records (of `digest` only, when given), newest first."""
+                 latest_only: bool = False, digest: str | None = None, image: ManifestBytes | None = None,
+                 warn: Warn | None = None) -> list[Record]:
+    """One environment's honest records (of `digest` only, when given), newest first;
+    `latest_only` stops at the newest honest one."""
     found = record_tags(home.tags() if tags is None else tags, environment, digest)
-    if latest_only:
-        found = found[-1:]
     records = []
     for _, tag in reversed(found):
-        manifest = home.manifest(tag)
-        record = parse_record(manifest.raw) if manifest else None
+        record = read_record(home, tag, image, warn)
         if record is not None and (digest is None or record.digest == digest):
             records.append(record)
+            if latest_only:
+                break
     return records
 
 
@@ -190,8 +254,22 @@ def image_version(manifest: ManifestBytes) -> str | None:
         return None
 
 
+def marked_dirty(home: ImagePlace, manifest: ManifestBytes) -> bool:
+    """The dirty mark in the manifest's annotations or the config's labels (bake writes both)."""
+    data = json.loads(manifest.raw)
+    if (data.get("annotations") or {}).get(ANNOTATION_DIRTY) == "true":
+        return True
+    configs = [b for b in blobs_of(manifest) if b.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG)][:1]
+    for config in configs:
+        with home.open_blob(config) as reader:
+            labels = ((json.loads(reader.read()).get("config") or {}).get("Labels") or {})
+        if labels.get(ANNOTATION_DIRTY) == "true":
+            return True
+    return False
+
+
 def check_policy(environments: Sequence[Environment], env_index: int, manifest: ManifestBytes,
-                 version: str | None, home: ImagePlace, tags: Sequence[str]) -> None:
+                 version: str | None, home: ImagePlace, tags: Sequence[str], warn: Warn | None = None) -> None:
     if not version:
         raise PromotionError(f"rule 'versioned images only': {manifest.digest} carries no "
                              f"{ANNOTATION_VERSION} annotation, so its origin is unknown",
@@ -200,10 +278,14 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
         raise PromotionError(f"rule 'clean images only': {version} was baked from a work tree with "
                              "uncommitted changes and can never be promoted",
                              hint="commit, bake and push again")
+    if marked_dirty(home, manifest):
+        raise PromotionError(f"rule 'clean images only': {version} ({manifest.digest.short}) carries "
+                             f"{ANNOTATION_DIRTY}: \"true\", so it was baked from uncommitted changes "
+                             "and can never be promoted", hint="commit, bake and push again")
     if env_index == 0:
         return
     previous = environments[env_index - 1].name
-    if not read_records(home, previous, tags, latest_only=True, digest=manifest.digest):
+    if not read_records(home, previous, tags, latest_only=True, digest=manifest.digest, image=manifest, warn=warn):
         order = " -> ".join(e.name for e in environments)
         raise PromotionError(f"rule 'promotion order' ({order}): {version} ({manifest.digest.short}) was "
                              f"never promoted to {previous}",
@@ -212,30 +294,37 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
 
 def promote(home: ImagePlace, environments: Sequence[Environment], image: str, environment: str, *,
             target_for: Callable[[Environment], Target], name: str | None = None, dry_run: bool = False,
-            now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> PromotionResult:
-    """Promote `image` (found in `home`) to `environment`, after checking the rules."""
+            now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), warn: Warn | None = None,
+            wait: tuple[float, float] = RIVAL_WAIT) -> PromotionResult:
+    """Promote `image` (found in `home`) to `environment`, after checking the rules.
+
+    The writes, in order: the record (read back), then the environment's tag, only when no rival
+    promotion won the same sequence number and the tag still holds what it held at the start."""
     index = environment_index(environments, environment)
     if not _TAG.match(environment) or len(record_tag(environment, 0, EMPTY_DESCRIPTOR.digest)) > 128:
         raise UserError(f"environment name {environment!r} cannot be a tag",
                         hint="use letters, digits, '_', '.' and '-', at most 98 characters")
     manifest = resolve_image(home, image, name)
     version = image_version(manifest)
-    tags = home.tags()
-    check_policy(environments, index, manifest, version, home, tags)
     target = target_for(environments[index])
+    # The tag as it is, read before the tag list: what `previous` names, and what the tag must still
+    # hold when it is moved. Read first, so a rival whose record this listing misses moves it only later.
+    before = _digest_at(target)
+    tags = home.tags()
+    check_policy(environments, index, manifest, version, home, tags, warn)
     existing = record_tags(tags, environment)
-    latest = read_records(home, environment, tags, latest_only=True)
+    latest = read_records(home, environment, tags, latest_only=True, warn=warn)
     sequence = (existing[-1][0] + 1) if existing else 1
     result = PromotionResult(
         environment=environment, digest=manifest.digest, version=version or "", source=home.label,
         target=target.label, action="retag" if same_place(home, target.repository) else "copy",
-        dry_run=dry_run, sequence=sequence, previous=latest[0].digest if latest else None,
-        # A rollback returns to a digest this environment had before: read only when it is not the latest.
-        rollback=bool(latest) and latest[0].digest != manifest.digest
-        and bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest)))
+        dry_run=dry_run, sequence=sequence, previous=before,
+        # A rollback returns to a digest this environment had before: read only when it holds another now.
+        rollback=before is not None and before != manifest.digest
+        and bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest, warn=warn)))
     disk = disk_of(home, manifest, version, tags)
     disk_target = Target(target.repository, target.tag + DISK_SUFFIX)
-    if latest and latest[0].digest == manifest.digest and _points_at(target, manifest) and \
+    if latest and latest[0].digest == manifest.digest and before == manifest.digest and \
             (disk is None or _points_at(disk_target, disk)):
         # Promoting what is already there would only add a record that history then shows twice.
         result.action, result.sequence, result.record = "none", latest[0].sequence, latest[0].tag
@@ -252,18 +341,90 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     result.messages.append(f"record {record_tag(environment, sequence, manifest.digest)} in {home.label}")
     if dry_run:
         return result
+    record = Record(environment=environment, sequence=sequence, digest=manifest.digest,
+                    version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
+    _write_record(home, record, manifest, warn)
+    result.record = record.tag
+    _settle_sequence(home, record, target, before, warn, wait)
+    if _digest_at(target) != before:
+        _withdraw(home, record, warn)
+        raise _conflict(record, f"{target.label} moved since this promotion read it")
     # Within one place, copy only writes the tag: the same manifest bytes, and no blob moves.
     moved = carry_image(target, manifest, home)
     if result.action == "copy":
         result.blobs = moved
     if disk is not None:
         carry_image(disk_target, disk, home)
-    record = Record(environment=environment, sequence=sequence, digest=manifest.digest,
-                    version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
-    put_bytes(home, EMPTY_JSON)
-    home.put_manifest(record_manifest(record, manifest), [record.tag])
-    result.record = record.tag
     return result
+
+
+def _write_record(home: ImagePlace, record: Record, image: ManifestBytes, warn: Warn | None) -> None:
+    """Write the record and read it back; without it in place, nothing else is written."""
+    put_bytes(home, EMPTY_JSON)
+    home.put_manifest(record_manifest(record, image), [record.tag])
+    back = read_record(home, record.tag, image, warn)
+    # A simultaneous promotion of the same image may have written the same tag: its record serves as well.
+    if back is None or back.digest != record.digest:
+        raise StoreError(f"promotion record {record.tag} is not in {home.label} after writing it",
+                         hint="retry; the environment's tag was not moved")
+
+
+def _settle_sequence(home: ImagePlace, record: Record, target: Target, before: Digest | None,
+                     warn: Warn | None, wait: tuple[float, float]) -> None:
+    """Make sure this is the only promotion holding `record.sequence`, or withdraw and raise.
+
+    Two promotions that read the same tag list pick the same sequence. Of the records both can see, the
+    one with the smaller digest wins; the other withdraws. A rival with a larger digest may have listed
+    the records before this one was written, and gone on: so the smaller waits until that rival has
+    either withdrawn (it saw this record) or moved the tag (it did not, and won)."""
+    limit, pause = wait
+    deadline = clock.monotonic() + limit
+    while True:
+        rivals = [r for r in _records_at(home, record.environment, record.sequence, warn, besides=record.tag)
+                  if r.digest != record.digest]
+        if not rivals:
+            return
+        winner = min(rivals, key=lambda r: str(r.digest))
+        if str(winner.digest) < str(record.digest):
+            _withdraw(home, record, warn)
+            raise _conflict(record, f"its record {winner.tag} has the same sequence and the smaller digest")
+        if _digest_at(target) != before:
+            _withdraw(home, record, warn)
+            raise _conflict(record, f"{target.label} moved since this promotion read it")
+        if clock.monotonic() >= deadline:
+            _withdraw(home, record, warn)
+            raise _conflict(record, f"{winner.tag} holds the same sequence and did not settle within {limit:g}s")
+        clock.sleep(pause)
+
+
+def _records_at(home: ImagePlace, environment: str, sequence: int, warn: Warn | None,
+                besides: str) -> list[Record]:
+    """The honest records of one sequence number, but the one under `besides` (ours, just read back)."""
+    found = [tag for seq, tag in record_tags(home.tags(), environment) if seq == sequence and tag != besides]
+    return [r for r in (read_record(home, tag, warn=warn) for tag in found) if r is not None]
+
+
+def _withdraw(home: ImagePlace, record: Record, warn: Warn | None) -> None:
+    """Remove this promotion's record; where the place cannot, it stays as a record that never completed."""
+    try:
+        removed = home.remove(record.tag)
+    except (StoreError, RegistryError) as exc:
+        removed, reason = False, exc.one_line()
+    else:
+        reason = "the place cannot delete manifests"
+    if not removed:
+        (warn or warn_on_stderr)(f"could not withdraw {home.label}:{record.tag} ({reason}); "
+                                 "status shows it as not completed")
+
+
+def _conflict(record: Record, why: str) -> PromotionConflictError:
+    return PromotionConflictError(f"another promotion to {record.environment} won ({why}); this one moved "
+                                  "no tag and withdrew its record (retry it)")
+
+
+def _digest_at(target: Target) -> Digest | None:
+    found = target.repository.manifest(target.tag)
+    return found.digest if found is not None else None
 
 
 def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace) -> dict:
@@ -322,19 +483,30 @@ class EnvironmentStatus:
 
 
 def status(home: ImagePlace, environments: Sequence[Environment],
-           target_for: Callable[[Environment], Target]) -> list[EnvironmentStatus]:
+           target_for: Callable[[Environment], Target], warn: Warn | None = None) -> list[EnvironmentStatus]:
+    """Each environment as its tag has it (the truth), with the newest record of that digest.
+
+    A newest record of another digest is a promotion whose tag move never happened (it failed, or
+    a rival won): it is reported as not completed, never as what the environment holds."""
     tags = home.tags()
     out = []
     for env in environments:
         target = target_for(env)
         current = target.repository.manifest(target.tag)
-        latest = read_records(home, env.name, tags, latest_only=True)
+        latest = read_records(home, env.name, tags, latest_only=True, warn=warn)
         record = latest[0] if latest else None
         note = None
+        earlier = read_records(home, env.name, tags, latest_only=True, digest=current.digest, warn=warn) \
+            if current is not None and record is not None and record.digest != current.digest else []
         if current is None and record is None:
             note = "never promoted"
         elif current is None:
             note = f"tag {target.label} is missing"
+        elif earlier:
+            # The tag still holds what an earlier promotion put there: the newest one never moved it.
+            note = (f"promotion {record.sequence} of {record.version or '-'} ({record.digest.short}) "
+                    f"not completed: {target.label} holds {image_version(current) or current.digest.short}")
+            record = earlier[0]
         elif record is None or record.digest != current.digest:
             note = "tag moved outside imagebuild; no record of this digest"
         out.append(EnvironmentStatus(
@@ -346,11 +518,23 @@ def status(home: ImagePlace, environments: Sequence[Environment],
     return out
 
 
-def history(home: ImagePlace, environments: Sequence[Environment], environment: str) -> list[Record]:
-    """One environment's promotions, newest first, each marked when it was a rollback: by the rule
-    `promote` applies, a move away from the latest digest to one the environment had before."""
-    environment_index(environments, environment)
-    records = read_records(home, environment)
+def history(home: ImagePlace, environments: Sequence[Environment], environment: str,
+            target_for: Callable[[Environment], Target] | None = None, warn: Warn | None = None) -> list[Record]:
+    """The environment's honest records, newest first, rollbacks marked; with `target_for`, without a newest record whose
+    digest the environment's tag does not hold (a promotion that never completed)."""
+    index = environment_index(environments, environment)
+    records = read_records(home, environment, warn=warn)
+    if records and target_for is not None:
+        current = _digest_at(target_for(environments[index]))
+        # Not completed: the tag is missing, or still holds what an earlier promotion put there.
+        if current != records[0].digest and (current is None or any(r.digest == current for r in records[1:])):
+            records = records[1:]
+    return mark_rollbacks(records)
+
+
+def mark_rollbacks(records: Sequence[Record]) -> list[Record]:
+    """Each record marked when it was a rollback, by the rule `promote` applies: a move away from the
+    latest digest to one the environment had before."""
     marked = []
     for index, record in enumerate(records):
         older = records[index + 1:]

@@ -37,6 +37,10 @@ class MemoryPlace(LocalPlace):
         for tag in tags:
             self.tagged[tag] = manifest.digest
 
+    def remove(self, tag: str) -> bool:
+        self.tagged.pop(tag, None)
+        return True
+
     def has_blob(self, digest: str) -> bool:
         return digest in self.blobs
 

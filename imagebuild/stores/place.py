@@ -70,6 +70,11 @@ class ImagePlace(Protocol):
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:
         """Run a whole blob transfer read from this place again after a failure worth a retry."""
 
+    def remove(self, tag: str) -> bool:
+        """Take away the manifest under `tag`: the tag in a layout or memory, the manifest by digest in a
+        registry (the distribution API deletes no bare tag), so only for a manifest no other tag shares.
+        False when the place cannot delete."""
+
 
 # -- pure helpers every place shares -------------------------------------------------------
 
@@ -212,6 +217,10 @@ class LayoutPlace(LocalPlace):
     def mount(self, descriptor: Descriptor, source: ImagePlace) -> bool:
         return False
 
+    def remove(self, tag: str) -> bool:
+        self.store.untag(self._ref(tag))
+        return True
+
 
 # -- a repository of a registry ----------------------------------------------------------------
 
@@ -283,6 +292,10 @@ class RegistryPlace:
 
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:
         return self.client.retry_transfer(transfer, f"{doing} from {self.label}")
+
+    def remove(self, tag: str) -> bool:
+        digest = self.client.head_manifest(self.repository, tag)
+        return digest is None or self.client.delete_manifest(self.repository, digest)
 
 
 def _arrived_altered(digest: str) -> Exception:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from imagebuild.errors import StoreError, UserError
 from imagebuild.oci import mediatypes as mt
@@ -21,6 +21,7 @@ from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.copy import DEFAULT_PARALLEL, copy
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
 from imagebuild.stores.place import LayoutPlace, RegistryPlace, blobs_of, children_of
+from imagebuild.stores.reserved_tags import refuse_promotion_tag
 
 KNOWN_BLOBS_FILE = "registry-blobs.json"
 Progress = Callable[[str], None] | None
@@ -69,10 +70,11 @@ def open_client(host: str, *, insecure: bool | None = None, **options) -> Regist
 
 def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, insecure: bool | None = None,
                progress: Progress = None, client: RegistryClient | None = None,
-               parallel: int = DEFAULT_PARALLEL) -> PushResult:
+               parallel: int = DEFAULT_PARALLEL, environments: Sequence[str] = ()) -> PushResult:
     """Push an image of the local store to `target` (HOST/REPO[:TAG]).
 
     Without a tag in `target`, the tag of `local_ref_name` is used (`hello:abc1234` → `abc1234`).
+    A promotion record's tag, or one of `environments` (the recipe's), is refused: only promotion writes them.
     """
     if not target.registry:
         raise UserError(f"{target} names no registry", hint="use HOST[:PORT]/NAME[:TAG]")
@@ -82,6 +84,7 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
         raise UserError(f"the local store at {store.root} is empty", hint="bake an image first")
     descriptor = store.resolve(local_ref_name)
     tag = target.tag or _tag_of(local_ref_name)
+    refuse_promotion_tag(tag, environments)
     own = client is None
     client = client or open_client(target.registry, insecure=insecure)
     try:

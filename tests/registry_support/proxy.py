@@ -145,6 +145,7 @@ class FaultProxy:
                 if fault and fault.action in ("500", "429"):
                     code = "TOOMANYREQUESTS" if fault.action == "429" else "UNKNOWN"
                     payload = b'{"errors":[{"code":"%s","message":"injected failure"}]}' % code.encode()
+                    proxy.log.add(Exchange(method, path, int(fault.action), len(body), len(payload), fault.action))
                     self.send_response(int(fault.action))
                     if fault.action == "429":
                         self.send_header("Retry-After", "1")
@@ -152,7 +153,6 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
-                    proxy.log.add(Exchange(method, path, int(fault.action), len(body), len(payload), fault.action))
                     return
                 # A list, not a dict: clients send several Accept headers and all must reach the registry.
                 headers = [(k, v) for k, v in self.headers.items()
@@ -169,6 +169,10 @@ class FaultProxy:
                     payload = response.read()
                     if fault and fault.action == "corrupt" and payload:
                         payload = bytes([payload[0] ^ 0xFF]) + payload[1:]
+                    # Logged before the client has its answer, so a client reading the log right after
+                    # its last request finds that request there.
+                    proxy.log.add(Exchange(method, path, response.status, len(body),
+                                           0 if method == "HEAD" else len(payload)))
                     self.send_response(response.status, response.reason)
                     for key, value in response.getheaders():
                         if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
@@ -178,8 +182,6 @@ class FaultProxy:
                     self.end_headers()
                     if method != "HEAD":
                         self.wfile.write(payload)
-                    proxy.log.add(Exchange(method, path, response.status, len(body),
-                                           0 if method == "HEAD" else len(payload)))
                 finally:
                     upstream.close()
 
