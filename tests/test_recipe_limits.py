@@ -14,6 +14,7 @@ from imagebuild.errors import RecipeError
 from imagebuild.recipe import loader
 from imagebuild.recipe.loader import load_recipe
 
+from conftest import imagebuild
 from test_recipe_loader import MINIMAL, NO_GIT, write
 
 SECRET = "TOPSECRET-c0ntent-from-outside"
@@ -276,3 +277,29 @@ def test_good_values_still_load(tmp_path):
                  "os:\n  packages: [curl, \"libc6=2.36-9+deb12u4\", \"g++\"]\n  mirror: http://deb.debian.org/debian\n")
     recipe = load_recipe(path, context=NO_GIT)
     assert recipe.deploy.listen == "::" and recipe.app.dest == "/srv/app"
+
+
+# -- through the real CLI --------------------------------------------------------
+
+CLI_CASES = {
+    "requirements_outside": MINIMAL + "libraries:\n  requirements: ../../../../../../../../etc/passwd\n",
+    "include_itself": MINIMAL + "# {% include 'imagebuild.yaml' %}\n",
+    "division_by_zero": MINIMAL + "registry: '{{ 1/0 }}'\n",
+    "alias_bomb": MINIMAL + "x:\n" + "".join("  " + line + "\n" for line in alias_bomb(9).splitlines()),
+    "deep_nesting": MINIMAL + "os: " + "[" * 2000 + "]" * 2000 + "\n",
+    "nul": MINIMAL + "registry: a\x00b\n",
+    "bad_int_tag": MINIMAL + "health:\n  retries: !!int abc\n",
+    "dest_newline": MINIMAL + "app:\n  dest: \"/app\\nRUN touch /x\"\n",
+    "listen_command": MINIMAL + "deploy:\n  listen: \"0.0.0.0; touch /tmp/x\"\n",
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_cli_refuses_a_bad_recipe_with_one_line_and_exit_2(tmp_path, case):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    path = write(tmp_path / "app", CLI_CASES[case])
+    result = imagebuild("dockerfile", "--recipe", path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:"), result.stderr
+    assert "root:" not in result.stderr and result.stdout == ""
