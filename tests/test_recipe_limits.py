@@ -79,6 +79,20 @@ def test_requirements_elsewhere_in_the_same_repository_are_accepted(tmp_path):
     assert load_recipe(path, context=NO_GIT).libraries.requirements == "../requirements.txt"
 
 
+@pytest.mark.parametrize("line", ["-r /etc/passwd", "--requirement=../x.txt", "-c c.txt", "-e .",
+                                  "--find-links /tmp", "x @ file:///etc/passwd"])
+def test_requirements_options_that_read_other_files_are_refused(tmp_path, line):
+    (tmp_path / "requirements.txt").write_text(f"flask==3.1.3\n{line}\n")
+    path = write(tmp_path, MINIMAL + "libraries:\n  requirements: requirements.txt\n")
+    assert refusal(path).one_line().startswith(f"{tmp_path / 'requirements.txt'}:2: ")
+
+
+def test_requirements_index_options_and_hashes_are_accepted(tmp_path):
+    (tmp_path / "requirements.txt").write_text(
+        "--index-url https://pypi.org/simple\nflask==3.1.3 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    load_recipe(write(tmp_path, MINIMAL + "libraries:\n  requirements: requirements.txt\n"), context=NO_GIT)
+
+
 def test_an_unpinned_requirement_inside_the_app_is_still_quoted(tmp_path):
     (tmp_path / "requirements.txt").write_text("flask>=3\n")
     path = write(tmp_path, MINIMAL + "libraries:\n  requirements: requirements.txt\n")
@@ -261,6 +275,13 @@ VALUES = {
     "health_retries": ("health:\n  retries: 0\n", "health.retries"),
     "exclude_newline": ("app:\n  exclude: [\"a\\nb\"]\n", "app.exclude[0]"),
     "command_control": ("registry: \"a\\tb\"\n", "registry"),
+    # `$` in a pattern also matches before a final newline
+    "environment_newline": ("environments:\n  - name: \"dev\\n\"\n", "environments[0].name"),
+    "variable_newline": ("detect:\n  variable: \"APP_ENV\\n\"\n", "detect.variable"),
+    "user_newline": ("app:\n  user: \"10001\\n\"\n", "app.user"),
+    "config_key_newline": ("environments:\n  - name: dev\n    config: {\"A\\n\": b}\n",
+                           "environments[0].config.A\n"),
+    "package_second_line": ("libraries:\n  packages: [\"flask==3.1.3 ; x\\nevil\"]\n", "libraries.packages[0]"),
 }
 
 
@@ -269,6 +290,11 @@ def test_bad_values_are_refused_when_the_recipe_loads(tmp_path, case):
     text, key = VALUES[case]
     exc = refusal(write(tmp_path, MINIMAL + text))
     assert exc.key == key, exc.one_line()
+
+
+def test_server_host_is_an_ip_address(tmp_path):
+    path = write(tmp_path, MINIMAL + "  options: {host: \"0.0.0.0 --x\"}\n")
+    assert refusal(path).key == "server.options.host"
 
 
 def test_good_values_still_load(tmp_path):

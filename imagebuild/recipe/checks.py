@@ -23,28 +23,33 @@ from imagebuild.recipe.schema import did_you_mean
 
 Fail = Callable[..., NoReturn]
 
-_SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
+# Patterns end in \Z, not $: `$` also matches before a final newline.
+_SUITE = re.compile(r"^[a-z][a-z0-9-]*\Z")
 # Debian policy 5.6.1 (Source/Package) and 5.6.12 (Version: [epoch:]upstream[-revision]).
 _DEB_NAME = r"[a-z0-9][a-z0-9+.-]+"
 _DEB_VERSION = r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~:-]*"
-_DEB_PACKAGE = re.compile(rf"^{_DEB_NAME}(={_DEB_VERSION})?$")
-_KERNEL = re.compile(rf"^linux-image-[a-z0-9][a-z0-9+.-]*(={_DEB_VERSION})?$")
-_ARCHITECTURE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_MIRROR = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+$")
+_DEB_PACKAGE = re.compile(rf"^{_DEB_NAME}(={_DEB_VERSION})?\Z")
+_KERNEL = re.compile(rf"^linux-image-[a-z0-9][a-z0-9+.-]*(={_DEB_VERSION})?\Z")
+_ARCHITECTURE = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
+_MIRROR = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+\Z")
 MAX_REQUIREMENTS_BYTES = 1 << 20
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
              "important", "debootstrap", "standard")
 # One pinned requirement, optionally with extras, a marker and --hash options.
-_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?\s*===?\s*[^\s;=]+"
-                     r"(\s*;[^-]*)?(\s+--hash=sha(256|384|512):[0-9a-f]+)*\s*$")
-_APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?$")
-_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
-_USER = re.compile(r"^\d+(:\d+)?$")
-_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?[ \t]*===?[ \t]*[^\s;=]+"
+                     r"([ \t]*;[^-\n]*)?([ \t]+--hash=sha(256|384|512):[0-9a-f]+)*[ \t]*\Z")
+# pip options a requirements file may hold: none of them reads a file or a package from
+# outside the commit (-r, -c, -e, -f and file: URLs would, and pip quotes what it reads).
+_PIP_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "--trusted-host", "--prefer-binary",
+                          "--only-binary", "--no-binary", "--require-hashes", "--pre", "--no-index"})
+_APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?\Z")
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*\Z")
+_USER = re.compile(r"^\d+(:\d+)?\Z")
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*\Z")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
 # Config keys, feature names and detect.variable: each becomes a shell variable in the launcher.
-VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*\Z")
 # Variables the image config sets (plan.image_settings); a config key of the same name would lose to them.
 _IMAGE_VARIABLES = frozenset({"PATH", "PORT", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})
 SECRET_HINT = "secrets lists names only; the values come at run time (docker run -e NAME=... or NAME_FILE)"
@@ -186,9 +191,20 @@ def _check_requirements_file(path: Path, fail: Fail) -> None:
     text = data.decode("utf-8", errors="replace").replace("\\\n", " ")
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#") or line.startswith("-"):
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            option = line.split()[0].split("=", 1)[0]
+            if option not in _PIP_OPTIONS:
+                raise RecipeError(f"the pip option {option} is not allowed in requirements", file=str(path),
+                                  line=number, key="libraries.requirements",
+                                  hint="it reads files or packages from outside the commit; "
+                                       "list pinned requirements, with --hash options if you like")
             continue
         if " @ " in line:
+            if line.split(" @ ", 1)[1].strip().lower().startswith("file:"):
+                raise RecipeError("a requirement from a file: URL is not allowed", file=str(path), line=number,
+                                  key="libraries.requirements", hint="the image is built from the commit alone")
             continue
         if not _PINNED.match(line):
             name = re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0]
