@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from imagebuild.dockerfile_export import render_dockerfile
 from imagebuild.errors import RecipeError
+from imagebuild.gitinfo import GitFacts
 from imagebuild.recipe import loader
 from imagebuild.recipe.loader import load_recipe
 
@@ -109,6 +111,23 @@ def test_directories_and_dockerfiles_outside_the_app_are_refused(outside, sectio
     (app / "link").symlink_to(outside / "outside_dir")
     path = write(app, MINIMAL + f"{section}:\n  {key}: {value}\n")
     refused_at(path, 8, f"{section}.{key}")
+
+
+@pytest.mark.parametrize("value", ["--chown=0", "./--from=x", "sub/-x"])
+def test_a_path_part_that_reads_as_an_option_is_refused(tmp_path, value):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / value).write_text("flask==3.1.3\n")
+    path = write(tmp_path, MINIMAL + f"libraries:\n  requirements: {value}\n")
+    refused_at(path, 8, "libraries.requirements", "starts with -")
+
+
+def test_the_printed_dockerfile_copies_recipe_paths_in_json_form(tmp_path):
+    (tmp_path / "my app").mkdir()
+    (tmp_path / "my reqs.txt").write_text("flask==3.1.3\n")
+    path = write(tmp_path, MINIMAL + "libraries:\n  requirements: my reqs.txt\napp:\n  path: my app\n  dest: /srv/my app\n")
+    text = render_dockerfile(load_recipe(path, context=NO_GIT), facts=GitFacts())
+    assert 'COPY ["my reqs.txt", "/imagebuild/requirements.txt"]' in text
+    assert 'COPY ["my app/", "/srv/my app/"]' in text
 
 
 @pytest.mark.parametrize("value", ["../python-wsgi", "/etc", "python-wsgi/../python-asgi"])

@@ -81,6 +81,8 @@ def local_path(recipe: Recipe, value: str, key: str, fail: Fail, repository: Pat
     a line of a file outside the app."""
     if not value or PurePosixPath(value).is_absolute():
         fail(key, f"{value!r} must be a path relative to the recipe")
+    if any(part.startswith("-") for part in PurePosixPath(value).parts):
+        fail(key, f"{value!r} has a part that starts with -, which tools would take for an option")
     resolved = Path(os.path.realpath(recipe.root / value))
     if not resolved.is_relative_to(repository):
         fail(key, f"{value!r} leads outside the recipe's repository",
