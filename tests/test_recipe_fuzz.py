@@ -43,7 +43,8 @@ FRAGMENTS = [
     "{{ '{:>999999999}'.format(1) }}", "{{ range(10**9)|list }}", "{{ undefined_name }}",
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-    "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "{% include 'imagebuild.yaml' %}",
+    "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "{% set t %}{% for i in range(999) %}{{ 'x' * 99999 }}",
+    "{% endfor %}{% endset %}", "{% include 'imagebuild.yaml' %}",
     "{% import 'x' as y %}", "{% extends 'imagebuild.yaml' %}", "{% if true %}", "{% endif %}",
     "{{ ''.__class__ }}", "{{ lipsum() }}", "{{ cycler(1).next() }}", "{% raw %}", "{% endraw %}",
     # paths and values the checks must refuse

@@ -155,6 +155,10 @@ TEMPLATES = {
     "huge_format": "{{ '{:>1000000000}'.format(1) }}",
     "nested_loops": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     "doubling": "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "captured_output": "{% set s = 'x' * 1000000 %}{% set t %}{% for i in range(2000) %}{{ s }}{% endfor %}"
+                       "{% endset %}{{ t|length }}",
+    "macro_output": "{% set s = 'x' * 1000000 %}{% macro m() %}{% for i in range(2000) %}{{ s }}{% endfor %}"
+                    "{% endmacro %}{{ m()|length }}",
     "recursive_macro": "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
     "lipsum": "{{ lipsum(10**6) }}",
     "int_from_text": "{{ int('x') }}",
