@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import io
 import itertools
 import os
 import re
@@ -167,14 +168,15 @@ class _Loader:
         if len(rendered.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
             raise RecipeError(f"the rendered recipe is larger than {MAX_RECIPE_BYTES // 1024} KiB", file=name)
         self.texts[name] = (text, rendered)
+        unprintable = _NOT_YAML_TEXT.search(rendered)
+        if unprintable:
+            line = self.line_of(name, rendered.count("\n", 0, unprintable.start()))
+            raise RecipeError(f"not valid YAML: the character {ord(unprintable.group()):#06x} is not allowed",
+                              file=name, line=line, hint="a recipe holds printable text, tabs and newlines")
         loader = None
         try:
             loader = _BoundedLoader(rendered, name)
             node = loader.get_single_node()
-        except yaml.reader.ReaderError as exc:
-            line = self.line_of(name, rendered.count("\n", 0, exc.position))
-            raise RecipeError(f"not valid YAML: the character {exc.character:#06x} is not allowed",
-                              file=name, line=line, hint="write control characters as escapes, if at all") from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = self.line_of(name, mark.line) if mark else None
@@ -209,14 +211,35 @@ class _Loader:
         return node
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a depth limit and a budget for aliases: each alias costs the
+# What YAML's reader refuses (YAML 1.1 printable characters); checked first, for one message
+# whichever parser runs.
+_NOT_YAML_TEXT = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# libyaml's scanner and parser, when PyYAML has them, are several times faster than the
+# Python ones on a large recipe; the composer stays PyYAML's, bounded below.
+_LIBYAML = getattr(yaml, "__with_libyaml__", False)
+_EVENTS: tuple[type, ...] = ((yaml.cyaml.CParser,) if _LIBYAML
+                             else (yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser))
+
+
+class _BoundedLoader(yaml.composer.Composer, *_EVENTS, yaml.constructor.SafeConstructor,  # type: ignore[misc]
+                     yaml.resolver.Resolver):
+    """PyYAML's safe composer with a depth limit and a budget for aliases: each alias costs the
     number of values it stands for, so an alias bomb is refused long before it grows, and an
     alias inside the collection it names (a cycle) is refused outright."""
 
     def __init__(self, text: str, name: str):
-        super().__init__(text)
-        self.name = name
+        if _LIBYAML:
+            stream = io.StringIO(text)
+            stream.name = name          # libyaml names its marks after the stream
+            yaml.cyaml.CParser.__init__(self, stream)
+        else:
+            yaml.reader.Reader.__init__(self, text)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+            self.name = name
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self._depth = 0
         self._aliased = 0
         self._sizes: dict[int, int] = {}
