@@ -13,6 +13,7 @@ import pytest
 from imagebuild.dockerfile_export import render_dockerfile
 from imagebuild.errors import RecipeError
 from imagebuild.gitinfo import GitFacts
+from imagebuild.layers import dockerfile_base
 from imagebuild.recipe import loader
 from imagebuild.recipe.loader import load_recipe
 
@@ -170,6 +171,16 @@ TEMPLATES = {
 def test_template_mistakes_and_bombs_are_one_located_line(tmp_path, case):
     path = write(tmp_path, MINIMAL + "registry: x\n# " + TEMPLATES[case] + "\n")
     refused_at(path, 8, "template")
+
+
+@pytest.mark.parametrize("text, line", [("FROM {{ base }}\n{% include 'base.Dockerfile' %}\n", 2),
+                                        ("FROM {{ base }}\nRUN echo {{ 1/0 }}\n", 2),
+                                        ("FROM {{ base }}\n{% for i in range(10**6) %}{% endfor %}\n", 2)])
+def test_an_os_dockerfile_template_is_bounded_too(tmp_path, text, line):
+    name = str(tmp_path / "base.Dockerfile")
+    with pytest.raises(RecipeError) as caught:
+        dockerfile_base.render(text, name, {"base": "debian", "os": {}, "runtime": {}})
+    assert caught.value.one_line().startswith(f"{name}:{line}: template error: ")
 
 
 def test_template_output_is_bounded(tmp_path):
