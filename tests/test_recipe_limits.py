@@ -326,6 +326,11 @@ def test_bad_values_are_refused_when_the_recipe_loads(tmp_path, case):
     assert exc.key == key, exc.one_line()
 
 
+def test_an_error_quoting_a_long_value_stays_short(tmp_path):
+    text = refusal(write(tmp_path, MINIMAL + "health:\n  retries: '" + "x" * 100000 + "'\n")).one_line()
+    assert len(text) < 1000 and "health.retries" in text
+
+
 def test_server_host_is_an_ip_address(tmp_path):
     path = write(tmp_path, MINIMAL + "  options: {host: \"0.0.0.0 --x\"}\n")
     assert refusal(path).key == "server.options.host"

@@ -26,6 +26,7 @@ Where = Callable[[yaml.Node], tuple[str, int]]
 INTERNAL_FIELDS = frozenset({"source", "stock_dir"})
 
 _TAG = "tag:yaml.org,2002:"
+MAX_MESSAGE = 300
 _TYPE_WORDS = {str: "a string", int: "a whole number", bool: "true or false"}
 
 
@@ -65,6 +66,8 @@ class NodeReader:
 
     def fail(self, node: yaml.Node, key: str, message: str, hint: str | None = None) -> typing.NoReturn:
         file, line = self.where(node)
+        if len(message) > MAX_MESSAGE:  # a message quoting a long value stays a readable line
+            message = message[:MAX_MESSAGE] + "..."
         raise RecipeError(f"{key}: {message}" if key else message, file=file, line=line,
                           key=key or None, hint=hint)
 
