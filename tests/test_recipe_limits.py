@@ -307,6 +307,8 @@ VALUES = {
     "detect_file": ("detect:\n  variable: APP_ENV\nenvironments:\n  - name: dev\n    detect: {file: \"/a/../b\"}\n",
                     "environments[0].detect.file"),
     "health_retries": ("health:\n  retries: 0\n", "health.retries"),
+    "health_interval_overflow": ("health:\n  interval: 99999999999\n", "health.interval"),
+    "deploy_drain_huge": ("deploy:\n  drain: 99999999999\n", "deploy.drain"),
     "exclude_newline": ("app:\n  exclude: [\"a\\nb\"]\n", "app.exclude[0]"),
     "command_control": ("registry: \"a\\tb\"\n", "registry"),
     # `$` in a pattern also matches before a final newline

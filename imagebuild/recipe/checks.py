@@ -33,6 +33,8 @@ _KERNEL = re.compile(rf"^linux-image-[a-z0-9][a-z0-9+.-]*(={_DEB_VERSION})?\Z")
 _ARCHITECTURE = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 _MIRROR = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+\Z")
 MAX_REQUIREMENTS_BYTES = 1 << 20
+# Durations in seconds: a day at most, far from where nanoseconds (the image's Healthcheck) overflow.
+MAX_SECONDS = 86_400
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
              "important", "debootstrap", "standard")
 # One pinned requirement, optionally with extras, a marker and --hash options.
@@ -225,8 +227,8 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
              did_you_mean(server.kind, KINDS) or f"use one of {', '.join(KINDS)}")
     if not 1 <= server.port <= 65535:
         fail("server.port", f"{server.port} is not a TCP port", "use 1-65535, e.g. 8000")
-    if server.workers is not None and server.workers < 1:
-        fail("server.workers", "must be at least 1")
+    if server.workers is not None and not 1 <= server.workers <= 1024:
+        fail("server.workers", "must be 1 to 1024")
     if kind.runtime and getattr(recipe.runtime, kind.runtime) is None:
         fail("server.kind", f"{kind.name} needs runtime.{kind.runtime}")
     if kind.needs_app and not server.app:
@@ -282,6 +284,9 @@ def _check_health(recipe: Recipe, fail: Fail) -> None:
             fail(f"health.{name}", "must be at least 1")
     if health.start_period < 0:
         fail("health.start_period", "must not be negative")
+    for name in ("interval", "timeout", "start_period", "retries"):
+        if getattr(health, name) > MAX_SECONDS:
+            fail(f"health.{name}", f"must be at most {MAX_SECONDS}")
 
 
 def _check_environments(recipe: Recipe, fail: Fail) -> None:
@@ -402,6 +407,9 @@ def _check_deploy(recipe: Recipe, fail: Fail) -> None:
         fail("deploy.drain", "must not be negative")
     if spec.health_timeout < 1:
         fail("deploy.health_timeout", "must be at least 1 second")
+    for name in ("drain", "health_timeout"):
+        if getattr(spec, name) > MAX_SECONDS:
+            fail(f"deploy.{name}", f"must be at most {MAX_SECONDS} seconds")
     if not _is_ip_address(spec.listen):
         fail("deploy.listen", f"{spec.listen!r} is not an IP address", "e.g. 0.0.0.0, 127.0.0.1 or ::")
     if not is_clean_absolute_path(spec.state_dir) or not _PLAIN_PATH.match(spec.state_dir):
