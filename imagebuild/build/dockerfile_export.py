@@ -113,7 +113,7 @@ def _pip_stage(recipe: Recipe) -> list[str]:
         requirements = f"{STAGE_DIR}/requirements.txt"
         hashed = False
         if recipe.libraries.requirements:
-            lines.append(f"COPY {posixpath.normpath(recipe.libraries.requirements)} {requirements}")
+            lines.append(_dockerfile_copy(posixpath.normpath(recipe.libraries.requirements), requirements))
             hashed = _has_hashes(recipe)
         if recipe.libraries.packages:
             lines.append(f"RUN {_printf_lines(recipe.libraries.packages)} >> {requirements}")
@@ -181,7 +181,12 @@ def _app(recipe: Recipe) -> list[str]:
     ignored = ", ".join([".git", *recipe.app.exclude])
     return ["", "# -- app: a bake takes only the files git tracks, minus app.exclude; keep the rest out of the",
             f"# build context with .dockerignore ({ignored})",
-            f"COPY {source}/ {recipe.app.dest.rstrip('/')}/"]
+            _dockerfile_copy(f"{source}/", f"{recipe.app.dest.rstrip('/')}/")]
+
+
+def _dockerfile_copy(source: str, dest: str) -> str:
+    """COPY in its JSON form: a recipe's path with a space stays one path, and never reads as a flag."""
+    return f"COPY {json.dumps([source, dest], ensure_ascii=False)}"
 
 
 def _write_files(files: Mapping[str, tuple[bytes, int]], extra: Iterable[str] = ()) -> str:

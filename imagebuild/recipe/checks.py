@@ -6,6 +6,9 @@ into a RecipeError at the line of that key.
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import posixpath
 import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, NoReturn
@@ -20,38 +23,80 @@ from imagebuild.recipe.schema import did_you_mean
 
 Fail = Callable[..., NoReturn]
 
-_SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
-_DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+# Patterns end in \Z, not $: `$` also matches before a final newline.
+_SUITE = re.compile(r"^[a-z][a-z0-9-]*\Z")
+# Debian policy 5.6.1 (Source/Package) and 5.6.12 (Version: [epoch:]upstream[-revision]).
+_DEB_NAME = r"[a-z0-9][a-z0-9+.-]+"
+_DEB_VERSION = r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~:-]*"
+_DEB_PACKAGE = re.compile(rf"^{_DEB_NAME}(={_DEB_VERSION})?\Z")
+_KERNEL = re.compile(rf"^linux-image-[a-z0-9][a-z0-9+.-]*(={_DEB_VERSION})?\Z")
+_ARCHITECTURE = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
+_MIRROR = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+\Z")
+MAX_REQUIREMENTS_BYTES = 1 << 20
+# Durations in seconds: a day at most, far from where nanoseconds (the image's Healthcheck) overflow.
+MAX_SECONDS = 86_400
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
              "important", "debootstrap", "standard")
 # One pinned requirement, optionally with extras, a marker and --hash options.
-_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?\s*===?\s*[^\s;=]+"
-                     r"(\s*;[^-]*)?(\s+--hash=sha(256|384|512):[0-9a-f]+)*\s*$")
-_APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?$")
-_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
-_USER = re.compile(r"^\d+(:\d+)?$")
-_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?[ \t]*===?[ \t]*[^\s;=]+"
+                     r"([ \t]*;[^-\n]*)?([ \t]+--hash=sha(256|384|512):[0-9a-f]+)*[ \t]*\Z")
+# pip options a requirements file may hold: none of them reads a file or a package from
+# outside the commit (-r, -c, -e, -f and file: URLs would, and pip quotes what it reads).
+_PIP_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "--trusted-host", "--prefer-binary",
+                          "--only-binary", "--no-binary", "--require-hashes", "--pre", "--no-index"})
+_APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?\Z")
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*\Z")
+_USER = re.compile(r"^\d+(:\d+)?\Z")
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*\Z")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
 # Config keys, feature names and detect.variable: each becomes a shell variable in the launcher.
-VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*\Z")
 # Variables the image config sets (plan.image_settings); a config key of the same name would lose to them.
 _IMAGE_VARIABLES = frozenset({"PATH", "PORT", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"})
 SECRET_HINT = "secrets lists names only; the values come at run time (docker run -e NAME=... or NAME_FILE)"
 
 
-def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> None:
-    """Run every rule; `explicit(key)` tells whether the recipe files set that key."""
+def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
+                 repository: Path | None = None) -> None:
+    """Run every rule; `explicit(key)` tells whether the recipe files set that key.
+    `repository`: the directory every file the recipe names must resolve into (after
+    symlinks); None takes the recipe's own directory."""
+    repository = Path(os.path.realpath(repository or recipe.root))
     _check_names(recipe, fail)
-    _check_os(recipe, fail, explicit)
+    _check_os(recipe, fail, explicit, repository)
     _check_runtime(recipe, fail)
-    _check_libraries(recipe, fail)
+    _check_libraries(recipe, fail, repository)
     _check_server(recipe, fail)
-    _check_app(recipe, fail)
+    _check_app(recipe, fail, repository)
     _check_health(recipe, fail)
     _check_environments(recipe, fail)
     _check_detect(recipe, fail)
+    _check_deploy(recipe, fail)
+    _check_disk(recipe, fail)
     _check_hosts(recipe, fail)
     _check_disk(recipe, fail)
+
+
+def local_path(recipe: Recipe, value: str, key: str, fail: Fail, repository: Path) -> Path:
+    """A file or directory the recipe names, relative to it: its real path, which must lie
+    inside `repository`. Nothing is read before this check passes, so no error ever shows
+    a line of a file outside the app."""
+    if not value or PurePosixPath(value).is_absolute():
+        fail(key, f"{value!r} must be a path relative to the recipe")
+    if any(part.startswith("-") for part in PurePosixPath(value).parts):
+        fail(key, f"{value!r} has a part that starts with -, which tools would take for an option")
+    resolved = Path(os.path.realpath(recipe.root / value))
+    if not resolved.is_relative_to(repository):
+        fail(key, f"{value!r} leads outside the recipe's repository",
+             f"the files a recipe names must lie in {repository}")
+    return resolved
+
+
+def is_clean_absolute_path(path: str) -> bool:
+    """/a/b: absolute, normalized (no //, . or ..), printable; / itself passes."""
+    return (path.startswith("/") and posixpath.normpath(path) == path and not path.startswith("//")
+            and path.isprintable())
 
 
 IMAGE_NAME_HINT = "use lowercase letters, digits and . _ -; put the registry under registry:"
@@ -77,7 +122,7 @@ def _check_names(recipe: Recipe, fail: Fail) -> None:
                  "write HOST[:PORT][/PATH], e.g. localhost:5000/acme")
 
 
-def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> None:
+def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool], repository: Path) -> None:
     spec = recipe.os
     if spec.image is not None:
         if explicit("os.debian"):
@@ -93,7 +138,14 @@ def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> No
         fail("os.debian", f"{spec.debian!r} is not a Debian suite name", "e.g. bookworm")
     for index, package in enumerate(spec.packages):
         if not _DEB_PACKAGE.match(package):
-            fail(f"os.packages[{index}]", f"{package!r} is not a Debian package name")
+            fail(f"os.packages[{index}]", f"{package!r} is not a Debian package name",
+                 "NAME or NAME=VERSION, e.g. curl or curl=7.88.1-10+deb12u5")
+    if not _ARCHITECTURE.match(spec.architecture):
+        fail("os.architecture", f"{spec.architecture!r} is not a Debian architecture", "e.g. amd64 or arm64")
+    if spec.mirror is not None and not _MIRROR.match(spec.mirror):
+        fail("os.mirror", f"{spec.mirror!r} is not a mirror URL", "e.g. http://deb.debian.org/debian")
+    if spec.dockerfile is not None:
+        local_path(recipe, spec.dockerfile, "os.dockerfile", fail, repository)
     if spec.variant not in _VARIANTS:
         fail("os.variant", f"unknown mmdebstrap variant {spec.variant!r}",
              did_you_mean(spec.variant, _VARIANTS) or f"use one of {', '.join(_VARIANTS)}")
@@ -117,14 +169,12 @@ def _check_pins(lines: tuple[str, ...], key: str, fail: Fail) -> None:
                  "write NAME==VERSION, optionally followed by --hash=sha256:...")
 
 
-def _check_libraries(recipe: Recipe, fail: Fail) -> None:
+def _check_libraries(recipe: Recipe, fail: Fail, repository: Path) -> None:
     _check_pins(recipe.libraries.packages, "libraries.packages", fail)
     requirements = recipe.libraries.requirements
     if requirements is None:
         return
-    if PurePosixPath(requirements).is_absolute():
-        fail("libraries.requirements", "must be a path relative to the recipe")
-    path = recipe.root / requirements
+    path = local_path(recipe, requirements, "libraries.requirements", fail, repository)
     if not path.is_file():
         fail("libraries.requirements", f"{requirements} does not exist next to the recipe",
              f"looked in {recipe.root.resolve()}")
@@ -134,13 +184,32 @@ def _check_libraries(recipe: Recipe, fail: Fail) -> None:
 
 
 def _check_requirements_file(path: Path, fail: Fail) -> None:
-    """Every requirement must be pinned, or the same commit could bake different libraries."""
-    text = path.read_text(encoding="utf-8", errors="replace").replace("\\\n", " ")
+    """Every requirement must be pinned, or the same commit could bake different libraries.
+    `path` has passed local_path, so quoting its lines shows nothing from outside the app."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_REQUIREMENTS_BYTES + 1)
+    except OSError as exc:
+        fail("libraries.requirements", f"cannot be read: {exc.strerror}")
+    if len(data) > MAX_REQUIREMENTS_BYTES:
+        fail("libraries.requirements", f"is larger than {MAX_REQUIREMENTS_BYTES // 1024} KiB")
+    text = data.decode("utf-8", errors="replace").replace("\\\n", " ")
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#") or line.startswith("-"):
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            option = line.split()[0].split("=", 1)[0]
+            if option not in _PIP_OPTIONS:
+                raise RecipeError(f"the pip option {option} is not allowed in requirements", file=str(path),
+                                  line=number, key="libraries.requirements",
+                                  hint="it reads files or packages from outside the commit; "
+                                       "list pinned requirements, with --hash options if you like")
             continue
         if " @ " in line:
+            if line.split(" @ ", 1)[1].strip().lower().startswith("file:"):
+                raise RecipeError("a requirement from a file: URL is not allowed", file=str(path), line=number,
+                                  key="libraries.requirements", hint="the image is built from the commit alone")
             continue
         if not _PINNED.match(line):
             name = re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0]
@@ -159,8 +228,8 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
              did_you_mean(server.kind, KINDS) or f"use one of {', '.join(KINDS)}")
     if not 1 <= server.port <= 65535:
         fail("server.port", f"{server.port} is not a TCP port", "use 1-65535, e.g. 8000")
-    if server.workers is not None and server.workers < 1:
-        fail("server.workers", "must be at least 1")
+    if server.workers is not None and not 1 <= server.workers <= 1024:
+        fail("server.workers", "must be 1 to 1024")
     if kind.runtime and getattr(recipe.runtime, kind.runtime) is None:
         fail("server.kind", f"{kind.name} needs runtime.{kind.runtime}")
     if kind.needs_app and not server.app:
@@ -183,6 +252,8 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
             fail(f"server.options.{name}", f"{server.options[name]!r} is not a whole number")
         if any(c in server.options[name] for c in '\n;{}"'):
             fail(f"server.options.{name}", "must not contain newlines, quotes, ; or braces")
+        if name == "host" and not _is_ip_address(server.options[name]):
+            fail("server.options.host", f"{server.options[name]!r} is not an IP address", "e.g. 0.0.0.0 or ::")
     if kind.name == "nginx" and recipe.os.image is None and not any(
             p.split("=")[0] in ("nginx", "nginx-light", "nginx-core", "nginx-full") for p in recipe.os.packages):
         fail("os.packages", "kind nginx needs nginx in os.packages", "add nginx-light")
@@ -191,12 +262,16 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
         fail("server.packages", "PyPI packages need runtime.python")
 
 
-def _check_app(recipe: Recipe, fail: Fail) -> None:
+def _check_app(recipe: Recipe, fail: Fail, repository: Path) -> None:
     app = recipe.app
     if PurePosixPath(app.path).is_absolute() or ".." in PurePosixPath(app.path).parts:
         fail("app.path", "must be a path inside the app's directory", "e.g. . or src/")
-    if not PurePosixPath(app.dest).is_absolute() or PurePosixPath(app.dest) == PurePosixPath("/"):
-        fail("app.dest", f"{app.dest!r} must be an absolute directory other than /", "e.g. /app")
+    local_path(recipe, app.path, "app.path", fail, repository)
+    if not is_clean_absolute_path(app.dest) or app.dest == "/":
+        fail("app.dest", f"{app.dest!r} must be an absolute, normalized directory other than /", "e.g. /app")
+    for index, pattern in enumerate(app.exclude):
+        if not pattern.isprintable():
+            fail(f"app.exclude[{index}]", f"{pattern!r} must be one line of printable text")
     if not _USER.match(app.user):
         fail("app.user", f"{app.user!r} is not UID[:GID]", "use numbers, e.g. 10001:10001")
 
@@ -210,9 +285,15 @@ def _check_health(recipe: Recipe, fail: Fail) -> None:
             fail(f"health.{name}", "must be at least 1")
     if health.start_period < 0:
         fail("health.start_period", "must not be negative")
+    for name in ("interval", "timeout", "start_period", "retries"):
+        if getattr(health, name) > MAX_SECONDS:
+            fail(f"health.{name}", f"must be at most {MAX_SECONDS}")
 
 
 def _check_disk(recipe: Recipe, fail: Fail) -> None:
+    if not _KERNEL.match(recipe.disk.kernel):
+        fail("disk.kernel", f"{recipe.disk.kernel!r} is not a Debian kernel package",
+             "linux-image-FLAVOUR, optionally =VERSION, e.g. linux-image-cloud-amd64")
     try:
         if recipe.disk.max_bytes < 1 << 20:
             fail("disk.max_size", f"{recipe.disk.max_size} is less than 1MiB", "e.g. 4GiB")
@@ -278,7 +359,7 @@ def _check_detect(recipe: Recipe, fail: Fail) -> None:
         where = f"environments[{index}].detect"
         if rule.hostname is not None and (not rule.hostname.strip() or any(c.isspace() for c in rule.hostname)):
             fail(f"{where}.hostname", f"{rule.hostname!r} is not a hostname pattern", "e.g. prod-*")
-        if rule.file is not None and (not PurePosixPath(rule.file).is_absolute() or "\n" in rule.file):
+        if rule.file is not None and (not is_clean_absolute_path(rule.file) or rule.file == "/"):
             fail(f"{where}.file", f"{rule.file!r} must be an absolute path inside the container",
                  "e.g. /etc/prod-marker")
     if detect.default is not None:
@@ -319,6 +400,37 @@ def _child(node: yaml.Node, name: str) -> yaml.Node | None:
     if not isinstance(node, yaml.MappingNode):
         return None
     return next((value for key, value in node.value if getattr(key, "value", None) == name), None)
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_deploy(recipe: Recipe, fail: Fail) -> None:
+    """The values the hosts' shell, docker and nginx will see: refused here, not at the first deploy."""
+    spec = recipe.deploy
+    if not 1 <= spec.port <= 65535:
+        fail("deploy.port", f"{spec.port} is not a TCP port", "use 1-65535, e.g. 8080")
+    if spec.drain < 0:
+        fail("deploy.drain", "must not be negative")
+    if spec.health_timeout < 1:
+        fail("deploy.health_timeout", "must be at least 1 second")
+    for name in ("drain", "health_timeout"):
+        if getattr(spec, name) > MAX_SECONDS:
+            fail(f"deploy.{name}", f"must be at most {MAX_SECONDS} seconds")
+    if not _is_ip_address(spec.listen):
+        fail("deploy.listen", f"{spec.listen!r} is not an IP address", "e.g. 0.0.0.0, 127.0.0.1 or ::")
+    if not is_clean_absolute_path(spec.state_dir) or not _PLAIN_PATH.match(spec.state_dir):
+        fail("deploy.state_dir", f"{spec.state_dir!r} must be an absolute, normalized path of letters, digits and . _ - /",
+             "e.g. /var/lib/imagebuild")
+    if spec.env_file is not None and (not is_clean_absolute_path(spec.env_file) or not _PLAIN_PATH.match(spec.env_file)
+                                      or spec.env_file == "/"):
+        fail("deploy.env_file", f"{spec.env_file!r} must be an absolute, normalized path of a file on the host",
+             "e.g. /etc/myapp.env")
 
 
 def _check_hosts(recipe: Recipe, fail: Fail) -> None:

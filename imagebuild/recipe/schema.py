@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ Where = Callable[[yaml.Node], tuple[str, int]]
 INTERNAL_FIELDS = frozenset({"source", "stock_dir"})
 
 _TAG = "tag:yaml.org,2002:"
+MAX_MESSAGE = 300
 _TYPE_WORDS = {str: "a string", int: "a whole number", bool: "true or false"}
 
 
@@ -64,6 +66,8 @@ class NodeReader:
 
     def fail(self, node: yaml.Node, key: str, message: str, hint: str | None = None) -> typing.NoReturn:
         file, line = self.where(node)
+        if len(message) > MAX_MESSAGE:  # a message quoting a long value stays a readable line
+            message = message[:MAX_MESSAGE] + "..."
         raise RecipeError(f"{key}: {message}" if key else message, file=file, line=line,
                           key=key or None, hint=hint)
 
@@ -110,12 +114,21 @@ class NodeReader:
                 return node.value
             if kind == "bool" and lenient_str:
                 return "true" if self._constructor.construct_object(node) else "false"
-        elif tp is int and kind == "int":
-            return self._constructor.construct_object(node)
-        elif tp is bool and kind == "bool":
-            return self._constructor.construct_object(node)
+        elif (tp is int and kind == "int") or (tp is bool and kind == "bool"):
+            # An explicit tag (`!!int abc`) skips YAML's own check of the text.
+            if not self._resolves_to(node, kind):
+                self.fail(node, key, f"{node.value[:40]!r} is not {expected}")
+            try:
+                return self._constructor.construct_object(node)
+            except ValueError:  # more digits than Python converts
+                self.fail(node, key, f"expected {expected}, got a number too large")
         self.fail(node, key, f"expected {expected}, got {_describe(node)}",
                   hint="quote it to make it a string" if tp is str else None)
+
+    @staticmethod
+    def _resolves_to(node: yaml.ScalarNode, kind: str) -> bool:
+        return any(tag == _TAG + kind and pattern.match(node.value)
+                   for tag, pattern in yaml.resolver.Resolver.yaml_implicit_resolvers.get(node.value[:1], []))
 
     def _tuple(self, item_type: Any, node: yaml.Node, key: str) -> tuple:
         if _is_null(node):
@@ -168,21 +181,49 @@ class NodeReader:
             yield key_node, value_node, key_node.value
 
 
+def _walk(node: yaml.Node | None, key: str = ""):
+    """(node, key path) of every node once: a node an alias reaches again is not walked again."""
+    seen: set[int] = set()
+    stack = [(node, key)]
+    while stack:
+        node, key = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node, key
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in reversed(node.value):
+                name = str(key_node.value)
+                stack.append((value_node, f"{key}.{name}" if key else name))
+                stack.append((key_node, key))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{key}[{index}]") for index, item in reversed(list(enumerate(node.value))))
+
+
 def find_duplicate_keys(node: yaml.Node | None, fail: Callable[[yaml.Node, str], typing.NoReturn],
                         key: str = "") -> None:
     """YAML silently keeps the last of two equal keys; a recipe refuses them."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            name = str(key_node.value)
-            item_key = f"{key}.{name}" if key else name
-            if name in seen:
-                fail(key_node, item_key)
-            seen.add(name)
-            find_duplicate_keys(value_node, fail, item_key)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            find_duplicate_keys(item, fail, f"{key}[{index}]")
+    for mapping, path in _walk(node, key):
+        if isinstance(mapping, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, _ in mapping.value:
+                name = str(key_node.value)
+                if name in seen:
+                    fail(key_node, f"{path}.{name}" if path else name)
+                seen.add(name)
+
+
+# Control characters other than tab and newline, and lone surrogates (not text at all):
+# YAML's escapes ("\0", "\e", "\ud800") can write them, and no recipe value needs them.
+_BAD_CHARACTER = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def find_bad_characters(node: yaml.Node | None, fail: Callable[[yaml.Node, str], typing.NoReturn]) -> None:
+    for scalar, _ in _walk(node):
+        if isinstance(scalar, yaml.ScalarNode):
+            found = _BAD_CHARACTER.search(scalar.value)
+            if found:
+                fail(scalar, found.group())
 
 
 def expand_merge_keys(node: yaml.Node | None, seen: set[int] | None = None) -> None:

@@ -11,12 +11,11 @@ import shlex
 from pathlib import Path, PurePosixPath
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from imagebuild.errors import RecipeError
 from imagebuild.contract import CONFIG_DIR
 from imagebuild.recipe.kinds import KINDS
-from imagebuild.recipe.loader import stock_recipes_dir
+from imagebuild.recipe.loader import BoundedEnvironment, stock_recipes_dir
 from imagebuild.recipe.model import Recipe
 
 CONFIG_MODE = 0o644
@@ -52,18 +51,21 @@ def render_server_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
     directory = template_dir(recipe)
     if directory is None:
         return {}
-    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(directory)),
-                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                               autoescape=False)
+    # The templates are the package's own, but they render the recipe's values: the same
+    # bounds as a recipe's own template.
+    env = BoundedEnvironment(loader=jinja2.FileSystemLoader(str(directory)))
     env.filters["py"] = repr  # a Python literal, for templates that are Python code
     context = _context(recipe)
     files: dict[str, tuple[bytes, int]] = {}
     for template in sorted(directory.glob("*.j2")):
         try:
-            text = env.get_template(template.name).render(context)
+            text = env.render(env.get_template(template.name), context)
         except jinja2.TemplateError as exc:
             raise RecipeError(f"cannot render {template.name}: {exc}", file=str(template),
                               line=getattr(exc, "lineno", None)) from None
+        except Exception as exc:  # a value the template cannot use, e.g. a number where text belongs
+            raise RecipeError(f"cannot render {template.name} with the recipe's values ({type(exc).__name__})",
+                              file=str(recipe.source) if recipe.source else str(template)) from None
         files[f"{CONFIG_DIR}/{template.name.removesuffix('.j2')}"] = (text.encode("utf-8"), CONFIG_MODE)
     return files
 

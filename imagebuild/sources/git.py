@@ -55,6 +55,12 @@ def _git(path: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def git_toplevel(path: Path | str) -> Path | None:
+    """The root of the git work tree holding the directory `path`, or None outside one."""
+    toplevel = _git(Path(path), "rev-parse", "--show-toplevel")
+    return Path(toplevel) if toplevel else None
+
+
 def git_facts(path: Path | str) -> GitFacts:
     """Describe the commit checked out at `path` (a directory inside a work tree).
 
@@ -62,12 +68,12 @@ def git_facts(path: Path | str) -> GitFacts:
     commits: the missing facts stay empty.
     """
     path = Path(path)
-    toplevel = _git(path, "rev-parse", "--show-toplevel")
+    toplevel = git_toplevel(path)
     if toplevel is None:
         return GitFacts()
     commit = _git(path, "rev-parse", "--verify", "-q", "HEAD")
     if not commit:
-        return GitFacts(toplevel=Path(toplevel))
+        return GitFacts(toplevel=toplevel)
     short = _git(path, "rev-parse", "--short", "HEAD")
     describe = _git(path, "describe", "--tags") or None
     branch = _git(path, "symbolic-ref", "-q", "--short", "HEAD") or None
@@ -77,7 +83,7 @@ def git_facts(path: Path | str) -> GitFacts:
     status = _git(path, "status", "--porcelain", "--untracked-files=no")
     return GitFacts(commit=commit, short=short, describe=describe, version=describe or short,
                     dirty=bool(status), commit_time=commit_time, branch=branch,
-                    toplevel=Path(toplevel))
+                    toplevel=toplevel)
 
 
 def require_git(path: Path | str, facts: GitFacts | None = None) -> GitFacts:

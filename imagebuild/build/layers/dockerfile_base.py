@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
-
 from imagebuild.errors import BuildError, RecipeError
 from imagebuild.sources.app_tree import SourceTree
 from imagebuild.oci.compress import HashingSink
@@ -30,6 +27,7 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_tar
 from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
+from imagebuild.recipe.loader import render_template
 from imagebuild.recipe.model import Recipe
 from imagebuild.stores.layout import LayoutStore
 
@@ -63,25 +61,9 @@ def template_context(recipe: Recipe, base: str) -> dict[str, Any]:
 
 
 def render(text: str, name: str, context: dict[str, Any]) -> str:
-    """Render a base template; a mistake is a RecipeError at the template's file:line."""
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    try:
-        return env.from_string(text).render(context)
-    except jinja2.TemplateSyntaxError as exc:
-        raise RecipeError(f"template error: {exc.message}", file=name, line=exc.lineno) from None
-    except jinja2.TemplateError as exc:
-        raise RecipeError(f"template error: {exc}", file=name, line=_line_of(exc),
-                          hint="a base template can use os.*, runtime.* and base") from None
-
-
-def _line_of(exc: BaseException) -> int | None:
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+    """Render a base template (bounded and alone, as a recipe is); a mistake is a RecipeError
+    at the template's file:line."""
+    return render_template(text, name, context, hint="a base template can use os.*, runtime.* and base")
 
 
 def engine_tag_for(ref: str) -> str:

@@ -46,8 +46,8 @@ SLOTS = ("blue", "green")
 HEALTHY_STREAK = 2         # consecutive 200s before a container counts as healthy
 HEALTH_POLL = 0.5          # seconds between health probes
 PROBE_TIMEOUT = 5          # seconds one probe may take
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_SAFE_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.:-]+)$")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*\Z")
+_SAFE_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.:-]+)\Z")
 
 LOOK_MARK = "--- imagebuild probe ---"
 PREFLIGHT = """
