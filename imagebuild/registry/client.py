@@ -19,7 +19,7 @@ import httpx
 from imagebuild.errors import RegistryError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import Descriptor
+from imagebuild.oci.model import MAX_MANIFEST_BYTES, Descriptor, MalformedError, load_json_object
 from imagebuild.registry.auth import Credentials, repository_scope
 from imagebuild.registry.transport import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Transport, registry_error, _UNSET
 
@@ -93,33 +93,61 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> ManifestBytes | None:
         """The manifest's exact bytes, or None when the registry does not know it."""
-        response = self._manifest_request("GET", repository, reference, "reading")
+        response = self._manifest_request("GET", repository, reference, "reading", stream=True)
         if response is None:
             return None
-        raw = response.content
+        try:
+            raw = self._bounded_body(response, MAX_MANIFEST_BYTES, f"the manifest of {repository}:{reference}")
+        finally:
+            response.close()
         digest = Digest.of(raw)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"registry {self.host} sent a manifest for {reference} whose digest is {digest}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         if media_type not in mt.ALL_MANIFEST_TYPES:
-            from imagebuild.stores.layout import media_type_of_manifest
-
-            media_type = media_type_of_manifest(raw)
+            media_type = _declared_media_type(raw)
         return ManifestBytes(raw, media_type, digest)
+
+    def _bounded_body(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        """The body, refused as soon as it passes `limit` bytes, before anything parses it."""
+        def too_large() -> RegistryError:
+            return RegistryError(f"registry {self.host} sent {what} larger than {limit // (1024 * 1024)} MiB",
+                                 code="SIZE_INVALID")
+
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large()
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes(STREAM_BUFFER):
+                body += chunk
+                if len(body) > limit:
+                    raise too_large()
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"registry {self.host} broke off {what}: {exc or type(exc).__name__}",
+                                hint="retry") from None
+        self.transport.count_bytes(received=len(body))
+        return bytes(body)
 
     def head_manifest(self, repository: str, reference: str) -> Digest | None:
         response = self._manifest_request("HEAD", repository, reference, "checking")
         value = response.headers.get("docker-content-digest") if response is not None else None
         return Digest(value) if value else None
 
-    def _manifest_request(self, method: str, repository: str, reference: str, doing: str) -> httpx.Response | None:
+    def _manifest_request(self, method: str, repository: str, reference: str, doing: str,
+                          stream: bool = False) -> httpx.Response | None:
         """GET or HEAD a manifest; None when the registry does not know it."""
         response = self.transport.request(method, f"/v2/{repository}/manifests/{reference}",
-                                          scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS})
+                                          scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS},
+                                          stream=stream)
         if response.status_code == 404:
+            response.close()
             return None
         if response.status_code != 200:
-            raise registry_error(response, f"{doing} manifest {repository}:{reference}")
+            try:
+                raise registry_error(response, f"{doing} manifest {repository}:{reference}")
+            finally:
+                response.close()
         return response
 
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> Digest:
@@ -178,7 +206,7 @@ class RegistryClient:
         """Stream a blob into `sink`, retrying a dropped download from the start."""
         def download() -> int:
             with self.open_blob(repository, descriptor.digest) as response:
-                counted = _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
+                counted = _Counted(response.iter_bytes(STREAM_BUFFER), self.transport, descriptor, self.host)
                 sink(counted)
                 return counted.total
 
@@ -229,12 +257,13 @@ class RegistryClient:
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             if settled is not None and (outcome := settled()) is not None:
                 return outcome
+            self.transport.check_cancelled()
             try:
                 return attempt_once()
-            except (httpx.TransportError, RegistryError) as exc:
-                if attempt == BLOB_ATTEMPTS or not _retryable(exc):
-                    if isinstance(exc, httpx.TransportError):
-                        raise RegistryError(f"{doing} failed: {exc}", hint="retry") from None
+            except (httpx.HTTPError, RegistryError) as exc:
+                if attempt == BLOB_ATTEMPTS or not _retryable(exc) or self.transport.cancelled.is_set():
+                    if isinstance(exc, httpx.HTTPError):
+                        raise RegistryError(f"{doing} failed: {exc or type(exc).__name__}", hint="retry") from None
                     raise
                 time.sleep(self.transport._delay(attempt))
         raise AssertionError("unreachable")
@@ -286,16 +315,32 @@ class RegistryClient:
 
 
 class _Counted:
-    def __init__(self, chunks: Iterable[bytes], transport: Transport):
+    """A blob download's chunks, counted, and refused once they pass or fall short of the descriptor's size.
+
+    The digest alone would let a manifest claim any size for the right bytes; the size is what
+    exports and pushes announce, so it must be true too."""
+
+    def __init__(self, chunks: Iterable[bytes], transport: Transport, descriptor: Descriptor, host: str):
         self._chunks = chunks
         self._transport = transport
+        self._descriptor = descriptor
+        self._host = host
         self.total = 0
+
+    def _wrong_size(self, more: bool) -> RegistryError:
+        told = "more than" if more else f"{self.total} bytes, not"
+        return RegistryError(f"registry {self._host} sent blob {self._descriptor.digest} whose size is {told} the "
+                             f"{self._descriptor.size} bytes its descriptor says", code="SIZE_INVALID")
 
     def __iter__(self):
         for chunk in self._chunks:
             self.total += len(chunk)
             self._transport.count_bytes(received=len(chunk))
+            if self.total > self._descriptor.size:
+                raise self._wrong_size(more=True)
             yield chunk
+        if self.total != self._descriptor.size:
+            raise self._wrong_size(more=False)
 
 
 class _stream_body:
@@ -312,6 +357,15 @@ class _stream_body:
             while chunk := reader.read(STREAM_BUFFER):
                 self.sent += len(chunk)
                 yield chunk
+
+
+def _declared_media_type(raw: bytes) -> str:
+    """The mediaType a manifest names itself, for registries that send no usable Content-Type."""
+    try:
+        declared = load_json_object(raw, "manifest").get("mediaType")
+    except MalformedError:
+        return mt.OCI_MANIFEST  # the parse that follows says what is wrong with it
+    return declared if isinstance(declared, str) and declared else mt.OCI_MANIFEST
 
 
 def _with_digest(location: str, digest: str) -> str:

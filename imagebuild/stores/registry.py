@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
-from imagebuild.errors import CorruptBlobError, RegistryError, StoreError, UserError
+from imagebuild.errors import CorruptBlobError, RegistryError, RegistryUnreachableError, StoreError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import Descriptor, Platform
+from imagebuild.oci.model import (MAX_CONFIG_BYTES, Descriptor, MalformedError, ParsedManifest, Platform,
+                                  load_json_object, parse_config, parse_index)
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError, media_type_of_manifest
@@ -73,6 +74,10 @@ def open_client(host: str, *, insecure: bool | None = None, **options) -> Regist
 class _Source:
     """Blobs and child manifests of one image, wherever they live."""
 
+    def malformed(self, manifest: ManifestBytes, exc: MalformedError) -> Exception:
+        """The error for a manifest of this source that does not parse."""
+        raise NotImplementedError
+
     def manifest(self, digest: str) -> ManifestBytes:
         raise NotImplementedError
 
@@ -84,18 +89,40 @@ class _StoreSource(_Source):
     def __init__(self, store: LayoutStore):
         self.store = store
 
+    def malformed(self, manifest, exc):
+        return StoreError(f"manifest {manifest.digest} in the store at {self.store.root} is malformed: {exc}",
+                          hint="bake or pull the image again")
+
     def manifest(self, digest: str) -> ManifestBytes:
         raw = self.store.read_blob(digest)
-        return ManifestBytes(raw, media_type_of_manifest(raw), Digest(digest))
+        try:
+            media_type = media_type_of_manifest(raw)
+        except ValueError as exc:
+            raise StoreError(f"blob {digest} in the store is not a manifest ({exc})") from None
+        return ManifestBytes(raw, media_type, Digest(digest))
 
     def opener(self, descriptor):
-        return lambda: self.store.open_blob(descriptor.digest)
+        @contextlib.contextmanager
+        def opened():
+            # The upload announces the descriptor's size; a blob of another size would break off mid-request.
+            size = self.store.blob_size(descriptor.digest)
+            if size != descriptor.size:
+                raise StoreError(f"blob {descriptor.digest} in the store at {self.store.root} is {size} bytes, "
+                                 f"but the image's manifest says {descriptor.size}",
+                                 hint="bake or pull the image again")
+            with self.store.open_blob(descriptor.digest) as reader:
+                yield reader
+        return opened
 
 
 class _RegistrySource(_Source):
     def __init__(self, client: RegistryClient, repository: str):
         self.client = client
         self.repository = repository
+
+    def malformed(self, manifest, exc):
+        return RegistryError(f"registry {self.client.host} sent a malformed manifest for "
+                             f"{self.client.host}/{self.repository}@{manifest.digest}: {exc}")
 
     def manifest(self, digest: str) -> ManifestBytes:
         found = self.client.get_manifest(self.repository, digest)
@@ -107,7 +134,7 @@ class _RegistrySource(_Source):
         @contextlib.contextmanager
         def opened():
             with self.client.open_blob(self.repository, descriptor.digest) as response:
-                yield _VerifyingIterReader(response.iter_bytes(1024 * 1024), descriptor.digest)
+                yield _VerifyingIterReader(response.iter_bytes(1024 * 1024), descriptor)
         return opened
 
 
@@ -139,37 +166,45 @@ class _IterReader:
 
 
 class _VerifyingIterReader(_IterReader):
-    """An _IterReader that checks the digest at the end, for streams no store write verifies."""
+    """An _IterReader that checks size and digest, for streams no store write verifies."""
 
-    def __init__(self, chunks: Iterable[bytes], digest: str):
+    def __init__(self, chunks: Iterable[bytes], descriptor: Descriptor):
         super().__init__(chunks)
         self._hash = hashlib.sha256()
-        self._digest = digest
+        self._descriptor = descriptor
+        self._size = 0
 
     def _more(self) -> None:
         chunk = next(self._chunks, None)
+        digest = self._descriptor.digest
         if chunk is not None:
             self._hash.update(chunk)
+            self._size += len(chunk)
+            if self._size > self._descriptor.size:
+                raise RegistryError(f"blob {digest} is larger than the {self._descriptor.size} bytes its "
+                                    "descriptor says", code="SIZE_INVALID")
             self._buffer += chunk
             return
         self._done = True
-        if "sha256:" + self._hash.hexdigest() != self._digest:
-            raise RegistryError(f"blob {self._digest} arrived with different content", hint="retry")
+        if self._size != self._descriptor.size:
+            raise RegistryError(f"blob {digest} is {self._size} bytes, not the {self._descriptor.size} "
+                                "bytes its descriptor says", code="SIZE_INVALID")
+        if "sha256:" + self._hash.hexdigest() != digest:
+            raise RegistryError(f"blob {digest} arrived with different content", hint="retry")
 
 
 def _child_manifests(manifest: ManifestBytes) -> list[Descriptor]:
+    """The manifests an index lists (none for an image manifest); MalformedError when it is no index."""
     if manifest.media_type not in mt.INDEX_TYPES:
         return []
-    return [Descriptor.from_dict(d) for d in json.loads(manifest.raw).get("manifests", [])]
+    return list(parse_index(manifest.raw))
 
 
 def _blobs(manifest: ManifestBytes) -> list[Descriptor]:
-    data = json.loads(manifest.raw)
-    out = []
-    if "config" in data:
-        out.append(Descriptor.from_dict(data["config"]))
-    out.extend(Descriptor.from_dict(d) for d in data.get("layers", []))
-    return out
+    """The config and layers of an image manifest (none for an index), checked; MalformedError else."""
+    if manifest.media_type in mt.INDEX_TYPES:
+        return []
+    return list(ParsedManifest.parse(manifest.raw, manifest.media_type).blobs())
 
 
 # -- sending a manifest tree ----------------------------------------------------------
@@ -180,10 +215,17 @@ def send_image(client: RegistryClient, repository: str, top: ManifestBytes, sour
     """Make `top` and everything it references present in `repository`, then tag it."""
     result = PushResult(reference=f"{client.host}/{repository}:{tag}", digest=str(top.digest))
     before = client.counters.requests
-    children = [source.manifest(d.digest) for d in _child_manifests(top)]
+
+    def parsed(manifest: ManifestBytes, read: Callable[[ManifestBytes], list[Descriptor]]) -> list[Descriptor]:
+        try:
+            return read(manifest)
+        except MalformedError as exc:
+            raise source.malformed(manifest, exc) from None
+
+    children = [source.manifest(d.digest) for d in parsed(top, _child_manifests)]
     blobs: dict[str, Descriptor] = {}
     for manifest in children + [top]:
-        for blob in _blobs(manifest):
+        for blob in parsed(manifest, _blobs):
             blobs.setdefault(blob.digest, blob)
 
     def one(blob: Descriptor):
@@ -192,7 +234,8 @@ def send_image(client: RegistryClient, repository: str, top: ManifestBytes, sour
             progress(f"{outcome.how} {blob.digest[:19]} ({blob.size} bytes)")
         return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel))
+    try:
         for outcome in pool.map(one, blobs.values()):
             if outcome.how == "skipped":
                 result.blobs_skipped += 1
@@ -201,6 +244,17 @@ def send_image(client: RegistryClient, repository: str, top: ManifestBytes, sour
             else:
                 result.blobs_uploaded += 1
                 result.bytes_uploaded += outcome.bytes_sent
+    except Exception:
+        # One blob failed: start no other, let those under way end, so the error is the only news.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    except BaseException:
+        # Ctrl-C or SIGTERM: stop now. Aborting the transport wakes the workers blocked on a socket and
+        # keeps them from sending another chunk; waiting for them could take a stalled request's timeout.
+        client.transport.abort()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     for child in children:
         client.put_manifest(repository, child.digest, child.raw, child.media_type)
         result.bytes_uploaded += len(child.raw)
@@ -262,60 +316,102 @@ def pull_image(store: LayoutStore, source: Reference, *, insecure: bool | None =
     An index is resolved to the manifest for `platform`; the tag (or
     `name@digest` for a digest reference) then points at that image manifest,
     so `store.resolve(result.ref_name)` and `store.read_manifest` work on it.
+
+    Everything the registry sends is checked before it is used: manifests, the
+    index and the config field by field, every blob against its digest and size.
+    The tag is written last, so a refused answer leaves no tag behind.
     """
     if not source.registry:
         raise UserError(f"{source} names no registry", hint="use HOST[:PORT]/NAME[:TAG] or NAME@sha256:...")
     own = client is None
     client = client or open_client(source.registry, insecure=insecure)
     try:
-        before = client.counters.requests
-        top = client.get_manifest(source.repository, source.identifier)
-        if top is None:
-            raise UserError(f"{source} is not in the registry", hint="check the name, tag or digest")
-        result = PullResult(reference=str(source), digest=str(top.digest), ref_name=str(source))
-        image = top
-        if top.media_type in mt.INDEX_TYPES:
-            image = _platform_manifest(client, source, top, platform)
-        _require_image(source, image)
-        store.ensure()
-        if image is not top:
-            store.put_blob(top.raw)
-        for blob in _blobs(image):
-            if store.has_blob(blob.digest):
-                result.blobs_present += 1
-                continue
-
-            def sink(chunks, blob=blob):
-                # put_blob_stream hashes as it writes; a mismatch is the registry's, and worth a retry.
-                try:
-                    store.put_blob_stream(_IterReader(chunks), Digest(blob.digest))
-                except CorruptBlobError:
-                    raise RegistryError(f"blob {blob.digest} arrived with different content", hint="retry") from None
-
-            result.bytes_downloaded += client.fetch_blob(source.repository, blob, sink)
-            result.blobs_fetched += 1
-            if progress:
-                progress(f"fetched {blob.digest[:19]} ({blob.size} bytes)")
-        store.put_manifest(image.raw, image.media_type, [result.ref_name])
-        result.digest = str(image.digest) if top.media_type not in mt.INDEX_TYPES else str(top.digest)
-        result.requests = client.counters.requests - before
-        return result
+        return _pull(store, source, client, platform, progress)
+    except MalformedError as exc:
+        raise RegistryError(f"registry {source.registry} sent a malformed answer for {source}: {exc}",
+                            hint="the registry, or what pushed the image, is broken; tell its operators") from None
+    except (RegistryError, RegistryUnreachableError) as exc:
+        if str(source) in exc.message:
+            raise
+        # Name the reference: a pull in a script or a bake is one of several.
+        renamed = (RegistryError(f"pulling {source}: {exc.message}", hint=exc.hint, status=exc.status,
+                                 code=exc.code, retried=exc.retried) if isinstance(exc, RegistryError)
+                   else RegistryUnreachableError(f"pulling {source}: {exc.message}", hint=exc.hint))
+        raise renamed from None
     finally:
         if own:
             client.close()
 
 
-def _require_image(source: Reference, manifest: ManifestBytes) -> None:
+def _pull(store: LayoutStore, source: Reference, client: RegistryClient, platform: Platform,
+          progress: Progress) -> PullResult:
+    before = client.counters.requests
+    top = client.get_manifest(source.repository, source.identifier)
+    if top is None:
+        raise UserError(f"{source} is not in the registry", hint="check the name, tag or digest")
+    result = PullResult(reference=str(source), digest=str(top.digest), ref_name=str(source))
+    image = top
+    if top.media_type in mt.INDEX_TYPES:
+        image = _platform_manifest(client, source, top, platform)
+    manifest = ParsedManifest.parse(image.raw, image.media_type)
+    _require_image(source, manifest)
+    # The config comes first and is checked before any layer travels; it is small by definition.
+    if manifest.config.size > MAX_CONFIG_BYTES:
+        raise MalformedError(f"its config claims {manifest.config.size} bytes, over the "
+                             f"{MAX_CONFIG_BYTES // (1024 * 1024)} MiB limit")
+    store.ensure()
+    if store.has_blob(manifest.config.digest):
+        config_raw = store.read_blob(manifest.config.digest)
+        result.blobs_present += 1
+    else:
+        received: list[bytes] = []
+
+        def keep(chunks) -> None:
+            received[:] = [b"".join(chunks)]
+            if Digest.of(received[0]) != manifest.config.digest:  # a retry fetches it again
+                raise RegistryError(f"blob {manifest.config.digest} arrived with different content", hint="retry")
+
+        result.bytes_downloaded += client.fetch_blob(source.repository, manifest.config, keep)
+        config_raw = received[0]
+        result.blobs_fetched += 1
+    diff_ids = parse_config(config_raw)["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(manifest.layers):
+        raise MalformedError(f"its config lists {len(diff_ids)} diff_ids for {len(manifest.layers)} layers")
+    for blob in manifest.layers:
+        if store.has_blob(blob.digest):
+            result.blobs_present += 1
+            continue
+
+        def sink(chunks, blob=blob):
+            # put_blob_stream hashes as it writes; a mismatch is the registry's, and worth a retry.
+            try:
+                store.put_blob_stream(_IterReader(chunks), Digest(blob.digest))
+            except CorruptBlobError:
+                raise RegistryError(f"blob {blob.digest} arrived with different content", hint="retry") from None
+
+        result.bytes_downloaded += client.fetch_blob(source.repository, blob, sink)
+        result.blobs_fetched += 1
+        if progress:
+            progress(f"fetched {blob.digest[:19]} ({blob.size} bytes)")
+    store.put_blob(config_raw)
+    if image is not top:
+        store.put_blob(top.raw)
+    store.put_manifest(image.raw, image.media_type, [result.ref_name])
+    result.digest = str(image.digest) if top.media_type not in mt.INDEX_TYPES else str(top.digest)
+    result.requests = client.counters.requests - before
+    return result
+
+
+def _require_image(source: Reference, manifest: ParsedManifest) -> None:
     """Artifacts (signatures, promotion records, Helm charts) share the manifest type but carry no image."""
-    config = json.loads(manifest.raw).get("config") or {}
-    if config.get("mediaType") not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
-        raise UserError(f"{source} is not a container image: its config is {config.get('mediaType')!r}",
+    if manifest.config.media_type not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+        raise UserError(f"{source} is not a container image: its config is {manifest.config.media_type!r}",
                         hint="pull an image tag or digest, not an artifact")
 
 
 def _platform_manifest(client: RegistryClient, source: Reference, index: ManifestBytes,
                        platform: Platform) -> ManifestBytes:
-    for child in _child_manifests(index):
+    for child in parse_index(index.raw):
         if child.platform and child.platform.os == platform.os and \
                 child.platform.architecture == platform.architecture and \
                 (platform.variant is None or child.platform.variant == platform.variant):
