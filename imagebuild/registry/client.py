@@ -28,6 +28,7 @@ CHUNKED_THRESHOLD = 32 * 1024 * 1024
 CHUNK_SIZE = 32 * 1024 * 1024
 STREAM_BUFFER = 1024 * 1024
 BLOB_ATTEMPTS = 4
+UPLOAD_CANCEL_TIMEOUT = 5.0   # seconds for the DELETE of an upload session given up on
 
 Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object with read(n)
 T = TypeVar("T")
@@ -276,10 +277,31 @@ class RegistryClient:
         return response.headers["location"]
 
     def _upload(self, repository: str, descriptor: Descriptor, opener: Opener, location: str | None) -> int:
-        location = location or self._start_upload(repository)
+        session = [location or self._start_upload(repository)]
+        try:
+            return self._send_blob(repository, descriptor, opener, session)
+        except BaseException:
+            self._cancel_upload(repository, session[0])
+            raise
+
+    def _cancel_upload(self, repository: str, location: str) -> None:
+        """Tell the registry to drop an upload session given up on; a registry keeps the bytes of an
+        abandoned one for days. Best effort: a short wait, no retry, any failure ignored."""
+        if self.transport.cancelled.is_set():
+            return  # an interrupted push ends now; waiting here would hold it up
+        try:
+            response = self.transport.request("DELETE", location, scopes=_push(repository), idempotent=False,
+                                              timeout=UPLOAD_CANCEL_TIMEOUT)
+            response.close()
+        except Exception:
+            pass
+
+    def _send_blob(self, repository: str, descriptor: Descriptor, opener: Opener, session: list[str]) -> int:
+        """The bytes of one blob into the upload session `session[0]`, kept at the newest Location."""
+        location = session[0]
         scopes = _push(repository)
         if descriptor.size <= self.chunked_threshold:
-            body = _stream_body(opener, descriptor.size)
+            body = _stream_body(opener, descriptor.size, self.transport)
             response = self.transport.request(
                 "PUT", _with_digest(location, descriptor.digest), scopes=scopes, body=body.open,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
@@ -291,6 +313,7 @@ class RegistryClient:
         sent = 0
         with opener() as reader:
             while sent < descriptor.size:
+                self.transport.check_cancelled()
                 chunk = reader.read(min(self.chunk_size, descriptor.size - sent))
                 if not chunk:
                     break
@@ -302,7 +325,7 @@ class RegistryClient:
                     raise registry_error(response, f"uploading a chunk of blob {descriptor.digest} to {repository}")
                 sent += len(chunk)
                 self.transport.count_bytes(sent=len(chunk))
-                location = response.headers.get("location", location)
+                location = session[0] = response.headers.get("location", location)
             # Reading to the end lets a verifying reader check the blob's digest.
             if reader.read(1):
                 raise RegistryError(f"blob {descriptor.digest} is larger than its descriptor says",
@@ -346,17 +369,25 @@ class _Counted:
 class _stream_body:
     """A request body read from a fresh stream on every send."""
 
-    def __init__(self, opener: Opener, size: int):
+    def __init__(self, opener: Opener, size: int, transport: Transport):
         self._opener = opener
         self._size = size
+        self._transport = transport
         self.sent = 0
 
     def open(self) -> Iterator[bytes]:
         self.sent = 0
         with self._opener() as reader:
             while chunk := reader.read(STREAM_BUFFER):
+                self._transport.check_cancelled()  # an interrupted push sends no further byte
                 self.sent += len(chunk)
+                if self.sent > self._size:
+                    break
                 yield chunk
+            if self.sent != self._size:
+                # The request announced the descriptor's size; stop before the registry gets a short body.
+                raise RegistryError(f"blob is {self.sent} bytes, not the {self._size} its descriptor says",
+                                    code="SIZE_INVALID")
 
 
 def _declared_media_type(raw: bytes) -> str:
