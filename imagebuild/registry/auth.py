@@ -79,9 +79,9 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
         answer = json.loads(done.stdout)
     except ValueError:
         raise AuthError(f"credential helper {program} gave an unreadable answer") from None
-    if not answer.get("Secret"):
+    if not isinstance(answer, dict) or not answer.get("Secret"):
         return None
-    return Credentials(answer.get("Username") or "", answer["Secret"])
+    return Credentials(str(answer.get("Username") or ""), str(answer["Secret"]))
 
 
 def lookup_credentials(host: str) -> Credentials | None:

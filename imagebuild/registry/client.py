@@ -104,9 +104,12 @@ class RegistryClient:
         digest = Digest.of(raw)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"registry {self.host} sent a manifest for {reference} whose digest is {digest}")
-        media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        if media_type not in mt.ALL_MANIFEST_TYPES:
-            media_type = _declared_media_type(raw)
+        # The type the manifest names itself wins over the Content-Type: registries and proxies in front
+        # of them have been seen to send `application/json` or another manifest type.
+        media_type = _declared_media_type(raw)
+        if media_type is None:
+            sent = response.headers.get("content-type", "").split(";")[0].strip()
+            media_type = sent if sent in mt.ALL_MANIFEST_TYPES else mt.OCI_MANIFEST
         return ManifestBytes(raw, media_type, digest)
 
     def _bounded_body(self, response: httpx.Response, limit: int, what: str) -> bytes:
@@ -390,13 +393,13 @@ class _stream_body:
                                     code="SIZE_INVALID")
 
 
-def _declared_media_type(raw: bytes) -> str:
-    """The mediaType a manifest names itself, for registries that send no usable Content-Type."""
+def _declared_media_type(raw: bytes) -> str | None:
+    """The manifest type a manifest names itself, or None."""
     try:
         declared = load_json_object(raw, "manifest").get("mediaType")
     except MalformedError:
-        return mt.OCI_MANIFEST  # the parse that follows says what is wrong with it
-    return declared if isinstance(declared, str) and declared else mt.OCI_MANIFEST
+        return None  # the parse that follows says what is wrong with it
+    return declared if declared in mt.ALL_MANIFEST_TYPES else None
 
 
 def _with_digest(location: str, digest: str) -> str:
