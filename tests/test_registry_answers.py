@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from imagebuild.errors import ImageBuildError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.stores.layout import LayoutStore
 from tests.conftest import imagebuild
@@ -176,3 +177,32 @@ def test_the_cli_refuses_a_lying_layer_size_with_exit_5(fake, tmp_path):
         not LayoutStore(tmp_path / "store").refs()
 
 
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"tags": "v1"}', b'{"tags": [1, 2]}'])
+def test_a_tag_list_that_is_no_tag_list_is_exit_5(fake, body):
+    from imagebuild.registry.client import RegistryClient
+
+    fake.answers["/v2/acme/hello/tags/list"] = Answer(body, content_type="application/json")
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.list_tags("acme/hello")
+    assert caught.value.exit_code == 5 and fake.address in caught.value.one_line(), caught.value.one_line()
+
+
+def test_a_garbled_digest_header_is_exit_5(fake):
+    from imagebuild.registry.client import RegistryClient
+
+    fake.manifest("acme/hello", "v1", Answer(b"{}", headers={"Docker-Content-Digest": "md5:abc"}))
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.head_manifest("acme/hello", "v1")
+    assert caught.value.exit_code == 5 and "md5:abc" in caught.value.one_line(), caught.value.one_line()
+
+
+@pytest.mark.parametrize("body", [b'{"errors": "x"}', b'{"errors": [5]}', b"[" * 100_000, b'{"errors": {"0": 1}}'])
+def test_an_error_body_that_says_nothing_usable_leaves_the_status(fake, tmp_path, body):
+    source = serve(fake, Answer(body, status=400, content_type="application/json"))
+    store = LayoutStore(tmp_path / "store")
+    error = pull_error(store, source)
+    assert error.exit_code == 5 and "HTTP 400" in error.one_line() and str(source) in error.one_line()

@@ -18,7 +18,7 @@ import httpx
 
 from imagebuild.errors import RegistryError
 from imagebuild.oci import mediatypes as mt
-from imagebuild.oci.digest import Digest
+from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import MAX_MANIFEST_BYTES, Descriptor, MalformedError, load_json_object
 from imagebuild.registry.auth import Credentials, repository_scope
 from imagebuild.registry.transport import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Transport, registry_error, _UNSET
@@ -136,6 +136,9 @@ class RegistryClient:
     def head_manifest(self, repository: str, reference: str) -> Digest | None:
         response = self._manifest_request("HEAD", repository, reference, "checking")
         value = response.headers.get("docker-content-digest") if response is not None else None
+        if value and not is_digest(value):
+            raise RegistryError(f"registry {self.host} answered {repository}:{reference} with the digest "
+                                f"{value[:80]!r}, not sha256: and 64 hex digits")
         return Digest(value) if value else None
 
     def _manifest_request(self, method: str, repository: str, reference: str, doing: str,
@@ -180,10 +183,20 @@ class RegistryClient:
                 return tags
             if response.status_code != 200:
                 raise registry_error(response, f"listing tags of {repository}")
-            tags.extend(response.json().get("tags") or [])
+            tags.extend(self._tag_page(response, repository))
             match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", response.headers.get("link", ""))
             path = match.group(1) if match else None
         return sorted(set(tags))
+
+    def _tag_page(self, response: httpx.Response, repository: str) -> list[str]:
+        try:
+            found = load_json_object(response.content, "tag list").get("tags") or []
+        except MalformedError as exc:
+            raise RegistryError(f"registry {self.host} sent a malformed tag list of {repository}: {exc}") from None
+        if not isinstance(found, list) or not all(isinstance(tag, str) for tag in found):
+            raise RegistryError(f"registry {self.host} sent a tag list of {repository} whose tags are not "
+                                "a list of strings")
+        return found
 
     # -- blobs -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ DEFAULT_BACKOFF = 0.25
 # Marks a response whose request the transport already retried as often as it may.
 RETRIED = "imagebuild.retries_spent"
 MAX_RETRY_AFTER = 30.0
+MAX_ERROR_BODY = 64 * 1024   # an error body larger than this is not read for its code
 _UNSET = object()
 
 
@@ -150,7 +151,9 @@ class Transport:
         try:
             answer = response.json()
             token = answer.get("token") or answer["access_token"]
-        except (ValueError, KeyError):
+            if not isinstance(token, str) or not token:
+                raise ValueError("no token")
+        except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
             raise RegistryError(f"token server of {self.host} gave no token") from None
         with self._lock:
             self._tokens[key] = token
@@ -315,12 +318,15 @@ def registry_error(response: httpx.Response, what: str) -> ImageBuildError:
     code = message = None
     try:
         response.read()
-        errors = response.json().get("errors") or []
-        if errors:
-            code = errors[0].get("code")
-            message = errors[0].get("message")
-    except (ValueError, AttributeError, httpx.HTTPError):
-        pass
+        if len(response.content) <= MAX_ERROR_BODY:
+            errors = response.json().get("errors") or []
+            if errors:
+                code = errors[0].get("code")
+                message = errors[0].get("message")
+            code = str(code)[:80] if code is not None else None
+            message = str(message)[:300] if message is not None else None
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError, RecursionError, httpx.HTTPError):
+        code = message = None  # an error body that says nothing usable: the status speaks
     detail = f"{code}: {message}" if code else f"HTTP {response.status_code}"
     if response.status_code == 403 or code == "DENIED":
         return AuthError(f"{what}: access denied by the registry ({detail})",

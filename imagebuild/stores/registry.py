@@ -97,7 +97,7 @@ class _StoreSource(_Source):
         raw = self.store.read_blob(digest)
         try:
             media_type = media_type_of_manifest(raw)
-        except ValueError as exc:
+        except (ValueError, AttributeError) as exc:  # not JSON, or JSON but no object
             raise StoreError(f"blob {digest} in the store is not a manifest ({exc})") from None
         return ManifestBytes(raw, media_type, Digest(digest))
 
