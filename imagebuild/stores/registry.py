@@ -20,7 +20,7 @@ from imagebuild.errors import CorruptBlobError, RegistryError, RegistryUnreachab
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import (MAX_CONFIG_BYTES, Descriptor, MalformedError, ParsedManifest, Platform,
-                                  load_json_object, parse_config, parse_index)
+                                  parse_config, parse_index)
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError, media_type_of_manifest
