@@ -127,3 +127,20 @@ def test_an_interrupt_aborts_both_places_and_waits_for_no_worker():
         copy(source, Stalling("b"), digest, ["v1"], parallel=4)
     assert time.monotonic() - started < 2
     assert sorted(aborted) == ["a", "b"]
+
+
+def test_two_images_of_an_index_sharing_a_config_are_each_checked_against_it():
+    source, target = MemoryPlace("a"), MemoryPlace("b")
+    layers = [put_bytes(source, f"layer {n}".encode(), mt.OCI_LAYER) for n in range(2)]
+    config = put_bytes(source, canonical_json({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [str(layers[0].digest)]}}), mt.OCI_CONFIG)
+    images = [manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config.to_dict(),
+                                          "layers": [b.to_dict() for b in layers[:count]]})) for count in (1, 2)]
+    for image in images:
+        source.put_manifest(image)
+    index = manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": str(image.digest), "size": len(image.raw)} for image in images]}))
+    source.put_manifest(index, ["v1"])
+    with pytest.raises(StoreError, match="1 diff_ids for 2 layers"):
+        copy(source, target, index.digest, ["v1"])
+    assert target.blobs == {}

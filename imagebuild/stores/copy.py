@@ -95,17 +95,24 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
     # Each image's config is read first and checked, so a config that does not fit its image costs no
     # layer download; it is written after the layers, so a refused layer leaves no config behind either.
     configs: list[tuple[Descriptor, bytes]] = []
+    fetched: dict[str, bytes | None] = {}
     for manifest in children + [top]:
         config = _image_config(manifest)
-        if config is not None and config.digest in blobs:
-            del blobs[config.digest]
-            how, raw = _fetch_config(source, target, manifest, mount_hint)
-            if raw is not None:
-                configs.append((config, raw))
-            else:
-                tally([(how, 0)])
-                if progress and how != "skipped":
-                    progress(how, config)
+        if config is None:
+            continue
+        if config.digest in fetched:     # two images of an index sharing one config: each checked
+            if fetched[config.digest] is not None:
+                _check_config(source, manifest, fetched[config.digest])
+            continue
+        blobs.pop(config.digest, None)
+        how, raw = _fetch_config(source, target, manifest, mount_hint)
+        fetched[config.digest] = raw
+        if raw is not None:
+            configs.append((config, raw))
+        else:
+            tally([(how, 0)])
+            if progress and how != "skipped":
+                progress(how, config)
     if parallel <= 1:
         tally(map(one, blobs.values()))      # in this thread: the first failure ends the copy there
     else:
@@ -186,13 +193,19 @@ def _fetch_config(source: ImagePlace, target: ImagePlace, manifest: ManifestByte
             return reader.read()
 
     raw = source.retrying(read, f"reading {what}")
+    _check_config(source, manifest, raw)
+    return "copied", raw
+
+
+def _check_config(source: ImagePlace, manifest: ManifestBytes, raw: bytes) -> None:
+    """An image config's shape, and one diff_id per layer of `manifest`; the source's error else."""
+    parsed = ParsedManifest.parse(manifest.raw, manifest.media_type)
     try:
         diff_ids = parse_config(raw)["rootfs"]["diff_ids"]
         if len(diff_ids) != len(parsed.layers):
             raise MalformedError(f"it lists {len(diff_ids)} diff_ids for {len(parsed.layers)} layers")
     except MalformedError as exc:
-        raise source.malformed(what, exc) from None
-    return "copied", raw
+        raise source.malformed(f"config {parsed.config.digest} of manifest {manifest.digest}", exc) from None
 
 
 def _mounted(source: ImagePlace, target: ImagePlace, blob: Descriptor, mount_hint: MountHint) -> bool:
