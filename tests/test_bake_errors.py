@@ -221,3 +221,27 @@ def test_a_version_named_like_a_tag_only_promotion_writes(repo, baked_store, nam
     git(repo, "tag", name)
     done = bake(repo, baked_store.root)
     assert_refused(done, baked_store, before, f"version {name!r} cannot be an image tag", "rename the git tag")
+
+
+def test_a_base_image_with_a_damaged_layer_is_not_baked_in(repo, baked_store):
+    """The base's layer in the store no longer matches its digest: bake refuses it (exit 4), bakes nothing."""
+    from imagebuild.build.cache import store_layer
+    from imagebuild.oci.layer import Entry
+    from imagebuild.oci.model import Image
+
+    layer = store_layer(baked_store, [Entry.file("etc/base-marker", b"damaged base\n")], FIRST_COMMIT_TIME)
+    base = Image(created="2025-01-01T00:00:00Z").with_layer(layer.as_layer(), created_by="test")
+    digest = baked_store.write_image(base, ["damaged-base:1"]).digest
+    path = baked_store.blob_path(layer.digest)
+    try:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.chmod(0o644)
+        path.write_bytes(bytes(data))
+        before = snapshot(baked_store)
+        edit_recipe(repo, "os:\n  packages: [ca-certificates]\n", f"os:\n  image: damaged-base@{digest}\n")
+        assert_refused(bake(repo, baked_store.root), baked_store, before, "damaged-base@", layer.digest, "corrupt",
+                       code=4)
+    finally:
+        baked_store.untag("damaged-base:1")
+        path.unlink()

@@ -32,8 +32,11 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 def add_image(place: MemoryPlace, version: str, layer: bytes = b"layer", tag: str | None = None) -> Digest:
     """A small image: a config and one layer, the version in its annotations, tagged `version`."""
-    config = put_bytes(place, canonical_json({"architecture": "amd64", "os": "linux", "v": version}), mt.OCI_CONFIG)
     blob = put_bytes(place, layer + version.encode(), mt.OCI_LAYER_GZIP)
+    # A copy checks that the config names one diff_id per layer; the layer bytes are no real tar.
+    config = put_bytes(place, canonical_json({"architecture": "amd64", "os": "linux", "v": version,
+                                              "rootfs": {"type": "layers", "diff_ids": [str(blob.digest)]}}),
+                       mt.OCI_CONFIG)
     manifest = manifest_of(canonical_json({
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config.to_dict(), "layers": [blob.to_dict()],
         "annotations": {ANNOTATION_VERSION: version}}))

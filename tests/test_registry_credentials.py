@@ -139,3 +139,54 @@ def test_cli_push_uses_the_recipe_registry(registry, tmp_path):
     assert json.loads(done.stdout)["reference"] == f"{registry}/{namespace}/hello:rec1"
     missing = imagebuild("push", ref_name, "--recipe", tmp_path / "nope.yaml", "--store", store.root)
     assert missing.returncode == 2 and "no registry to push to" in missing.stderr
+
+
+def test_a_cred_helper_named_by_url_is_used_for_login_and_push(helper_env):
+    """`credHelpers` keys written as URLs name the same host on save as on lookup."""
+    config, secrets = helper_env
+    config.write_text(json.dumps({"credHelpers": {"https://reg.example:5000/": "ibtest"}}))
+    save_credentials("reg.example:5000", Credentials("fay", "pw-helper"))
+    assert json.loads(secrets.read_text())["reg.example:5000"] == ["fay", "pw-helper"]
+    assert "auths" not in json.loads(config.read_text()), "inline credentials that lookup would ignore"
+    assert lookup_credentials("reg.example:5000") == Credentials("fay", "pw-helper")
+
+
+@pytest.mark.parametrize("old_key", ["https://reg.example:5000/v1/", "http://reg.example:5000",
+                                     "reg.example:5000/", "https://REG.example:5000/v2/"])
+def test_a_new_login_replaces_older_entries_for_the_same_registry(tmp_path, monkeypatch, old_key):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    old = base64.b64encode(b"old:pw-old").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {
+        old_key: {"auth": old}, "other.example": {"auth": old}}}))
+    save_credentials("reg.example:5000", Credentials("new", "pw-new"))
+    assert lookup_credentials("reg.example:5000") == Credentials("new", "pw-new")
+    auths = json.loads((tmp_path / "config.json").read_text())["auths"]
+    assert sorted(auths) == ["other.example", "reg.example:5000"]
+
+
+def test_lookup_normalises_the_host_it_is_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    auth = base64.b64encode(b"bob:pw-one").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"reg.example:5000": {"auth": auth}}}))
+    assert lookup_credentials("https://reg.example:5000/") == Credentials("bob", "pw-one")
+
+
+def test_saving_through_a_missing_helper_is_one_line_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "does-not-exist"}))
+    with pytest.raises(AuthError) as caught:
+        save_credentials("reg.example", Credentials("gil", "pw-gil"))
+    assert caught.value.exit_code == 2
+    assert "docker-credential-does-not-exist" in caught.value.one_line()
+    assert "pw-gil" not in caught.value.one_line()
+
+
+@pytest.mark.integration
+def test_login_through_a_missing_creds_store_is_one_line_exit_2(registry, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "does-not-exist"}))
+    done = imagebuild("login", registry, "-u", "someone", "--password-stdin", input="s3cret\n",
+                      env={"DOCKER_CONFIG": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "docker-credential-does-not-exist" in lines[0], done.stderr
+    assert "s3cret" not in done.stdout + done.stderr

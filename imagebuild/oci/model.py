@@ -6,6 +6,7 @@ bytes are produced once, canonically, and afterwards handled only as bytes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -13,7 +14,7 @@ from typing import Any, Mapping
 
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
-from imagebuild.oci.digest import Digest
+from imagebuild.oci.digest import Digest, is_digest
 
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
@@ -34,6 +35,59 @@ def _frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping or {}))
 
 
+# Manifests, indexes and configs come from registries and stores that may send anything: they are
+# parsed only within these bounds and checked field by field, so a bad answer is one clear error.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024     # the limit distribution itself puts on a manifest PUT
+MAX_CONFIG_BYTES = 8 * 1024 * 1024       # an image config with a long history is some kB
+MAX_BLOB_SIZE = 2 ** 63 - 1              # sizes are int64 in the OCI specification
+
+
+class MalformedError(ValueError):
+    """Bytes that should be a manifest, an index or a config and are not; the message says what is wrong."""
+
+
+def load_json_object(raw: bytes, what: str, limit: int = MAX_MANIFEST_BYTES) -> dict[str, Any]:
+    """A JSON object from untrusted bytes, refusing oversized, deeply nested or non-object bodies."""
+    if len(raw) > limit:
+        raise MalformedError(f"the {what} is {len(raw)} bytes, over the {limit // (1024 * 1024)} MiB limit")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise MalformedError(f"the {what} is JSON nested too deeply") from None
+    except ValueError as exc:  # also UnicodeDecodeError and an over-long integer
+        raise MalformedError(f"the {what} is not JSON ({str(exc).splitlines()[0][:80]})") from None
+    if not isinstance(data, dict):
+        raise MalformedError(f"the {what} is a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _string(data: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise MalformedError(f"{what} has no {key}" if value is None else f"{what} has a {key} that is not a string")
+    return value
+
+
+def _string_map(value: Any, what: str) -> Mapping[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in value.items()):
+        raise MalformedError(f"{what} has annotations that are not an object of strings")
+    return value
+
+
+def _list(data: Mapping[str, Any], key: str, what: str) -> list:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedError(f"{what} has {key} that are not a list")
+    return value
+
+
 
 @dataclass(frozen=True)
 class Platform:
@@ -49,8 +103,12 @@ class Platform:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Platform":
-        return cls(os=data.get("os", "linux"), architecture=data.get("architecture", "amd64"),
-                   variant=data.get("variant"))
+        if not isinstance(data, Mapping):
+            raise MalformedError("a platform is not an object")
+        os_name = _string(data, "os", "a platform", required=False) or "linux"
+        architecture = _string(data, "architecture", "a platform", required=False) or "amd64"
+        return cls(os=os_name, architecture=architecture, variant=_string(data, "variant", "a platform",
+                                                                          required=False))
 
 
 @dataclass(frozen=True)
@@ -76,10 +134,22 @@ class Descriptor:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Descriptor":
+        """A descriptor checked field by field: MalformedError names the first wrong one."""
+        if not isinstance(data, Mapping):
+            raise MalformedError(f"a descriptor is a JSON {type(data).__name__}, not an object")
+        media_type = _string(data, "mediaType", "a descriptor")
+        digest = _string(data, "digest", "a descriptor")
+        if not is_digest(digest):
+            raise MalformedError(f"a descriptor has the digest {digest[:80]!r}, not sha256: and 64 hex digits")
+        size = data.get("size")
+        # bool is an int in Python, and `true` is no size.
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
+            raise MalformedError(f"descriptor {digest} has the size {str(size)[:40]!r}, "
+                                 "not a non-negative integer")
         platform = data.get("platform")
-        return cls(media_type=data["mediaType"], digest=Digest(data["digest"]), size=int(data["size"]),
-                   annotations=data.get("annotations") or {},
-                   platform=Platform.from_dict(platform) if platform else None)
+        return cls(media_type=media_type, digest=Digest(digest), size=size,
+                   annotations=_string_map(data.get("annotations"), f"descriptor {digest}"),
+                   platform=Platform.from_dict(platform) if platform is not None else None)
 
     def with_annotations(self, **extra: str) -> "Descriptor":
         merged = dict(self.annotations)
@@ -225,24 +295,42 @@ class ParsedManifest:
 
     @classmethod
     def parse(cls, raw: bytes, media_type: str | None = None) -> "ParsedManifest":
-        import json
-
-        data = json.loads(raw)
-        media = data.get("mediaType") or media_type or mt.OCI_MANIFEST
+        """The manifest in `raw`, checked: MalformedError (a ValueError) says what is wrong."""
+        data = load_json_object(raw, "manifest")
+        media = _string(data, "mediaType", "the manifest", required=False) or media_type or mt.OCI_MANIFEST
         if media not in mt.MANIFEST_TYPES:
-            raise ValueError(f"not an image manifest: {media}")
+            raise MalformedError(f"not an image manifest: {media[:80]}")
+        if "config" not in data:
+            raise MalformedError("the manifest has no config")
         return cls(raw=raw, media_type=media, config=Descriptor.from_dict(data["config"]),
-                   layers=tuple(Descriptor.from_dict(d) for d in data.get("layers", [])),
-                   annotations=_frozen(data.get("annotations")))
+                   layers=tuple(Descriptor.from_dict(d) for d in _list(data, "layers", "the manifest")),
+                   annotations=_frozen(_string_map(data.get("annotations"), "the manifest")))
 
     def blobs(self) -> tuple[Descriptor, ...]:
         return (self.config,) + self.layers
 
 
-def parse_config(raw: bytes) -> dict[str, Any]:
-    import json
+def parse_index(raw: bytes) -> tuple[Descriptor, ...]:
+    """The manifests an index lists, checked as ParsedManifest.parse checks a manifest."""
+    data = load_json_object(raw, "index")
+    _string_map(data.get("annotations"), "the index")
+    return tuple(Descriptor.from_dict(d) for d in _list(data, "manifests", "the index"))
 
-    return json.loads(raw)
+
+def parse_config(raw: bytes) -> dict[str, Any]:
+    """An image config, checked where images are built on it: an object, runtime settings an object,
+    `rootfs.diff_ids` a list of digests."""
+    data = load_json_object(raw, "image config", MAX_CONFIG_BYTES)
+    if not isinstance(data.get("config") or {}, dict):
+        raise MalformedError("the image config has a config that is not an object")
+    rootfs = data.get("rootfs")
+    if not isinstance(rootfs, dict):
+        raise MalformedError("the image config has no rootfs object")
+    diff_ids = rootfs.get("diff_ids")
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d) for d in diff_ids):
+        raise MalformedError("the image config's rootfs.diff_ids is not a list of sha256 digests")
+    _list(data, "history", "the image config")
+    return data
 
 
 def index_dict(manifests: list[Descriptor], annotations: Mapping[str, str] | None = None) -> dict[str, Any]:

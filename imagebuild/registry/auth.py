@@ -52,20 +52,26 @@ def _read_config(path: Path) -> dict:
 
 
 def _host_key(key: str) -> str:
-    """`https://host:5000/v1/` and `host:5000` name the same registry."""
-    key = re.sub(r"^[a-z]+://", "", key.strip())
-    return key.split("/", 1)[0]
+    """`https://HOST:5000/v1/`, `host:5000/` and `host:5000` name the same registry: the key without
+    scheme, path or trailing slash, in lower case. Reading and writing both compare keys this way."""
+    key = re.sub(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", "", key.strip())
+    return key.split("/", 1)[0].lower()
 
 
-def _from_helper(helper: str, host: str) -> Credentials | None:
+def _run_helper(helper: str, verb: str, payload: str) -> subprocess.CompletedProcess:
     program = f"docker-credential-{helper}"
     try:
-        done = subprocess.run([program, "get"], input=host, capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
+        return subprocess.run([program, verb], input=payload, capture_output=True, text=True, timeout=30)
+    except (FileNotFoundError, PermissionError):
         raise AuthError(f"credential helper {program} named in {docker_config_path()} is not installed",
                         hint="install it or remove it from the configuration") from None
     except subprocess.TimeoutExpired:
         raise AuthError(f"credential helper {program} did not answer within 30 s") from None
+
+
+def _from_helper(helper: str, host: str) -> Credentials | None:
+    program = f"docker-credential-{helper}"
+    done = _run_helper(helper, "get", host)
     if done.returncode != 0:
         # Helpers answer "credentials not found" with a non-zero exit: that only means anonymous.
         return None
@@ -73,19 +79,22 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
         answer = json.loads(done.stdout)
     except ValueError:
         raise AuthError(f"credential helper {program} gave an unreadable answer") from None
-    if not answer.get("Secret"):
+    if not isinstance(answer, dict) or not answer.get("Secret"):
         return None
-    return Credentials(answer.get("Username") or "", answer["Secret"])
+    return Credentials(str(answer.get("Username") or ""), str(answer["Secret"]))
 
 
 def lookup_credentials(host: str) -> Credentials | None:
     """The credentials the Docker client would use for `host`, or None."""
     config = _read_config(docker_config_path())
-    helpers = {_host_key(k): v for k, v in (config.get("credHelpers") or {}).items()}
-    if host in helpers:
-        return _from_helper(helpers[host], host)
-    for key, entry in (config.get("auths") or {}).items():
-        if _host_key(key) != host or not isinstance(entry, dict):
+    helper = _helper_for(config, host)
+    if helper:
+        return _from_helper(helper, host)
+    wanted = _host_key(host)
+    # An entry under exactly the host's name first: it is the one `login` writes.
+    entries = sorted((config.get("auths") or {}).items(), key=lambda item: item[0] != host)
+    for key, entry in entries:
+        if _host_key(key) != wanted or not isinstance(entry, dict):
             continue
         if entry.get("auth"):
             try:
@@ -101,20 +110,30 @@ def lookup_credentials(host: str) -> Credentials | None:
     return None
 
 
+def _helper_for(config: dict, host: str) -> str | None:
+    """The `credHelpers` entry for `host`, whatever form its key is written in."""
+    wanted = _host_key(host)
+    for key, helper in (config.get("credHelpers") or {}).items():
+        if _host_key(key) == wanted and helper:
+            return helper
+    return None
+
+
 def save_credentials(host: str, credentials: Credentials) -> Path:
-    """Store credentials where the Docker client looks: the creds store when one is set."""
+    """Store credentials where the Docker client looks: the host's helper, else the creds store, else
+    inline `auths`, where they replace every older entry for the same registry so the newest login wins."""
     path = docker_config_path()
     config = _read_config(path)
-    helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
+    helper = _helper_for(config, host) or config.get("credsStore")
     if helper:
         payload = json.dumps({"ServerURL": host, "Username": credentials.username,
                               "Secret": credentials.password})
-        done = subprocess.run([f"docker-credential-{helper}", "store"], input=payload,
-                              capture_output=True, text=True, timeout=30)
+        done = _run_helper(helper, "store", payload)
         if done.returncode != 0:
             raise AuthError(f"credential helper docker-credential-{helper} could not store the credentials")
         return path
-    auths = config.get("auths") or {}
+    wanted = _host_key(host)
+    auths = {key: entry for key, entry in (config.get("auths") or {}).items() if _host_key(key) != wanted}
     config["auths"] = auths
     auths[host] = {"auth": base64.b64encode(
         f"{credentials.username}:{credentials.password}".encode("utf-8")).decode("ascii")}

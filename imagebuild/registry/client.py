@@ -18,8 +18,8 @@ import httpx
 
 from imagebuild.errors import RegistryError
 from imagebuild.oci import mediatypes as mt
-from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import Descriptor
+from imagebuild.oci.digest import Digest, is_digest
+from imagebuild.oci.model import MAX_MANIFEST_BYTES, Descriptor, MalformedError, load_json_object
 from imagebuild.registry.auth import Credentials, repository_scope
 from imagebuild.registry.transport import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Transport, registry_error, _UNSET
 
@@ -28,6 +28,7 @@ CHUNKED_THRESHOLD = 32 * 1024 * 1024
 CHUNK_SIZE = 32 * 1024 * 1024
 STREAM_BUFFER = 1024 * 1024
 BLOB_ATTEMPTS = 4
+UPLOAD_CANCEL_TIMEOUT = 5.0   # seconds for the DELETE of an upload session given up on
 
 Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object with read(n)
 T = TypeVar("T")
@@ -93,33 +94,67 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> ManifestBytes | None:
         """The manifest's exact bytes, or None when the registry does not know it."""
-        response = self._manifest_request("GET", repository, reference, "reading")
+        response = self._manifest_request("GET", repository, reference, "reading", stream=True)
         if response is None:
             return None
-        raw = response.content
+        try:
+            raw = self._bounded_body(response, MAX_MANIFEST_BYTES, f"the manifest of {repository}:{reference}")
+        finally:
+            response.close()
         digest = Digest.of(raw)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"registry {self.host} sent a manifest for {reference} whose digest is {digest}")
-        media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        if media_type not in mt.ALL_MANIFEST_TYPES:
-            from imagebuild.oci.mediatypes import media_type_of_manifest
-
-            media_type = media_type_of_manifest(raw)
+        # The type the manifest names itself wins over the Content-Type: registries and proxies in front
+        # of them have been seen to send `application/json` or another manifest type.
+        media_type = _declared_media_type(raw)
+        if media_type is None:
+            sent = response.headers.get("content-type", "").split(";")[0].strip()
+            media_type = sent if sent in mt.ALL_MANIFEST_TYPES else mt.OCI_MANIFEST
         return ManifestBytes(raw, media_type, digest)
+
+    def _bounded_body(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        """The body, refused as soon as it passes `limit` bytes, before anything parses it."""
+        def too_large() -> RegistryError:
+            return RegistryError(f"registry {self.host} sent {what} larger than {limit // (1024 * 1024)} MiB",
+                                 code="SIZE_INVALID")
+
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large()
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes(STREAM_BUFFER):
+                body += chunk
+                if len(body) > limit:
+                    raise too_large()
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"registry {self.host} broke off {what}: {exc or type(exc).__name__}",
+                                hint="retry") from None
+        self.transport.count_bytes(received=len(body))
+        return bytes(body)
 
     def head_manifest(self, repository: str, reference: str) -> Digest | None:
         response = self._manifest_request("HEAD", repository, reference, "checking")
         value = response.headers.get("docker-content-digest") if response is not None else None
+        if value and not is_digest(value):
+            raise RegistryError(f"registry {self.host} answered {repository}:{reference} with the digest "
+                                f"{value[:80]!r}, not sha256: and 64 hex digits")
         return Digest(value) if value else None
 
-    def _manifest_request(self, method: str, repository: str, reference: str, doing: str) -> httpx.Response | None:
+    def _manifest_request(self, method: str, repository: str, reference: str, doing: str,
+                          stream: bool = False) -> httpx.Response | None:
         """GET or HEAD a manifest; None when the registry does not know it."""
         response = self.transport.request(method, f"/v2/{repository}/manifests/{reference}",
-                                          scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS})
+                                          scopes=_pull(repository), headers={"Accept": ACCEPT_MANIFESTS},
+                                          stream=stream)
         if response.status_code == 404:
+            response.close()
             return None
         if response.status_code != 200:
-            raise registry_error(response, f"{doing} manifest {repository}:{reference}")
+            try:
+                raise registry_error(response, f"{doing} manifest {repository}:{reference}")
+            finally:
+                response.close()
         return response
 
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> Digest:
@@ -159,7 +194,14 @@ class RegistryClient:
             raise registry_error(response, f"listing referrers of {repository}@{digest}")
         if response.headers.get("content-type", "").split(";")[0].strip() != mt.OCI_INDEX:
             return None
-        manifests = response.json().get("manifests") or []
+        try:
+            manifests = load_json_object(response.content, "referrers index").get("manifests") or []
+        except MalformedError as exc:
+            raise RegistryError(f"registry {self.host} sent a malformed referrers index of "
+                                f"{repository}@{digest}: {exc}") from None
+        if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
+            raise RegistryError(f"registry {self.host} sent a referrers index of {repository}@{digest} whose "
+                                "manifests are not a list of objects")
         if artifact_type and "artifactType" not in response.headers.get("oci-filters-applied", ""):
             manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
         return manifests
@@ -176,10 +218,20 @@ class RegistryClient:
                 return tags
             if response.status_code != 200:
                 raise registry_error(response, f"listing tags of {repository}")
-            tags.extend(response.json().get("tags") or [])
+            tags.extend(self._tag_page(response, repository))
             match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", response.headers.get("link", ""))
             path = match.group(1) if match else None
         return sorted(set(tags))
+
+    def _tag_page(self, response: httpx.Response, repository: str) -> list[str]:
+        try:
+            found = load_json_object(response.content, "tag list").get("tags") or []
+        except MalformedError as exc:
+            raise RegistryError(f"registry {self.host} sent a malformed tag list of {repository}: {exc}") from None
+        if not isinstance(found, list) or not all(isinstance(tag, str) for tag in found):
+            raise RegistryError(f"registry {self.host} sent a tag list of {repository} whose tags are not "
+                                "a list of strings")
+        return found
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -203,10 +255,11 @@ class RegistryClient:
             response.close()
 
     @contextlib.contextmanager
-    def blob_chunks(self, repository: str, digest: str) -> Iterator[Iterable[bytes]]:
-        """A blob's bytes as they arrive, counted as received."""
+    def blob_chunks(self, repository: str, digest: str, size: int | None = None) -> Iterator[Iterable[bytes]]:
+        """A blob's bytes as they arrive, counted as received; with `size`, refused as soon as they pass it
+        and when they end short of it."""
         with self.open_blob(repository, digest) as response:
-            yield _Counted(response.iter_bytes(STREAM_BUFFER), self.transport)
+            yield _Counted(response.iter_bytes(STREAM_BUFFER), self.transport, digest, size, self.host)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> str | None:
         """Mount a blob from another repository; None when mounted, else an upload location."""
@@ -265,13 +318,15 @@ class RegistryClient:
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             if settled is not None and (outcome := settled()) is not None:
                 return outcome
+            self.transport.check_cancelled()
             try:
                 return attempt_once()
-            except (httpx.TransportError, RegistryError) as exc:
-                if attempt == BLOB_ATTEMPTS or not _retryable(exc):
+            except (httpx.HTTPError, RegistryError) as exc:
+                if attempt == BLOB_ATTEMPTS or not _retryable(exc) or self.transport.cancelled.is_set():
                     # What this loop gave up on is final: a caller's own retry must not start it over.
-                    if isinstance(exc, httpx.TransportError):
-                        raise RegistryError(f"{doing} failed: {exc}", hint="retry", retried=True) from None
+                    if isinstance(exc, httpx.HTTPError):
+                        raise RegistryError(f"{doing} failed: {exc or type(exc).__name__}", hint="retry",
+                                            retried=True) from None
                     if attempt == BLOB_ATTEMPTS:
                         exc.retried = True
                     raise
@@ -286,10 +341,31 @@ class RegistryClient:
         return response.headers["location"]
 
     def _upload(self, repository: str, descriptor: Descriptor, opener: Opener, location: str | None) -> int:
-        location = location or self._start_upload(repository)
+        session = [location or self._start_upload(repository)]
+        try:
+            return self._send_blob(repository, descriptor, opener, session)
+        except BaseException:
+            self._cancel_upload(repository, session[0])
+            raise
+
+    def _cancel_upload(self, repository: str, location: str) -> None:
+        """Tell the registry to drop an upload session given up on; a registry keeps the bytes of an
+        abandoned one for days. Best effort: a short wait, no retry, any failure ignored."""
+        if self.transport.cancelled.is_set():
+            return  # an interrupted push ends now; waiting here would hold it up
+        try:
+            response = self.transport.request("DELETE", location, scopes=_push(repository), idempotent=False,
+                                              timeout=UPLOAD_CANCEL_TIMEOUT)
+            response.close()
+        except Exception:
+            pass
+
+    def _send_blob(self, repository: str, descriptor: Descriptor, opener: Opener, session: list[str]) -> int:
+        """The bytes of one blob into the upload session `session[0]`, kept at the newest Location."""
+        location = session[0]
         scopes = _push(repository)
         if descriptor.size <= self.chunked_threshold:
-            body = _stream_body(opener, descriptor.size)
+            body = _stream_body(opener, descriptor.size, self.transport)
             response = self.transport.request(
                 "PUT", _with_digest(location, descriptor.digest), scopes=scopes, body=body.open,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
@@ -301,6 +377,7 @@ class RegistryClient:
         sent = 0
         with opener() as reader:
             while sent < descriptor.size:
+                self.transport.check_cancelled()
                 chunk = reader.read(min(self.chunk_size, descriptor.size - sent))
                 if not chunk:
                     break
@@ -312,7 +389,7 @@ class RegistryClient:
                     raise registry_error(response, f"uploading a chunk of blob {descriptor.digest} to {repository}")
                 sent += len(chunk)
                 self.transport.count_bytes(sent=len(chunk))
-                location = response.headers.get("location", location)
+                location = session[0] = response.headers.get("location", location)
             # Reading to the end lets a verifying reader check the blob's digest.
             if reader.read(1):
                 raise RegistryError(f"blob {descriptor.digest} is larger than its descriptor says",
@@ -325,32 +402,67 @@ class RegistryClient:
 
 
 class _Counted:
-    def __init__(self, chunks: Iterable[bytes], transport: Transport):
+    """A blob download's chunks, counted; with a size, refused once they pass it or end short of it.
+
+    The digest alone would let a manifest claim any size for the right bytes; the size is what
+    exports and pushes announce, so it must be true too. Refusing at the first byte too many keeps
+    a registry from streaming an endless body."""
+
+    def __init__(self, chunks: Iterable[bytes], transport: Transport, digest: str, size: int | None, host: str):
         self._chunks = chunks
         self._transport = transport
+        self._digest = digest
+        self._size = size
+        self._host = host
         self.total = 0
+
+    def _wrong_size(self, more: bool) -> RegistryError:
+        told = "more than" if more else f"{self.total} bytes, not"
+        return RegistryError(f"registry {self._host} sent blob {self._digest} whose size is {told} the "
+                             f"{self._size} bytes its descriptor says", code="SIZE_INVALID")
 
     def __iter__(self):
         for chunk in self._chunks:
             self.total += len(chunk)
             self._transport.count_bytes(received=len(chunk))
+            if self._size is not None and self.total > self._size:
+                raise self._wrong_size(more=True)
             yield chunk
+        if self._size is not None and self.total != self._size:
+            raise self._wrong_size(more=False)
 
 
 class _stream_body:
     """A request body read from a fresh stream on every send."""
 
-    def __init__(self, opener: Opener, size: int):
+    def __init__(self, opener: Opener, size: int, transport: Transport):
         self._opener = opener
         self._size = size
+        self._transport = transport
         self.sent = 0
 
     def open(self) -> Iterator[bytes]:
         self.sent = 0
         with self._opener() as reader:
             while chunk := reader.read(STREAM_BUFFER):
+                self._transport.check_cancelled()  # an interrupted push sends no further byte
                 self.sent += len(chunk)
+                if self.sent > self._size:
+                    break
                 yield chunk
+            if self.sent != self._size:
+                # The request announced the descriptor's size; stop before the registry gets a short body.
+                raise RegistryError(f"blob is {self.sent} bytes, not the {self._size} its descriptor says",
+                                    code="SIZE_INVALID")
+
+
+def _declared_media_type(raw: bytes) -> str | None:
+    """The manifest type a manifest names itself, or None."""
+    try:
+        declared = load_json_object(raw, "manifest").get("mediaType")
+    except MalformedError:
+        return None  # the parse that follows says what is wrong with it
+    return declared if declared in mt.ALL_MANIFEST_TYPES else None
 
 
 def _with_digest(location: str, digest: str) -> str:

@@ -12,8 +12,10 @@ never resends a half-consumed stream.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -29,6 +31,7 @@ DEFAULT_BACKOFF = 0.25
 # Marks a response whose request the transport already retried as often as it may.
 RETRIED = "imagebuild.retries_spent"
 MAX_RETRY_AFTER = 30.0
+MAX_ERROR_BODY = 64 * 1024   # an error body larger than this is not read for its code
 _UNSET = object()
 
 
@@ -71,9 +74,25 @@ class Transport:
         self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=15.0), follow_redirects=True,
                                     limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
                                     headers={"User-Agent": "imagebuild"})
+        # Set once the work is given up (Ctrl-C, SIGTERM): no request starts after it, no chunk is sent.
+        self.cancelled = threading.Event()
+        self._backends = _abortable_backends(self._client)
 
     def close(self) -> None:
         self._client.close()
+
+    def abort(self) -> None:
+        """Give up all work at once: later requests fail, and requests waiting on a socket wake now.
+
+        Threads blocked on a stalled registry would otherwise hold the process up to the
+        read timeout, and Python waits for them before it exits."""
+        self.cancelled.set()
+        for backend in self._backends:
+            backend.shutdown_all()
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise RegistryError(f"transfer with registry {self.host} cancelled", code="CANCELLED")
 
     # -- credentials -------------------------------------------------------
 
@@ -132,7 +151,9 @@ class Transport:
         try:
             answer = response.json()
             token = answer.get("token") or answer["access_token"]
-        except (ValueError, KeyError):
+            if not isinstance(token, str) or not token:
+                raise ValueError("no token")
+        except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
             raise RegistryError(f"token server of {self.host} gave no token") from None
         with self._lock:
             self._tokens[key] = token
@@ -145,7 +166,7 @@ class Transport:
 
     def request(self, method: str, path: str, *, scopes: Iterable[str] = (),
                 headers: Mapping[str, str] | None = None, body: Body = None, params=None,
-                idempotent: bool = True, stream: bool = False) -> httpx.Response:
+                idempotent: bool = True, stream: bool = False, timeout: float | None = None) -> httpx.Response:
         """Send one logical request; the response may be any status but 401."""
         key = frozenset(scopes)
         refreshed = False
@@ -155,7 +176,7 @@ class Transport:
             if auth:
                 extra["Authorization"] = auth
             response = self._send_with_retries(method, self.url(path), params=params, headers=extra,
-                                               body=body, idempotent=idempotent, stream=stream)
+                                               body=body, idempotent=idempotent, stream=stream, timeout=timeout)
             if response.status_code != 401:
                 return response
             response.close()
@@ -177,23 +198,35 @@ class Transport:
                          hint=f"check the password and run `imagebuild login {self.host}`")
 
     def _send_with_retries(self, method: str, url: str, *, params, headers: dict, body: Body,
-                           idempotent: bool, stream: bool, token: bool = False) -> httpx.Response:
+                           idempotent: bool, stream: bool, token: bool = False,
+                           timeout: float | None = None) -> httpx.Response:
         attempt = 0
         while True:
             attempt += 1
+            self.check_cancelled()
             content = body() if callable(body) else body
             try:
                 request = self._client.build_request(method, url, params=params, headers=headers,
-                                                     content=content)
+                                                     content=content,
+                                                     **({"timeout": timeout} if timeout is not None else {}))
                 with self._lock:
                     self.counters.requests += 1
                     self.counters.token_requests += int(token)
                 response = self._client.send(request, stream=stream)
             except httpx.TransportError as exc:
+                self.check_cancelled()
                 if idempotent and attempt < self.attempts:
                     time.sleep(self._delay(attempt))
                     continue
                 raise self._transport_failure(method, url, exc, retried=idempotent) from None
+            except httpx.TooManyRedirects:
+                raise RegistryError(f"registry {self.host} redirected {method} {httpx.URL(url).path} "
+                                    "in a loop (too many redirects)", code="REDIRECT_LOOP",
+                                    hint="check the registry address and its proxy") from None
+            except httpx.HTTPError as exc:  # an answer httpx cannot decode, such as a broken Content-Encoding
+                raise RegistryError(f"registry {self.host} sent an unreadable answer to {method} "
+                                    f"{httpx.URL(url).path}: {exc or type(exc).__name__}",
+                                    code="UNREADABLE") from None
             if idempotent and (response.status_code >= 500 or response.status_code == 429):
                 if attempt < self.attempts:
                     delay = self._delay(attempt, response.headers.get("retry-after"))
@@ -231,17 +264,69 @@ class Transport:
                              retried=retried)
 
 
+class _AbortableBackend:
+    """httpcore's network backend, remembering the sockets it opens so `Transport.abort` can shut them.
+
+    A shut socket wakes a thread blocked in send or recv on it at once; closing it would not."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._sockets: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def _remember(self, stream):
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            with self._lock:
+                self._sockets.add(sock)
+        return stream
+
+    def connect_tcp(self, *args, **kwargs):
+        return self._remember(self._inner.connect_tcp(*args, **kwargs))
+
+    def connect_unix_socket(self, *args, **kwargs):
+        return self._remember(self._inner.connect_unix_socket(*args, **kwargs))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+    def shutdown_all(self) -> None:
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+
+def _abortable_backends(client: httpx.Client) -> list[_AbortableBackend]:
+    """Wrap the network backend of each connection pool of `client` (httpx offers no public way in)."""
+    backends = []
+    for transport in [client._transport, *client._mounts.values()]:
+        pool = getattr(transport, "_pool", None)
+        inner = getattr(pool, "_network_backend", None)
+        if inner is not None:
+            backend = _AbortableBackend(inner)
+            pool._network_backend = backend
+            backends.append(backend)
+    return backends
+
+
 def registry_error(response: httpx.Response, what: str) -> ImageBuildError:
     """A RegistryError from the registry's `{"errors": [...]}` body, or its status."""
     code = message = None
     try:
         response.read()
-        errors = response.json().get("errors") or []
-        if errors:
-            code = errors[0].get("code")
-            message = errors[0].get("message")
-    except (ValueError, AttributeError, httpx.HTTPError):
-        pass
+        if len(response.content) <= MAX_ERROR_BODY:
+            errors = response.json().get("errors") or []
+            if errors:
+                code = errors[0].get("code")
+                message = errors[0].get("message")
+            code = str(code)[:80] if code is not None else None
+            message = str(message)[:300] if message is not None else None
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError, RecursionError, httpx.HTTPError):
+        code = message = None  # an error body that says nothing usable: the status speaks
     detail = f"{code}: {message}" if code else f"HTTP {response.status_code}"
     if response.status_code == 403 or code == "DENIED":
         return AuthError(f"{what}: access denied by the registry ({detail})",

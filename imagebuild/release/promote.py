@@ -34,11 +34,13 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from imagebuild.contract import ANNOTATION_DIRTY
-from imagebuild.errors import PromotionConflictError, PromotionError, RegistryError, StoreError, UserError, quoted
+from imagebuild.errors import (ImageBuildError, PromotionConflictError, PromotionError, RegistryError, StoreError,
+                              UserError, quoted)
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
-from imagebuild.oci.model import ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON
+from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON,
+                                  MalformedError, load_json_object)
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment, environment_index
 from imagebuild.registry.client import ManifestBytes, RegistryClient
@@ -111,7 +113,26 @@ def record_manifest(record: Record, subject: ManifestBytes) -> ManifestBytes:
     return ManifestBytes(raw, mt.OCI_MANIFEST, Digest.of(raw))
 
 
+def manifest_data(place: ImagePlace, manifest: ManifestBytes) -> dict:
+    """A manifest read from `place` as a JSON object whose annotations are an object of strings;
+    anything else is the place's malformed error (exit 5 from a registry, 4 from the store)."""
+    try:
+        data = load_json_object(manifest.raw, "manifest")
+        annotations = data.get("annotations")
+        if annotations is not None and not (isinstance(annotations, dict) and
+                                            all(isinstance(v, str) for v in annotations.values())):
+            raise MalformedError("the manifest has annotations that are not an object of strings")
+    except MalformedError as exc:
+        raise _malformed(place, manifest, exc) from None
+    return data
+
+
+def _malformed(place: ImagePlace, manifest: ManifestBytes, exc: MalformedError) -> ImageBuildError:
+    return place.malformed(f"manifest {manifest.digest}", exc)
+
+
 def parse_record(raw: bytes) -> Record | None:
+    """The record in a manifest; None when it is none (another artifact, or its facts incomplete)."""
     try:
         data = json.loads(raw)
         if data.get("artifactType") != RECORD_ARTIFACT_TYPE:
@@ -121,7 +142,7 @@ def parse_record(raw: bytes) -> Record | None:
         return Record(environment=a[ANN_ENVIRONMENT], sequence=int(a[ANN_SEQUENCE]), digest=Digest(a[ANN_DIGEST]),
                       version=a.get(ANN_VERSION, ""), time=a.get(ANNOTATION_CREATED, ""),
                       target=a.get(ANN_TARGET, ""), previous=Digest(previous) if previous else None)
-    except (ValueError, KeyError, TypeError, UserError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, UserError):
         return None
 
 
@@ -173,6 +194,7 @@ def read_record(home: ImagePlace, tag: str, image: ManifestBytes | None = None,
     manifest = home.manifest(tag)
     if manifest is None:
         return None       # withdrawn since the tags were listed
+    manifest_data(home, manifest)   # a garbled answer is an error, not a dishonest record
     record = parse_record(manifest.raw)
     problem = record_problem(tag, manifest, record, image)
     if problem is not None:
@@ -244,25 +266,29 @@ def resolve_image(home: ImagePlace, image: str, name: str | None = None) -> Mani
     if found is None:
         raise UserError(f"no image {quoted(image)} in {home.label}",
                         hint="push it first with `imagebuild bake --push` or `imagebuild push`")
+    manifest_data(home, found)
     return found
 
 
-def image_version(manifest: ManifestBytes) -> str | None:
-    try:
-        return (json.loads(manifest.raw).get("annotations") or {}).get(ANNOTATION_VERSION)
-    except ValueError:
-        return None
+def image_version(manifest: ManifestBytes, place: ImagePlace) -> str | None:
+    """The version annotation of a manifest read from `place` (checked: a garbled one is `place`'s error)."""
+    return (manifest_data(place, manifest).get("annotations") or {}).get(ANNOTATION_VERSION)
 
 
 def marked_dirty(home: ImagePlace, manifest: ManifestBytes) -> bool:
     """The dirty mark in the manifest's annotations or the config's labels (bake writes both)."""
-    data = json.loads(manifest.raw)
-    if (data.get("annotations") or {}).get(ANNOTATION_DIRTY) == "true":
+    if (manifest_data(home, manifest).get("annotations") or {}).get(ANNOTATION_DIRTY) == "true":
         return True
     configs = [b for b in blobs_of(manifest) if b.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG)][:1]
     for config in configs:
         with home.open_blob(config) as reader:
-            labels = ((json.loads(reader.read()).get("config") or {}).get("Labels") or {})
+            raw = reader.read()
+        try:
+            labels = (load_json_object(raw, "image config").get("config") or {}).get("Labels") or {}
+            if not isinstance(labels, dict):
+                raise MalformedError("the image config's Labels are not an object")
+        except (MalformedError, AttributeError) as exc:
+            raise home.malformed(f"config {config.digest}", MalformedError(str(exc))) from None
         if labels.get(ANNOTATION_DIRTY) == "true":
             return True
     return False
@@ -305,7 +331,7 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
         raise UserError(f"environment name {environment!r} cannot be a tag",
                         hint="use letters, digits, '_', '.' and '-', at most 98 characters")
     manifest = resolve_image(home, image, name)
-    version = image_version(manifest)
+    version = image_version(manifest, home)
     target = target_for(environments[index])
     # The tag as it is, read before the tag list: what `previous` names, and what the tag must still
     # hold when it is moved. Read first, so a rival whose record this listing misses moves it only later.
@@ -451,8 +477,11 @@ def disk_of(home: ImagePlace, manifest: ManifestBytes, version: str | None,
     disk = home.manifest(tag)
     if disk is None:
         return None
-    data = json.loads(disk.raw)
-    if data.get("artifactType") != mt.IMAGEBUILD_DISK or (data.get("subject") or {}).get("digest") != manifest.digest:
+    data = manifest_data(home, disk)
+    subject = data.get("subject")
+    if subject is not None and not isinstance(subject, dict):
+        raise _malformed(home, disk, MalformedError("the manifest has a subject that is not an object"))
+    if data.get("artifactType") != mt.IMAGEBUILD_DISK or (subject or {}).get("digest") != manifest.digest:
         return None
     return disk
 
@@ -505,14 +534,15 @@ def status(home: ImagePlace, environments: Sequence[Environment],
         elif earlier:
             # The tag still holds what an earlier promotion put there: the newest one never moved it.
             note = (f"promotion {record.sequence} of {record.version or '-'} ({record.digest.short}) "
-                    f"not completed: {target.label} holds {image_version(current) or current.digest.short}")
+                    f"not completed: {target.label} holds {image_version(current, target.repository) or current.digest.short}")
             record = earlier[0]
         elif record is None or record.digest != current.digest:
             note = "tag moved outside imagebuild; no record of this digest"
         out.append(EnvironmentStatus(
             environment=env.name, target=target.label,
             digest=current.digest if current else None,
-            version=(image_version(current) if current else None) or (record.version if record else None),
+            version=(image_version(current, target.repository) if current else None)
+            or (record.version if record else None),
             promoted_at=record.time if record and current and record.digest == current.digest else None,
             sequence=record.sequence if record else None, note=note))
     return out

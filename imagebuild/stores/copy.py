@@ -1,24 +1,38 @@
 """The one way an image moves between two places: push, pull, promote and `oci:DIR` all come here.
 
-An image or an index is walked children first: every blob the target lacks
-is mounted (two repositories of one registry) or streamed over, a bounded
-number at a time, verified against its digest and size on the way; then the
-child manifests by digest, and the top manifest last, under its tags, so a
-failed copy never leaves a tag pointing at half an image. Manifest bytes
-travel exactly as they are, so the digest cannot change.
+An image or an index is walked children first: every manifest is parsed
+field by field (a malformed one is the source's error, naming it); each
+image's config travels first and is checked against its manifest (its
+diff_ids one per layer) before any layer moves; then every blob the target
+lacks is mounted (two repositories of one registry) or streamed over, a
+bounded number at a time, verified against its digest and size on the way
+(a stream longer than its descriptor is refused at the first byte too many);
+then the child manifests by digest, and the top manifest last, under its
+tags, so a failed copy never leaves a tag pointing at half an image.
+Manifest bytes travel exactly as they are, so the digest cannot change.
+
+Ctrl-C or SIGTERM during the parallel part aborts both places' transfers at
+once (workers blocked on a socket wake and fail) and waits for no worker,
+so an interrupted push ends within a second and sends no further request.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from imagebuild.errors import StoreError
+from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import Descriptor, Platform
+from imagebuild.oci.model import MAX_CONFIG_BYTES, Descriptor, MalformedError, ParsedManifest, Platform, parse_config
 from imagebuild.registry.client import ManifestBytes
 from imagebuild.stores.place import ImagePlace, blobs_of, children_of, descriptor_of, same_place
+
+T = TypeVar("T")
+IMAGE_CONFIG_TYPES = (mt.OCI_CONFIG, mt.DOCKER_CONFIG)
 
 DEFAULT_PARALLEL = 4
 # (how: "copied" | "mounted", blob): one event per blob that moved, for progress lines.
@@ -55,10 +69,10 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
         if tags:
             target.put_manifest(top, tags, platform)
         return CopyResult(descriptor_of(top, platform), manifest_bytes=len(top.raw) if tags else 0)
-    children = [_manifest(source, child.digest) for child in children_of(top)]
+    children = [_manifest(source, child.digest) for child in _parsed(source, top, children_of)]
     blobs: dict[str, Descriptor] = {}
     for manifest in children + [top]:
-        for blob in blobs_of(manifest):
+        for blob in _parsed(source, manifest, blobs_of):
             blobs.setdefault(blob.digest, blob)
     result = CopyResult(descriptor_of(top, platform))
 
@@ -78,12 +92,35 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
                 result.blobs_copied += 1
                 result.blob_bytes += sent
 
+    # Each image's config is read first and checked, so a config that does not fit its image costs no
+    # layer download; it is written after the layers, so a refused layer leaves no config behind either.
+    configs: list[tuple[Descriptor, bytes]] = []
+    fetched: dict[str, bytes | None] = {}
+    for manifest in children + [top]:
+        config = _image_config(manifest)
+        if config is None:
+            continue
+        if config.digest in fetched:     # two images of an index sharing one config: each checked
+            if fetched[config.digest] is not None:
+                _check_config(source, manifest, fetched[config.digest])
+            continue
+        blobs.pop(config.digest, None)
+        how, raw = _fetch_config(source, target, manifest, mount_hint)
+        fetched[config.digest] = raw
+        if raw is not None:
+            configs.append((config, raw))
+        else:
+            tally([(how, 0)])
+            if progress and how != "skipped":
+                progress(how, config)
     if parallel <= 1:
         tally(map(one, blobs.values()))      # in this thread: the first failure ends the copy there
     else:
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            # map cancels the queued blobs once one fails, so a failed copy stops early.
-            tally(pool.map(one, blobs.values()))
+        _in_parallel(source, target, parallel, one, list(blobs.values()), tally)
+    for config, raw in configs:
+        tally([("copied", target.put_blob(config, lambda raw=raw: contextlib.nullcontext(io.BytesIO(raw))))])
+        if progress:
+            progress("copied", config)
     for child in children:
         target.put_manifest(child)
         result.manifest_bytes += len(child.raw)
@@ -102,6 +139,80 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
     return result
 
 
+def _in_parallel(source: ImagePlace, target: ImagePlace, parallel: int, one, blobs: list[Descriptor],
+                 tally) -> None:
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    try:
+        tally(pool.map(one, blobs))
+    except Exception:
+        # One blob failed: start no other, let those under way end, so its error is the only news.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    except BaseException:
+        # Ctrl-C or SIGTERM: stop now. Aborting wakes the workers blocked on a socket and keeps them
+        # from sending another chunk; waiting for them could take a stalled request's whole timeout.
+        source.abort()
+        target.abort()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _parsed(place: ImagePlace, manifest: ManifestBytes, read: Callable[[ManifestBytes], T]) -> T:
+    try:
+        return read(manifest)
+    except MalformedError as exc:
+        raise place.malformed(f"manifest {manifest.digest}", exc) from None
+
+
+def _image_config(manifest: ManifestBytes) -> Descriptor | None:
+    """The config of an image manifest (already parsed once, so valid); None for an index or an artifact."""
+    if manifest.media_type in mt.INDEX_TYPES:
+        return None
+    config = ParsedManifest.parse(manifest.raw, manifest.media_type).config
+    return config if config.media_type in IMAGE_CONFIG_TYPES else None
+
+
+def _fetch_config(source: ImagePlace, target: ImagePlace, manifest: ManifestBytes,
+                  mount_hint: MountHint) -> tuple[str, bytes | None]:
+    """An image's config: "skipped" or "mounted" when the target has or borrows it, else its bytes, read whole
+    from the source (a config is small) and checked against the manifest, for the caller to write."""
+    parsed = ParsedManifest.parse(manifest.raw, manifest.media_type)
+    config = parsed.config
+    if target.has_blob(config.digest):
+        return "skipped", None
+    if _mounted(source, target, config, mount_hint):
+        return "mounted", None     # within one registry, which already holds it next to this image
+    what = f"config {config.digest} of manifest {manifest.digest}"
+    if config.size > MAX_CONFIG_BYTES:
+        raise source.malformed(what, MalformedError(
+            f"it claims {config.size} bytes, over the {MAX_CONFIG_BYTES // (1024 * 1024)} MiB limit"))
+
+    def read() -> bytes:
+        with source.open_blob(config) as reader:
+            return reader.read()
+
+    raw = source.retrying(read, f"reading {what}")
+    _check_config(source, manifest, raw)
+    return "copied", raw
+
+
+def _check_config(source: ImagePlace, manifest: ManifestBytes, raw: bytes) -> None:
+    """An image config's shape, and one diff_id per layer of `manifest`; the source's error else."""
+    parsed = ParsedManifest.parse(manifest.raw, manifest.media_type)
+    try:
+        diff_ids = parse_config(raw)["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(parsed.layers):
+            raise MalformedError(f"it lists {len(diff_ids)} diff_ids for {len(parsed.layers)} layers")
+    except MalformedError as exc:
+        raise source.malformed(f"config {parsed.config.digest} of manifest {manifest.digest}", exc) from None
+
+
+def _mounted(source: ImagePlace, target: ImagePlace, blob: Descriptor, mount_hint: MountHint) -> bool:
+    lender = mount_hint(blob.digest) if mount_hint else None
+    return any(candidate is not None and target.mount(blob, candidate) for candidate in (lender, source))
+
+
 def _manifest(place: ImagePlace, digest: str) -> ManifestBytes:
     found = place.manifest(digest)
     if found is None:
@@ -113,10 +224,8 @@ def _deliver(source: ImagePlace, target: ImagePlace, blob: Descriptor, mount_hin
     """One blob: skipped when the target has it, else mounted, else streamed (verified)."""
     if target.has_blob(blob.digest):
         return "skipped", 0
-    lender = mount_hint(blob.digest) if mount_hint else None
-    for candidate in (lender, source):
-        if candidate is not None and target.mount(blob, candidate):
-            return "mounted", 0
+    if _mounted(source, target, blob, mount_hint):
+        return "mounted", 0
     sent = source.retrying(lambda: target.put_blob(blob, lambda: source.open_blob(blob)),
                            f"copying blob {blob.digest}")
     if sent not in (0, blob.size):   # 0: a registry found the blob complete after a failed attempt

@@ -50,6 +50,9 @@ class MemoryPlace(LocalPlace):
             raise StoreError(f"blob {descriptor.digest} is not in {self.label}")
         if Digest.of(data) != descriptor.digest:
             raise CorruptBlobError(f"blob {descriptor.digest} in {self.label} is corrupt")
+        if len(data) != descriptor.size:
+            raise StoreError(f"blob {descriptor.digest} in {self.label} is {len(data)} bytes, "
+                             f"but the image's manifest says {descriptor.size}")
         return contextlib.nullcontext(io.BytesIO(data))
 
     def put_blob(self, descriptor: Descriptor, opener: Opener) -> int:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Protocol, Sequence, TypeVar
 
-from imagebuild.errors import RegistryError
+from imagebuild.errors import ImageBuildError, RegistryError, StoreError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.mediatypes import media_type_of_manifest
-from imagebuild.oci.model import Descriptor, Platform
+from imagebuild.oci.model import Descriptor, MalformedError, ParsedManifest, Platform, load_json_object, parse_index
 from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.streams import VerifyingIterReader
@@ -75,6 +74,12 @@ class ImagePlace(Protocol):
         registry (the distribution API deletes no bare tag), so only for a manifest no other tag shares.
         False when the place cannot delete."""
 
+    def malformed(self, what: str, exc: MalformedError) -> ImageBuildError:
+        """The error for `what` (a manifest, a config) of this place that does not parse or fit."""
+
+    def abort(self) -> None:
+        """Give up every transfer with this place at once (Ctrl-C, SIGTERM): blocked ones wake and fail."""
+
 
 # -- pure helpers every place shares -------------------------------------------------------
 
@@ -87,20 +92,18 @@ def descriptor_of(manifest: ManifestBytes, platform: Platform | None = None) -> 
 
 
 def children_of(manifest: ManifestBytes) -> list[Descriptor]:
-    """The manifests an index lists; none for an image manifest."""
+    """The manifests an index lists, checked; none for an image manifest. MalformedError when it is no index."""
     if manifest.media_type not in mt.INDEX_TYPES:
         return []
-    return [Descriptor.from_dict(d) for d in json.loads(manifest.raw).get("manifests", [])]
+    return list(parse_index(manifest.raw))
 
 
 def blobs_of(manifest: ManifestBytes) -> list[Descriptor]:
-    """The config and layers an image manifest names (an artifact's too); none for an index."""
-    data = json.loads(manifest.raw)
-    out = []
-    if "config" in data:
-        out.append(Descriptor.from_dict(data["config"]))
-    out.extend(Descriptor.from_dict(d) for d in data.get("layers", []))
-    return out
+    """The config and layers an image manifest names (an artifact's too), checked; none for an index.
+    MalformedError when it is no manifest."""
+    if manifest.media_type in mt.INDEX_TYPES:
+        return []
+    return list(ParsedManifest.parse(manifest.raw, manifest.media_type).blobs())
 
 
 def referrers_tag(subject: str) -> str:
@@ -109,16 +112,30 @@ def referrers_tag(subject: str) -> str:
 
 
 def referrers_in(index: ManifestBytes | None, artifact_type: str | None) -> list[Descriptor]:
+    """The descriptors a referrers index lists (of `artifact_type` only, when given); MalformedError
+    when it is no index."""
     if index is None or index.media_type != mt.OCI_INDEX:
         return []
-    return [Descriptor.from_dict(d) for d in json.loads(index.raw).get("manifests", [])
-            if artifact_type is None or d.get("artifactType") == artifact_type]
+    return referrer_descriptors(load_json_object(index.raw, "referrers index").get("manifests"), artifact_type)
+
+
+def referrer_descriptors(entries: Any, artifact_type: str | None) -> list[Descriptor]:
+    """Referrer entries (from an index or the referrers API) as descriptors, checked; MalformedError else."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise MalformedError("the referrers index has manifests that are not a list")
+    found = [Descriptor.from_dict(entry) for entry in entries]   # checks each entry is a descriptor
+    return [descriptor for descriptor, entry in zip(found, entries)
+            if artifact_type is None or entry.get("artifactType") == artifact_type]
 
 
 def index_with_referrer(index: ManifestBytes | None, referrer: Descriptor, artifact_type: str | None) -> ManifestBytes:
-    """The referrers index (new, or `index`) with `referrer` in it once."""
-    entries = json.loads(index.raw).get("manifests", []) if index is not None and \
-        index.media_type == mt.OCI_INDEX else []
+    """The referrers index (new, or `index`) with `referrer` in it once; MalformedError when `index` is no index."""
+    entries = []
+    if index is not None and index.media_type == mt.OCI_INDEX:
+        entries = load_json_object(index.raw, "referrers index").get("manifests") or []
+        referrer_descriptors(entries, None)   # each entry a descriptor, before any is kept
     entries = [e for e in entries if e.get("digest") != referrer.digest]
     entry: dict[str, Any] = referrer.to_dict()
     if artifact_type:
@@ -140,29 +157,44 @@ def same_place(a: ImagePlace, b: ImagePlace) -> bool:
 
 
 def _artifact_type(manifest: ManifestBytes) -> str | None:
-    data = json.loads(manifest.raw)
-    return data.get("artifactType") or (data.get("config") or {}).get("mediaType")
+    data = load_json_object(manifest.raw, "manifest")
+    config = data.get("config")
+    kind = data.get("artifactType") or (config.get("mediaType") if isinstance(config, dict) else None)
+    return kind if isinstance(kind, str) else None
 
 
 def add_to_referrers_tag(place: ImagePlace, subject: str, referrer: Descriptor) -> None:
     """The referrers tag schema: read the subject's index tag, add `referrer`, write it back."""
     tag = referrers_tag(subject)
     found = place.manifest(referrer.digest)
-    kind = _artifact_type(found) if found is not None else None
-    place.put_manifest(index_with_referrer(place.manifest(tag), referrer, kind), [tag])
+    try:
+        kind = _artifact_type(found) if found is not None else None
+        index = index_with_referrer(place.manifest(tag), referrer, kind)
+    except MalformedError as exc:
+        raise place.malformed(f"referrers index {tag}", exc) from None
+    place.put_manifest(index, [tag])
 
 
 class LocalPlace:
     """What places on this machine share: attachments by the referrers tag, and no transfer worth a retry."""
 
     def referrers(self: ImagePlace, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
-        return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
+        try:
+            return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
+        except MalformedError as exc:
+            raise self.malformed(f"referrers index of {subject}", exc) from None
 
     def add_referrer(self: ImagePlace, subject: str, referrer: Descriptor) -> None:
         add_to_referrers_tag(self, subject, referrer)
 
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:
         return transfer()
+
+    def malformed(self, what: str, exc: MalformedError) -> ImageBuildError:
+        return StoreError(f"{what} in {self.label} is malformed: {exc}", hint="bake or pull the image again")
+
+    def abort(self) -> None:
+        pass   # a local read or write ends by itself within moments
 
 
 # -- a name in the local OCI layout ---------------------------------------------------------
@@ -193,9 +225,18 @@ class LayoutPlace(LocalPlace):
         if is_digest(reference):
             if not self.store.has_blob(reference):
                 return None
-            return manifest_of(self.store.read_blob(reference))
-        descriptor = self.store.refs().get(self._ref(reference))
-        return manifest_of(self.store.read_blob(descriptor.digest)) if descriptor is not None else None
+            digest = reference
+        else:
+            descriptor = self.store.refs().get(self._ref(reference))
+            if descriptor is None:
+                return None
+            digest = descriptor.digest
+        raw = self.store.read_blob(digest)
+        try:
+            return manifest_of(raw)
+        except (ValueError, AttributeError) as exc:   # not JSON, or JSON but no object
+            raise StoreError(f"blob {digest} in the store at {self.store.root} is not a manifest "
+                             f"({str(exc).splitlines()[0][:80]})", hint="bake or pull the image again") from None
 
     def put_manifest(self, manifest: ManifestBytes, tags: Sequence[str] = (),
                      platform: Platform | None = None) -> None:
@@ -207,6 +248,12 @@ class LayoutPlace(LocalPlace):
         return self.store.exists() and self.store.has_blob(digest)
 
     def open_blob(self, descriptor: Descriptor) -> ContextManager[BinaryIO]:
+        # Checked before the first byte: an upload announces the descriptor's size, and a blob of
+        # another size would break off mid-request or be refused only after it all travelled.
+        size = self.store.blob_size(descriptor.digest)
+        if size != descriptor.size:
+            raise StoreError(f"blob {descriptor.digest} in the store at {self.store.root} is {size} bytes, "
+                             f"but the image's manifest says {descriptor.size}", hint="bake or pull the image again")
         return self.store.open_blob(descriptor.digest)
 
     def put_blob(self, descriptor: Descriptor, opener: Opener) -> int:
@@ -255,7 +302,7 @@ class RegistryPlace:
 
     @contextlib.contextmanager
     def open_blob(self, descriptor: Descriptor) -> Iterator[BinaryIO]:
-        with self.client.blob_chunks(self.repository, descriptor.digest) as chunks:
+        with self.client.blob_chunks(self.repository, descriptor.digest, descriptor.size) as chunks:
             yield VerifyingIterReader(chunks, descriptor.digest, descriptor.size, _arrived_altered)
 
     def put_blob(self, descriptor: Descriptor, opener: Opener) -> int:
@@ -281,9 +328,12 @@ class RegistryPlace:
 
     def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
         found = self.client.list_referrers(self.repository, subject, artifact_type)
-        if found is None:
-            return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
-        return [Descriptor.from_dict(d) for d in found]
+        try:
+            if found is None:
+                return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
+            return referrer_descriptors(found, None)
+        except MalformedError as exc:
+            raise self.malformed(f"referrers index of {subject}", exc) from None
 
     def add_referrer(self, subject: str, referrer: Descriptor) -> None:
         # A registry with the referrers API indexes what it is given; the tag is for those without.
@@ -296,6 +346,13 @@ class RegistryPlace:
     def remove(self, tag: str) -> bool:
         digest = self.client.head_manifest(self.repository, tag)
         return digest is None or self.client.delete_manifest(self.repository, digest)
+
+    def malformed(self, what: str, exc: MalformedError) -> ImageBuildError:
+        return RegistryError(f"registry {self.host} sent a malformed {what} for {self.label}: {exc}",
+                             hint="the registry, or what pushed the image, is broken; tell its operators")
+
+    def abort(self) -> None:
+        self.client.transport.abort()
 
 
 def _arrived_altered(digest: str) -> Exception:

@@ -4,6 +4,12 @@ Push sends only what the registry lacks: each blob is checked with HEAD,
 mounted from another repository of the same registry when the store
 remembers one that holds it, and otherwise uploaded, streamed from the
 store. Pull resolves an index to one platform's image and brings that in.
+
+Everything a registry sends is checked before it is used (stores/place.py
+and stores/copy.py do it for every copy): manifests, the index and the
+config field by field, every blob against its digest and size. A pull that
+a registry's answer ends is one error naming the registry and the
+reference, and writes no tag.
 """
 
 from __future__ import annotations
@@ -12,10 +18,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
-from imagebuild.errors import StoreError, UserError
+from imagebuild.errors import RegistryError, RegistryUnreachableError, StoreError, UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import Descriptor, Platform
+from imagebuild.oci.model import Descriptor, MalformedError, ParsedManifest, Platform, parse_index
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.copy import DEFAULT_PARALLEL, copy
@@ -133,45 +139,62 @@ def pull_image(store: LayoutStore, source: Reference, *, insecure: bool | None =
     own = client is None
     client = client or open_client(source.registry, insecure=insecure)
     try:
-        before = client.counters.requests
-        remote = RegistryPlace(client, source.repository)
-        top = remote.manifest(source.identifier)
-        if top is None:
-            raise UserError(f"{source} is not in the registry", hint="check the name, tag or digest")
-        image = top
-        if top.media_type in mt.INDEX_TYPES:
-            image = _platform_manifest(remote, source, top, platform)
-        _require_image(source, image)
-        store.ensure()
-        local = LayoutPlace(store)
-        if image is not top:
-            local.put_manifest(top)    # kept so the digest pulled by stays readable in the store
-
-        def report(how: str, blob: Descriptor) -> None:
-            if progress:
-                progress(f"fetched {blob.digest.short} ({blob.size} bytes)")
-
-        # One blob at a time, as before: a failing registry then costs one download's retries, not four.
-        copied = copy(remote, local, image, [str(source)], progress=report, parallel=1)
-        return PullResult(reference=str(source), digest=top.digest, ref_name=str(source),
-                          bytes_downloaded=copied.blob_bytes, blobs_fetched=copied.blobs_copied,
-                          blobs_present=copied.blobs_skipped, requests=client.counters.requests - before)
+        return _pull(store, source, client, platform, progress)
+    except MalformedError as exc:
+        raise RegistryError(f"registry {source.registry} sent a malformed answer for {source}: {exc}",
+                            hint="the registry, or what pushed the image, is broken; tell its operators") from None
+    except (RegistryError, RegistryUnreachableError) as exc:
+        if str(source) in exc.message:
+            raise
+        # Name the reference: a pull in a script or a bake is one of several.
+        renamed = (RegistryError(f"pulling {source}: {exc.message}", hint=exc.hint, status=exc.status,
+                                 code=exc.code, retried=exc.retried) if isinstance(exc, RegistryError)
+                   else RegistryUnreachableError(f"pulling {source}: {exc.message}", hint=exc.hint))
+        raise renamed from None
     finally:
         if own:
             client.close()
 
 
+def _pull(store: LayoutStore, source: Reference, client: RegistryClient, platform: Platform,
+          progress: Progress) -> PullResult:
+    before = client.counters.requests
+    remote = RegistryPlace(client, source.repository)
+    top = remote.manifest(source.identifier)
+    if top is None:
+        raise UserError(f"{source} is not in the registry", hint="check the name, tag or digest")
+    image = top
+    if top.media_type in mt.INDEX_TYPES:
+        image = _platform_manifest(remote, source, top, platform)
+    _require_image(source, image)
+    store.ensure()
+    local = LayoutPlace(store)
+
+    def report(how: str, blob: Descriptor) -> None:
+        if progress:
+            progress(f"fetched {blob.digest.short} ({blob.size} bytes)")
+
+    # One blob at a time, as before: a failing registry then costs one download's retries, not four.
+    copied = copy(remote, local, image, [str(source)], progress=report, parallel=1)
+    if image is not top:
+        local.put_manifest(top)    # kept so the digest pulled by stays readable in the store
+    return PullResult(reference=str(source), digest=top.digest, ref_name=str(source),
+                      bytes_downloaded=copied.blob_bytes, blobs_fetched=copied.blobs_copied,
+                      blobs_present=copied.blobs_skipped, requests=client.counters.requests - before)
+
+
 def _require_image(source: Reference, manifest: ManifestBytes) -> None:
-    """Artifacts (signatures, promotion records, Helm charts) share the manifest type but carry no image."""
-    config = json.loads(manifest.raw).get("config") or {}
-    if config.get("mediaType") not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
-        raise UserError(f"{source} is not a container image: its config is {config.get('mediaType')!r}",
+    """Artifacts (signatures, promotion records, Helm charts) share the manifest type but carry no image.
+    MalformedError when it is no manifest at all (checked before the store is touched)."""
+    config = ParsedManifest.parse(manifest.raw, manifest.media_type).config
+    if config.media_type not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+        raise UserError(f"{source} is not a container image: its config is {config.media_type!r}",
                         hint="pull an image tag or digest, not an artifact")
 
 
 def _platform_manifest(remote: RegistryPlace, source: Reference, index: ManifestBytes,
                        platform: Platform) -> ManifestBytes:
-    for child in children_of(index):
+    for child in parse_index(index.raw):
         if child.platform and child.platform.os == platform.os and \
                 child.platform.architecture == platform.architecture and \
                 (platform.variant is None or child.platform.variant == platform.variant):

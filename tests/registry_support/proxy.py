@@ -24,7 +24,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 class Fault:
     method: str                 # e.g. "PUT", "PATCH", "POST"
     path: str                   # a regex searched in the request path
-    action: str                 # "drop", "500", "429" (with Retry-After: 1) or "corrupt" (first byte flipped)
+    action: str                 # "drop", "500", "429" (with Retry-After: 1), "corrupt" (first byte flipped),
+                                # or "stall" (hold the request `stall_seconds` after its body, then forward it)
     nth: int = 1                # the first matching request that fails
     times: int = 1              # how many matching requests in a row fail (0: all from nth on)
     seen: int = 0
@@ -94,6 +95,10 @@ class FaultProxy:
         self.upload_delay = 0.0
         self.uploads_in_flight = 0
         self.max_uploads_in_flight = 0
+        self.stall_seconds = 30.0
+        # (time.monotonic(), method, path) of every request as it arrives, before its body is read.
+        self.arrivals: list[tuple[float, str, str]] = []
+        self.stalled = threading.Event()   # set when a request starts being held by a "stall" fault
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -119,6 +124,8 @@ class FaultProxy:
             def _handle(self):
                 method, path = self.command, self.path
                 with proxy._faults_lock:
+                    proxy.arrivals.append((time.monotonic(), method, path))
+                with proxy._faults_lock:
                     fault = next((f for f in proxy.faults if f.hit(method, path)), None)
                 if fault and fault.action == "drop":
                     length = int(self.headers.get("Content-Length") or 0)
@@ -128,6 +135,9 @@ class FaultProxy:
                     self.connection.shutdown(2)
                     return
                 body = self._read_body()
+                if fault and fault.action == "stall":
+                    proxy.stalled.set()
+                    time.sleep(proxy.stall_seconds)
                 uploading = method in ("PUT", "PATCH") and "/blobs/uploads/" in path
                 if uploading:
                     with proxy._faults_lock:

@@ -15,17 +15,19 @@ local store, pinned by digest.
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
 import hashlib
 import json
 import re
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import imagebuild
-from imagebuild.errors import BuildError, UserError
+from imagebuild.errors import BuildError, CorruptBlobError, StoreError, UserError
 from imagebuild.build.cache import LayerCache, store_layer
 from imagebuild.sources.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
 from imagebuild.sources.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
@@ -36,7 +38,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
-from imagebuild.oci.model import Descriptor, Layer, ParsedManifest
+from imagebuild.oci.model import Descriptor, Layer, ParsedManifest, load_json_object, parse_config, parse_index
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import RUNTIME_VERSIONS
 from imagebuild.recipe.model import OsSpec, RuntimeSpec
@@ -383,7 +385,10 @@ class BaseImage:
 
 
 def base_from_store(store: LayoutStore, ref: str, architecture: str = "amd64") -> BaseImage:
-    """An image already in the local store, pinned by digest, as layers and config."""
+    """An image already in the local store, pinned by digest, as layers and config.
+
+    Whatever a new image takes from it is checked first: each layer's size, digest and
+    diff_id, and the config's shape, so a damaged base is refused instead of baked in."""
     reference = Reference.parse(ref)
     if reference.digest is None:
         raise UserError(f"os.image {ref!r} is not pinned by digest", hint="write it as REF@sha256:...")
@@ -393,37 +398,79 @@ def base_from_store(store: LayoutStore, ref: str, architecture: str = "amd64") -
     digest = reference.digest
     raw = store.read_blob(digest)
     try:
-        media = json.loads(raw).get("mediaType")
-    except ValueError:
-        raise UserError(f"{reference.digest} in the local store is not an image manifest") from None
-    if media in mt.INDEX_TYPES:
-        digest = _platform_manifest(raw, architecture, ref)
-        if not store.has_blob(digest):
-            raise UserError(f"the {architecture} image of {ref} is not in the local store", hint=pull)
-        raw = store.read_blob(digest)
-    try:
+        media = load_json_object(raw, "manifest").get("mediaType")
+        if media in mt.INDEX_TYPES:
+            digest = _platform_manifest(raw, architecture, ref)
+            if not store.has_blob(digest):
+                raise UserError(f"the {architecture} image of {ref} is not in the local store", hint=pull)
+            raw = store.read_blob(digest)
         manifest = ParsedManifest.parse(raw)
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:  # MalformedError
         raise UserError(f"{digest} in the local store is not an image manifest ({exc})") from None
     for descriptor in manifest.blobs():
         if not store.has_blob(descriptor.digest):
             raise UserError(f"blob {descriptor.digest} of base image {ref} is missing from the local store",
                             hint=pull)
-    config = store.read_config(manifest)
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        _check_size(store, ref, descriptor)
+    try:
+        config = parse_config(store.read_blob(manifest.config.digest))
+    except ValueError as exc:  # MalformedError
+        raise StoreError(f"base image {ref} has a malformed config {manifest.config.digest}: {exc}",
+                         hint=f"remove it from the store and {pull}") from None
+    diff_ids = config["rootfs"]["diff_ids"]
     if len(diff_ids) != len(manifest.layers):
         raise UserError(f"base image {ref} lists {len(manifest.layers)} layers but "
                         f"{len(diff_ids)} diff_ids in its config")
     layers = tuple(Layer(_oci_layer(descriptor), Digest(diff_id))
                    for descriptor, diff_id in zip(manifest.layers, diff_ids))
+    for layer in layers:
+        _check_layer(store, ref, layer)
     return BaseImage(reference=ref, manifest_digest=Digest(digest), layers=layers, config=config)
 
 
+def _check_size(store: LayoutStore, ref: str, descriptor: Descriptor) -> None:
+    size = store.blob_size(descriptor.digest)
+    if size != descriptor.size:
+        raise StoreError(f"blob {descriptor.digest} of base image {ref} is {size} bytes, but its manifest "
+                         f"says {descriptor.size}", hint="the image is damaged; pull it again from its source")
+
+
+def _check_layer(store: LayoutStore, ref: str, layer: Layer) -> None:
+    """Read the layer once: its digest is checked by the store's reader, its diff_id on what it unpacks to."""
+    compression = mt.layer_compression(layer.descriptor.media_type)
+    unpacked = hashlib.sha256()
+    try:
+        try:
+            with store.open_blob(layer.digest) as blob:
+                if compression == "gzip":
+                    stream = gzip.GzipFile(fileobj=blob, mode="rb")
+                elif compression == "zstd":
+                    import zstandard
+
+                    stream = zstandard.ZstdDecompressor().stream_reader(blob)
+                else:
+                    stream = blob
+                while chunk := stream.read(1024 * 1024):
+                    unpacked.update(chunk)
+                blob.read()  # the digest check fires at the blob's end, which a decompressor may not reach
+        except (OSError, EOFError, zlib.error, ValueError) as exc:  # not the compressed stream it claims
+            store.verify_blob(layer.digest)  # a damaged blob says so first
+            raise StoreError(f"layer {layer.digest} of base image {ref} does not unpack as "
+                             f"{layer.descriptor.media_type} ({exc})",
+                             hint="the image is damaged; pull it again from its source") from None
+    except CorruptBlobError as exc:
+        raise CorruptBlobError(f"base image {ref}: {exc.message}", hint=exc.hint) from None
+    if Digest.from_hasher(unpacked) != layer.diff_id:
+        raise StoreError(f"layer {layer.digest} of base image {ref} unpacks to {Digest.from_hasher(unpacked)}, "
+                         f"not the diff_id {layer.diff_id} its config names",
+                         hint="the image is damaged; pull it again from its source")
+
+
 def _platform_manifest(raw: bytes, architecture: str, ref: str) -> Digest:
-    for entry in json.loads(raw).get("manifests", []):
-        platform = entry.get("platform") or {}
-        if platform.get("os", "linux") == "linux" and platform.get("architecture") == architecture:
-            return Digest(entry["digest"])
+    for entry in parse_index(raw):
+        platform = entry.platform
+        if platform is not None and platform.os == "linux" and platform.architecture == architecture:
+            return entry.digest
     raise UserError(f"base image {ref} has no linux/{architecture} image")
 
 

@@ -44,7 +44,7 @@ def resolve_release(recipe: Recipe, places: Places, environment: str, to: str | 
                         hint=f"run `imagebuild promote VERSION --to {environment}` first")
     repository = target.repository
     reference = f"{repository.client.host}/{repository.repository}@{manifest.digest}"
-    return Release(environment=environment, digest=manifest.digest, version=image_version(manifest) or "",
+    return Release(environment=environment, digest=manifest.digest, version=image_version(manifest, repository) or "",
                    reference=reference, rolled_back=rolled_back)
 
 
