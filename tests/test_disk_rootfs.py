@@ -7,7 +7,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from imagebuild.release.disk.rootfs import MergedTree
+from imagebuild.build.disk.rootfs import MergedTree
 
 
 def _layer(path: Path, entries: list[tuple]) -> Path:

@@ -54,15 +54,15 @@ def _disk_outputs(form: str, output: List[str]) -> list[Path]:
     wanted = [item for item in output if item.startswith("disk:")]
     if wanted and form != "disk":
         raise UserError(f"{wanted[0]} needs --format disk")
-    from imagebuild.release.disk.artifact import check_disk_output
+    from imagebuild.build.disk.artifact import check_disk_output
     return [check_disk_output(item) for item in wanted]
 
 
 def _bake_disk(path: Path, store, result, outputs: list[Path], push: bool, insecure: Optional[bool], progress):
     """The disk of the image just baked: into the store, to each disk: output, and pushed beside the image."""
     import time
-    from imagebuild.release.disk.from_recipe import bake_recipe_disk
-    from imagebuild.release.disk.artifact import disk_ref, write_disk
+    from imagebuild.build.disk.from_recipe import bake_recipe_disk
+    from imagebuild.build.disk.artifact import disk_ref, write_disk
     started = time.monotonic()
     progress.begin(1)
     try:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagebuild.atomic import replacing
-from imagebuild.release.disk import assemble
-from imagebuild.release.disk.build import DISK_FORMAT, build_disk
+from imagebuild.build.disk import assemble
+from imagebuild.build.disk.build import DISK_FORMAT, build_disk
 from imagebuild.errors import UserError
 from imagebuild.sources.debian_index import AptIndex, DebianSource
 from imagebuild.oci import mediatypes as mt

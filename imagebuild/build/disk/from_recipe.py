@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagebuild.release.disk.artifact import DiskResult, bake_disk
+from imagebuild.build.disk.artifact import DiskResult, bake_disk
 from imagebuild.errors import UserError
 from imagebuild.sources.debian_index import DEFAULT_MIRROR, DebianSource
 from imagebuild.recipe.model import Recipe

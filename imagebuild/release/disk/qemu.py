@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from imagebuild.release.disk import assemble
+from imagebuild.build.disk import assemble
 from imagebuild.errors import BuildError
 
 QEMU = "qemu-system-x86_64"
