@@ -1,0 +1,60 @@
+"""The outputs a bake is published to, and the parser from the bake command's options to them.
+
+Every output is checked (`check`, given what the bake is made from) before anything is
+built or written, then published (`publish`, given the baked image) after the bake, in
+the order the options list them: `--output` destinations, `--load`, `--push`, the disk.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from imagebuild.build.bake import BakeInput, BakeResult
+from imagebuild.errors import UserError
+from imagebuild.progress import Progress
+from imagebuild.publish import docker_archive, oci_dir
+from imagebuild.publish.disk import PREFIX as DISK_PREFIX, DiskOutput, disk_targets
+from imagebuild.publish.engine import EngineOutput
+from imagebuild.publish.registry import RegistryOutput
+from imagebuild.stores.engine import EngineSession
+from imagebuild.stores.layout import LayoutStore
+
+FORMATS = ("image", "disk")
+
+
+class Output(Protocol):
+    def check(self, source: BakeInput) -> None:
+        """Refuse what would fail later (a bad path, no engine, no registry), writing nothing."""
+
+    def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
+        """Deliver the baked image."""
+
+
+def destination_output(destination: str) -> oci_dir.OciDirOutput | docker_archive.DockerArchiveOutput:
+    """`oci:DIR` or `docker-archive:FILE` (bake --output, export)."""
+    kind, sep, path = destination.partition(":")
+    if sep and path and kind == oci_dir.KIND:
+        return oci_dir.OciDirOutput(destination)
+    if sep and path and kind == docker_archive.KIND:
+        return docker_archive.DockerArchiveOutput(destination)
+    raise UserError(f"unknown destination {destination!r}", hint="use oci:DIR or docker-archive:FILE")
+
+
+def parse_outputs(destinations: Sequence[str], *, load: bool = False, push: bool = False, form: str = "image",
+                  insecure: bool | None = None, engine: EngineSession | None = None) -> list[Output]:
+    """The bake command's --output (repeatable), --load, --push and --format as outputs, in publishing order."""
+    if form not in FORMATS:
+        raise UserError(f"--format {form!r} is neither image nor disk")
+    wanted = [item for item in destinations if item.startswith(DISK_PREFIX)]
+    if wanted and form != "disk":
+        raise UserError(f"{wanted[0]} needs --format disk")
+    targets = disk_targets(wanted)
+    outputs: list[Output] = [destination_output(item) for item in destinations
+                             if not item.startswith(DISK_PREFIX)]
+    if load:
+        outputs.append(EngineOutput(engine or EngineSession()))
+    if push:
+        outputs.append(RegistryOutput(insecure))
+    if form == "disk":
+        outputs.append(DiskOutput(targets, push, insecure))
+    return outputs
