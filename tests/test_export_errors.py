@@ -189,7 +189,7 @@ def test_destinations_are_refused_before_any_store_is_read(tmp_path):
     from imagebuild.errors import UserError
     from imagebuild.publish.docker_archive import DockerArchiveOutput
     from imagebuild.publish.oci_dir import OciDirOutput
-    from imagebuild.publish.output import destination_output
+    from imagebuild.publish.export import destination_output
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "full").mkdir()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from imagebuild.build.bake import BakeInput, BakeResult
 from imagebuild.build.disk.artifact import DiskResult, check_disk_output, disk_ref, write_disk
 from imagebuild.build.disk.from_recipe import bake_recipe_disk, refuse_unbootable
 from imagebuild.oci.reference import Reference
@@ -15,6 +14,9 @@ from imagebuild.progress import Progress
 from imagebuild.publish.registry import pushed_name, registry_target
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.registry import push_image
+
+if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
+    from imagebuild.build.bake import BakeInput, BakeResult
 
 PREFIX = "disk:"
 

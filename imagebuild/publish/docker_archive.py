@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from imagebuild.build.bake import BakeInput, BakeResult
 from imagebuild.errors import UserError
 from imagebuild.oci.model import Descriptor
 from imagebuild.progress import Progress
 from imagebuild.stores.archive import write_docker_archive
 from imagebuild.stores.layout import LayoutStore
+
+if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
+    from imagebuild.build.bake import BakeInput, BakeResult
 
 KIND = "docker-archive"
 

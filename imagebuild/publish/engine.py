@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from imagebuild.build.bake import BakeInput, BakeResult
+from typing import TYPE_CHECKING
+
 from imagebuild.progress import Progress, human_size
 from imagebuild.stores.engine import EngineSession, load_image
 from imagebuild.stores.layout import LayoutStore
+
+if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
+    from imagebuild.build.bake import BakeInput, BakeResult
 
 
 class EngineOutput:

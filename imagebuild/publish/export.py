@@ -1,12 +1,22 @@
-"""`imagebuild export IMAGE DESTINATION`: an image of the local store written to `oci:DIR` or
-`docker-archive:FILE`, through the same outputs `bake --output` uses."""
+"""`oci:DIR` and `docker-archive:FILE` destinations (`bake --output`), and `imagebuild export IMAGE
+DESTINATION`: an image of the local store written to one through the same outputs."""
 
 from __future__ import annotations
 
 from imagebuild.errors import UserError
 from imagebuild.oci.digest import is_digest
-from imagebuild.publish.output import destination_output
+from imagebuild.publish import docker_archive, oci_dir
 from imagebuild.stores.layout import LayoutStore
+
+
+def destination_output(destination: str) -> oci_dir.OciDirOutput | docker_archive.DockerArchiveOutput:
+    """`oci:DIR` or `docker-archive:FILE` (bake --output, export)."""
+    kind, sep, path = destination.partition(":")
+    if sep and path and kind == oci_dir.KIND:
+        return oci_dir.OciDirOutput(destination)
+    if sep and path and kind == docker_archive.KIND:
+        return docker_archive.DockerArchiveOutput(destination)
+    raise UserError(f"unknown destination {destination!r}", hint="use oci:DIR or docker-archive:FILE")
 
 
 def export_image(store: LayoutStore, image: str, destination: str) -> dict:

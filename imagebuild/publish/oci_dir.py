@@ -12,14 +12,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from imagebuild.build.bake import BakeInput, BakeResult
 from imagebuild.errors import UserError
 from imagebuild.oci.model import Descriptor
 from imagebuild.progress import Progress
 from imagebuild.stores.layout import LayoutStore, os_error_for
 from imagebuild.stores.lease import LEASE_FILE, release_lease
 from imagebuild.stores.transfer import copy_image
+
+if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
+    from imagebuild.build.bake import BakeInput, BakeResult
 
 KIND = "oci"
 

@@ -7,17 +7,19 @@ the order the options list them: `--output` destinations, `--load`, `--push`, th
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
-from imagebuild.build.bake import BakeInput, BakeResult
 from imagebuild.errors import UserError
 from imagebuild.progress import Progress
-from imagebuild.publish import docker_archive, oci_dir
 from imagebuild.publish.disk import PREFIX as DISK_PREFIX, DiskOutput, disk_targets
 from imagebuild.publish.engine import EngineOutput
+from imagebuild.publish.export import destination_output
 from imagebuild.publish.registry import RegistryOutput
 from imagebuild.stores.engine import EngineSession
 from imagebuild.stores.layout import LayoutStore
+
+if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
+    from imagebuild.build.bake import BakeInput, BakeResult
 
 FORMATS = ("image", "disk")
 
@@ -28,16 +30,6 @@ class Output(Protocol):
 
     def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
         """Deliver the baked image."""
-
-
-def destination_output(destination: str) -> oci_dir.OciDirOutput | docker_archive.DockerArchiveOutput:
-    """`oci:DIR` or `docker-archive:FILE` (bake --output, export)."""
-    kind, sep, path = destination.partition(":")
-    if sep and path and kind == oci_dir.KIND:
-        return oci_dir.OciDirOutput(destination)
-    if sep and path and kind == docker_archive.KIND:
-        return docker_archive.DockerArchiveOutput(destination)
-    raise UserError(f"unknown destination {destination!r}", hint="use oci:DIR or docker-archive:FILE")
 
 
 def parse_outputs(destinations: Sequence[str], *, load: bool = False, push: bool = False, form: str = "image",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from imagebuild.build.bake import BakeInput, BakeResult
+from typing import TYPE_CHECKING
+
 from imagebuild.errors import RecipeError
 from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
 from imagebuild.recipe.model import Recipe
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.registry import open_client, push_image
+
+if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
+    from imagebuild.build.bake import BakeInput, BakeResult
 
 
 def registry_target(recipe: Recipe, local_ref: str) -> Reference:
