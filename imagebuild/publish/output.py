@@ -20,6 +20,8 @@ from imagebuild.stores.layout import LayoutStore
 
 if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
     from imagebuild.build.bake import BakeInput, BakeResult
+    from imagebuild.publish.docker_archive import DockerArchiveOutput
+    from imagebuild.publish.oci_dir import OciDirOutput
 
 FORMATS = ("image", "disk")
 
@@ -32,6 +34,23 @@ class Output(Protocol):
         """Deliver the baked image."""
 
 
+class Destination:
+    """An `--output` other than disk:, parsed when checked: a bad kind is refused in its turn
+    among the checks, after the recipe is read, as each path is."""
+
+    def __init__(self, destination: str):
+        self.destination = destination
+        self.output: OciDirOutput | DockerArchiveOutput | None = None
+
+    def check(self, source: BakeInput) -> None:
+        self.output = destination_output(self.destination)
+        self.output.check(source)
+
+    def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
+        assert self.output is not None, "published before it was checked"
+        self.output.publish(result, store, progress)
+
+
 def parse_outputs(destinations: Sequence[str], *, load: bool = False, push: bool = False, form: str = "image",
                   insecure: bool | None = None, engine: EngineSession | None = None) -> list[Output]:
     """The bake command's --output (repeatable), --load, --push and --format as outputs, in publishing order."""
@@ -41,8 +60,7 @@ def parse_outputs(destinations: Sequence[str], *, load: bool = False, push: bool
     if wanted and form != "disk":
         raise UserError(f"{wanted[0]} needs --format disk")
     targets = disk_targets(wanted)
-    outputs: list[Output] = [destination_output(item) for item in destinations
-                             if not item.startswith(DISK_PREFIX)]
+    outputs: list[Output] = [Destination(item) for item in destinations if not item.startswith(DISK_PREFIX)]
     if load:
         outputs.append(EngineOutput(engine or EngineSession()))
     if push:
