@@ -245,3 +245,13 @@ def test_a_base_image_with_a_damaged_layer_is_not_baked_in(repo, baked_store):
     finally:
         baked_store.untag("damaged-base:1")
         path.unlink()
+
+
+def test_a_disk_of_an_arm64_recipe_is_refused_before_the_image_is_baked(repo, baked_store, tmp_path):
+    before = snapshot(baked_store)
+    # The base is not in the store either: the bake would stop there, after the disk's refusal is due.
+    edit_recipe(repo, "os:\n  packages: [ca-certificates]\n",
+                "os:\n  image: base@sha256:" + "ab" * 32 + "\n  architecture: arm64\n")
+    done = bake(repo, baked_store.root, "--format", "disk", "-o", f"disk:{tmp_path}/x.qcow2")
+    assert_refused(done, baked_store, before, "x86-64", "arm64")
+    assert not (tmp_path / "x.qcow2").exists()

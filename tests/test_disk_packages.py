@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from imagebuild.release.disk.initramfs import build_initramfs
-from imagebuild.release.disk.packages import fetch_busybox, fetch_kernel
+from imagebuild.build.disk.initramfs import build_initramfs
+from imagebuild.build.disk.packages import fetch_busybox, fetch_kernel
 from imagebuild.errors import UserError
 from imagebuild.sources.debian_index import AptIndex, DebianSource
 
@@ -66,7 +66,7 @@ def test_bakes_fetching_one_package_at_once_each_get_it_whole(tmp_path, monkeypa
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
-    from imagebuild.release.disk import packages
+    from imagebuild.build.disk import packages
 
     monkeypatch.setattr(packages, "_deb_cache", lambda: tmp_path / "debs")     # an empty cache: both download
     index = AptIndex(SOURCE)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.release.disk import assemble
-from imagebuild.release.disk.build import build_disk
-from imagebuild.release.disk.rootfs import CHUNK, Budget, MergedTree, image_layers, unpack_layer
+from imagebuild.build.disk import assemble
+from imagebuild.build.disk.build import build_disk
+from imagebuild.build.disk.rootfs import CHUNK, Budget, MergedTree, image_layers, unpack_layer
 from imagebuild.errors import UserError
 from imagebuild.sources.debian_index import DebianSource
 from imagebuild.oci import mediatypes as mt

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.release.disk.initramfs import STAGE
+from imagebuild.build.disk.initramfs import STAGE
 from imagebuild.release.disk.qemu import check_app_exit
-from imagebuild.release.disk.rootfs import MergedTree
-from imagebuild.release.disk.start import launch_of, start_script
+from imagebuild.build.disk.rootfs import MergedTree
+from imagebuild.build.disk.start import launch_of, start_script
 from imagebuild.errors import BuildError, UserError
 
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:10001:10002:app:/home/app:/bin/sh\n"

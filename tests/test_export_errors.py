@@ -185,9 +185,11 @@ def test_oci_export_into_an_empty_directory_then_into_that_layout_again(built, t
     assert json.loads(inspected.stdout)["Digest"] == built["digest"]
 
 
-def test_check_destination_refuses_before_any_store_is_read(tmp_path):
+def test_destinations_are_refused_before_any_store_is_read(tmp_path):
     from imagebuild.errors import UserError
-    from imagebuild.publish.destinations import check_destination
+    from imagebuild.publish.docker_archive import DockerArchiveOutput
+    from imagebuild.publish.oci_dir import OciDirOutput
+    from imagebuild.publish.export import destination_output
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "full").mkdir()
@@ -195,6 +197,7 @@ def test_check_destination_refuses_before_any_store_is_read(tmp_path):
     (tmp_path / "empty").mkdir()
     refused = {
         "tar:x": "unknown destination",
+        "oci:": "unknown destination",
         f"docker-archive:{tmp_path}": "is a directory",
         f"docker-archive:{tmp_path}/missing/a.tar": "does not exist",
         f"oci:{tmp_path}/file": "exists and is not a directory",
@@ -203,10 +206,12 @@ def test_check_destination_refuses_before_any_store_is_read(tmp_path):
     }
     for destination, words in refused.items():
         with pytest.raises(UserError, match=words):
-            check_destination(destination)
-    assert check_destination(f"oci:{tmp_path}/empty") == ("oci", f"{tmp_path}/empty")
-    assert check_destination(f"oci:{tmp_path}/new") == ("oci", f"{tmp_path}/new")
-    assert check_destination(f"docker-archive:{tmp_path}/file") == ("docker-archive", f"{tmp_path}/file")
+            destination_output(destination).check()
+    for destination, kind in ((f"oci:{tmp_path}/empty", OciDirOutput), (f"oci:{tmp_path}/new", OciDirOutput),
+                              (f"docker-archive:{tmp_path}/file", DockerArchiveOutput)):
+        output = destination_output(destination)
+        assert isinstance(output, kind) and str(output.path) == destination.partition(":")[2]
+        output.check()
 
 
 def without_root_powers(*args) -> list[str]:

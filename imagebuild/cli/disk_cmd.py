@@ -39,7 +39,7 @@ def write(reference: str = typer.Argument(..., help="NAME:VERSION-disk in the lo
           path: Path = typer.Argument(..., help="FILE.qcow2 or FILE.raw"),
           store: Optional[Path] = StoreOption) -> None:
     """Write a disk from the local store to a file."""
-    from imagebuild.release.disk.artifact import check_disk_output, write_disk
+    from imagebuild.build.disk.artifact import check_disk_output, write_disk
     write_disk(open_store(store), reference, check_disk_output(f"disk:{path}"))
     say(f"wrote {path}")
 

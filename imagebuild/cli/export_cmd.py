@@ -14,7 +14,7 @@ def export(image: str = typer.Argument(..., help="An image in the local store, e
            destination: str = typer.Argument(..., help="oci:DIR or docker-archive:FILE"),
            store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Write an image from the local store to an OCI layout directory or a docker-archive file."""
-    from imagebuild.publish.destinations import export_image
+    from imagebuild.publish.export import export_image
     result = export_image(open_store(store), image, destination)
     if json_out:
         emit_json(result)

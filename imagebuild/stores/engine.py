@@ -58,6 +58,26 @@ def connect(base_url: str | None = None):
     return client
 
 
+class EngineSession:
+    """One connection to the Docker engine for a whole command, made when first needed: over
+    ssh:// each connection costs a handshake, and a bake may need the engine three times
+    (check --load, build a Dockerfile base, load)."""
+
+    def __init__(self, base_url: str | None = None):
+        self.base_url = base_url
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            self._client = connect(self.base_url)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
 def _connect_error(where: str, exc: BaseException) -> UserError:
     reason = _reason(exc)
     url = urlparse(where if "://" in where else f"unix://{where}")

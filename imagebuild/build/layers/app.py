@@ -11,11 +11,13 @@ from typing import Iterator
 
 import pathspec
 
+from imagebuild.build.cache import store_layer
 from imagebuild.errors import RecipeError
-from imagebuild.oci.layer import DIR, Entry
+from imagebuild.oci.layer import DIR, Entry, LayerResult
 from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe
 from imagebuild.sources.app_tree import SourceTree, TrackedFile
+from imagebuild.stores.layout import LayoutStore
 
 
 def app_prefix(recipe: Recipe, tree: SourceTree) -> str:
@@ -88,3 +90,19 @@ def entries(recipe: Recipe, tree: SourceTree, prefix: str, files: list[TrackedFi
     yield Entry(recipe.app.dest.strip("/"), DIR, 0o755)
     yield from tree.entries(files, prefix, recipe.app.dest)
 
+
+
+class AppLayer:
+    """The app layer's builder: the files git tracks, dated by the commit."""
+
+    name = "app"
+    cached = None
+    seconds = 0.0
+
+    def __init__(self, recipe: Recipe, tree: SourceTree, prefix: str, files: list[TrackedFile], epoch: int):
+        """`prefix` and `files`: `app_files(recipe, tree)`, listed once for the warnings and the layer."""
+        self.recipe, self.tree, self.prefix, self.files, self.epoch = recipe, tree, prefix, files, epoch
+        self.inputs = inputs(recipe, self.prefix, self.files, epoch)
+
+    def build(self, store: LayoutStore) -> LayerResult:
+        return store_layer(store, entries(self.recipe, self.tree, self.prefix, self.files), self.epoch)

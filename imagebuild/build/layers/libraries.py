@@ -18,10 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from imagebuild.build.cache import store_layer
 from imagebuild.errors import BuildError, RecipeError, UserError
-from imagebuild.oci.layer import DIR, FILE, Entry, entries_from_directory
+from imagebuild.oci.layer import DIR, FILE, Entry, LayerResult, entries_from_directory
 from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe
+from imagebuild.stores.layout import LayoutStore
 
 # glibc of each Debian suite: wheels built for it or older run there.
 GLIBC = {"bullseye": (2, 31), "bookworm": (2, 36), "trixie": (2, 41)}
@@ -148,3 +150,20 @@ def inputs(recipe: Recipe, requirements: bytes, epoch: int, pip: str) -> LayerIn
         "requirements": "sha256:" + hashlib.sha256(requirements).hexdigest(),
         "python": recipe.runtime.python, "platforms": pip_platforms(recipe),
         "prefix": site_packages(recipe), "pip": pip}, epoch)
+
+
+class LibrariesLayer:
+    """The libraries layer's builder: pip installs the pinned requirements into `scratch`."""
+
+    name = "libraries"
+    cached = None
+    seconds = 0.0
+
+    def __init__(self, recipe: Recipe, requirements: bytes, epoch: int, pip: str, scratch: Path):
+        self.recipe, self.requirements, self.epoch, self.scratch = recipe, requirements, epoch, scratch
+        self.inputs = inputs(recipe, requirements, epoch, pip)
+
+    def build(self, store: LayoutStore) -> LayerResult:
+        entries = install_entries(self.requirements, self.scratch, site_packages(self.recipe), self.recipe,
+                                  "libraries")
+        return store_layer(store, entries, self.epoch)

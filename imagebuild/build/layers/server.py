@@ -18,15 +18,18 @@ import hashlib
 from pathlib import Path
 from typing import Mapping
 
+from imagebuild.build.cache import store_layer
+from imagebuild.build.layers.debian import os_accounts
 from imagebuild.build.layers.libraries import install_entries, pip_platforms, site_packages
 from imagebuild.contract import RUN_DIR, RUNTIME_MODULE
 from imagebuild.launcher.assets import launcher_script, runtime_module
 from imagebuild.build.launcher_files import server_script
-from imagebuild.oci.layer import DIR, Entry
+from imagebuild.oci.layer import DIR, Entry, LayerResult
 from imagebuild.contract import CONFIG_DIR, LAUNCHER_PATH
 from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import render_server_files
+from imagebuild.stores.layout import LayoutStore
 
 SERVER_PACKAGES = "usr/local/lib/imagebuild/server-packages"
 PTH_NAME = "zz-imagebuild-server.pth"
@@ -101,3 +104,22 @@ def build_entries(recipe: Recipe, files: ServerFiles, scratch: Path,
         entries += install_entries(requirements, scratch, SERVER_PACKAGES, recipe, "server.packages")
         entries.append(Entry.file(f"{site_packages(recipe)}/{PTH_NAME}", f"/{SERVER_PACKAGES}\n".encode()))
     return entries
+
+
+class ServerLayer:
+    """The server layer's builder, dated by the recipe. `os_layer`, when the bake has built a
+    Debian os layer, gives the accounts the app's user is added to."""
+
+    name = "server"
+    cached = None
+    seconds = 0.0
+
+    def __init__(self, recipe: Recipe, epoch: int, pip: str | None, scratch: Path):
+        self.recipe, self.epoch, self.scratch = recipe, epoch, scratch
+        self.files = rendered_files(recipe)
+        self.inputs = inputs(recipe, self.files, epoch, pip)
+        self.os_layer: LayerResult | None = None
+
+    def build(self, store: LayoutStore) -> LayerResult:
+        accounts = os_accounts(store, self.os_layer) if self.os_layer is not None else None
+        return store_layer(store, build_entries(self.recipe, self.files, self.scratch, accounts), self.epoch)

@@ -1,6 +1,4 @@
-"""Bootable VM disks of baked images (`imagebuild bake --format disk`).
+"""What is done with a built disk (`build/disk/`): boot it under qemu, name the environment it boots into.
 
-The disk holds the image's layers applied in order as its root file system, a
-Debian kernel, and an initramfs whose init brings up the network by DHCP and
-starts the image's Entrypoint + Cmd as the image config says. See docs/disk.md.
+See docs/disk.md.
 """

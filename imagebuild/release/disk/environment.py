@@ -17,9 +17,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from imagebuild.release.disk import assemble
-from imagebuild.release.disk.build import BASE_CMDLINE, boot_configs
-from imagebuild.release.disk.initramfs import CONFIG_LABEL
+from imagebuild.build.disk import assemble
+from imagebuild.build.disk.build import BASE_CMDLINE, boot_configs
+from imagebuild.build.disk.initramfs import CONFIG_LABEL
 from imagebuild.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from imagebuild.release.disk import assemble
-from imagebuild.release.disk.start import EXIT_MARKER
+from imagebuild.build.disk import assemble
+from imagebuild.build.disk.start import EXIT_MARKER
 from imagebuild.errors import BuildError
 
 QEMU = "qemu-system-x86_64"

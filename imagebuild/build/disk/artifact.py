@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagebuild.atomic import replacing
-from imagebuild.release.disk import assemble
-from imagebuild.release.disk.build import DISK_FORMAT, build_disk
+from imagebuild.build.disk import assemble
+from imagebuild.build.disk.build import DISK_FORMAT, build_disk
 from imagebuild.errors import UserError
 from imagebuild.sources.debian_index import AptIndex, DebianSource
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_TITLE, ANNOTATION_VERSION, EMPTY_DESCRIPTOR,
                                   EMPTY_JSON, Descriptor)
 from imagebuild.recipe.model import DiskSpec
@@ -45,8 +46,8 @@ FORMATS = (".qcow2", ".raw", ".img")
 @dataclass(frozen=True)
 class DiskResult:
     reference: str            # NAME:VERSION-disk in the local store
-    digest: str               # the artifact manifest's digest
-    raw_digest: str
+    digest: Digest            # the artifact manifest's digest
+    raw_digest: Digest
     raw_size: int
     qcow2_size: int
     image_size: int           # the container image's compressed layers, to compare
@@ -54,7 +55,7 @@ class DiskResult:
     cached: bool
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "digest": self.digest, "raw_digest": self.raw_digest,
+        return {"reference": self.reference, "digest": str(self.digest), "raw_digest": str(self.raw_digest),
                 "raw_size": self.raw_size, "qcow2_size": self.qcow2_size, "image_size": self.image_size,
                 "kernel": self.kernel, "cached": self.cached}
 
@@ -101,7 +102,7 @@ def bake_disk(store: LayoutStore, image_ref: str, source: DebianSource, kernel_p
     found = _cached(store, reference, key)
     if found is not None:
         notes = found["annotations"]
-        return DiskResult(reference, str(store.refs()[reference].digest), notes[ANN_RAW_DIGEST],
+        return DiskResult(reference, Digest(store.refs()[reference].digest), Digest(notes[ANN_RAW_DIGEST]),
                           int(notes[ANN_RAW_SIZE]), int(found["layers"][0]["size"]), image_size,
                           notes[ANN_KERNEL], cached=True)
     with tempfile.TemporaryDirectory(prefix="imagebuild-disk-") as scratch:
@@ -128,7 +129,7 @@ def bake_disk(store: LayoutStore, image_ref: str, source: DebianSource, kernel_p
         "annotations": annotations,
     }
     descriptor = store.put_manifest(canonical_json(artifact), mt.OCI_MANIFEST, [reference])
-    return DiskResult(reference, str(descriptor.digest), built.raw_digest, built.raw_size, qcow2_size,
+    return DiskResult(reference, Digest(descriptor.digest), Digest(built.raw_digest), built.raw_size, qcow2_size,
                       image_size, built.kernel, cached=False)
 
 

@@ -12,11 +12,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagebuild.release.disk import assemble
-from imagebuild.release.disk.initramfs import build_initramfs
-from imagebuild.release.disk.packages import fetch_busybox, fetch_kernel, fetch_systemd_boot
-from imagebuild.release.disk.rootfs import Budget, MergedTree, image_layers
-from imagebuild.release.disk.start import launch_of, start_script
+from imagebuild.build.disk import assemble
+from imagebuild.build.disk.initramfs import build_initramfs
+from imagebuild.build.disk.packages import fetch_busybox, fetch_kernel, fetch_systemd_boot
+from imagebuild.build.disk.rootfs import Budget, MergedTree, image_layers
+from imagebuild.build.disk.start import launch_of, start_script
 from imagebuild.sources.debian_index import DebianSource
 from imagebuild.oci.model import ParsedManifest
 from imagebuild.recipe.model import DiskSpec

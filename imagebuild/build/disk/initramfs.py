@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import io
 
-from imagebuild.release.disk.packages import Kernel
+from imagebuild.build.disk.packages import Kernel
 
 ROOT_LABEL = "imagebuild-root"
 CONFIG_LABEL = "IMAGEBUILD"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from imagebuild.release.disk.initramfs import STAGE
-from imagebuild.release.disk.rootfs import MergedTree
+from imagebuild.build.disk.initramfs import STAGE
+from imagebuild.build.disk.rootfs import MergedTree
 from imagebuild.errors import UserError
 from imagebuild.contract import DEFAULT_VARIABLE, DIGEST_VARIABLE, launcher_variable
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from imagebuild.release.disk.artifact import DiskResult, bake_disk
+from imagebuild.build.disk.artifact import DiskResult, bake_disk
 from imagebuild.errors import UserError
 from imagebuild.sources.debian_index import DEFAULT_MIRROR, DebianSource
 from imagebuild.recipe.model import Recipe
@@ -18,15 +16,14 @@ def source_for(recipe: Recipe) -> DebianSource:
     return DebianSource(architecture=recipe.os.architecture)
 
 
-def bake_recipe_disk(recipe_path: Path, store, image_ref: str) -> DiskResult:
-    """The disk of IMAGE_REF, just baked from the recipe at RECIPE_PATH (whose disk and os sections apply)."""
-    from imagebuild.sources.git import git_facts
-    from imagebuild.recipe.loader import load_recipe
-
-    recipe_path = Path(recipe_path)
-    facts = git_facts(recipe_path if recipe_path.is_dir() else recipe_path.parent)
-    recipe = load_recipe(recipe_path, {"git": facts.as_context()})
+def refuse_unbootable(recipe: Recipe) -> None:
+    """A disk boots x86-64 machines only."""
     if recipe.os.architecture != "amd64":
         raise UserError(f"a disk boots x86-64 machines only; the recipe's os.architecture is {recipe.os.architecture}",
                         hint="bake the disk from an amd64 recipe")
+
+
+def bake_recipe_disk(recipe: Recipe, store, image_ref: str) -> DiskResult:
+    """The disk of IMAGE_REF, just baked from RECIPE (as the bake loaded it; its disk and os sections apply)."""
+    refuse_unbootable(recipe)
     return bake_disk(store, image_ref, source_for(recipe), recipe.disk.kernel, recipe.name, recipe.disk.max_bytes)

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagebuild.release.disk.initramfs import ROOT_LABEL
+from imagebuild.build.disk.initramfs import ROOT_LABEL
 from imagebuild.errors import BuildError, UserError
 
 MIB = 1 << 20

@@ -1,0 +1,47 @@
+"""`--push`: the baked image pushed to the recipe's registry as REGISTRY/NAME:VERSION."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from imagebuild.errors import RecipeError
+from imagebuild.oci.reference import Reference
+from imagebuild.progress import Progress
+from imagebuild.recipe.model import Recipe
+from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.registry import open_client, push_image
+
+if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
+    from imagebuild.build.bake import BakeInput, BakeResult
+
+
+def registry_target(recipe: Recipe, local_ref: str) -> Reference:
+    """Where --push sends NAME:VERSION: under the recipe's registry."""
+    if not recipe.registry:
+        raise RecipeError("--push needs a registry in the recipe", file=str(recipe.source), key="registry",
+                          hint="add e.g. registry: localhost:5000/acme")
+    return Reference.parse(f"{recipe.registry}/{local_ref}")
+
+
+def pushed_name(target: Reference) -> str:
+    """The reference a push reports: REGISTRY/NAME:VERSION."""
+    return f"{target.name}:{target.tag}"
+
+
+class RegistryOutput:
+    def __init__(self, insecure: bool | None = None):
+        self.insecure = insecure
+        self.reference: str | None = None       # REGISTRY/NAME:VERSION once pushed
+
+    def check(self, source: BakeInput) -> None:
+        """The recipe names a registry, and it answers."""
+        target = registry_target(source.recipe, source.local_ref)
+        with open_client(target.registry, insecure=self.insecure) as client:
+            client.ping()
+
+    def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
+        target = registry_target(result.recipe, result.local_ref)
+        pushed = push_image(store, result.local_ref, target, insecure=self.insecure,
+                            environments=result.recipe.environment_names())
+        progress.note(f"pushed {pushed.reference}")
+        self.reference = pushed_name(target)
