@@ -12,34 +12,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from imagebuild.errors import UserError, quoted
+from imagebuild.errors import UserError
 from imagebuild.oci.model import Descriptor
-from imagebuild.progress import Progress
+from imagebuild.publish.path_output import PathOutput
 from imagebuild.stores.layout import LayoutStore, os_error_for
 from imagebuild.stores.lease import LEASE_FILE, release_lease
 from imagebuild.stores.copy import copy
 from imagebuild.stores.place import LayoutPlace
 
-if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
-    from imagebuild.build.bake import BakeInput, BakeResult
-
 KIND = "oci"
 
 
-class OciDirOutput:
-    def __init__(self, destination: str):
-        self.destination = destination                 # as the user wrote it: oci:DIR
-        self.path = Path(destination.partition(":")[2])
-
-    def check(self, source: BakeInput | None = None) -> None:
-        """Refuse what is neither a new path in an existing directory, an empty directory, nor a layout."""
-        try:
-            self._check()
-        except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES on a parent: the path given cannot be used
-            raise UserError(f"cannot use {quoted(str(self.path))} for {KIND}: {exc.strerror or exc}",
-                            hint="choose another (shorter) path") from None
+class OciDirOutput(PathOutput):
+    kind = KIND
 
     def _check(self) -> None:
         target = self.path
@@ -60,11 +46,6 @@ class OciDirOutput:
             _add_to_layout(store, descriptor, self.path, tag)
         else:
             _new_layout(store, descriptor, self.path, tag)
-
-    def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
-        name, _, tag = result.local_ref.rpartition(":")
-        self.write(store, store.resolve(result.local_ref), name, tag)
-        progress.note(f"wrote {self.destination}")
 
 
 def _new_layout(store: LayoutStore, descriptor: Descriptor, target: Path, tag: str) -> None:
