@@ -31,7 +31,7 @@ import sys
 import time as clock
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from imagebuild.contract import ANNOTATION_DIRTY
 from imagebuild.errors import (ImageBuildError, PromotionConflictError, PromotionError, RegistryError, StoreError,
@@ -40,14 +40,16 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON,
-                                  MalformedError, load_json_object)
+                                  MalformedError, ManifestBytes, load_json_object)
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment, environment_index
-from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.copy import copy as copy_image
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 from imagebuild.stores.place import ImagePlace, LayoutPlace, RegistryPlace, blobs_of, put_bytes, same_place
 from imagebuild.stores.reserved_tags import RECORD_PREFIX
+
+if TYPE_CHECKING:
+    from imagebuild.registry.client import RegistryClient
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
 ANN = "dev.imagebuild.promotion."
@@ -593,6 +595,9 @@ class Places:
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
+            # Imported here: promotion within the local store never loads the HTTP stack.
+            from imagebuild.registry.client import RegistryClient
+
             self._clients[host] = RegistryClient(host, insecure=self.insecure, **self.client_options)
         return self._clients[host]
 

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager, Iterator, Protocol, Sequence, TypeVar
 
 from imagebuild.errors import ImageBuildError, RegistryError, StoreError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.mediatypes import media_type_of_manifest
-from imagebuild.oci.model import Descriptor, MalformedError, ParsedManifest, Platform, load_json_object, parse_index
-from imagebuild.registry.client import ManifestBytes, RegistryClient
+from imagebuild.oci.model import (Descriptor, MalformedError, ManifestBytes, ParsedManifest, Platform, load_json_object,
+                                  parse_index)
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.streams import VerifyingIterReader
+
+if TYPE_CHECKING:
+    # Only a registry place holds one: the store and memory places never load httpx.
+    from imagebuild.registry.client import RegistryClient
 
 T = TypeVar("T")
 Opener = Callable[[], ContextManager[BinaryIO]]   # a fresh reader on every call, for retries
