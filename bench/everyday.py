@@ -17,7 +17,10 @@ Beside each imagebuild time stands its floor: Python start-up (`python -c pass`)
 `curl` that sends the same requests the command made (recorded once through a counting
 proxy, then replayed in one curl process over one kept-alive connection, one after
 another; writes are replayed with empty bodies, which the registry refuses after the
-same round trip). The peers' results are checked: `skopeo inspect` must read every tag
+same round trip). Beside it, the share of the command's time spent importing modules
+(`python -X importtime`, one run). The package is byte-compiled first, as installing a wheel does:
+where PYTHONDONTWRITEBYTECODE is set, an editable checkout would otherwise compile its
+modules again on every run. The peers' results are checked: `skopeo inspect` must read every tag
 they wrote, with the digest expected.
 
     python bench/everyday.py [--registry 127.0.0.1:5000] [--runs 5] [--json]
@@ -84,6 +87,7 @@ class Bench:
         self.times: dict[tuple[str, str], list[float]] = {}
         self.requests: dict[str, list[tuple[str, str]]] = {}
         self.docker_tags: list[str] = []
+        self.imports: dict[str, int] = {}
 
     # -- the tools --------------------------------------------------------------------------
     def ib(self, *argv: str, app: Path | None = None) -> str:
@@ -104,6 +108,7 @@ class Bench:
 
     # -- the run ----------------------------------------------------------------------------
     def prepare(self) -> list[str]:
+        run(sys.executable, "-m", "compileall", "-q", str(REPO / "imagebuild"))
         runs = self.args.runs
         versions = [write_app_image(self.store, "hello", f"v{i}", message=f"commit {i}",
                                     filler_bytes=self.args.size_mb * 1024 * 1024) for i in range(runs + 2)]
@@ -181,12 +186,35 @@ class Bench:
                 "status, 3 environments, registry": lambda: self.ib("status", app=app),
                 "history, registry": lambda: self.ib("history", "dev", app=app),
             }
+            self.imports = {
+                "re-push, app-only commit": self.import_ms(["push", f"hello:{v}", "--to", self.ref(proxy.address, "ib", v)], app),
+                "promote within a repository": self.import_ms(["promote", v, "--to", "dev", "--dry-run"], app),
+                "promote to a second repository": self.import_ms(["promote", v, "--to", "test", "--dry-run"], app),
+                "promote, local store": self.import_ms(["promote", "v1", "--to", "dev", "--dry-run"], self.work / "app-local"),
+                "status, 3 environments, registry": self.import_ms(["status"], app),
+                "history, registry": self.import_ms(["history", "dev"], app),
+                "status, 3 environments, local store": self.import_ms(["status"], self.work / "app-local"),
+                "history, local store": self.import_ms(["history", "dev"], self.work / "app-local"),
+                "images, local store": self.import_ms(["images"], None),
+            }
             for what, step in steps.items():
                 proxy.log.clear()
                 step()
                 self.requests[what] = [(e.method, e.path) for e in proxy.log.exchanges]
         finally:
             proxy.stop()
+
+    def import_ms(self, argv: list[str], app: Path | None) -> int:
+        """Milliseconds the command spends importing (the top-level imports' cumulative times)."""
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "imagebuild", *argv], capture_output=True,
+                              text=True, cwd=app or self.work, env={**os.environ, "IMAGEBUILD_STORE": str(self.store.root)})
+        total = 0
+        for line in done.stderr.splitlines():
+            parts = line.split("|")
+            if line.startswith("import time:") and len(parts) == 3 and parts[2].startswith(" ") \
+                    and not parts[2].startswith("  ") and parts[1].strip().isdigit():
+                total += int(parts[1])
+        return round(total / 1000)
 
     def curl_floor(self, what: str) -> float:
         """The command's requests sent by one curl process, one after another on one connection."""
@@ -220,6 +248,8 @@ def table(bench: Bench) -> list[dict]:
         if what == "start-up" or tool in PEERS.values():
             continue
         row = {"command": what, "imagebuild_ms": round(seconds * 1000), "python_ms": round(python * 1000)}
+        if what in bench.imports:
+            row["imports_ms"] = bench.imports[what]
         if what in bench.requests:
             row["requests"] = len(bench.requests[what])
             row["floor_ms"] = round((python + bench.curl_floor(what)) * 1000)
@@ -248,17 +278,20 @@ def main() -> None:
     finally:
         bench.close()
     if args.json:
-        print(json.dumps({"runs": args.runs, "rows": rows}, indent=2))
+        print(json.dumps({"runs": args.runs, "rows": rows,
+                          "requests": {what: [" ".join(r) for r in sent] for what, sent in bench.requests.items()}},
+                         indent=2))
         return
     print(f"everyday commands: median of {args.runs} runs, registry {args.registry}, "
           f"floor = python start-up + curl sending the same requests")
-    print("| command | imagebuild | requests | floor | peer | peer time |")
-    print("|---|---:|---:|---:|---|---:|")
+    print("| command | imagebuild | of which imports | requests | floor | peer | peer time |")
+    print("|---|---:|---:|---:|---:|---|---:|")
     for row in rows:
-        print(f"| {row['command']} | {row['imagebuild_ms']} ms | {row.get('requests', '')} | "
+        print(f"| {row['command']} | {row['imagebuild_ms']} ms | "
+              f"{str(row['imports_ms']) + ' ms' if 'imports_ms' in row else ''} | {row.get('requests', '')} | "
               f"{str(row['floor_ms']) + ' ms' if 'floor_ms' in row else ''} | {row.get('peer', '')} | "
               f"{str(row['peer_ms']) + ' ms' if 'peer_ms' in row else ''} |")
-    print(f"| `python -c pass` | {rows[-1]['python_ms']} ms | | | | |")
+    print(f"| `python -c pass` | {rows[-1]['python_ms']} ms | | | | | |")
 
 
 if __name__ == "__main__":
