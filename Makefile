@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test test-unit bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk clean
+.PHONY: setup services demo test test-unit bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk bench-everyday clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -25,13 +25,16 @@ test-unit: setup
 	$(BIN)/python -m pytest -m "not integration" -n 2 $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
-bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk
+bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-disk bench-everyday
 
 bench-layer-writer: services
 	$(BIN)/python bench/layer_writer.py
 
 bench-registry: services
 	$(BIN)/python bench/registry.py
+
+bench-everyday: services
+	$(BIN)/python bench/everyday.py
 
 bench-bake: services
 	$(BIN)/python bench/bake.py

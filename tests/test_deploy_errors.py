@@ -132,3 +132,50 @@ def test_status_behind_the_promoted_digest_advises_what_helps():
     assert "imagebuild deploy prod --to v2" in line and "promote a fixed version" in line
     assert "run `imagebuild deploy`" not in line
     assert "behind" not in _host_line(host, host.digest, "v2")
+
+
+
+def test_status_reads_every_environments_hosts_at_once_and_keeps_their_order(tmp_path, monkeypatch):
+    """Hosts that stall their SSH handshake (they accept, then say nothing), with a 1 s handshake
+    timeout: read one after another, three take 3 s; at once, about 1 s. Rows stay in recipe order."""
+    import socket
+    import threading
+    import time
+
+    from imagebuild.recipe.loader import load_recipe
+    from imagebuild.release.deploy import ssh
+    from imagebuild.release.deploy.status import hosts_status
+
+    monkeypatch.setattr(ssh, "CONNECT_TIMEOUT", 1.0)
+    listeners, held, stop = [], [], threading.Event()
+
+    def accept_and_stall(listener):
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    for _ in range(3):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listeners.append(listener)
+        threading.Thread(target=accept_and_stall, args=(listener,), daemon=True).start()
+    urls = [f"ssh://root@127.0.0.1:{listener.getsockname()[1]}" for listener in listeners]
+    loaded = load_recipe(recipe(tmp_path, environments=[{"name": "dev", "hosts": urls[:2]},
+                                                        {"name": "prod", "hosts": urls[2:]}]))
+    wanted = {"dev": parse_hosts(urls[:2], "dev"), "prod": parse_hosts(urls[2:], "prod")}
+    options = ssh.SshOptions(known_hosts=tmp_path / "known_hosts", use_agent=False)
+    try:
+        start = time.monotonic()
+        found = hosts_status(loaded, wanted, options)
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        for sock in held + listeners:
+            sock.close()
+    assert [row.host for row in found["dev"]] == urls[:2] and [row.host for row in found["prod"]] == urls[2:]
+    assert all(row.note for rows in found.values() for row in rows)
+    assert elapsed < 2.5, f"{elapsed:.1f}s for 3 stalled hosts"

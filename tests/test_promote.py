@@ -299,3 +299,20 @@ def test_history_marks_a_rollback(tmp_path):
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert [line.rstrip().endswith("rollback") for line in lines] == [True, True, False, False]
+
+
+@pytest.mark.integration
+def test_a_repeat_promotion_sends_only_the_requests_its_checks_need(pushed, proxy):
+    """Within one repository, once the environment has a record: 10 requests, the writes in their order
+    (record, read back, rivals listed, tag compared, tag moved), and no HEAD of the records' empty
+    config, which the record just read proves present."""
+    places = Places("hello", pushed["home"], pushed["store"])
+    run_promote(places, ENVS, "v1", "dev")
+    proxy.log.clear()
+    run_promote(places, ENVS, "v2", "dev")
+    sent = [(e.method, e.path.split("?")[0].rsplit("/", 2)[-2:]) for e in proxy.log.exchanges]
+    assert len(sent) == 10, sent
+    assert not proxy.log.matching("HEAD", str(EMPTY_DESCRIPTOR.digest))
+    record_put = next(i for i, (m, p) in enumerate(sent) if m == "PUT" and p[1].startswith("promotion-dev-000002"))
+    assert [(m, p[1].split("-0")[0]) for m, p in sent[record_put:]] == [
+        ("PUT", "promotion-dev"), ("GET", "promotion-dev"), ("GET", "list"), ("GET", "dev"), ("PUT", "dev")]

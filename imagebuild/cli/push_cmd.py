@@ -16,15 +16,16 @@ if TYPE_CHECKING:
     from imagebuild.stores.registry import PushResult
 
 
-def push_target(image: str, to: Optional[str], recipe_path: Path) -> Reference:
-    """`--to` when given, else the recipe's registry plus the image's name and tag."""
+def push_target(image: str, to: Optional[str], recipe_path: Path, recipe=None) -> Reference:
+    """`--to` when given, else the recipe's registry plus the image's name and tag (`recipe`: already loaded)."""
     from imagebuild.oci.reference import Reference
     if to:
         target = Reference.parse(to)
         if not target.registry:
             raise UserError(f"--to {to!r} names no registry", hint="use HOST[:PORT]/NAME[:TAG]")
         return target
-    recipe = load_recipe_for(recipe_path, required=False)
+    if recipe is None:
+        recipe = load_recipe_for(recipe_path, required=False)
     if recipe is None or not recipe.registry:
         raise UserError("no registry to push to",
                         hint="pass --to HOST[:PORT]/NAME[:TAG] or set `registry:` in imagebuild.yaml")
@@ -45,9 +46,10 @@ def push(image: str = typer.Argument(..., help="An image in the local store, e.g
          store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Push an image to a registry; only the blobs it lacks travel."""
     from imagebuild.stores.registry import push_image
-    target = push_target(image, to, recipe)
-    # The recipe's environment tags are promotion's alone, whichever way the target was named.
+    # Read once: it names the target (without --to) and the environment tags, which are promotion's
+    # alone whichever way the target was named.
     loaded = load_recipe_for(recipe, required=False)
+    target = push_target(image, to, recipe, loaded)
     result = push_image(open_store(store), image, target, insecure=insecure, parallel=parallel,
                         progress=None if json_out else say,
                         environments=loaded.environment_names() if loaded is not None else ())

@@ -24,7 +24,9 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
         rows = status(places.home, loaded.environments, places.target_for)
     finally:
         places.close()
-    on_hosts = _hosts_of(loaded, ssh_options(identity, known_hosts, agent)) if hosts else {}
+    # SSH (and paramiko) only when some environment has hosts to ask.
+    with_hosts = hosts and any(env.hosts for env in loaded.environments)
+    on_hosts = _hosts_of(loaded, ssh_options(identity, known_hosts, agent)) if with_hosts else {}
     if json_out:
         environments = []
         for row in rows:
@@ -43,15 +45,12 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
 
 
 def _hosts_of(recipe, options) -> dict:
-    from imagebuild.release.deploy.status import host_status
+    from imagebuild.release.deploy.status import hosts_status
     from imagebuild.recipe.hosts import parse_hosts
 
-    found = {}
-    for index, env in enumerate(recipe.environments):
-        if env.hosts:
-            hosts = parse_hosts(env.hosts, f"environments[{index}].hosts:")
-            found[env.name] = host_status(recipe, env.name, hosts, options)
-    return found
+    wanted = {env.name: parse_hosts(env.hosts, f"environments[{index}].hosts:")
+              for index, env in enumerate(recipe.environments) if env.hosts}
+    return hosts_status(recipe, wanted, options)
 
 
 def _host_line(host, promoted_digest: str | None, promoted_version: str | None = None) -> str:

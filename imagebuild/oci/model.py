@@ -90,6 +90,14 @@ def _list(data: Mapping[str, Any], key: str, what: str) -> list:
 
 
 @dataclass(frozen=True)
+class ManifestBytes:
+    """A manifest or index exactly as a place holds it: the bytes its digest is taken over."""
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+
+@dataclass(frozen=True)
 class Platform:
     os: str = "linux"
     architecture: str = "amd64"

@@ -66,7 +66,7 @@ def recipe_context(root: Path, context: dict | None = None) -> dict[str, Any]:
     environment), then `context` on top (its keys win)."""
     merged: dict[str, Any] = {"env": dict(os.environ)}
     if not context or "git" not in context:
-        merged["git"] = git_facts(root).as_context()
+        merged["git"] = _GitFactsOnUse(root)
     merged.update(context or {})
     return merged
 
@@ -303,6 +303,58 @@ class _Variables(dict):
         if self.prefix == "env":
             return f"the environment variable {key} is not set"
         return f"{self.prefix}.{key} is not defined; {self.prefix} has {', '.join(sorted(self))}"
+
+
+class _GitFactsOnUse(_Variables):
+    """The `git` facts, asked of git only when the template reads one: `promote`, `status` and
+    `history` read recipes that seldom name a git fact, and git facts take several git runs."""
+
+    def __init__(self, root: Path):
+        super().__init__("git", {})
+        self._root: Path | None = root
+
+    def _fill(self) -> None:
+        if self._root is not None:
+            root, self._root = self._root, None
+            self.update(git_facts(root).as_context())
+
+    def __missing__(self, key):
+        self._fill()
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def __iter__(self):
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def get(self, key, default=None):
+        self._fill()
+        return super().get(key, default)
+
+    def keys(self):
+        self._fill()
+        return super().keys()
+
+    def items(self):
+        self._fill()
+        return super().items()
+
+    def values(self):
+        self._fill()
+        return super().values()
+
+    def __repr__(self) -> str:
+        self._fill()
+        return super().__repr__()
 
 
 class _RecipeUndefined(jinja2.StrictUndefined):
@@ -606,7 +658,8 @@ def _expression_failure(exc: BaseException) -> str:
 
 
 def _render(text: str, name: str, context: dict[str, Any]) -> str:
-    context = {key: _Variables(key, value) if key in ("env", "git") and isinstance(value, dict) else value
+    context = {key: _Variables(key, value) if key in ("env", "git") and isinstance(value, dict)
+               and not isinstance(value, _Variables) else value
                for key, value in context.items()}
     hint = "the recipe can use git.*, env.* and the context it is given"
     try:

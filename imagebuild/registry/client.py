@@ -19,7 +19,7 @@ import httpx
 from imagebuild.errors import RegistryError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
-from imagebuild.oci.model import MAX_MANIFEST_BYTES, Descriptor, MalformedError, load_json_object
+from imagebuild.oci.model import MAX_MANIFEST_BYTES, Descriptor, MalformedError, ManifestBytes, load_json_object
 from imagebuild.registry.auth import Credentials, repository_scope
 from imagebuild.registry.transport import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Transport, registry_error, _UNSET
 
@@ -32,13 +32,6 @@ UPLOAD_CANCEL_TIMEOUT = 5.0   # seconds for the DELETE of an upload session give
 
 Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object with read(n)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ManifestBytes:
-    raw: bytes
-    media_type: str
-    digest: Digest
 
 
 @dataclass

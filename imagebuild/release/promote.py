@@ -31,7 +31,7 @@ import sys
 import time as clock
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from imagebuild.contract import ANNOTATION_DIRTY
 from imagebuild.errors import (ImageBuildError, PromotionConflictError, PromotionError, RegistryError, StoreError,
@@ -40,14 +40,17 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_DESCRIPTOR, EMPTY_JSON,
-                                  MalformedError, load_json_object)
+                                  MalformedError, ManifestBytes, load_json_object)
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment, environment_index
-from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.copy import copy as copy_image
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
-from imagebuild.stores.place import ImagePlace, LayoutPlace, RegistryPlace, blobs_of, put_bytes, same_place
+from imagebuild.stores.place import (ImagePlace, LayoutPlace, RegistryPlace, blobs_of, in_parallel, put_bytes,
+                                    same_place)
 from imagebuild.stores.reserved_tags import RECORD_PREFIX
+
+if TYPE_CHECKING:
+    from imagebuild.registry.client import RegistryClient
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
 ANN = "dev.imagebuild.promotion."
@@ -209,14 +212,16 @@ def read_records(home: ImagePlace, environment: str, tags: Sequence[str] | None 
     """One environment's honest records (of `digest` only, when given), newest first;
     `latest_only` stops at the newest honest one."""
     found = record_tags(home.tags() if tags is None else tags, environment, digest)
-    records = []
-    for _, tag in reversed(found):
-        record = read_record(home, tag, image, warn)
-        if record is not None and (digest is None or record.digest == digest):
-            records.append(record)
-            if latest_only:
-                break
-    return records
+    newest_first = [tag for _, tag in reversed(found)]
+    if latest_only:
+        # Usually the newest is honest: reading one at a time stops after a single request.
+        for tag in newest_first:
+            record = read_record(home, tag, image, warn)
+            if record is not None and (digest is None or record.digest == digest):
+                return [record]
+        return []
+    read = in_parallel([lambda tag=tag: read_record(home, tag, image, warn) for tag in newest_first], [home])
+    return [r for r in read if r is not None and (digest is None or r.digest == digest)]
 
 
 # -- the promotion ------------------------------------------------------------------------
@@ -330,25 +335,31 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     if not _TAG.match(environment) or len(record_tag(environment, 0, EMPTY_DESCRIPTOR.digest)) > 128:
         raise UserError(f"environment name {environment!r} cannot be a tag",
                         hint="use letters, digits, '_', '.' and '-', at most 98 characters")
-    manifest = resolve_image(home, image, name)
-    version = image_version(manifest, home)
     target = target_for(environments[index])
-    # The tag as it is, read before the tag list: what `previous` names, and what the tag must still
-    # hold when it is moved. Read first, so a rival whose record this listing misses moves it only later.
-    before = _digest_at(target)
-    tags = home.tags()
-    check_policy(environments, index, manifest, version, home, tags, warn)
+    places = (home, target.repository)
+
+    def tag_then_tags() -> tuple[Digest | None, list[str]]:
+        # The tag as it is, read before the tag list: what `previous` names, and what the tag must still
+        # hold when it is moved. Read first, so a rival whose record this listing misses moves it only later.
+        return _digest_at(target), home.tags()
+
+    manifest, (before, tags) = in_parallel([lambda: resolve_image(home, image, name), tag_then_tags], places)
+    version = image_version(manifest, home)
     existing = record_tags(tags, environment)
-    latest = read_records(home, environment, tags, latest_only=True, warn=warn)
     sequence = (existing[-1][0] + 1) if existing else 1
+    # The reads that depend only on the tag list, at once; the rules' verdict comes first.
+    _, latest, went_back, disk = in_parallel([
+        lambda: check_policy(environments, index, manifest, version, home, tags, warn),
+        lambda: read_records(home, environment, tags, latest_only=True, warn=warn),
+        # A rollback returns to a digest this environment had before: read only when it holds another now.
+        lambda: before is not None and before != manifest.digest
+        and bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest, warn=warn)),
+        lambda: disk_of(home, manifest, version, tags),
+    ], places)
     result = PromotionResult(
         environment=environment, digest=manifest.digest, version=version or "", source=home.label,
         target=target.label, action="retag" if same_place(home, target.repository) else "copy",
-        dry_run=dry_run, sequence=sequence, previous=before,
-        # A rollback returns to a digest this environment had before: read only when it holds another now.
-        rollback=before is not None and before != manifest.digest
-        and bool(read_records(home, environment, tags, latest_only=True, digest=manifest.digest, warn=warn)))
-    disk = disk_of(home, manifest, version, tags)
+        dry_run=dry_run, sequence=sequence, previous=before, rollback=went_back)
     disk_target = Target(target.repository, target.tag + DISK_SUFFIX)
     if latest and latest[0].digest == manifest.digest and before == manifest.digest and \
             (disk is None or _points_at(disk_target, disk)):
@@ -369,7 +380,8 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
         return result
     record = Record(environment=environment, sequence=sequence, digest=manifest.digest,
                     version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
-    _write_record(home, record, manifest, warn)
+    # An honest record read from `home` proves its empty config is there: no need to ask again.
+    _write_record(home, record, manifest, warn, config_present=bool(latest))
     result.record = record.tag
     _settle_sequence(home, record, target, before, warn, wait)
     if _digest_at(target) != before:
@@ -384,9 +396,11 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     return result
 
 
-def _write_record(home: ImagePlace, record: Record, image: ManifestBytes, warn: Warn | None) -> None:
+def _write_record(home: ImagePlace, record: Record, image: ManifestBytes, warn: Warn | None,
+                  config_present: bool = False) -> None:
     """Write the record and read it back; without it in place, nothing else is written."""
-    put_bytes(home, EMPTY_JSON)
+    if not config_present:
+        put_bytes(home, EMPTY_JSON)
     home.put_manifest(record_manifest(record, image), [record.tag])
     back = read_record(home, record.tag, image, warn)
     # A simultaneous promotion of the same image may have written the same tag: its record serves as well.
@@ -517,35 +531,41 @@ def status(home: ImagePlace, environments: Sequence[Environment],
 
     A newest record of another digest is a promotion whose tag move never happened (it failed, or
     a rival won): it is reported as not completed, never as what the environment holds."""
+    targets = [target_for(env) for env in environments]   # here, not in the threads: it opens clients
     tags = home.tags()
-    out = []
-    for env in environments:
-        target = target_for(env)
-        current = target.repository.manifest(target.tag)
-        latest = read_records(home, env.name, tags, latest_only=True, warn=warn)
-        record = latest[0] if latest else None
-        note = None
-        earlier = read_records(home, env.name, tags, latest_only=True, digest=current.digest, warn=warn) \
-            if current is not None and record is not None and record.digest != current.digest else []
-        if current is None and record is None:
-            note = "never promoted"
-        elif current is None:
-            note = f"tag {target.label} is missing"
-        elif earlier:
-            # The tag still holds what an earlier promotion put there: the newest one never moved it.
-            note = (f"promotion {record.sequence} of {record.version or '-'} ({record.digest.short}) "
-                    f"not completed: {target.label} holds {image_version(current, target.repository) or current.digest.short}")
-            record = earlier[0]
-        elif record is None or record.digest != current.digest:
-            note = "tag moved outside imagebuild; no record of this digest"
-        out.append(EnvironmentStatus(
-            environment=env.name, target=target.label,
-            digest=current.digest if current else None,
-            version=(image_version(current, target.repository) if current else None)
-            or (record.version if record else None),
-            promoted_at=record.time if record and current and record.digest == current.digest else None,
-            sequence=record.sequence if record else None, note=note))
-    return out
+    # Each environment's two or three reads after the tag list, four environments at a time.
+    return in_parallel([lambda env=env, target=target: _status_of(home, env, target, tags, warn)
+                        for env, target in zip(environments, targets)],
+                       [home, *(t.repository for t in targets)], at_once=4)
+
+
+def _status_of(home: ImagePlace, env: Environment, target: Target, tags: Sequence[str],
+               warn: Warn | None) -> EnvironmentStatus:
+    current, latest = in_parallel([lambda: target.repository.manifest(target.tag),
+                                   lambda: read_records(home, env.name, tags, latest_only=True, warn=warn)],
+                                  [home, target.repository])
+    record = latest[0] if latest else None
+    note = None
+    earlier = read_records(home, env.name, tags, latest_only=True, digest=current.digest, warn=warn) \
+        if current is not None and record is not None and record.digest != current.digest else []
+    if current is None and record is None:
+        note = "never promoted"
+    elif current is None:
+        note = f"tag {target.label} is missing"
+    elif earlier:
+        # The tag still holds what an earlier promotion put there: the newest one never moved it.
+        note = (f"promotion {record.sequence} of {record.version or '-'} ({record.digest.short}) "
+                f"not completed: {target.label} holds {image_version(current, target.repository) or current.digest.short}")
+        record = earlier[0]
+    elif record is None or record.digest != current.digest:
+        note = "tag moved outside imagebuild; no record of this digest"
+    return EnvironmentStatus(
+        environment=env.name, target=target.label,
+        digest=current.digest if current else None,
+        version=(image_version(current, target.repository) if current else None)
+        or (record.version if record else None),
+        promoted_at=record.time if record and current and record.digest == current.digest else None,
+        sequence=record.sequence if record else None, note=note)
 
 
 def history(home: ImagePlace, environments: Sequence[Environment], environment: str,
@@ -553,9 +573,11 @@ def history(home: ImagePlace, environments: Sequence[Environment], environment: 
     """The environment's honest records, newest first, rollbacks marked; with `target_for`, without a newest record whose
     digest the environment's tag does not hold (a promotion that never completed)."""
     index = environment_index(environments, environment)
-    records = read_records(home, environment, warn=warn)
-    if records and target_for is not None:
-        current = _digest_at(target_for(environments[index]))
+    target = target_for(environments[index]) if target_for is not None else None
+    records, current = in_parallel([lambda: read_records(home, environment, warn=warn),
+                                    lambda: _digest_at(target) if target is not None else None],
+                                   [home] + ([target.repository] if target is not None else []))
+    if records and target is not None:
         # Not completed: the tag is missing, or still holds what an earlier promotion put there.
         if current != records[0].digest and (current is None or any(r.digest == current for r in records[1:])):
             records = records[1:]
@@ -593,6 +615,9 @@ class Places:
 
     def client(self, host: str) -> RegistryClient:
         if host not in self._clients:
+            # Imported here: promotion within the local store never loads the HTTP stack.
+            from imagebuild.registry.client import RegistryClient
+
             self._clients[host] = RegistryClient(host, insecure=self.insecure, **self.client_options)
         return self._clients[host]
 

@@ -27,8 +27,8 @@ from typing import Callable, Sequence, TypeVar
 from imagebuild.errors import StoreError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import MAX_CONFIG_BYTES, Descriptor, MalformedError, ParsedManifest, Platform, parse_config
-from imagebuild.registry.client import ManifestBytes
+from imagebuild.oci.model import (MAX_CONFIG_BYTES, Descriptor, MalformedError, ManifestBytes, ParsedManifest, Platform,
+                                  parse_config)
 from imagebuild.stores.place import ImagePlace, blobs_of, children_of, descriptor_of, same_place
 
 T = TypeVar("T")

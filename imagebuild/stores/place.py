@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager, Iterator, Protocol, Sequence, TypeVar
 
 from imagebuild.errors import ImageBuildError, RegistryError, StoreError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.mediatypes import media_type_of_manifest
-from imagebuild.oci.model import Descriptor, MalformedError, ParsedManifest, Platform, load_json_object, parse_index
-from imagebuild.registry.client import ManifestBytes, RegistryClient
+from imagebuild.oci.model import (Descriptor, MalformedError, ManifestBytes, ParsedManifest, Platform, load_json_object,
+                                  parse_index)
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.streams import VerifyingIterReader
+
+if TYPE_CHECKING:
+    # Only a registry place holds one: the store and memory places never load httpx.
+    from imagebuild.registry.client import RegistryClient
 
 T = TypeVar("T")
 Opener = Callable[[], ContextManager[BinaryIO]]   # a fresh reader on every call, for retries
@@ -150,6 +154,35 @@ def put_bytes(place: ImagePlace, data: bytes, media_type: str = "application/oct
     if not place.has_blob(descriptor.digest):
         place.put_blob(descriptor, lambda: contextlib.nullcontext(io.BytesIO(data)))
     return descriptor
+
+
+# Independent reads sent at once: enough to hide a registry's round trips, few enough to stay polite.
+READS_AT_ONCE = 8
+
+
+def in_parallel(calls: Sequence[Callable[[], Any]], places: Sequence[ImagePlace] = (),
+                at_once: int = READS_AT_ONCE) -> list:
+    """Run independent reads at once; their results in the order given. A failure is raised after the
+    others end, the first in that order winning, so the error is the one the calls made one by one
+    would have raised first. Ctrl-C or SIGTERM aborts `places` at once and waits for no read."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=min(at_once, len(calls)), thread_name_prefix="read")
+    try:
+        futures = [pool.submit(call) for call in calls]
+        for future in futures:
+            future.exception()      # waits until each has ended, failed or not
+        return [future.result() for future in futures]    # raises the first failure in order
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            for place in places:
+                place.abort()
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=False)
 
 
 def same_place(a: ImagePlace, b: ImagePlace) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from imagebuild.release.deploy.front import Front
 from imagebuild.recipe.hosts import Host
@@ -32,20 +33,44 @@ class HostStatus:
         return asdict(self)
 
 
+# Hosts read at once: each waits mostly on its SSH handshake, and a few sessions at a time keep a
+# large fleet from opening dozens of connections together.
+HOSTS_AT_ONCE = 8
+
+
 def host_status(recipe: Recipe, environment: str, hosts: Sequence[Host], options: SshOptions) -> list[HostStatus]:
     """One row per host; a host that cannot be read (unreachable, unknown host key, refused key) gets a
     note instead of failing the others: status only reads."""
-    rows = []
-    for host in hosts:
-        instance = Instance.of(recipe, environment, host)
-        row = HostStatus(environment, str(host), instance.port)
-        try:
-            with SshSession(host, options) as session:
-                _fill(row, session, instance, recipe)
-        except ImageBuildError as exc:
-            row.note = exc.one_line()
-        rows.append(row)
-    return rows
+    return hosts_status(recipe, {environment: hosts}, options)[environment]
+
+
+def hosts_status(recipe: Recipe, hosts_by_environment: Mapping[str, Sequence[Host]], options: SshOptions,
+                 at_once: int = HOSTS_AT_ONCE) -> dict[str, list[HostStatus]]:
+    """Every environment's hosts read in parallel (at most `at_once` sessions), rows in the given order."""
+    work = [(environment, host) for environment, hosts in hosts_by_environment.items() for host in hosts]
+    found: dict[str, list[HostStatus]] = {environment: [] for environment in hosts_by_environment}
+    if not work:
+        return found
+    pool = ThreadPoolExecutor(max_workers=max(1, min(at_once, len(work))), thread_name_prefix="host-status")
+    try:
+        rows = list(pool.map(lambda pair: _one_host(recipe, *pair, options), work))
+    finally:
+        # On Ctrl-C, sessions not yet opened are never opened; those under way end on their own.
+        pool.shutdown(wait=False, cancel_futures=True)
+    for (environment, _host), row in zip(work, rows):
+        found[environment].append(row)
+    return found
+
+
+def _one_host(recipe: Recipe, environment: str, host: Host, options: SshOptions) -> HostStatus:
+    instance = Instance.of(recipe, environment, host)
+    row = HostStatus(environment, str(host), instance.port)
+    try:
+        with SshSession(host, options) as session:
+            _fill(row, session, instance, recipe)
+    except ImageBuildError as exc:
+        row.note = exc.one_line()
+    return row
 
 
 def _fill(row: HostStatus, session: SshSession, instance: Instance, recipe: Recipe) -> None:

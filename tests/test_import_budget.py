@@ -1,0 +1,113 @@
+"""Start-up budget: each everyday command imports only the heavy libraries its work needs.
+
+Importing the Docker SDK costs ~170 ms, paramiko ~90 ms, httpx ~40 ms, jinja2 and yaml ~20 ms: more
+than the work of `images` or `status`. Each command runs for real (against a temporary store, a
+recipe without a registry, and for push/pull an address nothing listens on) in a fresh interpreter,
+which then reports which of those modules it loaded. Deterministic, so no service is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.lease import release_lease
+from tests.ports import free_port
+from tests.registry_support.images import write_app_image
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml")
+ENGINE_OR_SSH = {"docker", "paramiko"}
+REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
+
+PROBE = """
+import json, sys
+from imagebuild.cli.main import main
+try:
+    main(sys.argv[2:])
+except SystemExit:
+    pass
+sys.__stderr__.flush()
+with open(sys.argv[1], "w") as out:
+    json.dump(sorted(m for m in {heavy!r} if m in sys.modules), out)
+""".format(heavy=HEAVY)
+
+RECIPE = """name: hello
+server:
+  kind: command
+  command: ["/bin/busybox", "echo", "hello"]
+environments:
+  - name: dev
+  - name: test
+  - name: prod
+"""
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> Path:
+    """An app directory with a recipe, and a store holding two versions, v1 promoted to dev."""
+    root = tmp_path_factory.mktemp("budget")
+    store = LayoutStore(root / "store").ensure()
+    write_app_image(store, "hello", "v1")
+    write_app_image(store, "hello", "v2", message="two")
+    release_lease(store.root)     # else `gc` in the subprocess waits for this process
+    (root / "imagebuild.yaml").write_text(RECIPE)
+    loaded = imports(root, "promote", "v1", "--to", "dev")
+    assert loaded is not None
+    return root
+
+
+def imports(app: Path, *argv: str) -> set[str]:
+    report = app / "imports.json"
+    report.unlink(missing_ok=True)
+    env = {**os.environ, "IMAGEBUILD_STORE": str(app / "store"), "PYTHONPATH": str(REPO),
+           "DOCKER_HOST": f"tcp://127.0.0.1:{free_port()}"}
+    done = subprocess.run([sys.executable, "-c", PROBE, str(report), *argv], cwd=app, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert report.exists(), f"{argv}: the command did not return\n{done.stderr}"
+    return set(json.loads(report.read_text()))
+
+
+def nowhere() -> str:
+    return f"127.0.0.1:{free_port()}/budget/hello"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["images", "--help"], ["status", "--help"], ["history", "--help"], ["promote", "--help"],
+    ["push", "--help"], ["pull", "--help"], ["rm", "--help"], ["gc", "--help"], ["bake", "--help"],
+    ["deploy", "--help"],
+], ids=" ".join)
+def test_help_imports_nothing_heavy(app, argv):
+    assert imports(app, *argv) == set()
+
+
+@pytest.mark.parametrize("argv", [
+    ["images"], ["images", "--all", "--json"], ["rm", "hello:v2"], ["gc"], ["gc", "--dry-run"],
+], ids=" ".join)
+def test_store_commands_import_no_registry_recipe_engine_or_ssh(app, argv):
+    loaded = imports(app, *argv)
+    assert not loaded & (ENGINE_OR_SSH | REGISTRY_OR_RECIPE), loaded
+
+
+@pytest.mark.parametrize("argv", [
+    ["status"], ["status", "--json"], ["history", "dev"], ["promote", "v1", "--to", "test"],
+    ["promote", "v1", "--to", "prod", "--dry-run"],
+], ids=" ".join)
+def test_recipe_commands_on_the_local_store_import_no_http_engine_or_ssh(app, argv):
+    """A recipe without `registry:` and environments without hosts: the recipe is read, nothing else."""
+    loaded = imports(app, *argv)
+    assert not loaded & (ENGINE_OR_SSH | {"httpx"}), loaded
+
+
+@pytest.mark.parametrize("command", ["push", "pull"])
+def test_registry_commands_import_no_engine_or_ssh(app, command):
+    argv = ["push", "hello:v1", "--to", nowhere()] if command == "push" else ["pull", nowhere() + ":v1"]
+    loaded = imports(app, *argv)
+    assert "httpx" in loaded     # the probe really reached the registry client
+    assert not loaded & ENGINE_OR_SSH, loaded
