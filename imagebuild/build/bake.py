@@ -22,7 +22,8 @@ from imagebuild.build.cache import LayerCache
 from imagebuild.build.layers import debian
 from imagebuild.build.layers.app import AppLayer, app_files, credential_warnings
 from imagebuild.build.layers.config import ConfigLayer
-from imagebuild.build.layers.libraries import LibrariesLayer, pip_version, requirements_bytes
+from imagebuild.build.layers.libraries import (LibrariesLayer, lock_python, locked_closure, pip_version,
+                                               requirements_bytes)
 from imagebuild.build.layers.server import ServerLayer
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.digest import Digest
@@ -251,7 +252,7 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         if recipe.libraries.packages:
             paths.append(recipe.source)
         epoch = _epoch_of(tree, paths, commit.time)
-        builders.append(LibrariesLayer(recipe, requirements, epoch, pip, scratch / "libraries"))
+        builders.append(LibrariesLayer(recipe, _closure(source, requirements), epoch, pip, scratch / "libraries"))
     server = ServerLayer(recipe, recipe_epoch, pip, scratch / "server")
     builders.append(server)
     builders.append(AppLayer(recipe, tree, *listing, commit.time))
@@ -265,6 +266,18 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         base, base_env = _debian_layers(source, store, progress), {}
         server.os_layer = base[0].result
     return base + builders, base_env
+
+
+def _closure(source: BakeInput, requirements: bytes):
+    """The libraries' closure: imagebuild.lock's, checked against the commit's requirements.
+    A base image (os.image) has no imagebuild.lock: its closure is resolved at bake time."""
+    recipe = source.recipe
+    if recipe.os.image is not None:
+        return lock_python(recipe, requirements)
+    lock_path = lock_path_for(recipe.source)
+    # With --allow-dirty a lock outgrown by the os/runtime sections is not source.lock: read the file.
+    lock = source.lock if source.lock is not None else read_lock(lock_path)
+    return locked_closure(recipe, requirements, lock, lock_path.name)
 
 
 def _base_image(recipe: Recipe, store: LayoutStore, ref: str | None = None,
