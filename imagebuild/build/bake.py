@@ -277,6 +277,9 @@ def _closure(source: BakeInput, requirements: bytes):
     lock_path = lock_path_for(recipe.source)
     # With --allow-dirty a lock outgrown by the os/runtime sections is not source.lock: read the file.
     lock = source.lock if source.lock is not None else read_lock(lock_path)
+    if lock is None or not debian.lock_fits(lock, recipe.os, recipe.runtime):
+        # An unknown package or unshipped runtime version is the first thing to fix: say that one first.
+        debian.resolve_packages(recipe.os, recipe.runtime)
     return locked_closure(recipe, requirements, lock, lock_path.name)
 
 

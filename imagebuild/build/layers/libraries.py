@@ -122,10 +122,23 @@ def _normalized(name: str) -> str:
     return "-".join(part for part in name.lower().replace("_", "-").replace(".", "-").split("-") if part)
 
 
+def _mismatch(stderr: str) -> str:
+    """The first distribution pip names under its hash-mismatch message (its line and the next)."""
+    lines = stderr.splitlines()
+    for index, line in enumerate(lines):
+        if "Expected sha256" in line and index > 0:
+            return lines[index - 1].strip().rstrip(":")
+    return "see pip's output"
+
+
 def _check_pip(done: subprocess.CompletedProcess, what: str, python: str, platforms: Sequence[str]) -> None:
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
         first = errors[0][len("ERROR:"):].strip() if errors else (done.stderr.strip().splitlines() or ["?"])[-1]
+        if "THESE PACKAGES DO NOT MATCH THE HASHES" in done.stderr:
+            raise UserError(f"{what}: a wheel does not match its pinned sha256 ({_mismatch(done.stderr)})",
+                            hint="restore imagebuild.lock from git; if the index really replaced the wheel, "
+                                 "run `imagebuild lock --upgrade` and review the diff")
         if any(marker in done.stderr for marker in ("No matching distribution", "Could not find a version",
                                                     "Hashes are required", "THESE PACKAGES DO NOT MATCH",
                                                     "Invalid requirement", "ResolutionImpossible",
@@ -226,8 +239,11 @@ def locked_closure(recipe: Recipe, requirements: bytes, lock: DebianLock | None,
     if lock is None or lock.python is None:
         raise UserError(f"{lock_name} has no Python closure for the libraries", hint="run `imagebuild lock` and commit it")
     if not python_lock_fits(lock, recipe, requirements):
-        raise UserError(f"the requirements changed since {lock_name} was made",
-                        hint="run `imagebuild lock` and commit it")
+        locked = dict(lock.python.inputs)
+        wanted = json.loads(json.dumps(python_lock_inputs(recipe, requirements)))
+        changed = "the requirements" if locked.get("requirements") != wanted["requirements"] else \
+            "runtime.python or os.debian/os.architecture (the wheel platform)"
+        raise UserError(f"{changed} changed since {lock_name} was made", hint="run `imagebuild lock` and commit it")
     return lock.python
 
 
