@@ -95,7 +95,7 @@ def resolve_closure(requirements: bytes, python: str, platforms: Sequence[str], 
         command = _pip_command(Path(work) / "target", python, platforms, str(requirements_file))
         command += ["--dry-run", "--ignore-installed", "--report", str(report)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
-        _check_pip(done, what, python, platforms)
+        _check_pip(done, what, python, platforms, mismatch_hint="fix that --hash in the requirements")
         try:
             installs = json.loads(report.read_text("utf-8"))["install"]
         except (OSError, ValueError, KeyError) as exc:
@@ -131,14 +131,18 @@ def _mismatch(stderr: str) -> str:
     return "see pip's output"
 
 
-def _check_pip(done: subprocess.CompletedProcess, what: str, python: str, platforms: Sequence[str]) -> None:
+_LOCKED_HINT = ("restore imagebuild.lock from git; if the index really replaced the wheel, "
+                "run `imagebuild lock --upgrade` and review the diff")
+
+
+def _check_pip(done: subprocess.CompletedProcess, what: str, python: str, platforms: Sequence[str],
+               mismatch_hint: str = _LOCKED_HINT) -> None:
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
         first = errors[0][len("ERROR:"):].strip() if errors else (done.stderr.strip().splitlines() or ["?"])[-1]
         if "THESE PACKAGES DO NOT MATCH THE HASHES" in done.stderr:
             raise UserError(f"{what}: a wheel does not match its pinned sha256 ({_mismatch(done.stderr)})",
-                            hint="restore imagebuild.lock from git; if the index really replaced the wheel, "
-                                 "run `imagebuild lock --upgrade` and review the diff")
+                            hint=mismatch_hint)
         if any(marker in done.stderr for marker in ("No matching distribution", "Could not find a version",
                                                     "Hashes are required", "THESE PACKAGES DO NOT MATCH",
                                                     "Invalid requirement", "ResolutionImpossible",
