@@ -45,7 +45,9 @@ def test_a_format_1_lock_still_reads(app):
     text = _format_1((app / LOCK_NAME).read_text())
     lock = parse_lock(text, app / LOCK_NAME)
     assert lock.python is None and lock.os
-    assert LOCK_FORMAT == 2 and json.loads(dumps(lock))["format"] == 2
+    # written back as format 1 (nothing of format 2 in it), so older readers keep reading it
+    assert json.loads(dumps(lock))["format"] == 1 and dumps(lock) == text
+    assert LOCK_FORMAT == 2 and json.loads((app / LOCK_NAME).read_text())["format"] == 2
 
 
 def test_check_is_quiet_and_writes_nothing_when_fresh(app):

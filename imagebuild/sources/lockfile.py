@@ -26,7 +26,9 @@ from imagebuild.errors import UserError
 
 LOCK_NAME = "imagebuild.lock"
 LOCK_FORMAT = 2
-READABLE_FORMATS = (1, 2)   # format 1 has no python section
+# Format 1 has no python section; a lock without one is still written as format 1,
+# so an imagebuild that only knows format 1 keeps reading it.
+READABLE_FORMATS = (1, 2)
 
 
 class LockFileError(UserError):
@@ -119,7 +121,7 @@ class DebianLock:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "format": LOCK_FORMAT,
+            "format": LOCK_FORMAT if self.python is not None else 1,
             "debian": {
                 "inputs": dict(self.inputs),
                 "sourceDateEpoch": self.source_date_epoch,
