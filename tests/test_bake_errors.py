@@ -288,3 +288,21 @@ def test_a_tampered_hash_in_the_lock_fails_the_install(repo, tmp_path, debian_py
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "does not match its pinned sha256" in errors[0] and "flask" in errors[0], errors[0]
+
+
+def test_allow_dirty_resolves_a_closure_the_uncommitted_lock_lacks_and_writes_it(repo, baked_store):
+    """The quick first try keeps working for libraries: pip resolves the closure and the lock gets it."""
+    from imagebuild.sources.lockfile import read_lock
+
+    git(repo, "rm", "-q", "--cached", "imagebuild.lock")
+    git(repo, "commit", "-q", "-m", "lock untracked", when=FIRST_COMMIT_TIME + 60)
+    lock = json.loads((repo / "imagebuild.lock").read_text())
+    del lock["python"]
+    lock["format"] = 1
+    (repo / "imagebuild.lock").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    result = bake_json(repo, baked_store.root, "--allow-dirty")
+    assert result["version"].endswith("-dirty")
+    written = read_lock(repo / "imagebuild.lock")
+    assert written.python is not None
+    assert {"flask", "markupsafe"} <= {package.name for package in written.python.packages}
+    assert written.os == lock["debian"]["os"]
