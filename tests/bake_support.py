@@ -9,10 +9,11 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 from imagebuild.build.cache import LayerCache
-from imagebuild.sources.lockfile import LOCK_NAME
+from imagebuild.sources.lockfile import LOCK_NAME, read_lock, write_lock
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.stores.layout import LayoutStore
 from tests.conftest import REPO_ROOT, imagebuild
@@ -47,11 +48,20 @@ def example_repo(tmp_path: Path, example: str, lock: Path | None = None, prepare
     repo = tmp_path / example
     shutil.copytree(EXAMPLES / example, repo, ignore=shutil.ignore_patterns("__pycache__"))
     if lock is not None:
-        shutil.copyfile(lock, repo / LOCK_NAME)
+        with_closure(lock, EXAMPLES / example / LOCK_NAME, repo / LOCK_NAME)
     git(repo, "init", "-q", "-b", "main")
     force = prepare(repo) if prepare else ()
     commit_all(repo, "first", FIRST_COMMIT_TIME, force=tuple(force or ()))
     return repo
+
+
+def with_closure(debian_lock: Path, example_lock: Path, target: Path) -> None:
+    """The Debian pins the test base was built from, with the example's committed Python closure."""
+    lock, example = read_lock(debian_lock), read_lock(example_lock)
+    assert lock is not None
+    if example is not None and example.python is not None:
+        lock = replace(lock, python=example.python)
+    write_lock(target, lock)
 
 
 def seed(store_path: Path, base: DebianBase) -> LayoutStore:

@@ -205,6 +205,7 @@ def test_lock_writes_the_exact_package_versions_beside_the_recipe(tmp_path):
     import shutil
 
     shutil.copytree(EXAMPLES / "static-site", app)
+    (app / "imagebuild.lock").unlink()     # a fresh lock would be kept as it is
     done = imagebuild("lock", app, "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

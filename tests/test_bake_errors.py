@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -255,3 +256,53 @@ def test_a_disk_of_an_arm64_recipe_is_refused_before_the_image_is_baked(repo, ba
     done = bake(repo, baked_store.root, "--format", "disk", "-o", f"disk:{tmp_path}/x.qcow2")
     assert_refused(done, baked_store, before, "x86-64", "arm64")
     assert not (tmp_path / "x.qcow2").exists()
+
+
+def test_requirements_changed_since_the_lock_are_refused_with_the_fix(repo, baked_store):
+    before = snapshot(baked_store)
+    with (repo / "requirements.txt").open("a") as handle:
+        handle.write("# not yet locked\n")
+    commit_all(repo, "requirements change", FIRST_COMMIT_TIME + 60)
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "requirements changed", "`imagebuild lock`")
+
+
+def test_a_lock_without_the_python_closure_is_refused_with_the_fix(repo, baked_store):
+    before = snapshot(baked_store)
+    lock = json.loads((repo / "imagebuild.lock").read_text())
+    del lock["python"]
+    lock["format"] = 1
+    (repo / "imagebuild.lock").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    commit_all(repo, "old lock", FIRST_COMMIT_TIME + 60)
+    assert_refused(bake(repo, baked_store.root), baked_store, before, "no Python closure", "`imagebuild lock`")
+
+
+def test_a_tampered_hash_in_the_lock_fails_the_install(repo, tmp_path, debian_python_base):  # noqa: F811
+    """Bake installs with --require-hashes: a wheel that is not the locked one is refused by pip."""
+    lock = json.loads((repo / "imagebuild.lock").read_text())
+    lock["python"]["packages"]["flask"]["sha256"] = "0" * 64
+    (repo / "imagebuild.lock").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    commit_all(repo, "tampered", FIRST_COMMIT_TIME + 60)
+    store = seed(tmp_path / "store", debian_python_base)
+    done = bake(repo, store.root)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "does not match its pinned sha256" in errors[0] and "flask" in errors[0], errors[0]
+
+
+def test_allow_dirty_resolves_a_closure_the_uncommitted_lock_lacks_and_writes_it(repo, baked_store):
+    """The quick first try keeps working for libraries: pip resolves the closure and the lock gets it."""
+    from imagebuild.sources.lockfile import read_lock
+
+    git(repo, "rm", "-q", "--cached", "imagebuild.lock")
+    git(repo, "commit", "-q", "-m", "lock untracked", when=FIRST_COMMIT_TIME + 60)
+    lock = json.loads((repo / "imagebuild.lock").read_text())
+    del lock["python"]
+    lock["format"] = 1
+    (repo / "imagebuild.lock").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    result = bake_json(repo, baked_store.root, "--allow-dirty")
+    assert result["version"].endswith("-dirty")
+    written = read_lock(repo / "imagebuild.lock")
+    assert written.python is not None
+    assert {"flask", "markupsafe"} <= {package.name for package in written.python.packages}
+    assert written.os == lock["debian"]["os"]

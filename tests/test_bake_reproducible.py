@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.bake_support import FIRST_COMMIT_TIME, bake_json, cached_flags, commit_all, example_repo, git, seed
+from tests.bake_support import FIRST_COMMIT_TIME, bake, bake_json, cached_flags, commit_all, example_repo, git, seed
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -54,3 +56,22 @@ def test_another_clone_in_another_place_gives_the_same_digest(flask_repo, tmp_pa
     there = bake_json(clone, seed(tmp_path / "two", debian_python_base).root)
     assert digests(there) == digests(here)
     assert there["digest"] == here["digest"]
+
+
+def test_the_lock_rebakes_the_same_libraries_layer_another_day_without_pip_cache(flask_repo, tmp_path,
+                                                                                 debian_python_base):  # noqa: F811
+    """The libraries layer comes from the locked closure alone: not from pip's cache, not from the day."""
+    first = bake_json(flask_repo, seed(tmp_path / "one", debian_python_base).root)
+    hello = flask_repo / "hello.py"
+    hello.write_text(hello.read_text() + "\n# a week later\n")
+    commit_all(flask_repo, "app change", FIRST_COMMIT_TIME + 7 * 86400)
+    done = bake(flask_repo, seed(tmp_path / "two", debian_python_base).root, "--json",
+                env={"PIP_CACHE_DIR": str(tmp_path / "empty-pip-cache")})
+    assert done.returncode == 0, done.stderr
+    later = json.loads(done.stdout)
+    assert not cached_flags(later)["libraries"]
+    assert layer_digest(first, "libraries") == layer_digest(later, "libraries")
+
+
+def layer_digest(result: dict, name: str) -> str:
+    return next(layer["digest"] for layer in result["layers"] if layer["name"] == name)

@@ -118,3 +118,19 @@ def test_without_an_origin_there_is_no_url(repo, tmp_path):
     assert remote_url(repo) is None
     assert remote_url(tmp_path / "nowhere") is None
 
+
+
+def test_the_facts_of_a_commit_take_four_git_calls(repo, monkeypatch):
+    """Asked on every bake: toplevel+branch, HEAD's names and time, describe, status."""
+    calls = []
+    real_run = subprocess.run
+
+    def counting(command, *args, **kwargs):
+        if command and command[0] == "git":
+            calls.append(command)
+        return real_run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counting)
+    facts = git_facts(repo)
+    assert facts.commit and facts.branch and facts.commit_time
+    assert len(calls) == 4, calls

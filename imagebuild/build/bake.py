@@ -22,7 +22,8 @@ from imagebuild.build.cache import LayerCache
 from imagebuild.build.layers import debian
 from imagebuild.build.layers.app import AppLayer, app_files, credential_warnings
 from imagebuild.build.layers.config import ConfigLayer
-from imagebuild.build.layers.libraries import LibrariesLayer, pip_version, requirements_bytes
+from imagebuild.build.layers.libraries import (LibrariesLayer, lock_python, locked_closure, pip_version,
+                                               python_lock_fits, requirements_bytes)
 from imagebuild.build.layers.server import ServerLayer
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.digest import Digest
@@ -35,7 +36,7 @@ from imagebuild.recipe.model import Recipe
 from imagebuild.recipe.templates import server_command
 from imagebuild.sources import app_tree
 from imagebuild.sources.git import GitFacts, git_facts, remote_url, require_git
-from imagebuild.sources.lockfile import DebianLock, lock_path_for, parse_lock, read_lock
+from imagebuild.sources.lockfile import DebianLock, PythonLock, lock_path_for, parse_lock, read_lock, write_lock
 from imagebuild.stores.engine import EngineSession
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.reserved_tags import refuse_version_tag
@@ -242,6 +243,7 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
             return None
 
     pip = None
+    unlocked = None     # a closure resolved here (--allow-dirty), to be written into the lock
     requirements = requirements_bytes(recipe, read)
     if requirements is not None or recipe.server.packages:
         pip = pip_version()
@@ -251,7 +253,8 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         if recipe.libraries.packages:
             paths.append(recipe.source)
         epoch = _epoch_of(tree, paths, commit.time)
-        builders.append(LibrariesLayer(recipe, requirements, epoch, pip, scratch / "libraries"))
+        closure, unlocked = _closure(source, requirements)
+        builders.append(LibrariesLayer(recipe, closure, epoch, pip, scratch / "libraries"))
     server = ServerLayer(recipe, recipe_epoch, pip, scratch / "server")
     builders.append(server)
     builders.append(AppLayer(recipe, tree, *listing, commit.time))
@@ -264,7 +267,40 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
     else:
         base, base_env = _debian_layers(source, store, progress), {}
         server.os_layer = base[0].result
+    if unlocked is not None:
+        _write_closure(recipe, unlocked, progress)
     return base + builders, base_env
+
+
+def _closure(source: BakeInput, requirements: bytes) -> tuple[PythonLock, PythonLock | None]:
+    """The libraries' closure: imagebuild.lock's, checked against the commit's requirements;
+    and, second, the same closure when it was resolved here and is not in the lock yet.
+
+    A base image (os.image) has no imagebuild.lock: its closure is resolved at bake time. With
+    --allow-dirty and a lock that does not fit, it is resolved too and written with the Debian pins,
+    as those are (the image is -dirty)."""
+    recipe = source.recipe
+    if recipe.os.image is not None:
+        return lock_python(recipe, requirements), None
+    lock_path = lock_path_for(recipe.source)
+    # With --allow-dirty a lock outgrown by the os/runtime sections is not source.lock: read the file.
+    lock = source.lock if source.lock is not None else read_lock(lock_path)
+    if lock is None or not debian.lock_fits(lock, recipe.os, recipe.runtime):
+        # An unknown package or unshipped runtime version is the first thing to fix: say that one first.
+        debian.resolve_packages(recipe.os, recipe.runtime)
+    if source.update_lock and not python_lock_fits(lock, recipe, requirements):
+        closure = lock_python(recipe, requirements)
+        return closure, closure
+    return locked_closure(recipe, requirements, lock, lock_path.name), None
+
+
+def _write_closure(recipe: Recipe, closure: PythonLock, progress: Progress) -> None:
+    """Put a closure resolved by an --allow-dirty bake into the lock the Debian layers left on disk."""
+    lock_path = lock_path_for(recipe.source)
+    lock = read_lock(lock_path)
+    if lock is not None and lock.python != closure:
+        write_lock(lock_path, replace(lock, python=closure))
+        progress.note(f"wrote the Python closure into {lock_path}; commit it")
 
 
 def _base_image(recipe: Recipe, store: LayoutStore, ref: str | None = None,

@@ -1,21 +1,33 @@
-"""`imagebuild lock [PATH]`: refresh imagebuild.lock, the exact Debian package versions."""
+"""`imagebuild lock [PATH]`: refresh imagebuild.lock, the exact Debian packages and Python closure.
+
+Only what is out of date is resolved: the Debian pins when the os/runtime
+sections changed (or there are none), the Python closure when the
+requirements changed. With nothing changed nothing is rewritten. `--upgrade`
+resolves both afresh; `--check` (for CI) only says whether the lock is stale.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 from imagebuild.cli.common import JsonOption, emit_json, say
-from imagebuild.errors import RecipeError
+from imagebuild.errors import RecipeError, UserError
 
 
 def lock_command(path: Path = typer.Argument(Path("."), help="The app directory holding imagebuild.yaml, or the file."),
+                 check: bool = typer.Option(False, "--check", help="Write nothing; exit 2 naming what is stale, "
+                                                                   "0 when the lock is up to date."),
+                 upgrade: bool = typer.Option(False, "--upgrade", help="Resolve everything afresh: the newest "
+                                                                       "Debian packages and Python closure."),
                  json_out: bool = JsonOption) -> None:
-    """Resolve the newest Debian packages for the os and runtime layers and write imagebuild.lock."""
-    from imagebuild.build.layers.debian import lock_packages
-    from imagebuild.sources.lockfile import lock_path_for
+    """Resolve what is out of date in imagebuild.lock (Debian packages, Python closure) and write it."""
+    from imagebuild.build.layers.debian import lock_fits, lock_packages
+    from imagebuild.build.layers.libraries import lock_python, python_lock_fits, requirements_bytes
     from imagebuild.recipe.loader import load_recipe
+    from imagebuild.sources.lockfile import lock_path_for, read_lock, write_lock
     recipe = load_recipe(path)
     if recipe.os.image is not None:
         # The digest in os.image already pins every byte of such a base; there is nothing to resolve.
@@ -23,11 +35,49 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
                           file=str(recipe.source), key="os.image",
                           hint="nothing to lock: bake without imagebuild.lock")
     target = lock_path_for(recipe.source)
-    say(f"resolving Debian {recipe.os.debian} packages for {recipe.name} ...")
-    lock = lock_packages(recipe.os, recipe.runtime, target)
+    before = read_lock(target)
+    requirements = requirements_bytes(recipe, lambda file: file.read_bytes() if file.is_file() else None)
+    debian_stale = upgrade or before is None or not lock_fits(before, recipe.os, recipe.runtime)
+    if requirements is None:
+        python_stale = before is not None and before.python is not None   # a closure nothing asks for any more
+    else:
+        python_stale = upgrade or not python_lock_fits(before, recipe, requirements)
+    stale = [what for what, is_stale in (("the Debian inputs (os/runtime sections)", debian_stale),
+                                         ("the Python requirements", python_stale)) if is_stale]
+    if check:
+        if json_out:
+            emit_json({"lock": str(target), "fresh": not stale, "stale": stale})
+        if stale:
+            raise UserError(f"{target} is out of date with {' and '.join(stale)}",
+                            hint="run `imagebuild lock` and commit it")
+        if not json_out:
+            typer.echo(f"{target} is up to date")
+        return
+    python = None
+    if requirements is not None:
+        if python_stale:
+            say(f"resolving the Python closure for {recipe.name} ...")
+            python = lock_python(recipe, requirements)
+        else:
+            python = before.python if before is not None else None
+    if debian_stale:
+        say(f"resolving Debian {recipe.os.debian} packages for {recipe.name} ...")
+        lock = lock_packages(recipe.os, recipe.runtime, target, python=python)
+    elif python_stale:
+        assert before is not None
+        lock = replace(before, python=python)
+        write_lock(target, lock)
+    else:
+        lock = before
+    assert lock is not None
+    closure = len(lock.python.packages) if lock.python is not None else 0
     summary = {"lock": str(target), "os_packages": len(lock.os), "runtime_packages": len(lock.runtime),
-               "source_date_epoch": lock.source_date_epoch}
+               "python_packages": closure, "source_date_epoch": lock.source_date_epoch,
+               "resolved": [name for name, done in (("debian", debian_stale), ("python", python_stale)) if done]}
     if json_out:
         emit_json(summary)
+    elif not stale:
+        typer.echo(f"{target} is up to date; nothing resolved")
     else:
-        typer.echo(f"wrote {target}: {len(lock.os)} OS packages, {len(lock.runtime)} runtime packages; commit it")
+        typer.echo(f"wrote {target}: {len(lock.os)} OS packages, {len(lock.runtime)} runtime packages, "
+                   f"{closure} Python distributions; commit it")

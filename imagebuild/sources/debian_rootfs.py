@@ -21,6 +21,7 @@ from typing import Mapping
 
 from imagebuild.errors import BuildError, UserError
 from imagebuild.sources.debian_index import DebianSource
+from imagebuild.tool_versions import tool_version
 
 PIN_FILE = "etc/apt/preferences.d/imagebuild-lock.pref"
 # Sets up merged /usr with symlinks and the real usr-is-merged package, so the
@@ -59,8 +60,9 @@ def mmdebstrap_version() -> str:
     if not tool:
         raise UserError("mmdebstrap is not installed; it builds the Debian OS layer",
                         hint="apt-get install mmdebstrap (or run `make setup`)")
-    done = subprocess.run([tool, "--version"], capture_output=True, text=True)
-    return done.stdout.strip() or "mmdebstrap"
+    # Read on every bake (it is part of the Debian layers' cache keys): asked once per binary.
+    return tool_version(tool, lambda: subprocess.run([tool, "--version"], capture_output=True,
+                                                     text=True).stdout.strip() or "mmdebstrap")
 
 
 def preferences(pins: Mapping[str, str]) -> str:

@@ -68,16 +68,19 @@ def git_facts(path: Path | str) -> GitFacts:
     commits: the missing facts stay empty.
     """
     path = Path(path)
-    toplevel = git_toplevel(path)
-    if toplevel is None:
-        return GitFacts()
-    commit = _git(path, "rev-parse", "--verify", "-q", "HEAD")
-    if not commit:
+    # Few git calls: the warm bake path asks these on every bake.
+    where = _git(path, "rev-parse", "--show-toplevel", "--abbrev-ref", "HEAD")
+    if where is None:   # outside a repository, or one without commits
+        toplevel = git_toplevel(path)
+        return GitFacts(toplevel=toplevel) if toplevel is not None else GitFacts()
+    top, _, ref = where.partition("\n")
+    toplevel = Path(top)
+    head = (_git(path, "log", "-1", "--format=%H%n%h%n%ct", "HEAD") or "").splitlines()
+    if len(head) != 3:
         return GitFacts(toplevel=toplevel)
-    short = _git(path, "rev-parse", "--short", "HEAD")
+    commit, short, commit_time = head[0], head[1], int(head[2] or 0)
     describe = _git(path, "describe", "--tags") or None
-    branch = _git(path, "symbolic-ref", "-q", "--short", "HEAD") or None
-    commit_time = int(_git(path, "log", "-1", "--format=%ct", "HEAD") or 0)
+    branch = ref if ref and ref != "HEAD" else None     # "HEAD" when detached
     # Untracked files are not part of the commit and never reach an image, so only
     # changes to tracked files make the tree dirty.
     status = _git(path, "status", "--porcelain", "--untracked-files=no")

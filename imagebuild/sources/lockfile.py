@@ -1,10 +1,14 @@
-"""`imagebuild.lock`: the exact Debian package versions of the OS and runtime layers.
+"""`imagebuild.lock`: the exact Debian package versions of the OS and runtime layers,
+and the exact Python closure of the libraries layer.
 
 The lock sits beside the recipe and is committed with it. It records what the
 layers were resolved from (suite, mirrors, variant, architecture, requested
 packages) and the version of every package installed in each root file
 system, so the same commit rebuilds the same bytes until someone runs
-`imagebuild lock` again. The file is JSON with sorted keys and a trailing
+`imagebuild lock` again. Its `python` section (format 2) records every
+distribution pip resolved from the requirements, with its wheel and sha256,
+and the hash of the requirements it was resolved from; a format 1 lock
+(without it) still reads. The file is JSON with sorted keys and a trailing
 newline, so a refresh shows up as a small, readable diff.
 """
 
@@ -21,7 +25,10 @@ from imagebuild.atomic import write_atomically
 from imagebuild.errors import UserError
 
 LOCK_NAME = "imagebuild.lock"
-LOCK_FORMAT = 1
+LOCK_FORMAT = 2
+# Format 1 has no python section; a lock without one is still written as format 1,
+# so an imagebuild that only knows format 1 keeps reading it.
+READABLE_FORMATS = (1, 2)
 
 
 class LockFileError(UserError):
@@ -30,6 +37,59 @@ class LockFileError(UserError):
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(sorted((mapping or {}).items())))
+
+
+@dataclass(frozen=True)
+class PythonPackage:
+    """One distribution of the libraries' closure: exactly this wheel, checked by its sha256."""
+
+    name: str
+    version: str
+    wheel: str
+    sha256: str
+    url: str = ""       # where pip found it, when that is a public address
+
+    def requirement(self) -> str:
+        """Its line in the requirements file bake installs from."""
+        return f"{self.name}=={self.version} --hash=sha256:{self.sha256}"
+
+    def to_dict(self) -> dict[str, str]:
+        data = {"version": self.version, "wheel": self.wheel, "sha256": self.sha256}
+        if self.url:
+            data["url"] = self.url
+        return data
+
+
+@dataclass(frozen=True)
+class PythonLock:
+    """The libraries' full closure, resolved by pip for the image's Python and platform.
+
+    `inputs` is what it was resolved from (the requirements' hash, the Python
+    version, the wheel platforms); when they differ from what the recipe asks
+    for now, the lock is out of date.
+    """
+
+    inputs: Mapping[str, Any]
+    packages: tuple[PythonPackage, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", _frozen(self.inputs))
+        object.__setattr__(self, "packages", tuple(sorted(self.packages, key=lambda p: p.name)))
+
+    def requirements(self) -> bytes:
+        """`name==version --hash=sha256:...` lines, one per distribution, for `pip --require-hashes`."""
+        return "".join(package.requirement() + "\n" for package in self.packages).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": dict(self.inputs),
+                "packages": {package.name: package.to_dict() for package in self.packages}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PythonLock":
+        packages = tuple(PythonPackage(name=str(name), version=str(entry["version"]), wheel=str(entry["wheel"]),
+                                       sha256=str(entry["sha256"]), url=str(entry.get("url", "")))
+                         for name, entry in data["packages"].items())
+        return cls(inputs=dict(data["inputs"]), packages=packages)
 
 
 @dataclass(frozen=True)
@@ -46,6 +106,7 @@ class DebianLock:
     source_date_epoch: int
     os: Mapping[str, str] = field(default_factory=dict)
     runtime: Mapping[str, str] = field(default_factory=dict)
+    python: PythonLock | None = None     # the libraries' closure; None in a lock made without one
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", _frozen(self.inputs))
@@ -59,8 +120,8 @@ class DebianLock:
         return merged
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": LOCK_FORMAT,
+        data: dict[str, Any] = {
+            "format": LOCK_FORMAT if self.python is not None else 1,
             "debian": {
                 "inputs": dict(self.inputs),
                 "sourceDateEpoch": self.source_date_epoch,
@@ -68,13 +129,17 @@ class DebianLock:
                 "runtime": dict(self.runtime),
             },
         }
+        if self.python is not None:
+            data["python"] = self.python.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DebianLock":
         debian = data["debian"]
         return cls(inputs=debian["inputs"], source_date_epoch=int(debian["sourceDateEpoch"]),
                    os={str(k): str(v) for k, v in debian["os"].items()},
-                   runtime={str(k): str(v) for k, v in debian.get("runtime", {}).items()})
+                   runtime={str(k): str(v) for k, v in debian.get("runtime", {}).items()},
+                   python=PythonLock.from_dict(data["python"]) if data.get("python") is not None else None)
 
 
 def lock_path_for(recipe_path: str | os.PathLike) -> Path:
@@ -106,7 +171,7 @@ def parse_lock(text: str | bytes, path: str | os.PathLike) -> DebianLock:
     except ValueError as exc:
         raise LockFileError(f"{path} is not valid JSON ({exc})",
                             hint="restore it from git or delete it and run `imagebuild lock`") from None
-    if not isinstance(data, dict) or data.get("format") != LOCK_FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
         raise LockFileError(f"{path} has an unknown format",
                             hint="delete it and run `imagebuild lock`")
     try:

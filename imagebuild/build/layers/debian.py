@@ -22,7 +22,7 @@ import re
 import tarfile
 import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +33,7 @@ from imagebuild.sources.debian_index import DEFAULT_MIRROR, AptIndex, DebianSour
 from imagebuild.sources.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
                                              unknown_package)
 from imagebuild.sources.os_tree import diff_entries, installed_packages, read_member_text, tree_entries
-from imagebuild.sources.lockfile import DebianLock, read_lock, write_lock
+from imagebuild.sources.lockfile import DebianLock, PythonLock, read_lock, write_lock
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
@@ -288,6 +288,7 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
     lock_path = Path(lock_path)
     if lock is None:
         lock = read_lock(lock_path)
+    python = lock.python if lock is not None else None   # the libraries' closure survives a Debian re-resolve
     if lock is not None and not lock_fits(lock, os_spec, runtime_spec):
         if not update_lock:
             raise UserError(f"{lock_path} is out of date with the recipe's os and runtime sections",
@@ -303,7 +304,7 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
         if lock is None:
             if on_build is not None:
                 on_build(True)
-            lock = _resolve(source, os_spec, runtime_spec, trees)
+            lock = replace(_resolve(source, os_spec, runtime_spec, trees), python=python)
             write_lock(lock_path, lock)
         os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
         # A layer built from fresh trees counts as built even when the cache had it.
@@ -334,12 +335,13 @@ def _cached(cache: LayerCache, os_spec: OsSpec, runtime_spec: RuntimeSpec, lock:
 
 
 def lock_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec, path: str | Path,
-                  log_dir: str | Path | None = None) -> DebianLock:
-    """Resolve the newest versions the mirror has, by building both trees, and write the lock."""
+                  log_dir: str | Path | None = None, python: PythonLock | None = None) -> DebianLock:
+    """Resolve the newest versions the mirror has, by building both trees, and write the lock
+    (with `python`, the libraries' closure, as it is)."""
     source = source_of(os_spec)
     with tempfile.TemporaryDirectory(prefix="imagebuild-lock-") as work:
         trees = _Trees(Path(work), Path(log_dir) if log_dir else _default_log_dir(None))
-        lock = _resolve(source, os_spec, runtime_spec, trees)
+        lock = replace(_resolve(source, os_spec, runtime_spec, trees), python=python)
     write_lock(path, lock)
     return lock
 
