@@ -63,7 +63,7 @@ class ColdRunner(Bench):
         self.proxy.log.clear()
         seconds, out = run([*self.cli, "bake", str(self.app), "--store", str(self.work / f"store-{label}"),
                             "--json", *args], BAKE_TIMEOUT, env=env, log=self.log)
-        return seconds, json.loads(out), self.proxy.log.bytes_received(), self.proxy.log.bytes_sent()
+        return seconds, json.loads(out), self.proxy.log.bytes_received, self.proxy.log.bytes_sent
 
     def app_only_commit(self) -> None:
         hello = self.app / "hello.py"
@@ -113,7 +113,7 @@ class ColdRunner(Bench):
             env={"DOCKER_BUILDKIT": "0"}, log=self.log)
         docker("push", current, timeout=600)
         r["docker"] = time.perf_counter() - started
-        r["docker_down"], r["docker_up"] = self.proxy.log.bytes_received(), self.proxy.log.bytes_sent()
+        r["docker_down"], r["docker_up"] = self.proxy.log.bytes_received, self.proxy.log.bytes_sent
 
         progress("both pushed images: start, /health")
         pulled = f"{self.proxy.address}/{self.name}:{second['version']}"

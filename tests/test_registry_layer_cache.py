@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.build.remote_cache import ARTIFACT_TYPE, cache_tag, entry_manifest, parse_entry
+from imagebuild.build.remote_cache import entry_manifest, parse_entry
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
@@ -170,11 +170,26 @@ def test_an_unreachable_cache_is_a_warning_and_a_local_build(app, tmp_path, debi
     assert any("could not be read" in line for line in result["warnings"]), stderr
 
 
-def test_an_entry_is_an_oci_artifact_with_the_empty_config():
-    result = LayerResult(Digest.of(b"d"), Digest.of(b"c"), 10, 20, mt.OCI_LAYER_GZIP)
-    raw = entry_manifest("k" * 64, "acme/hello", result)
-    manifest = json.loads(raw)
-    assert manifest["artifactType"] == ARTIFACT_TYPE and manifest["config"]["mediaType"] == mt.OCI_EMPTY
-    assert parse_entry(raw, "k" * 64).result == result
-    assert parse_entry(raw, "other") is None and parse_entry(b"{", "k") is None
-    assert cache_tag("ab") == "cache-ab"
+def test_layers_cached_for_another_repository_are_mounted_not_uploaded(app, proxy, tmp_path,
+                                                                      debian_python_base):  # noqa: F811
+    repo, name = app
+    baked(repo, seed(tmp_path / "store-1", debian_python_base).root, runner(tmp_path, "1"), "--push")
+    other = f"{name}-other"
+    recipe = repo / "imagebuild.yaml"
+    recipe.write_text(recipe.read_text().replace(f"name: {name}", f"name: {other}"))
+    commit_all(repo, "another image", FIRST_COMMIT_TIME + 240)
+
+    proxy.log.clear()
+    second, stderr = baked(repo, tmp_path / "store-2", runner(tmp_path, "2", offline=True), "--push",
+                           "--cache-from", f"{proxy.address}/{name}-cache")
+    flags = cached_flags(second)
+    assert (flags["os"], flags["runtime"], flags["libraries"]) == (True, True, True), stderr
+    assert proxy.log.matching("GET", "/blobs/") == []
+    mounted = {exchange.path for exchange in proxy.log.matching("POST", f"/v2/{other}/blobs/uploads/")
+               if "mount=" in exchange.path and exchange.status == 201}
+    assert len(mounted) >= 3
+    with RegistryClient(proxy.address) as client:
+        for layer in second["layers"]:
+            assert client.blob_exists(other, layer["digest"])
+        # The new image's own cache now lists its layers too.
+        assert len(client.list_tags(f"{other}-cache")) == len(second["layers"])
