@@ -93,7 +93,7 @@ class BakeResult:
     local_ref: str = ""                # NAME:VERSION in the local store
     warnings: tuple[str, ...] = ()     # e.g. files in the app layer that look like credentials
     keys: tuple[tuple[str, LayerResult], ...] = ()   # each layer's cache key, for the registry's layer cache
-    remote: tuple[RemoteLayer, ...] = ()  # layers the registry's cache holds and the store does not
+    remote: tuple[RemoteLayer, ...] = ()  # layers the registry's cache lent (the store may lack their blobs)
 
     def pushed_as(self, reference: str) -> "BakeResult":
         return replace(self, image=reference)
@@ -168,7 +168,7 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
         outcomes, keys = _build(plan, builders, store, progress, remote)
     image = _image(recipe, plan, outcomes)
     local_ref = source.local_ref
-    elsewhere = _elsewhere(store, remote, keys)
+    elsewhere = _elsewhere(remote, keys)
     for line in remote.warnings if remote is not None else ():
         progress.note(f"warning: {line}")
         warnings.append(line)
@@ -178,14 +178,14 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
                       local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere)
 
 
-def _elsewhere(store: LayoutStore, remote: RemoteCache | None,
+def _elsewhere(remote: RemoteCache | None,
                keys: list[tuple[str, LayerResult]]) -> tuple[RemoteLayer, ...]:
-    """The registry cache's hits this image uses whose blobs the store does not hold."""
+    """The registry cache's hits this image uses (their blobs may be missing from the store; a push
+    mounts each from where it lies, also one fetched to build a layer above it)."""
     if remote is None:
         return ()
     hits = {str(layer.result.digest): layer for layer in remote.hits.values()}
-    return tuple(dict.fromkeys(hits[str(result.digest)] for _, result in keys
-                               if str(result.digest) in hits and not store.has_blob(result.digest)))
+    return tuple(dict.fromkeys(hits[str(result.digest)] for _, result in keys if str(result.digest) in hits))
 
 
 _RELOCK = "run `imagebuild lock`, commit it, and bake again, or bake with --allow-dirty"
