@@ -188,6 +188,9 @@ class Bench:
                                     libraries_layer.pip_platforms(recipe), "docker context")
         pip_seconds = time.perf_counter() - started
         shutil.rmtree(deps / "site-packages" / "bin", ignore_errors=True)  # host shebangs; servers run as -m
+        # The app imports imagebuild_runtime (its settings, from the environment without the launcher):
+        # without it the image's workers fail to boot and nothing answers /health.
+        shutil.copy2(REPO / "imagebuild" / "launcher" / "imagebuild_runtime.py", deps / "site-packages")
         (conf,) = [content for path, (content, _) in server_layer.rendered_files(recipe).items()
                    if path.endswith("gunicorn.conf.py")]
         (deps / "gunicorn.conf.py").write_bytes(conf)

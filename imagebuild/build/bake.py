@@ -19,6 +19,7 @@ from typing import Sequence
 from imagebuild import plan as planning
 from imagebuild.build.builder import LayerBuilder, Prebuilt
 from imagebuild.build.cache import LayerCache
+from imagebuild.build.remote_cache import RemoteCache, RemoteLayer, fetch_layers
 from imagebuild.build.layers import debian
 from imagebuild.build.layers.app import AppLayer, app_files, credential_warnings
 from imagebuild.build.layers.config import ConfigLayer
@@ -92,9 +93,14 @@ class BakeResult:
     dirty: bool = False
     local_ref: str = ""                # NAME:VERSION in the local store
     warnings: tuple[str, ...] = ()     # e.g. files in the app layer that look like credentials
+    keys: tuple[tuple[str, LayerResult], ...] = ()   # each layer's cache key, for the registry's layer cache
+    remote: tuple[RemoteLayer, ...] = ()  # layers the registry's cache lent (the store may lack their blobs)
 
     def pushed_as(self, reference: str) -> "BakeResult":
         return replace(self, image=reference)
+
+    def with_warnings(self, lines: Sequence[str]) -> "BakeResult":
+        return replace(self, warnings=tuple(dict.fromkeys([*self.warnings, *lines])))
 
     def to_json(self) -> dict:
         """Exactly the keys `bake --json` promises."""
@@ -127,42 +133,60 @@ def read_input(recipe_path: str | Path, allow_dirty: bool = False) -> BakeInput:
 
 
 def bake(source: BakeInput, store: LayoutStore, progress: Progress | None = None,
-         engine: EngineSession | None = None) -> BakeResult:
+         engine: EngineSession | None = None, remote: RemoteCache | None = None) -> BakeResult:
     """Build (or reuse) every layer of SOURCE's image and write it to STORE as NAME:VERSION.
 
     `engine`: the Docker engine an `os.dockerfile` base is built by; the caller's, so that
     one connection serves the whole command (over ssh:// each costs a handshake).
+    `remote`: a registry's layer cache, asked for each layer the local cache lacks; its hits
+    stay in the registry (`BakeResult.remote`) until an output needs their bytes.
     """
     progress = progress or Progress.quiet()
     own_engine = engine is None
     engine = engine or EngineSession()
     try:
-        return _bake(source, store, progress, engine)
+        return _bake(source, store, progress, engine, remote)
     finally:
         if own_engine:
             engine.close()
 
 
-def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: EngineSession) -> BakeResult:
+def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: EngineSession,
+          remote: RemoteCache | None) -> BakeResult:
     recipe, commit = source.recipe, source.commit
     store.ensure()  # a --store that cannot be a store is refused here, not after the layers are built
     tree = app_tree.SourceTree(Path(source.facts.toplevel), commit.revision, working_tree=commit.dirty)
     with tempfile.TemporaryDirectory(prefix="imagebuild-bake-") as scratch, tree:
         prefix, files = app_files(recipe, tree)
-        warnings = credential_warnings(recipe, prefix, files)
+        warnings = list(credential_warnings(recipe, prefix, files))
         for line in warnings:
             progress.note(f"warning: {line}")
-        builders, base_env = _builders(source, store, tree, (prefix, files), Path(scratch), progress, engine)
+        builders, base_env = _builders(source, store, tree, (prefix, files), Path(scratch), progress, engine,
+                                       remote)
         env = {**base_env, "IMAGEBUILD_VERSION": commit.version, "IMAGEBUILD_REVISION": commit.revision}
         plan = planning.make_plan(recipe, commit, [builder.inputs for builder in builders],
                                   server_command(recipe), env=env)
-        outcomes = _build(plan, builders, store, progress)
+        outcomes, keys = _build(plan, builders, store, progress, remote)
     image = _image(recipe, plan, outcomes)
     local_ref = source.local_ref
-    descriptor = store.write_image(image, [local_ref])
+    elsewhere = _elsewhere(remote, keys)
+    for line in remote.warnings if remote is not None else ():
+        progress.note(f"warning: {line}")
+        warnings.append(line)
+    descriptor = store.write_image(image, [local_ref], frozenset(str(layer.result.digest) for layer in elsewhere))
     return BakeResult(image=local_ref, digest=Digest(descriptor.digest), version=commit.version,
                       layers=tuple(outcomes), recipe=recipe, facts=source.facts, dirty=commit.dirty,
-                      local_ref=local_ref, warnings=tuple(warnings))
+                      local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere)
+
+
+def _elsewhere(remote: RemoteCache | None,
+               keys: list[tuple[str, LayerResult]]) -> tuple[RemoteLayer, ...]:
+    """The registry cache's hits this image uses (their blobs may be missing from the store; a push
+    mounts each from where it lies, also one fetched to build a layer above it)."""
+    if remote is None:
+        return ()
+    hits = {str(layer.result.digest): layer for layer in remote.hits.values()}
+    return tuple(dict.fromkeys(hits[str(result.digest)] for _, result in keys if str(result.digest) in hits))
 
 
 _RELOCK = "run `imagebuild lock`, commit it, and bake again, or bake with --allow-dirty"
@@ -225,7 +249,7 @@ def _recipe_epoch(recipe: Recipe, tree: app_tree.SourceTree, commit_time: int) -
 
 def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
               listing: tuple[str, list], scratch: Path, progress: Progress,
-              engine: EngineSession) -> tuple[list[LayerBuilder], dict[str, str]]:
+              engine: EngineSession, remote: RemoteCache | None) -> tuple[list[LayerBuilder], dict[str, str]]:
     """Each layer's builder, bottom to top, and the base image's environment.
 
     The cheap inputs first (each may refuse the user's input), the base layers last: they
@@ -265,7 +289,7 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
     elif recipe.os.image is not None:
         base, base_env = _base_image(recipe, store)
     else:
-        base, base_env = _debian_layers(source, store, progress), {}
+        base, base_env = _debian_layers(source, store, progress, remote), {}
         server.os_layer = base[0].result
     if unlocked is not None:
         _write_closure(recipe, unlocked, progress)
@@ -352,7 +376,8 @@ def _store_debian_base(recipe: Recipe, store: LayoutStore, results: list) -> str
     return f"{recipe.name}-debian@{descriptor.digest}"
 
 
-def _debian_layers(source: BakeInput, store: LayoutStore, progress: Progress) -> list[Prebuilt]:
+def _debian_layers(source: BakeInput, store: LayoutStore, progress: Progress,
+                   remote: RemoteCache | None = None) -> list[Prebuilt]:
     """The os and runtime layers, pinned by imagebuild.lock (with `source.update_lock`, written when
     missing or outgrown; otherwise the committed lock, already checked to fit, and read once).
 
@@ -362,6 +387,9 @@ def _debian_layers(source: BakeInput, store: LayoutStore, progress: Progress) ->
     recipe, update_lock = source.recipe, source.update_lock
     lock_path = lock_path_for(recipe.source)
     before = source.lock if source.lock is not None else read_lock(lock_path)
+    from_cache = _debian_from_caches(source, store, remote, before)
+    if from_cache is not None:
+        return from_cache
     if before is None or not debian.lock_fits(before, recipe.os, recipe.runtime):
         # Unknown packages and unshipped runtime versions are the user's to fix: say so before any work.
         debian.resolve_packages(recipe.os, recipe.runtime)
@@ -386,12 +414,42 @@ def _debian_layers(source: BakeInput, store: LayoutStore, progress: Progress) ->
             for name, key, result, cached in layers]
 
 
+def _debian_from_caches(source: BakeInput, store: LayoutStore, remote: RemoteCache | None,
+                        lock: DebianLock | None) -> list[Prebuilt] | None:
+    """The os and runtime layers when the committed lock pins them and the local or the registry's
+    layer cache holds both: then the Debian mirror is not contacted at all. None otherwise."""
+    recipe = source.recipe
+    if remote is None or lock is None or source.update_lock or not debian.lock_fits(lock, recipe.os, recipe.runtime):
+        return None
+    os_key = debian.os_layer_key(recipe.os, lock)
+    runtime_key = debian.runtime_layer_key(recipe.os, recipe.runtime, lock, os_key) \
+        if recipe.runtime.language else None
+    wanted = [("os", os_key)] + ([("runtime", runtime_key)] if runtime_key else [])
+    local = LayerCache(store)
+    found = {key: local.get(key) for _, key in wanted}
+    hits = remote.lookup([key for key, result in found.items() if result is None])
+    layers = []
+    for name, key in wanted:
+        result = found[key] or (hits[key].result if key in hits else None)
+        if result is None:
+            return None
+        layers.append(Prebuilt(planning.LayerInputs(name, {"key": key}, lock.source_date_epoch), result, True))
+    return layers
+
+
 def _build(plan: planning.Plan, builders: Sequence[LayerBuilder], store: LayoutStore,
-           progress: Progress) -> list[LayerOutcome]:
-    """Each planned layer: found in the layer cache by its key, or built and put there."""
+           progress: Progress, remote: RemoteCache | None = None
+           ) -> tuple[list[LayerOutcome], list[tuple[str, LayerResult]]]:
+    """Each planned layer: found in the layer cache by its key (the local one, else the registry's),
+    or built and put there. Also each single layer's key, for the registry's cache."""
     cache = LayerCache(store)
     by_name = {builder.name: builder for builder in builders}
     outcomes = []
+    keys: list[tuple[str, LayerResult]] = []
+    if remote is not None:
+        # One round of lookups, a few at a time, before anything is built.
+        remote.lookup([planned.key for planned in plan.layers if by_name[planned.name].cached is None
+                       and cache.get(planned.key) is None])
     progress.begin(len(plan.layers))
     try:
         for planned in plan.layers:
@@ -402,11 +460,16 @@ def _build(plan: planning.Plan, builders: Sequence[LayerBuilder], store: LayoutS
                 found, cached = builder.build(store), builder.cached
             else:
                 found = cache.get(planned.key)
+                if found is None and remote is not None and planned.key in remote.hits:
+                    found = remote.hits[planned.key].result
                 cached = found is not None
                 if found is None:
                     progress.layer_started(planned.name)
+                    _fetch_inputs(builder, store, remote)
                     found = builder.build(store)
                     cache.put(planned.key, found)
+            if not isinstance(found, tuple):
+                keys.append((_key_of(builder, planned.key), found))
             # A base image (os.image) is several layers under one plan entry.
             results = found if isinstance(found, tuple) else (found,)
             seconds = time.monotonic() - started + builder.seconds
@@ -416,7 +479,21 @@ def _build(plan: planning.Plan, builders: Sequence[LayerBuilder], store: LayoutS
                                              cached, seconds, result.media_type))
     finally:
         progress.end()
-    return outcomes
+    return outcomes, keys
+
+
+def _key_of(builder: LayerBuilder, planned_key: str) -> str:
+    """The key a layer is cached under: the Debian layers' own (from the lock), else the plan's."""
+    own = builder.inputs.inputs.get("key") if builder.cached is not None else None
+    return own if isinstance(own, str) else planned_key
+
+
+def _fetch_inputs(builder: LayerBuilder, store: LayoutStore, remote: RemoteCache | None) -> None:
+    """A builder that reads a lower layer (the server layer reads the OS's accounts) gets its bytes first."""
+    lower = getattr(builder, "os_layer", None)
+    if remote is None or lower is None or store.has_blob(lower.digest):
+        return
+    fetch_layers(remote, store, [layer for layer in remote.hits.values() if layer.result == lower])
 
 
 def _image(recipe: Recipe, plan: planning.Plan, outcomes: list[LayerOutcome]) -> Image:

@@ -21,12 +21,19 @@ def bake_command(
                                               "(with --format disk) to disk:FILE.qcow2 or disk:FILE.raw (repeatable)."),
         load: bool = typer.Option(False, "--load", help="Load the image into the Docker engine."),
         push: bool = typer.Option(False, "--push", help="Push the image to the recipe's registry."),
+        cache_from: Optional[str] = typer.Option(None, "--cache-from", metavar="HOST/REPO",
+                                                 help="Look layers up in this registry layer cache before "
+                                                      "building them (default with --push: REGISTRY/NAME-cache)."),
+        cache_to: Optional[str] = typer.Option(None, "--cache-to", metavar="HOST/REPO",
+                                               help="Write each layer's cache entry here after --push "
+                                                    "(default: REGISTRY/NAME-cache)."),
         insecure: Optional[bool] = InsecureOption,
         form: str = typer.Option("image", "--format",
                                  help="image, or disk: also a bootable VM disk of the image (NAME:VERSION-disk)."),
         json_out: bool = JsonOption) -> None:
     """Bake the commit checked out at PATH into an image in the local store."""
     from imagebuild.build.bake import bake, read_input
+    from imagebuild.build.remote_cache import fetch_layers, open_remote_cache
     from imagebuild.progress import Progress
     from imagebuild.publish.disk import DiskOutput
     from imagebuild.publish.output import parse_outputs
@@ -34,18 +41,30 @@ def bake_command(
     from imagebuild.stores.engine import EngineSession
 
     engine = EngineSession()      # one connection for --load and an os.dockerfile base
+    remote = None
     try:
         outputs = parse_outputs(output, load=load, push=push, form=form, insecure=insecure, engine=engine)
         the_store = open_store(store)
         source = read_input(path, allow_dirty=allow_dirty)
         for item in outputs:      # every refusal before anything is built or written
             item.check(source)
-        result = bake(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine)
+        remote = open_remote_cache(source.recipe.registry, source.recipe.name, push=push, cache_from=cache_from,
+                                   cache_to=cache_to, insecure=insecure)
+        for item in outputs:
+            if isinstance(item, RegistryOutput):
+                item.remote = remote
+        result = bake(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine, remote=remote)
+        if remote is not None and result.remote and any(not isinstance(item, RegistryOutput) for item in outputs):
+            fetch_layers(remote, the_store, result.remote)   # the outputs that read the layers' bytes
         for item in outputs:
             # a progress of its own: a terminal's bar is not restarted once the bake's has ended
             item.publish(result, the_store, Progress.for_terminal(ci=is_ci()))
     finally:
         engine.close()
+        if remote is not None:
+            remote.client.close()
+    if remote is not None:
+        result = result.with_warnings(remote.warnings)
     pushed = next((item.reference for item in outputs if isinstance(item, RegistryOutput)), None)
     result = result.pushed_as(pushed) if pushed else result
     disk = next((item.disk for item in outputs if isinstance(item, DiskOutput)), None)

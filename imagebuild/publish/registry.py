@@ -9,10 +9,11 @@ from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
 from imagebuild.recipe.model import Recipe
 from imagebuild.stores.layout import LayoutStore
-from imagebuild.stores.registry import open_client, push_image
+from imagebuild.stores.registry import open_client, push_image, remember_blobs
 
 if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
     from imagebuild.build.bake import BakeInput, BakeResult
+    from imagebuild.build.remote_cache import RemoteCache
 
 
 def registry_target(recipe: Recipe, local_ref: str) -> Reference:
@@ -32,6 +33,7 @@ class RegistryOutput:
     def __init__(self, insecure: bool | None = None):
         self.insecure = insecure
         self.reference: str | None = None       # REGISTRY/NAME:VERSION once pushed
+        self.remote: RemoteCache | None = None  # the registry's layer cache, written after the push
 
     def check(self, source: BakeInput) -> None:
         """The recipe names a registry, and it answers."""
@@ -41,7 +43,26 @@ class RegistryOutput:
 
     def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
         target = registry_target(result.recipe, result.local_ref)
+        remote = self.remote
+        if result.remote and remote is not None:
+            if remote.client.host == target.registry:
+                # Layers the cache found stay in the registry: the push mounts (or skips) them.
+                for layer in result.remote:
+                    remember_blobs(store, target.registry, layer.repository, [str(layer.result.digest)])
+            else:
+                from imagebuild.build.remote_cache import fetch_layers
+                fetch_layers(remote, store, result.remote)
         pushed = push_image(store, result.local_ref, target, insecure=self.insecure,
                             environments=result.recipe.environment_names())
         progress.note(f"pushed {pushed.reference}")
         self.reference = pushed_name(target)
+        if remote is None or remote.cache_to is None:
+            return
+        before = len(remote.warnings)
+        if remote.client.host == target.registry:
+            remote.publish(result.keys, target.repository)
+        else:    # an entry names a repository of its own registry, where the layer's blob lies
+            remote.warn(f"the layer cache {remote.cache_to} is not in {target.registry}, where the image "
+                        "was pushed; it was not written")
+        for line in remote.warnings[before:]:
+            progress.note(f"warning: {line}")

@@ -236,6 +236,18 @@ class RegistryClient:
             return False
         raise registry_error(response, f"checking blob {digest} in {repository}")
 
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """The size the registry gives a blob (its Content-Length), or None when it does not hold it."""
+        response = self.transport.request("HEAD", f"/v2/{repository}/blobs/{digest}", scopes=_pull(repository))
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise registry_error(response, f"checking blob {digest} in {repository}")
+        try:
+            return int(response.headers.get("content-length", ""))
+        except ValueError:
+            return None
+
     @contextlib.contextmanager
     def open_blob(self, repository: str, digest: str) -> Iterator[httpx.Response]:
         response = self.transport.request("GET", f"/v2/{repository}/blobs/{digest}",

@@ -278,10 +278,12 @@ class LayoutStore:
 
     # -- images and tags ----------------------------------------------------
 
-    def write_image(self, image: Image, ref_names: list[str] | tuple[str, ...] = ()) -> Descriptor:
-        """Store config and manifest (layers must already be here) and tag it."""
+    def write_image(self, image: Image, ref_names: list[str] | tuple[str, ...] = (),
+                    elsewhere: frozenset[str] = frozenset()) -> Descriptor:
+        """Store config and manifest (layers must already be here, but for the digests `elsewhere`:
+        layers a registry's layer cache holds, fetched only by an output that reads them) and tag it."""
         for layer in image.layers:
-            if not self.has_blob(layer.digest):
+            if layer.digest not in elsewhere and not self.has_blob(layer.digest):
                 raise StoreError(f"layer {layer.digest} is not in the store; cannot write the image")
         self.put_blob(image.config_bytes())
         manifest = image.manifest_bytes()

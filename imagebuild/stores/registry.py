@@ -220,6 +220,11 @@ def _known_blobs(store: LayoutStore, host: str) -> dict[str, str]:
 def _remember_blobs(store: LayoutStore, host: str, repository: str, top: Descriptor) -> None:
     digests = [b.digest for b in blobs_of(LayoutPlace(store).manifest(top.digest))] \
         if top.media_type not in mt.INDEX_TYPES else []
+    remember_blobs(store, host, repository, digests)
+
+
+def remember_blobs(store: LayoutStore, host: str, repository: str, digests: Sequence[str]) -> None:
+    """Note that `repository` of `host` holds these blobs, so a push there or beside it mounts them."""
     path = store.root / KNOWN_BLOBS_FILE
     try:
         with store.locked():

@@ -1,0 +1,48 @@
+"""A registry layer cache entry: an OCI artifact with the empty config, read back only for its own key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imagebuild.build.remote_cache import ARTIFACT_TYPE, cache_tag, entry_manifest, open_remote_cache, parse_entry
+from imagebuild.errors import UserError
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.digest import Digest
+from imagebuild.oci.layer import LayerResult
+
+
+def test_an_entry_is_an_oci_artifact_with_the_empty_config():
+    result = LayerResult(Digest.of(b"d"), Digest.of(b"c"), 10, 20, mt.OCI_LAYER_GZIP)
+    raw = entry_manifest("k" * 64, "acme/hello", result)
+    manifest = json.loads(raw)
+    assert manifest["artifactType"] == ARTIFACT_TYPE and manifest["config"]["mediaType"] == mt.OCI_EMPTY
+    assert parse_entry(raw, "k" * 64).result == result
+    assert parse_entry(raw, "other") is None and parse_entry(b"{", "k") is None
+    assert cache_tag("ab") == "cache-ab"
+
+
+def test_an_entry_with_another_media_type_or_no_size_is_a_miss():
+    result = LayerResult(Digest.of(b"d"), Digest.of(b"c"), 10, 20, mt.OCI_LAYER_GZIP)
+    raw = json.loads(entry_manifest("k", "acme/hello", result))
+    raw["annotations"]["dev.imagebuild.cache.media-type"] = "text/plain"
+    assert parse_entry(json.dumps(raw).encode(), "k") is None
+    raw = json.loads(entry_manifest("k", "acme/hello", LayerResult(result.diff_id, result.digest, 0, 0,
+                                                                   mt.OCI_LAYER_GZIP)))
+    assert parse_entry(json.dumps(raw).encode(), "k") is None
+
+
+def test_no_registry_and_no_cache_options_mean_no_cache():
+    assert open_remote_cache(None, "hello", push=False, cache_from=None, cache_to=None) is None
+
+
+@pytest.mark.parametrize("value", ["hello", "localhost:5000/acme/cache:v1", "localhost:5000/acme@sha256:" + "a" * 64])
+def test_a_cache_option_must_name_a_registry_repository(value):
+    with pytest.raises(UserError):
+        open_remote_cache(None, "hello", push=False, cache_from=value, cache_to=None)
+
+
+def test_cache_from_and_to_in_two_registries_are_refused():
+    with pytest.raises(UserError, match="two registries"):
+        open_remote_cache(None, "hello", push=False, cache_from="a.example/x", cache_to="b.example/y")
