@@ -150,3 +150,16 @@ def test_copy_without_attachments_leaves_signatures_behind():
     sign_image(home, image.digest, REPO, KEY)
     copy(home, target, image.digest, ["v1"])
     assert target.manifest(signature_tag(image.digest)) is None
+
+
+def test_the_stores_signature_tag_is_listed_as_an_artifact_not_an_image(tmp_path):
+    from imagebuild.stores.layout import LayoutStore
+    from imagebuild.stores.place import LayoutPlace
+
+    store = LayoutStore(tmp_path / "store").ensure()
+    place = LayoutPlace(store, "tiny")
+    image = small_image(place)
+    sign_image(place, image.digest, "tiny", KEY)
+    # `imagebuild images` lists kind "image" by default: a signature manifest, with its image config, is none.
+    assert store.kind_of(store.refs()[f"tiny:{signature_tag(image.digest)}"]) == "artifact"
+    assert verify_image(place, image.digest, [KEY]) == [key_id(KEY)]
