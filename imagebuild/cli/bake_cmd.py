@@ -46,6 +46,8 @@ def bake_command(
     from imagebuild.publish.registry import RegistryOutput
     from imagebuild.stores.engine import EngineSession
 
+    if passphrase_env is not None and sign is None:
+        raise UserError("--passphrase-env names the passphrase of the --sign key", hint="add --sign KEY")
     engine = EngineSession()      # one connection for --load and an os.dockerfile base
     remote = None
     try:
@@ -55,8 +57,6 @@ def bake_command(
         for item in outputs:      # every refusal before anything is built or written
             item.check(source)
         key = None
-        if passphrase_env is not None and sign is None:
-            raise UserError("--passphrase-env is the passphrase of the --sign key", hint="add --sign KEY")
         if sign is not None:      # a wrong passphrase is refused before the bake, not after it
             from imagebuild.evidence.keys import load_private_key
             key = load_private_key(sign, passphrase_env)
