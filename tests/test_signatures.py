@@ -157,3 +157,30 @@ def test_bake_push_sign_pushes_a_signed_image_with_verified_provenance(flask_rep
 
     forged = imagebuild("provenance", result["image"], "--key", keys / "other.pub")
     assert forged.returncode == 2 and forged.stdout == ""
+
+
+def test_a_copy_into_another_repository_carries_the_signatures_for_skopeo_to_accept_there(
+        skopeo, keys, registry, tmp_path):
+    from imagebuild.registry.client import RegistryClient
+    from imagebuild.stores.copy import copy
+    from imagebuild.stores.place import RegistryPlace
+
+    source = pushed_image(registry, tmp_path, "promoted")
+    sign(source, keys / "ours.key", passphrase=SECRET)
+    home, target = Reference.parse(source), Reference.parse(source.replace("/tiny:v1", "-prod/tiny:v1"))
+    with RegistryClient(registry) as client:
+        digest = client.head_manifest(home.repository, "v1")
+        copy(RegistryPlace(client, home.repository), RegistryPlace(client, target.repository), digest, ["v1"],
+             attachments=True)
+    verified = imagebuild("verify", str(target), "--key", keys / "ours.pub")
+    assert verified.returncode == 0, verified.stderr
+    # The signature still names the repository it was signed for (cosign's way: the repository, no
+    # tag): a containers/image policy for the new one names that repository (exactRepository).
+    policy = skopeo.workdir / "home-repository.json"
+    policy.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {
+        "docker": {"": [{"type": "sigstoreSigned", "keyPath": str(keys / "ours.pub"),
+                         "signedIdentity": {"type": "exactRepository", "dockerRepository": home.name}}]},
+        "dir": {"": [{"type": "insecureAcceptAnything"}]}}}))
+    accepted = skopeo("copy", "--src-tls-verify=false", f"docker://{target}", f"dir:{tmp_path / 'out'}",
+                      policy=policy)
+    assert accepted.returncode == 0, accepted.stderr
