@@ -163,3 +163,16 @@ def test_the_stores_signature_tag_is_listed_as_an_artifact_not_an_image(tmp_path
     # `imagebuild images` lists kind "image" by default: a signature manifest, with its image config, is none.
     assert store.kind_of(store.refs()[f"tiny:{signature_tag(image.digest)}"]) == "artifact"
     assert verify_image(place, image.digest, [KEY]) == [key_id(KEY)]
+
+
+def test_a_full_signature_tag_takes_no_more(monkeypatch):
+    import imagebuild.evidence.signatures as signatures
+
+    monkeypatch.setattr(signatures, "MAX_SIGNATURE_LAYERS", 2)
+    place = MemoryPlace()
+    image = small_image(place)
+    sign_image(place, image.digest, REPO, KEY)
+    sign_image(place, image.digest, REPO, OTHER)
+    with pytest.raises(EvidenceError, match="has 2 signatures already"):
+        sign_image(place, image.digest, "elsewhere/hello", KEY)
+    assert verify_image(place, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]

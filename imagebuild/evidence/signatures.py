@@ -28,7 +28,8 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import Descriptor, MalformedError
 from imagebuild.stores.place import ImagePlace, put_bytes
-from imagebuild.stores.signature_tags import signature_layers, signature_tag, write_signatures
+from imagebuild.stores.signature_tags import (MAX_SIGNATURE_LAYERS, signature_layers, signature_tag,
+                                              write_signatures)
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIGNATURE_TYPE = "cosign container image signature"
@@ -89,6 +90,9 @@ def sign_image(place: ImagePlace, manifest_digest: str, docker_reference: str, k
         found = _verified(place, layer, [public_key_of(key)])
         if found is not None and found[1] == (manifest_digest, docker_reference):
             return layer
+    if len(layers) >= MAX_SIGNATURE_LAYERS:
+        raise EvidenceError(f"image {manifest_digest} in {place.label} has {len(layers)} signatures already",
+                            hint=f"{MAX_SIGNATURE_LAYERS} is the most a signature tag may hold; sign a new image")
     payload = simple_signing_payload(manifest_digest, docker_reference)
     signature = base64.b64encode(sign_bytes(key, payload)).decode("ascii")
     layer = put_bytes(place, payload, mt.COSIGN_SIMPLESIGNING).with_annotations(**{SIGNATURE_ANNOTATION: signature})
