@@ -92,8 +92,7 @@ def load_private_key(path: str | os.PathLike, passphrase_env: str | None = None)
         except (ValueError, TypeError):
             # cryptography says only "bad decrypt" or "could not deserialize": no detail worth showing.
             if encrypted:
-                raise EvidenceError(f"the passphrase in {passphrase_env} does not open private key {path}",
-                                    hint="set the key's passphrase in that variable") from None
+                raise _needs_passphrase(path, passphrase_env) from None
             raise EvidenceError(f"{path} is not a PEM private key",
                                 hint="pass the .key file `imagebuild keygen` or cosign wrote") from None
     return _supported(key, path)
