@@ -393,12 +393,15 @@ class LayoutStore:
 
     def kind_of(self, descriptor: Descriptor) -> str:
         """"index", "image", "disk" (the VM disk of an image, tagged NAME:TAG-disk), or "artifact":
-        any other manifest whose config is no image config, such as a promotion record kept in the store."""
+        any other manifest whose config is no image config, such as a promotion record kept in the store, or a
+        signature manifest."""
         if descriptor.media_type in mt.INDEX_TYPES:
             return "index"
         manifest = self.read_manifest(descriptor.digest)
         if manifest.config.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
-            return "image"
+            # cosign's signature manifest (`sha256-<hex>.sig`) has an image config too, but holds only signatures.
+            signatures = manifest.layers and all(layer.media_type == mt.COSIGN_SIMPLESIGNING for layer in manifest.layers)
+            return "artifact" if signatures else "image"
         return "disk" if json.loads(manifest.raw).get("artifactType") == mt.IMAGEBUILD_DISK else "artifact"
 
     def read_config(self, manifest: ParsedManifest) -> dict:
