@@ -85,3 +85,24 @@ def write_atomically(path: str | os.PathLike, data: bytes, *, mode: int = PUBLIC
     with replacing(path, mode=mode, prefix=prefix) as pending:
         pending.write(data)
     return Path(path)
+
+
+def create_new(path: str | os.PathLike, data: bytes, *, mode: int = PUBLIC_MODE) -> Path:
+    """Write `data` to `path`, which must not exist yet: whole or not at all, and never over a file
+    that appeared meanwhile (the temp file is hard-linked into place, which fails on an existing name).
+    Raises FileExistsError then, and OSError as it comes."""
+    path = Path(path)
+    names: list[Path] = []
+    try:
+        fd = _make_temp(path.parent, f".{path.name}.tmp-", "", names)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(names[-1], path)
+    finally:
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+    return path

@@ -66,6 +66,10 @@ class PromotionError(UserError):
     """A promotion rule refused the move."""
 
 
+class EvidenceError(UserError):
+    """A key, signature or attestation cannot be read, or no given key verifies it."""
+
+
 class BuildError(ImageBuildError):
     """A build step failed for a reason outside the user's input."""
 

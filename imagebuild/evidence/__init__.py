@@ -1,0 +1,1 @@
+"""Evidence about a baked image: signing keys, signatures, DSSE envelopes and provenance attestations."""
