@@ -19,7 +19,7 @@ def promote_command(image: str = typer.Argument(..., help="A version (abc1234), 
     loaded, places = open_places(recipe, store, insecure)
     try:
         result = promote(places.home, loaded.environments, image, to, target_for=places.target_for,
-                         name=loaded.name, dry_run=dry_run)
+                         name=loaded.name, dry_run=dry_run, root=loaded.root)
     finally:
         places.close()
     if json_out:
