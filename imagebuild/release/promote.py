@@ -487,7 +487,8 @@ def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, sig
     `signature` tag when given), then the tag: whoever reads the tag finds the evidence there."""
     counters = getattr(getattr(target.repository, "client", None), "counters", None)
     before = counters.requests if counters else 0
-    if same_place(source, target.repository):
+    # One look at the referrers tells whether there is evidence to carry; an image without any is copied as before.
+    if same_place(source, target.repository) or (signature is None and not source.referrers(str(manifest.digest))):
         copied = copy_image(source, target.repository, manifest, [target.tag])
     else:
         copied = copy_image(source, target.repository, manifest, attachments=True)
