@@ -10,12 +10,10 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 IMAGEBUILD_DISK = "application/vnd.imagebuild.disk.v1"   # artifactType of an image's VM disk (imagebuild.release.disk)
-# Evidence attached to an image (docs/evidence.md).
-SPDX_JSON = "application/spdx+json"
-CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
-DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
-IN_TOTO_JSON = "application/vnd.in-toto+json"
-IMAGEBUILD_REPRODUCED = "application/vnd.imagebuild.reproduced.v1+json"   # a rebuild gave the same digest
+# A cosign/sigstore signature: the simple-signing payload, one layer of the `sha256-<hex>.sig` manifest.
+COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+IN_TOTO = "application/vnd.in-toto+json"                  # artifactType and DSSE payloadType of an attestation
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"   # media type of a signed attestation's payload
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

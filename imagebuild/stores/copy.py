@@ -30,6 +30,7 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import (MAX_CONFIG_BYTES, Descriptor, MalformedError, ManifestBytes, ParsedManifest, Platform,
                                   parse_config)
 from imagebuild.stores.place import ImagePlace, blobs_of, children_of, descriptor_of, same_place
+from imagebuild.stores.signature_tags import merged_layers, signature_layers, signature_tag, write_signatures
 
 T = TypeVar("T")
 IMAGE_CONFIG_TYPES = (mt.OCI_CONFIG, mt.DOCKER_CONFIG)
@@ -62,7 +63,8 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
          platform: Platform | None = None) -> CopyResult:
     """Make `image` (a digest, or manifest bytes the caller holds) and all it names present in `target`,
     tagged `tags`. `attachments`: True carries every manifest whose subject it is, a list only those
-    artifact types. `platform`: what a layout target's index records beside the tags."""
+    artifact types (the cosign signature type naming the `sha256-<hex>.sig` tag, which True carries too).
+    `platform`: what a layout target's index records beside the tags."""
     top = image if isinstance(image, ManifestBytes) else _manifest(source, image)
     if same_place(source, target):
         # A retag: everything is there already, so only the tags are written (no blob moves).
@@ -136,7 +138,31 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
                 result.attachments.append(carried.digest)
                 result.blob_bytes += carried.blob_bytes
                 result.manifest_bytes += carried.manifest_bytes
+        if attachments is True or mt.COSIGN_SIMPLESIGNING in attachments:
+            carried = _copy_signatures(source, target, top.digest, mount_hint=mount_hint, parallel=parallel,
+                                       progress=progress)
+            if carried is not None:
+                result.attachments.append(carried.digest)
+                result.blob_bytes += carried.blob_bytes
+                result.manifest_bytes += carried.manifest_bytes
     return result
+
+
+def _copy_signatures(source: ImagePlace, target: ImagePlace, subject: str, **options) -> CopyResult | None:
+    """The subject's cosign signature tag (`sha256-<hex>.sig`, no referrer: found by name). Signatures
+    the target holds already stay: the two sets are merged, never replaced."""
+    tag = signature_tag(subject)
+    theirs = source.manifest(tag)
+    if theirs is None:
+        return None
+    ours = target.manifest(tag)
+    if ours is not None and ours.digest == theirs.digest:
+        return None
+    carried = copy(source, target, theirs, [] if ours else [tag], **options)
+    if ours is not None:
+        write_signatures(target, subject, merged_layers(signature_layers(target, ours),
+                                                        signature_layers(source, theirs)))
+    return carried
 
 
 def copy_blobs(source: ImagePlace, target: ImagePlace, blobs: Sequence[Descriptor],
