@@ -54,7 +54,7 @@ def attest(place: MemoryPlace, root: Path, key: str, digest: str | None = None, 
     subject = image(place, tag)
     statement = statement_for("memory/hello:v1", Digest(digest or subject.digest), "ab" * 20, key_id(private),
                               "test-runner", "2026-01-02T03:04:05Z")
-    envelope = sign_envelope(json.dumps(statement).encode(), mt.IN_TOTO_JSON, private)
+    envelope = sign_envelope(json.dumps(statement).encode(), mt.IN_TOTO, private)
     attach(place, subject, mt.IMAGEBUILD_REPRODUCED, envelope, mt.DSSE_ENVELOPE)
 
 
@@ -175,3 +175,17 @@ def test_provenance_sources_and_repository_spellings():
     assert source_dependencies({"predicate": None}) == []
     assert same_repository_form("git+https://user:token@GitHub.com/acme/hello.git/") == \
         same_repository_form("https://github.com/acme/hello")
+
+
+def test_signed_wants_a_signature_by_a_listed_key(home, keys):
+    from imagebuild.evidence.signatures import sign_image
+
+    policy = Policy(signed_by=("keys/a.pub",))
+    passed, why = results(home, policy, keys)["signed"]
+    assert not passed and "has no signature" in why
+    digest = str(image(home).digest)
+    sign_image(home, digest, "memory/hello", load_private_key(keys / "keys" / "c.key"))
+    passed, why = results(home, policy, keys)["signed"]
+    assert not passed and "verifies with the given key" in why
+    sign_image(home, digest, "memory/hello", load_private_key(keys / "keys" / "a.key"))
+    assert results(home, policy, keys)["signed"] == (True, "signed by keys/a.pub")

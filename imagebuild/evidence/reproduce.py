@@ -78,7 +78,7 @@ def reproduce(place: ImagePlace, manifest: ManifestBytes, reference: str, *, rep
     payload = canonical_json(statement_for(reference, manifest.digest, commit, rebuilder, runner, moment))
     from imagebuild.evidence.dsse import sign_envelope
 
-    envelope = sign_envelope(payload, mt.IN_TOTO_JSON, key)
+    envelope = sign_envelope(payload, mt.IN_TOTO, key)
     attached = attach(place, manifest, mt.IMAGEBUILD_REPRODUCED, envelope, mt.DSSE_ENVELOPE,
                       {ANNOTATION_CREATED: moment})
     return Reproduction(reference=reference, digest=manifest.digest, rebuilt=rebuilt, commit=commit,
@@ -110,7 +110,7 @@ def reproduced_by(found: Sequence[Attachment], digest: str, keys: Sequence[Any])
             payload_type, payload, signer = open_envelope(attachment.payload, list(keys))
         except EvidenceError:
             continue
-        if payload_type == mt.IN_TOTO_JSON and _attests(payload, digest):
+        if payload_type == mt.IN_TOTO and _attests(payload, digest):
             by.add(signer)
     return by
 

@@ -49,6 +49,7 @@ from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 from imagebuild.stores.place import (ImagePlace, LayoutPlace, RegistryPlace, blobs_of, in_parallel, put_bytes,
                                     same_place)
 from imagebuild.stores.reserved_tags import RECORD_PREFIX
+from imagebuild.stores.signature_tags import signature_tag
 
 if TYPE_CHECKING:
     from imagebuild.registry.client import RegistryClient
@@ -401,7 +402,7 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
         _withdraw(home, record, warn)
         raise _conflict(record, f"{target.label} moved since this promotion read it")
     # Within one place, copy only writes the tag: the same manifest bytes, and no blob moves.
-    moved = carry_image(target, manifest, home, signature=signature_tag(manifest.digest, tags))
+    moved = carry_image(target, manifest, home, signed=signature_tag(manifest.digest) in tags)
     if result.action == "copy":
         result.blobs = moved
     if disk is not None:
@@ -480,34 +481,23 @@ def _digest_at(target: Target) -> Digest | None:
     return found.digest if found is not None else None
 
 
-def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, signature: str | None = None) -> dict:
+def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, signed: bool = False) -> dict:
     """Copy `manifest` (from `source`) to another place under the target's tag; what moved, as push reports it.
 
-    Across places the image's evidence travels first (every attachment its referrers list, and the
-    `signature` tag when given), then the tag: whoever reads the tag finds the evidence there."""
+    Across places the image's evidence travels first (every attachment its referrers list, and its
+    cosign signature tag when `signed`), then the tag: whoever reads the tag finds the evidence there."""
     counters = getattr(getattr(target.repository, "client", None), "counters", None)
     before = counters.requests if counters else 0
     # One look at the referrers tells whether there is evidence to carry; an image without any is copied as before.
-    if same_place(source, target.repository) or (signature is None and not source.referrers(str(manifest.digest))):
+    if same_place(source, target.repository) or not (signed or source.referrers(str(manifest.digest))):
         copied = copy_image(source, target.repository, manifest, [target.tag])
     else:
         copied = copy_image(source, target.repository, manifest, attachments=True)
-        if signature is not None:
-            sig = copy_image(source, target.repository, signature, [signature])
-            copied.blob_bytes += sig.blob_bytes
-            copied.manifest_bytes += sig.manifest_bytes
-            copied.blobs_copied += sig.blobs_copied
         target.repository.put_manifest(manifest, [target.tag])
     return {"reference": target.label, "digest": copied.digest,
             "bytes_uploaded": copied.blob_bytes + copied.manifest_bytes, "blobs_uploaded": copied.blobs_copied,
             "blobs_skipped": copied.blobs_skipped, "blobs_mounted": copied.blobs_mounted,
             "requests": counters.requests - before if counters else 0}
-
-
-def signature_tag(digest: Digest, tags: Sequence[str]) -> str | None:
-    """The cosign signature tag of `digest` (`sha256-<hex>.sig`) when the tag list holds it."""
-    tag = f"{digest.algorithm}-{digest.hex}.sig"
-    return tag if tag in tags else None
 
 
 def check_gates(home: ImagePlace, manifest: ManifestBytes, env: Environment, version: str | None,
