@@ -57,16 +57,24 @@ def reproduce(place: ImagePlace, manifest: ManifestBytes, reference: str, *, rep
               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Reproduction:
     """Rebake the commit `manifest`'s provenance names from the git repository at `repository` (the
     recipe at `recipe_path` within it) and attach a signed attestation when the digests match."""
-    from imagebuild.evidence.keys import key_id
-    from imagebuild.evidence.provenance import read_provenance
     from imagebuild.evidence.policy import source_dependencies
+    from imagebuild.evidence.provenance import read_provenance
 
     statement = read_provenance(place, str(manifest.digest), list(provenance_keys))
     commits = [commit for _, commit in source_dependencies(statement)]
     if not commits or not _is_commit(commits[0]):
         raise EvidenceError(f"the provenance of {manifest.digest.short} names no source commit",
                             hint="reproduce images whose provenance `imagebuild` wrote")
-    commit = commits[0]
+    return reproduce_commit(place, manifest, reference, commits[0], repository=repository, recipe_path=recipe_path,
+                            key=key, fresh_store=fresh_store, now=now)
+
+
+def reproduce_commit(place: ImagePlace, manifest: ManifestBytes, reference: str, commit: str, *, repository: Path,
+                     recipe_path: str, key: Any, fresh_store: Callable[[Path], LayoutStore] | None = None,
+                     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Reproduction:
+    """Rebake `commit` and attest `manifest` when the digests match: `reproduce` once the commit is known."""
+    from imagebuild.evidence.keys import key_id
+
     rebuilt = rebake(repository, commit, recipe_path, fresh_store)
     if rebuilt != manifest.digest:
         raise BuildError(f"not reproduced: commit {commit[:12]} rebuilt in a fresh store gives {rebuilt}, "

@@ -1,0 +1,163 @@
+"""Promotion gates and reproduction with a real bake, the real registry and the real CLI.
+
+One flask-hello commit is baked and pushed once per module (its Debian layers from the shared test cache);
+prod's policy wants a signature by keys/release.pub, an SBOM without telnetd, and one reproduction by
+keys/rebuilder.pub, and prod lives in a second repository.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from imagebuild.errors import BuildError
+from imagebuild.evidence.keys import generate_keypair, load_private_key, load_public_key
+from imagebuild.evidence.reproduce import reproduce_commit
+from imagebuild.evidence.signatures import sign_image, verify_image
+from imagebuild.oci import mediatypes as mt
+from imagebuild.registry.client import RegistryClient
+from imagebuild.stores.attachments import attach, attachments
+from imagebuild.stores.place import RegistryPlace
+from tests.bake_support import FIRST_COMMIT_TIME, bake_json, commit_all, example_repo, git, seed
+from tests.conftest import REGISTRY, imagebuild
+from tests.debian_fixtures import debian_python_base  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+ORIGIN = "https://git.example.test/acme/flask-hello.git"
+SPDX = {"spdxVersion": "SPDX-2.3", "packages": [{"name": "flask"}, {"name": "libc6"}]}
+
+
+def policy_recipe(repo: Path, namespace: str) -> None:
+    """The example's recipe with a registry, prod in a second repository, and prod's policy."""
+    recipe = repo / "imagebuild.yaml"
+    text = recipe.read_text().replace('    detect: {hostname: "prod-*"}\n', f'''    detect: {{hostname: "prod-*"}}
+    registry: {REGISTRY}/{namespace}-prod
+    policy:
+      signed_by: [keys/release.pub]
+      sbom: true
+      deny: [telnetd]
+      reproduced: 1
+      reproduced_by: [keys/rebuilder.pub]
+''')
+    recipe.write_text(text + f"registry: {REGISTRY}/{namespace}\n")
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory, debian_python_base, registry):  # noqa: F811
+    """The commit baked and pushed; the private keys outside the repository."""
+    root = tmp_path_factory.mktemp("gates")
+    private = root / "private"
+    private.mkdir()
+    namespace = f"gates-{uuid.uuid4().hex[:10]}"
+
+    def prepare(repo: Path):
+        (repo / "keys").mkdir()
+        for name in ("release", "rebuilder"):
+            generate_keypair(private / f"{name}.key", repo / "keys" / f"{name}.pub", None)
+        generate_keypair(private / "stranger.key", private / "stranger.pub", None)
+        policy_recipe(repo, namespace)
+        git(repo, "remote", "add", "origin", ORIGIN)
+
+    repo = example_repo(root, "flask-hello", lock=debian_python_base.lock_path, prepare=prepare)
+    result = bake_json(repo, seed(root / "store", debian_python_base).root, "--push")
+    client = RegistryClient(REGISTRY)
+    home = RegistryPlace(client, f"{namespace}/flask-hello")
+    yield {"repo": repo, "private": private, "namespace": namespace, "result": result, "home": home,
+           "prod": RegistryPlace(client, f"{namespace}-prod/flask-hello"), "store": root / "store",
+           "base": debian_python_base}
+    client.close()
+
+
+def cli(baked, *args: str):
+    return imagebuild(*args, "--recipe", baked["repo"] / "imagebuild.yaml", "--store", baked["store"])
+
+
+def refused(done) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: policy of prod refuses"), done.stderr
+    return lines[0]
+
+
+def no_prod(baked) -> None:
+    """No tag moved, no record claims the promotion."""
+    assert baked["prod"].manifest("prod") is None
+    assert not [t for t in baked["home"].tags() if t.startswith("promotion-prod-")]
+
+
+def test_prod_refuses_until_signed_and_reproduced_then_promotes_with_the_evidence(baked):
+    version, digest = baked["result"]["version"], baked["result"]["digest"]
+    home, prod = baked["home"], baked["prod"]
+    for env in ("dev", "test"):     # no policy: as before
+        assert cli(baked, "promote", version, "--to", env).returncode == 0
+    attach(home, home.manifest(digest), mt.SPDX_JSON, json.dumps(SPDX).encode(), mt.SPDX_JSON)
+
+    line = refused(cli(baked, "promote", version, "--to", "prod"))
+    assert "check signed:" in line and "has no signature" in line and "check reproduced:" in line
+    assert "check sbom" not in line and "check deny" not in line
+    no_prod(baked)
+
+    sign_image(home, digest, f"{REGISTRY}/{baked['namespace']}/flask-hello",
+               load_private_key(baked["private"] / "stranger.key"))
+    line = refused(cli(baked, "promote", version, "--to", "prod"))
+    assert "check signed:" in line and "verifies with the given key" in line
+    no_prod(baked)
+
+    sign_image(home, digest, f"{REGISTRY}/{baked['namespace']}/flask-hello",
+               load_private_key(baked["private"] / "release.key"))
+    line = refused(cli(baked, "promote", version, "--to", "prod"))
+    assert "check signed" not in line and "check reproduced: reproduced by 0 of the 1" in line
+    no_prod(baked)
+
+    # The rebuilder's rebuild (through the library: its fresh store gets only the Debian layers).
+    reproduce_with(baked, "rebuilder")
+
+    done = cli(baked, "promote", version, "--to", "prod", "--json")
+    assert done.returncode == 0, done.stderr
+    promoted = json.loads(done.stdout)
+    assert [c["name"] for c in promoted["checks"]] == ["signed", "sbom", "deny", "reproduced"]
+    assert prod.manifest("prod").digest == digest
+
+    # Every piece of evidence was carried into the second repository, and reads back there.
+    assert verify_image(prod, digest, [load_public_key(baked["repo"] / "keys" / "release.pub")])
+    kinds = sorted(a.artifact_type for a in attachments(prod, digest))
+    assert mt.SPDX_JSON in kinds and mt.IMAGEBUILD_REPRODUCED in kinds
+
+    status = cli(baked, "status", "--json")
+    rows = {row["environment"]: row for row in json.loads(status.stdout)["environments"]}
+    assert rows["prod"]["checks"] == ["signed", "sbom", "deny", "reproduced"] and rows["dev"]["checks"] == []
+    assert "checks: signed, sbom, deny, reproduced" in cli(baked, "status").stdout
+    history = cli(baked, "history", "prod")
+    assert "checks: signed,sbom,deny,reproduced" in history.stdout
+    assert json.loads(cli(baked, "history", "prod", "--json").stdout)["promotions"][0]["checks"] == \
+        ["signed", "sbom", "deny", "reproduced"]
+
+
+def reproduce_with(baked, key: str, commit: str | None = None):
+    """`imagebuild reproduce` as the library runs it, the fresh store seeded with the Debian layers only."""
+    home, digest = baked["home"], baked["result"]["digest"]
+    return reproduce_commit(home, home.manifest(digest), baked["result"]["image"],
+                            commit or git(baked["repo"], "rev-parse", "HEAD"), repository=baked["repo"],
+                            recipe_path="imagebuild.yaml", key=load_private_key(baked["private"] / f"{key}.key"),
+                            fresh_store=lambda path: seed(path, baked["base"]))
+
+
+def test_a_commit_one_byte_away_is_not_a_reproduction_and_attaches_nothing(baked):
+    repo, home, digest = baked["repo"], baked["home"], baked["result"]["digest"]
+    before = attachments(home, digest, mt.IMAGEBUILD_REPRODUCED)
+    hello = repo / "hello.py"
+    hello.write_bytes(hello.read_bytes().replace(b"Hello", b"hello", 1))
+    changed = commit_all(repo, "one byte", FIRST_COMMIT_TIME + 60)
+    try:
+        with pytest.raises(BuildError, match=rf"not reproduced: commit {changed[:12]} rebuilt in a fresh store "
+                                             rf"gives sha256:[0-9a-f]{{64}}, but .* is {digest}; nothing attached"):
+            reproduce_with(baked, "rebuilder", changed)
+    finally:
+        git(repo, "reset", "-q", "--hard", "HEAD~1")
+    assert attachments(home, digest, mt.IMAGEBUILD_REPRODUCED) == before
+    # The temporary checkout is gone from the repository's work trees.
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
