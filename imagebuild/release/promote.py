@@ -52,6 +52,7 @@ from imagebuild.stores.reserved_tags import RECORD_PREFIX
 from imagebuild.stores.signature_tags import signature_tag
 
 if TYPE_CHECKING:
+    from imagebuild.evidence.policy import CheckResult
     from imagebuild.registry.client import RegistryClient
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
@@ -501,7 +502,7 @@ def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, sig
 
 
 def check_gates(home: ImagePlace, manifest: ManifestBytes, env: Environment, version: str | None,
-                root: Path | None) -> list:
+                root: Path | None) -> list[CheckResult]:
     """The environment's policy checks, each passed; a refusal names every failed one (exit 2)."""
     if env.policy.empty:
         return []
@@ -510,7 +511,8 @@ def check_gates(home: ImagePlace, manifest: ManifestBytes, env: Environment, ver
     results = evaluate(home, manifest, env.policy, root or Path.cwd())
     refused = refusal(env.name, f"{version or '-'} ({manifest.digest.short})", results)
     if refused is not None:
-        raise PromotionError(*refused[:1], hint=refused[1])
+        message, what_to_do = refused
+        raise PromotionError(message, hint=what_to_do)
     return results
 
 
