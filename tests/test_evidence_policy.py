@@ -168,10 +168,10 @@ def test_promotion_into_another_place_carries_every_attachment_and_the_signature
 
 def test_provenance_sources_and_repository_spellings():
     statement = {"predicate": {"buildDefinition": {"resolvedDependencies": [
-        {"uri": "git+https://github.com/acme/hello@refs/heads/main", "digest": {"gitCommit": "ab" * 20}},
+        {"uri": "git+https://github.com/acme/hello@" + "ab" * 20, "digest": {"gitCommit": "ab" * 20}},
         {"uri": "imagebuild.lock", "digest": {"sha256": "cd" * 32}},
         "junk"]}}}
-    assert source_dependencies(statement) == [("git+https://github.com/acme/hello@refs/heads/main", "ab" * 20)]
+    assert source_dependencies(statement) == [("git+https://github.com/acme/hello", "ab" * 20)]
     assert source_dependencies({"predicate": None}) == []
     assert same_repository_form("git+https://user:token@GitHub.com/acme/hello.git/") == \
         same_repository_form("https://github.com/acme/hello")

@@ -151,7 +151,8 @@ def refusal(environment: str, what: str, results: Sequence[CheckResult]) -> tupl
 # -- reading the evidence ------------------------------------------------------------------------
 
 def source_dependencies(statement: dict) -> list[tuple[str, str]]:
-    """(uri, git commit) of each resolved dependency of an SLSA v1 provenance statement that names a commit."""
+    """(repository uri, git commit) of each resolved dependency of an SLSA v1 provenance statement that names a
+    commit."""
     try:
         deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
     except (KeyError, TypeError):
@@ -163,7 +164,8 @@ def source_dependencies(statement: dict) -> list[tuple[str, str]]:
         digests = dep.get("digest") if isinstance(dep.get("digest"), dict) else {}
         commit = digests.get("gitCommit") or digests.get("sha1")
         if isinstance(commit, str):
-            out.append((dep["uri"], commit))
+            # SLSA's form `git+URL@REVISION`: the repository is the part before the revision.
+            out.append((dep["uri"].removesuffix(f"@{commit}"), commit))
     return out
 
 

@@ -55,8 +55,9 @@ def reproduce(place: ImagePlace, manifest: ManifestBytes, reference: str, *, rep
               recipe_path: str, key: Any, provenance_keys: Sequence[Any],
               fresh_store: Callable[[Path], LayoutStore] | None = None,
               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Reproduction:
-    """Rebake the commit `manifest`'s provenance names from the git repository at `repository` (the
-    recipe at `recipe_path` within it) and attach a signed attestation when the digests match."""
+    """Rebake the commit `manifest`'s provenance names from the git repository at `repository` (the recipe
+    where the provenance says, else at `recipe_path` within it) and attach a signed attestation when the
+    digests match."""
     from imagebuild.evidence.policy import source_dependencies
     from imagebuild.evidence.provenance import read_provenance
 
@@ -65,8 +66,8 @@ def reproduce(place: ImagePlace, manifest: ManifestBytes, reference: str, *, rep
     if not commits or not _is_commit(commits[0]):
         raise EvidenceError(f"the provenance of {manifest.digest.short} names no source commit",
                             hint="reproduce images whose provenance `imagebuild` wrote")
-    return reproduce_commit(place, manifest, reference, commits[0], repository=repository, recipe_path=recipe_path,
-                            key=key, fresh_store=fresh_store, now=now)
+    return reproduce_commit(place, manifest, reference, commits[0], repository=repository,
+                            recipe_path=recipe_of(statement) or recipe_path, key=key, fresh_store=fresh_store, now=now)
 
 
 def reproduce_commit(place: ImagePlace, manifest: ManifestBytes, reference: str, commit: str, *, repository: Path,
@@ -91,6 +92,20 @@ def reproduce_commit(place: ImagePlace, manifest: ManifestBytes, reference: str,
                       {ANNOTATION_CREATED: moment})
     return Reproduction(reference=reference, digest=manifest.digest, rebuilt=rebuilt, commit=commit,
                         key_id=rebuilder, runner=runner, time=moment, attestation=attached.digest)
+
+
+def recipe_of(statement: dict) -> str | None:
+    """The recipe's path in the repository, as the provenance's `recipe` dependency names it."""
+    try:
+        deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        found = [d["uri"] for d in deps if isinstance(d, dict) and d.get("name") == "recipe"]
+    except (KeyError, TypeError):
+        return None
+    path = found[0] if found and isinstance(found[0], str) else None
+    # A path inside the checkout only: the provenance is signed, but not necessarily by this repository's owner.
+    if path is None or path.startswith("/") or ".." in Path(path).parts:
+        return None
+    return path
 
 
 def statement_for(reference: str, digest: Digest, commit: str, rebuilder: str, runner: str, moment: str) -> dict:
