@@ -1,6 +1,7 @@
 """Start-up budget: each everyday command imports only the heavy libraries its work needs.
 
-Importing the Docker SDK costs ~170 ms, paramiko ~90 ms, httpx ~40 ms, jinja2 and yaml ~20 ms: more
+Importing the Docker SDK costs ~170 ms, paramiko ~90 ms, httpx ~40 ms, jinja2 and yaml ~20 ms,
+cryptography (signing) ~50 ms: more
 than the work of `images` or `status`. Each command runs for real (against a temporary store, a
 recipe without a registry, and for push/pull an address nothing listens on) in a fresh interpreter,
 which then reports which of those modules it loaded. Deterministic, so no service is needed.
@@ -22,7 +23,7 @@ from tests.ports import free_port
 from tests.registry_support.images import write_app_image
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml")
+HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "cryptography")
 ENGINE_OR_SSH = {"docker", "paramiko"}
 REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
 
@@ -81,7 +82,7 @@ def nowhere() -> str:
 @pytest.mark.parametrize("argv", [
     ["--help"], ["images", "--help"], ["status", "--help"], ["history", "--help"], ["promote", "--help"],
     ["push", "--help"], ["pull", "--help"], ["rm", "--help"], ["gc", "--help"], ["bake", "--help"],
-    ["deploy", "--help"],
+    ["deploy", "--help"], ["keygen", "--help"], ["sign", "--help"], ["verify", "--help"],
 ], ids=" ".join)
 def test_help_imports_nothing_heavy(app, argv):
     assert imports(app, *argv) == set()

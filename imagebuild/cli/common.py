@@ -26,6 +26,10 @@ RecipeOption = typer.Option(Path("imagebuild.yaml"), "--recipe",
 InsecureOption = typer.Option(None, "--insecure/--secure",
                               help="Plain HTTP to the registry (default: only for loopback addresses)")
 
+PassphraseEnvOption = typer.Option(None, "--passphrase-env", metavar="NAME",
+                                   help="The environment variable holding the private key's passphrase "
+                                        "(the passphrase itself is never an option).")
+
 IdentityOption = typer.Option(None, "--identity", "-i", metavar="KEY",
                               help="A private key file (repeatable). Default: ssh-agent and ~/.ssh/id_*.")
 KnownHostsOption = typer.Option(None, "--known-hosts", envvar="IMAGEBUILD_KNOWN_HOSTS", metavar="FILE",

@@ -80,7 +80,7 @@ def load_private_key(path: str | os.PathLike, passphrase_env: str | None = None)
 
     data = _read_key_file(Path(path), "private key")
     label = _pem_label(data)
-    passphrase = _passphrase(passphrase_env)
+    passphrase = passphrase_from_env(passphrase_env)
     if label in SIGSTORE_LABELS:
         key = _open_sigstore_key(path, data, passphrase, passphrase_env)
     else:
@@ -185,7 +185,8 @@ def _pem_label(data: bytes) -> str | None:
     return found.group(1).decode("ascii") if found else None
 
 
-def _passphrase(variable: str | None) -> bytes | None:
+def passphrase_from_env(variable: str | None) -> bytes | None:
+    """The value of the environment variable `variable` (None for no variable); EvidenceError when unset."""
     if variable is None:
         return None
     value = os.environ.get(variable)
