@@ -16,24 +16,16 @@ from imagebuild.evidence.signatures import (SIGNATURE_ANNOTATION, parse_simple_s
                                             simple_signing_payload, verify_image)
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
-from imagebuild.oci.model import EMPTY_DESCRIPTOR, EMPTY_JSON, MalformedError, ParsedManifest, parse_config
+from imagebuild.oci.model import MalformedError, ParsedManifest, parse_config
 from imagebuild.stores.copy import copy
 from imagebuild.stores.memory import MemoryPlace
-from imagebuild.stores.place import manifest_of, put_bytes
+from imagebuild.stores.place import manifest_of
 from imagebuild.stores.signature_tags import signature_tag
+from tests.evidence_support import small_image
 
 REPO = "127.0.0.1:5000/acme/hello"
 KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER = ec.generate_private_key(ec.SECP256R1())
-
-
-def _image(place, content=b"layer bytes"):
-    put_bytes(place, EMPTY_JSON, mt.OCI_EMPTY)
-    layer = put_bytes(place, content, mt.OCI_LAYER_GZIP)
-    manifest = manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                                           "config": EMPTY_DESCRIPTOR.to_dict(), "layers": [layer.to_dict()]}))
-    place.put_manifest(manifest, ["v1"])
-    return manifest
 
 
 def test_the_payload_is_cosigns_simple_signing_json():
@@ -72,11 +64,11 @@ def test_a_payload_of_another_shape_is_refused(change):
 
 def test_a_signed_image_verifies_with_its_key_only():
     place = MemoryPlace()
-    image = _image(place)
+    image = small_image(place)
     layer = sign_image(place, image.digest, REPO, KEY)
-    assert verify_image(place, image.digest, [OTHER.public_key(), KEY.public_key()]) == [key_id(KEY)]
+    assert verifysmall_image(place, image.digest, [OTHER.public_key(), KEY.public_key()]) == [key_id(KEY)]
     with pytest.raises(EvidenceError, match="none of the 1 signature .* verifies") as failure:
-        verify_image(place, image.digest, [OTHER.public_key()])
+        verifysmall_image(place, image.digest, [OTHER.public_key()])
     assert failure.value.exit_code == 2
     # The signature is plain ECDSA/SHA-256 over the payload bytes, as cosign checks it.
     payload = place.blobs[str(layer.digest)]
@@ -86,7 +78,7 @@ def test_a_signed_image_verifies_with_its_key_only():
 
 def test_the_signature_manifest_has_cosigns_shape():
     place = MemoryPlace()
-    image = _image(place)
+    image = small_image(place)
     sign_image(place, image.digest, REPO, KEY)
     manifest = place.manifest(signature_tag(image.digest))
     assert signature_tag(image.digest) == "sha256-" + image.digest.hex + ".sig"
@@ -100,61 +92,61 @@ def test_the_signature_manifest_has_cosigns_shape():
 
 def test_signatures_are_added_not_replaced_and_not_repeated():
     place = MemoryPlace()
-    image = _image(place)
+    image = small_image(place)
     sign_image(place, image.digest, REPO, KEY)
     sign_image(place, image.digest, REPO, OTHER)
     sign_image(place, image.digest, REPO, KEY)          # already signed by this key: kept, not doubled
     layers = ParsedManifest.parse(place.manifest(signature_tag(image.digest)).raw, mt.OCI_MANIFEST).layers
     assert len(layers) == 2
-    assert verify_image(place, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
+    assert verifysmall_image(place, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
 
 
 def test_a_signature_of_another_digest_does_not_count():
     place = MemoryPlace()
-    image, other = _image(place), _image(place, b"other layer")
+    image, other = small_image(place), small_image(place, b"other layer")
     sign_image(place, other.digest, REPO, KEY)
     # Someone copies other's signatures under image's tag: the payload still names other.
     place.tagged[signature_tag(image.digest)] = place.tagged[signature_tag(other.digest)]
     with pytest.raises(EvidenceError, match="verifies"):
-        verify_image(place, image.digest, [KEY])
+        verifysmall_image(place, image.digest, [KEY])
 
 
 def test_an_unsigned_image_and_a_missing_image_are_refused():
     place = MemoryPlace()
-    image = _image(place)
+    image = small_image(place)
     with pytest.raises(EvidenceError, match="has no signature"):
-        verify_image(place, image.digest, [KEY])
+        verifysmall_image(place, image.digest, [KEY])
     with pytest.raises(EvidenceError, match="does not hold"):
         sign_image(place, "sha256:" + "0" * 64, REPO, KEY)
 
 
 def test_a_malformed_signature_manifest_is_the_places_error():
     place = MemoryPlace()
-    image = _image(place)
+    image = small_image(place)
     index = manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}))
     place.put_manifest(index, [signature_tag(image.digest)])
     with pytest.raises(ImageBuildError, match="malformed"):
-        verify_image(place, image.digest, [KEY])
+        verifysmall_image(place, image.digest, [KEY])
 
 
 def test_copy_carries_signatures_and_merges_with_the_targets():
     home, target = MemoryPlace("home"), MemoryPlace("target")
-    image = _image(home)
+    image = small_image(home)
     sign_image(home, image.digest, REPO, KEY)
     copy(home, target, image.digest, ["v1"], attachments=[mt.COSIGN_SIMPLESIGNING])
-    assert verify_image(target, image.digest, [KEY]) == [key_id(KEY)]
+    assert verifysmall_image(target, image.digest, [KEY]) == [key_id(KEY)]
 
     sign_image(target, image.digest, REPO, OTHER)        # the target gains a signature of its own...
     sign_image(home, image.digest, "elsewhere/hello", KEY)   # ... and home another one
     copy(home, target, image.digest, ["v1"], attachments=True)
-    assert verify_image(target, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
+    assert verifysmall_image(target, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
     layers = ParsedManifest.parse(target.manifest(signature_tag(image.digest)).raw, mt.OCI_MANIFEST).layers
     assert len(layers) == 3
 
 
 def test_copy_without_attachments_leaves_signatures_behind():
     home, target = MemoryPlace("home"), MemoryPlace("target")
-    image = _image(home)
+    image = small_image(home)
     sign_image(home, image.digest, REPO, KEY)
     copy(home, target, image.digest, ["v1"])
     assert target.manifest(signature_tag(image.digest)) is None

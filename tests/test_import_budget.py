@@ -83,6 +83,7 @@ def nowhere() -> str:
     ["--help"], ["images", "--help"], ["status", "--help"], ["history", "--help"], ["promote", "--help"],
     ["push", "--help"], ["pull", "--help"], ["rm", "--help"], ["gc", "--help"], ["bake", "--help"],
     ["deploy", "--help"], ["keygen", "--help"], ["sign", "--help"], ["verify", "--help"],
+    ["provenance", "--help"],
 ], ids=" ".join)
 def test_help_imports_nothing_heavy(app, argv):
     assert imports(app, *argv) == set()

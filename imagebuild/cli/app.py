@@ -10,8 +10,8 @@ from __future__ import annotations
 import typer
 
 from imagebuild.cli import (bake_cmd, deploy_cmd, disk_cmd, dockerfile_cmd, export_cmd, gc_cmd, history_cmd, image_cmd,
-                            images_cmd, init_cmd, keygen_cmd, lock_cmd, login_cmd, promote_cmd, pull_cmd, push_cmd,
-                            reproduce_cmd, rm_cmd, run_cmd, sign_cmd, status_cmd, verify_cmd)
+                            images_cmd, init_cmd, keygen_cmd, lock_cmd, login_cmd, promote_cmd, provenance_cmd,
+                            pull_cmd, push_cmd, reproduce_cmd, rm_cmd, run_cmd, sign_cmd, status_cmd, verify_cmd)
 from imagebuild.cli.common import PLAIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
@@ -37,5 +37,6 @@ app.command("login")(login_cmd.login)
 app.command("keygen")(keygen_cmd.keygen)
 app.command("sign")(sign_cmd.sign)
 app.command("verify")(verify_cmd.verify)
+app.command("provenance")(provenance_cmd.provenance)
 app.add_typer(image_cmd.image_app, name="image")
 app.add_typer(disk_cmd.disk_app, name="disk")

@@ -7,7 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.common import InsecureOption, JsonOption, StoreOption, emit_json, is_ci, open_store
+from imagebuild.cli.common import (InsecureOption, JsonOption, PassphraseEnvOption, StoreOption, emit_json, is_ci,
+                                   open_store, say)
+from imagebuild.errors import UserError
 
 
 def bake_command(
@@ -30,6 +32,10 @@ def bake_command(
         insecure: Optional[bool] = InsecureOption,
         form: str = typer.Option("image", "--format",
                                  help="image, or disk: also a bootable VM disk of the image (NAME:VERSION-disk)."),
+        sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY",
+                                            help="Sign the image with this private key and attach its signed "
+                                                 "provenance; --push carries both."),
+        passphrase_env: Optional[str] = PassphraseEnvOption,
         json_out: bool = JsonOption) -> None:
     """Bake the commit checked out at PATH into an image in the local store."""
     from imagebuild.build.bake import bake, read_input
@@ -48,12 +54,29 @@ def bake_command(
         source = read_input(path, allow_dirty=allow_dirty)
         for item in outputs:      # every refusal before anything is built or written
             item.check(source)
+        key = None
+        if passphrase_env is not None and sign is None:
+            raise UserError("--passphrase-env is the passphrase of the --sign key", hint="add --sign KEY")
+        if sign is not None:      # a wrong passphrase is refused before the bake, not after it
+            from imagebuild.evidence.keys import load_private_key
+            key = load_private_key(sign, passphrase_env)
         remote = open_remote_cache(source.recipe.registry, source.recipe.name, push=push, cache_from=cache_from,
                                    cache_to=cache_to, insecure=insecure)
         for item in outputs:
             if isinstance(item, RegistryOutput):
                 item.remote = remote
+                item.attachments = sign is not None
+        started_on = None
+        if key is not None:
+            from imagebuild.evidence.provenance import now
+            started_on = now()
         result = bake(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine, remote=remote)
+        signed = None
+        if key is not None:
+            from imagebuild.evidence.baked import sign_bake
+            signed = sign_bake(result, source, the_store, key, outputs=_outputs_named(output, load, push, form),
+                               allow_dirty=allow_dirty, started_on=started_on)
+            say(f"signed {result.digest} as {signed.identity} with key {signed.key_id}, provenance attached")
         if remote is not None and result.remote and any(not isinstance(item, RegistryOutput) for item in outputs):
             fetch_layers(remote, the_store, result.remote)   # the outputs that read the layers' bytes
         for item in outputs:
@@ -69,10 +92,16 @@ def bake_command(
     result = result.pushed_as(pushed) if pushed else result
     disk = next((item.disk for item in outputs if isinstance(item, DiskOutput)), None)
     if json_out:
-        emit_json({**result.to_json(), **({"disk": disk.to_json()} if disk else {})})
+        emit_json({**result.to_json(), **({"disk": disk.to_json()} if disk else {}),
+                   **({"signed": signed.to_json()} if signed else {})})
         return
     typer.echo(f"{result.image} {result.digest}")
     if disk:
         from imagebuild.progress import human_size
         typer.echo(f"{disk.reference} {disk.digest} (raw disk {disk.raw_digest}; qcow2 {human_size(disk.qcow2_size)}, "
                    f"raw {human_size(disk.raw_size)}; container image {human_size(disk.image_size)})")
+
+
+def _outputs_named(output: List[str], load: bool, push: bool, form: str) -> list[str]:
+    """The outputs as the provenance records them."""
+    return [*output, *(["load"] if load else []), *(["push"] if push else []), *([form] if form != "image" else [])]

@@ -99,3 +99,10 @@ def _malformed(why: str) -> EvidenceError:
     return EvidenceError(f"the DSSE envelope is malformed: {why}",
                          hint="it was not written by a DSSE signer, or was damaged")
 
+
+
+def read_unverified(envelope: bytes) -> tuple[str, bytes]:
+    """(payload type, payload) of a well-formed envelope, its signatures unchecked: for showing what
+    an envelope claims, never for a decision. EvidenceError when it is malformed."""
+    payload_type, payload, _ = _parse(envelope)
+    return payload_type, payload

@@ -76,8 +76,10 @@ def open_client(host: str, *, insecure: bool | None = None, **options) -> Regist
 
 def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, insecure: bool | None = None,
                progress: Progress = None, client: RegistryClient | None = None,
-               parallel: int = DEFAULT_PARALLEL, environments: Sequence[str] = ()) -> PushResult:
-    """Push an image of the local store to `target` (HOST/REPO[:TAG]).
+               parallel: int = DEFAULT_PARALLEL, environments: Sequence[str] = (),
+               attachments: bool = False) -> PushResult:
+    """Push an image of the local store to `target` (HOST/REPO[:TAG]); with `attachments`, also what is
+    attached to it (provenance, SBOM) and its signature tag.
 
     Without a tag in `target`, the tag of `local_ref_name` is used (`hello:abc1234` → `abc1234`).
     A promotion record's tag, or one of `environments` (the recipe's), is refused: only promotion writes them.
@@ -105,8 +107,10 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
                 progress(f"{'uploaded' if how == 'copied' else how} {blob.digest.short} ({blob.size} bytes)")
 
         before = client.counters.requests
-        copied = copy(LayoutPlace(store), RegistryPlace(client, target.repository), descriptor.digest, [tag],
-                      mount_hint=mount_hint, parallel=parallel, progress=report)
+        # The image's own name: its attachments and signature tag are kept under it in the store.
+        source = LayoutPlace(store, _name_of(local_ref_name))
+        copied = copy(source, RegistryPlace(client, target.repository), descriptor.digest, [tag],
+                      mount_hint=mount_hint, parallel=parallel, progress=report, attachments=attachments)
         result = PushResult(reference=f"{client.host}/{target.repository}:{tag}", digest=copied.digest,
                             bytes_uploaded=copied.blob_bytes + copied.manifest_bytes,
                             blobs_uploaded=copied.blobs_copied, blobs_skipped=copied.blobs_skipped,
@@ -116,6 +120,13 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
     finally:
         if own:
             client.close()
+
+
+def _name_of(local_ref_name: str) -> str:
+    """`hello:abc1234` → `hello` (`host:5000/acme/hello@sha256:…` → `host:5000/acme/hello`)."""
+    name = local_ref_name.partition("@")[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
 
 
 def _tag_of(local_ref_name: str) -> str:
