@@ -66,9 +66,9 @@ def test_a_signed_image_verifies_with_its_key_only():
     place = MemoryPlace()
     image = small_image(place)
     layer = sign_image(place, image.digest, REPO, KEY)
-    assert verifysmall_image(place, image.digest, [OTHER.public_key(), KEY.public_key()]) == [key_id(KEY)]
+    assert verify_image(place, image.digest, [OTHER.public_key(), KEY.public_key()]) == [key_id(KEY)]
     with pytest.raises(EvidenceError, match="none of the 1 signature .* verifies") as failure:
-        verifysmall_image(place, image.digest, [OTHER.public_key()])
+        verify_image(place, image.digest, [OTHER.public_key()])
     assert failure.value.exit_code == 2
     # The signature is plain ECDSA/SHA-256 over the payload bytes, as cosign checks it.
     payload = place.blobs[str(layer.digest)]
@@ -98,7 +98,7 @@ def test_signatures_are_added_not_replaced_and_not_repeated():
     sign_image(place, image.digest, REPO, KEY)          # already signed by this key: kept, not doubled
     layers = ParsedManifest.parse(place.manifest(signature_tag(image.digest)).raw, mt.OCI_MANIFEST).layers
     assert len(layers) == 2
-    assert verifysmall_image(place, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
+    assert verify_image(place, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
 
 
 def test_a_signature_of_another_digest_does_not_count():
@@ -108,14 +108,14 @@ def test_a_signature_of_another_digest_does_not_count():
     # Someone copies other's signatures under image's tag: the payload still names other.
     place.tagged[signature_tag(image.digest)] = place.tagged[signature_tag(other.digest)]
     with pytest.raises(EvidenceError, match="verifies"):
-        verifysmall_image(place, image.digest, [KEY])
+        verify_image(place, image.digest, [KEY])
 
 
 def test_an_unsigned_image_and_a_missing_image_are_refused():
     place = MemoryPlace()
     image = small_image(place)
     with pytest.raises(EvidenceError, match="has no signature"):
-        verifysmall_image(place, image.digest, [KEY])
+        verify_image(place, image.digest, [KEY])
     with pytest.raises(EvidenceError, match="does not hold"):
         sign_image(place, "sha256:" + "0" * 64, REPO, KEY)
 
@@ -126,7 +126,7 @@ def test_a_malformed_signature_manifest_is_the_places_error():
     index = manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}))
     place.put_manifest(index, [signature_tag(image.digest)])
     with pytest.raises(ImageBuildError, match="malformed"):
-        verifysmall_image(place, image.digest, [KEY])
+        verify_image(place, image.digest, [KEY])
 
 
 def test_copy_carries_signatures_and_merges_with_the_targets():
@@ -134,12 +134,12 @@ def test_copy_carries_signatures_and_merges_with_the_targets():
     image = small_image(home)
     sign_image(home, image.digest, REPO, KEY)
     copy(home, target, image.digest, ["v1"], attachments=[mt.COSIGN_SIMPLESIGNING])
-    assert verifysmall_image(target, image.digest, [KEY]) == [key_id(KEY)]
+    assert verify_image(target, image.digest, [KEY]) == [key_id(KEY)]
 
     sign_image(target, image.digest, REPO, OTHER)        # the target gains a signature of its own...
     sign_image(home, image.digest, "elsewhere/hello", KEY)   # ... and home another one
     copy(home, target, image.digest, ["v1"], attachments=True)
-    assert verifysmall_image(target, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
+    assert verify_image(target, image.digest, [KEY, OTHER]) == [key_id(KEY), key_id(OTHER)]
     layers = ParsedManifest.parse(target.manifest(signature_tag(image.digest)).raw, mt.OCI_MANIFEST).layers
     assert len(layers) == 3
 
