@@ -87,7 +87,7 @@ def sign_image(place: ImagePlace, manifest_digest: str, docker_reference: str, k
     layers = signature_layers(place, place.manifest(signature_tag(manifest_digest)))
     for layer in layers:
         found = _verified(place, layer, [public_key_of(key)])
-        if found is not None and found == (manifest_digest, docker_reference):
+        if found is not None and found[1] == (manifest_digest, docker_reference):
             return layer
     payload = simple_signing_payload(manifest_digest, docker_reference)
     signature = base64.b64encode(sign_bytes(key, payload)).decode("ascii")
@@ -107,12 +107,9 @@ def verify_image(place: ImagePlace, manifest_digest: str, keys: Iterable) -> lis
                             hint="sign it with `imagebuild sign` or `bake --sign`")
     verified: set[str] = set()
     for layer in layers:
-        for key in keys:
-            if key_id(key) in verified:
-                continue
-            found = _verified(place, layer, [key])
-            if found is not None and found[0] == manifest_digest:
-                verified.add(key_id(key))
+        found = _verified(place, layer, [key for key in keys if key_id(key) not in verified])
+        if found is not None and found[1][0] == manifest_digest:
+            verified.add(key_id(found[0]))
     if not verified:
         raise EvidenceError(f"none of the {len(layers)} signature{'s' if len(layers) != 1 else ''} of image "
                             f"{manifest_digest} in {place.label} verifies with the given key"
@@ -120,12 +117,12 @@ def verify_image(place: ImagePlace, manifest_digest: str, keys: Iterable) -> lis
     return [key_id(key) for key in keys if key_id(key) in verified]
 
 
-def _verified(place: ImagePlace, layer: Descriptor, keys: list) -> tuple[str, str] | None:
-    """(digest, reference) of a signature layer that one of `keys` verifies; None for another kind of
-    layer, another key's signature, or a signature that does not verify. A payload that verifies but
-    is malformed is `place`'s malformed error: its signer wrote nonsense."""
+def _verified(place: ImagePlace, layer: Descriptor, keys: list) -> tuple[Any, tuple[str, str]] | None:
+    """(the key, (digest, reference)) of a signature layer that one of `keys` verifies (its payload read
+    once); None for another kind of layer, another key's signature, or a signature that does not verify.
+    A payload that verifies but is malformed is `place`'s malformed error: its signer wrote nonsense."""
     signature_b64 = layer.annotations.get(SIGNATURE_ANNOTATION)
-    if layer.media_type != mt.COSIGN_SIMPLESIGNING or not signature_b64 or layer.size > MAX_PAYLOAD:
+    if not keys or layer.media_type != mt.COSIGN_SIMPLESIGNING or not signature_b64 or layer.size > MAX_PAYLOAD:
         return None
     try:
         signature = base64.b64decode(signature_b64, validate=True)
@@ -133,10 +130,11 @@ def _verified(place: ImagePlace, layer: Descriptor, keys: list) -> tuple[str, st
         return None
     with place.open_blob(layer) as stream:
         payload = stream.read(MAX_PAYLOAD + 1)
-    if verifying_key(keys, signature, payload) is None:
+    key = verifying_key(keys, signature, payload)
+    if key is None:
         return None
     try:
-        return parse_simple_signing(payload)
+        return key, parse_simple_signing(payload)
     except MalformedError as exc:
         raise place.malformed(f"signature payload {layer.digest}", exc) from None
 
