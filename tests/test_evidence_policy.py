@@ -13,7 +13,7 @@ import pytest
 from imagebuild.errors import PromotionError
 from imagebuild.evidence.dsse import sign_envelope
 from imagebuild.evidence.keys import generate_keypair, key_id, load_private_key
-from imagebuild.evidence.policy import evaluate, same_repository_form, source_dependencies
+from imagebuild.evidence.policy import evaluate, same_repository_form, source_repository
 from imagebuild.evidence.reproduce import reproduced_by, statement_for
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
@@ -167,12 +167,9 @@ def test_promotion_into_another_place_carries_every_attachment_and_the_signature
 
 
 def test_provenance_sources_and_repository_spellings():
-    statement = {"predicate": {"buildDefinition": {"resolvedDependencies": [
-        {"uri": "git+https://github.com/acme/hello@" + "ab" * 20, "digest": {"gitCommit": "ab" * 20}},
-        {"uri": "imagebuild.lock", "digest": {"sha256": "cd" * 32}},
-        "junk"]}}}
-    assert source_dependencies(statement) == [("git+https://github.com/acme/hello", "ab" * 20)]
-    assert source_dependencies({"predicate": None}) == []
+    source = {"name": "source", "uri": "git+https://github.com/acme/hello@" + "ab" * 20, "digest": {"gitCommit": "ab" * 20}}
+    assert source_repository(source) == "https://github.com/acme/hello"
+    assert source_repository({"uri": "x"}) is None
     assert same_repository_form("git+https://user:token@GitHub.com/acme/hello.git/") == \
         same_repository_form("https://github.com/acme/hello")
 
@@ -189,3 +186,33 @@ def test_signed_wants_a_signature_by_a_listed_key(home, keys):
     assert not passed and "verifies with the given key" in why
     sign_image(home, digest, "memory/hello", load_private_key(keys / "keys" / "a.key"))
     assert results(home, policy, keys)["signed"] == (True, "signed by keys/a.pub")
+
+
+def provenance(commit: str, origin: str, digest: str, finished: str = "2026-01-02T03:04:05Z") -> dict:
+    """A provenance statement as bake --sign writes it, cut to the fields the gates read."""
+    from imagebuild.evidence.provenance import SLSA_PROVENANCE, STATEMENT_TYPE
+    return {"_type": STATEMENT_TYPE, "predicateType": SLSA_PROVENANCE,
+            "subject": [{"name": "memory/hello", "digest": {"sha256": Digest(digest).hex}}],
+            "predicate": {"buildDefinition": {"resolvedDependencies": [
+                {"name": "source", "uri": f"git+{origin}@{commit}", "digest": {"gitCommit": commit}},
+                {"name": "recipe", "uri": "imagebuild.yaml", "digest": {"sha256": "0" * 64}}]},
+                "runDetails": {"metadata": {"finishedOn": finished}}}}
+
+
+def test_provenance_must_verify_with_a_signer_and_name_the_repository(home, keys):
+    from imagebuild.evidence.provenance import attach_provenance
+
+    policy = Policy(signed_by=("keys/a.pub",), provenance_from="https://git.example.test/acme/hello")
+    digest = str(image(home).digest)
+    assert "has no provenance" in results(home, policy, keys)["provenance"][1]
+    attach_provenance(home, image(home), provenance("ab" * 20, "https://git.example.test/acme/hello.git", digest),
+                      load_private_key(keys / "keys" / "c.key"))
+    passed, why = results(home, policy, keys)["provenance"]
+    assert not passed and "verif" in why         # signed, but by a key the policy does not list
+    attach_provenance(home, image(home), provenance("ab" * 20, "https://git.example.test/acme/other", digest,
+                                                    "2026-01-02T03:04:06Z"), load_private_key(keys / "keys" / "a.key"))
+    assert results(home, policy, keys)["provenance"] == \
+        (False, "the provenance names https://git.example.test/acme/other, not https://git.example.test/acme/hello")
+    attach_provenance(home, image(home), provenance("ab" * 20, "https://git.example.test/acme/hello.git", digest,
+                                                    "2026-01-02T03:04:07Z"), load_private_key(keys / "keys" / "a.key"))
+    assert results(home, policy, keys)["provenance"] == (True, "built from https://git.example.test/acme/hello")

@@ -102,17 +102,16 @@ def check_sbom(found: Sequence[Attachment]) -> CheckResult:
 
 
 def check_provenance(place: ImagePlace, digest: str, keys: Sequence[PublicKey], source: str) -> CheckResult:
-    from imagebuild.evidence.provenance import read_provenance
+    from imagebuild.evidence.provenance import read_provenance, source_of
 
     try:
-        statement = read_provenance(place, digest, [k.key for k in keys])
+        dependency = source_of(read_provenance(place, digest, [k.key for k in keys]))
     except EvidenceError as exc:
         return CheckResult("provenance", False, exc.message)
-    repositories = [uri for uri, _ in source_dependencies(statement)]
-    wanted = same_repository_form(source)
-    if wanted not in {same_repository_form(uri) for uri in repositories}:
-        built_from = ", ".join(repositories) or "no source repository"
-        return CheckResult("provenance", False, f"provenance names {built_from}, not {source}")
+    built_from = source_repository(dependency)
+    if built_from is None or same_repository_form(built_from) != same_repository_form(source):
+        return CheckResult("provenance", False, f"the provenance names {built_from or 'no source repository'}, "
+                                                f"not {source}")
     return CheckResult("provenance", True, f"built from {source}")
 
 
@@ -150,23 +149,12 @@ def refusal(environment: str, what: str, results: Sequence[CheckResult]) -> tupl
 
 # -- reading the evidence ------------------------------------------------------------------------
 
-def source_dependencies(statement: dict) -> list[tuple[str, str]]:
-    """(repository uri, git commit) of each resolved dependency of an SLSA v1 provenance statement that names a
-    commit."""
-    try:
-        deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
-    except (KeyError, TypeError):
-        return []
-    out = []
-    for dep in deps if isinstance(deps, list) else []:
-        if not isinstance(dep, dict) or not isinstance(dep.get("uri"), str):
-            continue
-        digests = dep.get("digest") if isinstance(dep.get("digest"), dict) else {}
-        commit = digests.get("gitCommit") or digests.get("sha1")
-        if isinstance(commit, str):
-            # SLSA's form `git+URL@REVISION`: the repository is the part before the revision.
-            out.append((dep["uri"].removesuffix(f"@{commit}"), commit))
-    return out
+def source_repository(dependency: dict) -> str | None:
+    """The repository of a provenance's source dependency, written `git+URL@COMMIT` (SLSA's form)."""
+    uri, commit = dependency.get("uri"), (dependency.get("digest") or {}).get("gitCommit")
+    if not isinstance(uri, str) or not isinstance(commit, str):
+        return None
+    return uri.removeprefix("git+").removesuffix(f"@{commit}")
 
 
 def same_repository_form(url: str) -> str:

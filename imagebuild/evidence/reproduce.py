@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -58,15 +57,14 @@ def reproduce(place: ImagePlace, manifest: ManifestBytes, reference: str, *, rep
     """Rebake the commit `manifest`'s provenance names from the git repository at `repository` (the recipe
     where the provenance says, else at `recipe_path` within it) and attach a signed attestation when the
     digests match."""
-    from imagebuild.evidence.policy import source_dependencies
-    from imagebuild.evidence.provenance import read_provenance
+    from imagebuild.evidence.provenance import read_provenance, source_of
 
     statement = read_provenance(place, str(manifest.digest), list(provenance_keys))
-    commits = [commit for _, commit in source_dependencies(statement)]
-    if not commits or not _is_commit(commits[0]):
+    commit = (source_of(statement).get("digest") or {}).get("gitCommit")
+    if not isinstance(commit, str) or not _is_commit(commit):
         raise EvidenceError(f"the provenance of {manifest.digest.short} names no source commit",
                             hint="reproduce images whose provenance `imagebuild` wrote")
-    return reproduce_commit(place, manifest, reference, commits[0], repository=repository,
+    return reproduce_commit(place, manifest, reference, commit, repository=repository,
                             recipe_path=recipe_of(statement) or recipe_path, key=key, fresh_store=fresh_store, now=now)
 
 
@@ -83,7 +81,11 @@ def reproduce_commit(place: ImagePlace, manifest: ManifestBytes, reference: str,
                          hint="compare the two bakes' layers (`imagebuild bake --json`) to find what differs")
     rebuilder = key_id(key)
     moment = now().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    runner = runner_name()
+    from imagebuild.evidence.provenance import runner_of
+
+    # The CI job's address when there is one, else the runner's (or this host's) name.
+    _, name, job = runner_of(os.environ)
+    runner = job or name
     payload = canonical_json(statement_for(reference, manifest.digest, commit, rebuilder, runner, moment))
     from imagebuild.evidence.dsse import sign_envelope
 
@@ -169,17 +171,6 @@ def rebake(repository: Path, commit: str, recipe_path: str,
             return bake(source, store).digest
         finally:
             _run_git(repository, "worktree", "remove", "--force", str(checkout))
-
-
-def runner_name() -> str:
-    """Where the rebuild ran: the CI job's address when there is one, else this machine's name."""
-    github = os.environ.get("GITHUB_RUN_ID")
-    if github and os.environ.get("GITHUB_REPOSITORY"):
-        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
-        return f"{server}/{os.environ['GITHUB_REPOSITORY']}/actions/runs/{github}"
-    if os.environ.get("CI_JOB_URL"):
-        return os.environ["CI_JOB_URL"]
-    return socket.gethostname()
 
 
 def _is_commit(value: str) -> bool:
