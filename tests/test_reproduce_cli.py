@@ -28,7 +28,22 @@ def one_error(done) -> str:
     (("--key", "missing.key"), "missing.key"),
     (("--key", "ci.key"), "no key to verify the provenance with (pass --provenance-key KEY.pub"),
     (("--key", "ci.key", "--provenance-key", "ci.pub"), "no image 'v1' in"),
+    (("--key", "ci.key", "--provenance-key", "ci.pub", "--passphrase-env", "UNSET_VARIABLE"), "UNSET_VARIABLE"),
 ])
 def test_refusals_are_one_line(app, args, fragment):
     done = imagebuild("reproduce", "v1", *args, "--store", app / "store", cwd=app)
     assert fragment in one_error(done)
+
+
+def test_an_image_without_provenance_is_not_rebuilt(app):
+    from imagebuild.stores.layout import LayoutStore
+    from imagebuild.stores.place import LayoutPlace
+    from tests.bake_support import FIRST_COMMIT_TIME, commit_all, git
+    from tests.evidence_support import small_image
+
+    git(app, "init", "-q", "-b", "main")
+    commit_all(app, "first", FIRST_COMMIT_TIME)
+    image = small_image(LayoutPlace(LayoutStore(app / "store").ensure(), "hello"), tag="v1")
+    done = imagebuild("reproduce", "v1", "--key", "ci.key", "--provenance-key", "ci.pub", "--store", app / "store",
+                      cwd=app)
+    assert f"image {image.digest} in" in one_error(done) and "has no provenance" in done.stderr

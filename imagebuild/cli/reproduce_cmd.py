@@ -7,16 +7,15 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli.common import InsecureOption, JsonOption, RecipeOption, StoreOption, emit_json, open_places, say
+from imagebuild.cli.common import (InsecureOption, JsonOption, PassphraseEnvOption, RecipeOption, StoreOption,
+                                   emit_json, open_places, say)
 
 
 def reproduce_command(reference: str = typer.Argument(..., help="The image: a version (abc1234), NAME:VERSION, a "
                                                                 "digest, or REGISTRY/NAME:TAG"),
                       key: Path = typer.Option(..., "--key", metavar="KEY",
                                                help="The rebuilder's private key: it signs the attestation"),
-                      passphrase_env: Optional[str] = typer.Option(
-                          None, "--passphrase-env", metavar="NAME",
-                          help="The variable holding the private key's passphrase"),
+                      passphrase_env: Optional[str] = PassphraseEnvOption,
                       provenance_keys: List[Path] = typer.Option(
                           [], "--provenance-key", metavar="KEY.pub",
                           help="A public key the provenance is verified with (repeatable). Default: every "
