@@ -51,10 +51,9 @@ def reproduce_command(reference: str = typer.Argument(..., help="The image: a ve
         else:
             manifest = resolve_image(places.home, reference, loaded.name)
         toplevel = Path(require_git(loaded.root, git_facts(loaded.root)).toplevel)
-        say(f"rebaking the source commit of {reference} ({manifest.digest.short}) in a fresh store")
         done = reproduce(place, manifest, reference, repository=toplevel,
                          recipe_path=str(loaded.source.resolve().relative_to(toplevel.resolve())),
-                         key=private, provenance_keys=trusted)
+                         key=private, provenance_keys=trusted, say=say)
     finally:
         places.close()
     if json_out:

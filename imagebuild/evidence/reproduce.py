@@ -53,7 +53,8 @@ class Reproduction:
 def reproduce(place: ImagePlace, manifest: ManifestBytes, reference: str, *, repository: Path,
               recipe_path: str, key: Any, provenance_keys: Sequence[Any],
               fresh_store: Callable[[Path], LayoutStore] | None = None,
-              now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Reproduction:
+              now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+              say: Callable[[str], None] | None = None) -> Reproduction:
     """Rebake the commit `manifest`'s provenance names from the git repository at `repository` (the recipe
     where the provenance says, else at `recipe_path` within it) and attach a signed attestation when the
     digests match."""
@@ -64,6 +65,8 @@ def reproduce(place: ImagePlace, manifest: ManifestBytes, reference: str, *, rep
     if not isinstance(commit, str) or not _is_commit(commit):
         raise EvidenceError(f"the provenance of {manifest.digest.short} names no source commit",
                             hint="reproduce images whose provenance `imagebuild` wrote")
+    if say is not None:
+        say(f"rebaking commit {commit[:12]}, the source of {reference} ({manifest.digest.short}), in a fresh store")
     return reproduce_commit(place, manifest, reference, commit, repository=repository,
                             recipe_path=recipe_of(statement) or recipe_path, key=key, fresh_store=fresh_store, now=now)
 
