@@ -216,3 +216,19 @@ def test_provenance_must_verify_with_a_signer_and_name_the_repository(home, keys
     attach_provenance(home, image(home), provenance("ab" * 20, "https://git.example.test/acme/hello.git", digest,
                                                     "2026-01-02T03:04:07Z"), load_private_key(keys / "keys" / "a.key"))
     assert results(home, policy, keys)["provenance"] == (True, "built from https://git.example.test/acme/hello")
+
+
+
+def test_the_gates_read_only_the_kinds_of_attachment_they_check(home, keys):
+    """A referrer too large to be evidence (a VM disk names the image as its subject) is never read."""
+    from imagebuild.oci.model import Descriptor
+    from imagebuild.stores.attachments import MAX_PAYLOAD, attachment_manifest
+    from imagebuild.stores.place import descriptor_of
+
+    disk = attachment_manifest(image(home), mt.IMAGEBUILD_DISK,
+                               Descriptor("application/octet-stream", Digest.of(b"disk"), MAX_PAYLOAD + 1))
+    home.put_manifest(disk)
+    home.add_referrer(str(image(home).digest), descriptor_of(disk))
+    attach(home, image(home), mt.SPDX_JSON, json.dumps(SPDX).encode(), mt.SPDX_JSON)
+    found = results(home, Policy(sbom=True, deny=("telnetd",)), keys)
+    assert found["sbom"][0] and found["deny"][0]

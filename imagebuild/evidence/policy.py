@@ -66,8 +66,10 @@ def evaluate(place: ImagePlace, manifest: ManifestBytes, policy: Policy, root: P
     signers = load_keys(policy.signed_by, root)
     rebuilders = load_keys(policy.rebuilder_keys, root) if policy.reproduced else []
     digest = str(manifest.digest)
-    # One listing of the attachments serves the SBOM, the deny list and the reproductions.
-    found = attachments(place, digest) if (policy.sbom or policy.deny or policy.reproduced) else []
+    # Only the kinds the checks read: an image's other referrers (its VM disk) may be far larger than evidence.
+    kinds = [*(SBOM_TYPES if policy.sbom or policy.deny else ()),
+             *((mt.IMAGEBUILD_REPRODUCED,) if policy.reproduced else ())]
+    found = [a for kind in kinds for a in attachments(place, digest, kind)]
     results = []
     if policy.signed_by:
         results.append(check_signed(place, digest, signers))
