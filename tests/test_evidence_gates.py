@@ -122,6 +122,10 @@ def test_prod_refuses_until_signed_and_reproduced_then_promotes_with_the_evidenc
     # The rebuilder's rebuild (through the library: its fresh store gets only the Debian layers).
     reproduce_with(baked, "rebuilder")
 
+    dry = cli(baked, "promote", version, "--to", "prod", "--dry-run")
+    assert "check signed passed: signed by keys/release.pub" in dry.stdout
+    assert "check reproduced passed: reproduced by keys/rebuilder.pub" in dry.stdout
+    no_prod(baked)
     done = cli(baked, "promote", version, "--to", "prod", "--json")
     assert done.returncode == 0, done.stderr
     promoted = json.loads(done.stdout)

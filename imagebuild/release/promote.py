@@ -373,7 +373,6 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
         target=target.label, action="retag" if same_place(home, target.repository) else "copy",
         dry_run=dry_run, sequence=sequence, previous=before, rollback=went_back,
         checks=[g.to_dict() for g in gates])
-    result.messages.extend(f"policy check {g.name} passed: {g.why}" for g in gates)
     disk_target = Target(target.repository, target.tag + DISK_SUFFIX)
     if latest and latest[0].digest == manifest.digest and before == manifest.digest and \
             (disk is None or _points_at(disk_target, disk)):
