@@ -11,7 +11,7 @@ import typer
 
 from imagebuild.cli import (bake_cmd, deploy_cmd, disk_cmd, dockerfile_cmd, export_cmd, gc_cmd, history_cmd, image_cmd,
                             images_cmd, init_cmd, keygen_cmd, lock_cmd, login_cmd, promote_cmd, provenance_cmd,
-                            pull_cmd, push_cmd, rm_cmd, run_cmd, sign_cmd, status_cmd, verify_cmd)
+                            pull_cmd, push_cmd, reproduce_cmd, rm_cmd, run_cmd, sign_cmd, status_cmd, verify_cmd)
 from imagebuild.cli.common import PLAIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
@@ -26,6 +26,7 @@ app.command("dockerfile")(dockerfile_cmd.dockerfile_command)
 app.command("rm")(rm_cmd.rm)
 app.command("gc")(gc_cmd.gc)
 app.command("run")(run_cmd.run_command)
+app.command("reproduce")(reproduce_cmd.reproduce_command)
 app.command("promote")(promote_cmd.promote_command)
 app.command("push")(push_cmd.push)
 app.command("pull")(pull_cmd.pull)

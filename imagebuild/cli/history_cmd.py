@@ -27,5 +27,5 @@ def history_command(environment: str = typer.Argument(..., help="An environment 
         # stderr: stdout holds one line per promotion
         say(f"no promotions to {environment} yet")
     for record in records:
-        mark = "  rollback" if record.rollback else ""
+        mark = ("  rollback" if record.rollback else "") + (f"  checks: {','.join(record.checks)}" if record.checks else "")
         typer.echo(f"{record.sequence:>6}  {record.time}  {record.version:<20} {record.digest}{mark}")

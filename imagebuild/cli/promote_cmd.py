@@ -19,7 +19,7 @@ def promote_command(image: str = typer.Argument(..., help="A version (abc1234), 
     loaded, places = open_places(recipe, store, insecure)
     try:
         result = promote(places.home, loaded.environments, image, to, target_for=places.target_for,
-                         name=loaded.name, dry_run=dry_run)
+                         name=loaded.name, dry_run=dry_run, root=loaded.root)
     finally:
         places.close()
     if json_out:
@@ -32,6 +32,8 @@ def promote_command(image: str = typer.Argument(..., help="A version (abc1234), 
         return
     what = "would promote" if dry_run else ("rolled back" if result.rollback else "promoted")
     typer.echo(f"{what} {result.version} ({result.digest}) to {result.environment}")
+    for check in result.checks:
+        typer.echo(f"  check {check['name']} passed: {check['why']}")
     for line in result.messages:
         typer.echo(f"  {'would ' if dry_run else ''}{line}")
     if result.blobs:

@@ -37,6 +37,8 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
         return
     for row in rows:
         line = f"{row.environment:<12} {row.version or '-':<20} {row.digest or '-':<71} {row.promoted_at or '-'}"
+        if row.checks:
+            line += f"  checks: {', '.join(row.checks)}"
         if row.note:
             line += f"  ({row.note})"
         typer.echo(line)

@@ -14,6 +14,10 @@ IMAGEBUILD_DISK = "application/vnd.imagebuild.disk.v1"   # artifactType of an im
 COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 IN_TOTO = "application/vnd.in-toto+json"                  # artifactType and DSSE payloadType of an attestation
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"   # media type of a signed attestation's payload
+# artifactTypes (and payload media types) of an image's SBOMs (imagebuild.evidence.sbom)
+SPDX_JSON = "application/spdx+json"
+CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
+IMAGEBUILD_REPRODUCED = "application/vnd.imagebuild.reproduced.v1+json"   # a rebuild gave the same digest (evidence/reproduce.py)
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

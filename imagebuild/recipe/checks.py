@@ -18,7 +18,7 @@ import yaml
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
-from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.model import Policy, Recipe
 from imagebuild.recipe.schema import did_you_mean
 
 Fail = Callable[..., NoReturn]
@@ -49,6 +49,12 @@ _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*\Z")
 _USER = re.compile(r"^\d+(:\d+)?\Z")
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*\Z")
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z")
+# A policy's source repository: a URL (https://, ssh://, git://, file://) or git's user@host:path form;
+# never a password in it.
+_SOURCE_URL = re.compile(r"^([a-z][a-z0-9+.-]*://([A-Za-z0-9._-]+@)?[^\s@/:]*(:\d+)?(/[^\s@]*)?|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+)\Z")
+# Debian (policy 5.6.7) and Python (PEP 508) package names, both.
+_PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*\Z")
+MAX_REPRODUCTIONS = 16
 # Config keys, feature names and detect.variable: each becomes a shell variable in the launcher.
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _SECRET = re.compile(r"^[A-Z_][A-Z0-9_]*\Z")
@@ -70,7 +76,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
     _check_server(recipe, fail)
     _check_app(recipe, fail, repository)
     _check_health(recipe, fail)
-    _check_environments(recipe, fail)
+    _check_environments(recipe, fail, repository)
     _check_detect(recipe, fail)
     _check_deploy(recipe, fail)
     _check_disk(recipe, fail)
@@ -301,7 +307,7 @@ def _check_disk(recipe: Recipe, fail: Fail) -> None:
         fail("disk.max_size", f"{recipe.disk.max_size!r} is not a size", "e.g. 4GiB, 512MiB or a number of bytes")
 
 
-def _check_environments(recipe: Recipe, fail: Fail) -> None:
+def _check_environments(recipe: Recipe, fail: Fail, repository: Path) -> None:
     seen: set[str] = set()
     for index, env in enumerate(recipe.environments):
         key = f"environments[{index}]"
@@ -340,6 +346,37 @@ def _check_environments(recipe: Recipe, fail: Fail) -> None:
                 Reference.parse(f"{env.registry}/{recipe.name}")
             except UserError:
                 fail(f"{key}.registry", f"{env.registry!r} is not a registry address")
+        _check_policy(recipe, env.policy, f"{key}.policy", fail, repository)
+
+
+def _check_policy(recipe: Recipe, policy: Policy, key: str, fail: Fail, repository: Path) -> None:
+    """Each key of an environment's policy: key files in the repository, names that can be packages."""
+    for field in ("signed_by", "reproduced_by"):
+        for index, path in enumerate(getattr(policy, field)):
+            resolved = local_path(recipe, path, f"{key}.{field}[{index}]", fail, repository)
+            if not resolved.is_file():
+                fail(f"{key}.{field}[{index}]", f"{path} is not a file next to the recipe",
+                     "name a public key file committed with the app, e.g. keys/release.pub")
+        if len(set(getattr(policy, field))) != len(getattr(policy, field)):
+            fail(f"{key}.{field}", "names one key twice")
+    if policy.provenance_from is not None:
+        if not _SOURCE_URL.match(policy.provenance_from):
+            fail(f"{key}.provenance_from", f"{policy.provenance_from!r} is not a source repository URL",
+                 "e.g. https://github.com/acme/hello or ssh://git@example.com/acme/hello.git")
+        if not policy.signed_by:
+            fail(f"{key}.provenance_from", "needs signed_by: the keys the provenance is verified with")
+    for index, name in enumerate(policy.deny):
+        if not _PACKAGE_NAME.match(name):
+            fail(f"{key}.deny[{index}]", f"{name!r} is not a Debian or Python package name", "e.g. telnetd or pyyaml")
+    if not 0 <= policy.reproduced <= MAX_REPRODUCTIONS:
+        fail(f"{key}.reproduced", f"must be between 0 and {MAX_REPRODUCTIONS}")
+    if policy.reproduced_by and not policy.reproduced:
+        fail(f"{key}.reproduced_by", "has no effect without reproduced: N", "add reproduced: 1, or drop it")
+    keys = policy.rebuilder_keys
+    if policy.reproduced > len(keys):
+        fail(f"{key}.reproduced", f"asks for {policy.reproduced} reproductions by distinct keys, but "
+             f"{'reproduced_by' if policy.reproduced_by else 'signed_by'} lists {len(keys)}",
+             "list the rebuilders' public keys under reproduced_by")
 
 
 def _check_detect(recipe: Recipe, fail: Fail) -> None:

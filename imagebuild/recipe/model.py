@@ -94,6 +94,26 @@ class DetectSpec:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """What an image must carry before it may enter an environment (docs/evidence.md, "Promotion gates")."""
+
+    signed_by: tuple[str, ...] = ()        # public keys (paths in the repository); a signature by one of them
+    sbom: bool = False                     # an SBOM attached (SPDX or CycloneDX)
+    provenance_from: str | None = None     # provenance, verified with signed_by, naming this source repository
+    deny: tuple[str, ...] = ()             # Debian or Python package names the SBOM must not list
+    reproduced: int = 0                    # reproduction attestations by this many distinct keys
+    reproduced_by: tuple[str, ...] = ()    # the keys they may come from (default: signed_by)
+
+    @property
+    def empty(self) -> bool:
+        return self == Policy()
+
+    @property
+    def rebuilder_keys(self) -> tuple[str, ...]:
+        return self.reproduced_by or self.signed_by
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     config: Mapping[str, str] = field(default_factory=dict)
@@ -102,6 +122,7 @@ class Environment:
     registry: str | None = None            # promote into another registry/repository
     detect: DetectRule = DetectRule()      # rules tried in list order after the variable
     hosts: tuple[str, ...] = ()            # ssh://user@host:port targets of `imagebuild deploy`
+    policy: Policy = Policy()              # checked by `imagebuild promote` before the tag moves
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import sys
 import time as clock
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from imagebuild.contract import ANNOTATION_DIRTY
@@ -48,8 +49,10 @@ from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 from imagebuild.stores.place import (ImagePlace, LayoutPlace, RegistryPlace, blobs_of, in_parallel, put_bytes,
                                     same_place)
 from imagebuild.stores.reserved_tags import RECORD_PREFIX
+from imagebuild.stores.signature_tags import signature_tag
 
 if TYPE_CHECKING:
+    from imagebuild.evidence.policy import CheckResult
     from imagebuild.registry.client import RegistryClient
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imagebuild.promotion.v1+json"
@@ -60,6 +63,7 @@ ANN_DIGEST = ANN + "digest"
 ANN_VERSION = ANN + "version"
 ANN_TARGET = ANN + "target"
 ANN_PREVIOUS = ANN + "previous"
+ANN_CHECKS = ANN + "checks"          # the policy checks that passed, comma-separated
 _RECORD_TAG = re.compile(r"^promotion-(?P<env>.+)-(?P<seq>\d{6,})-(?P<short>[0-9a-f]{12})$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # How long a promotion waits for a rival with the same sequence to settle (it withdraws, or moves the tag),
@@ -83,6 +87,7 @@ class Record:
     time: str
     target: str
     previous: Digest | None = None
+    checks: tuple[str, ...] = ()    # the environment's policy checks this promotion passed
     rollback: bool = False          # back to a digest the environment had before; set by `history`
 
     @property
@@ -90,7 +95,7 @@ class Record:
         return record_tag(self.environment, self.sequence, self.digest)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "checks": list(self.checks)}
 
 
 def record_tag(environment: str, sequence: int, digest: str) -> str:
@@ -106,6 +111,8 @@ def record_manifest(record: Record, subject: ManifestBytes) -> ManifestBytes:
     }
     if record.previous:
         annotations[ANN_PREVIOUS] = record.previous
+    if record.checks:
+        annotations[ANN_CHECKS] = ",".join(record.checks)
     manifest = {
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": RECORD_ARTIFACT_TYPE,
         "config": EMPTY_DESCRIPTOR.to_dict(), "layers": [EMPTY_DESCRIPTOR.to_dict()],
@@ -142,9 +149,10 @@ def parse_record(raw: bytes) -> Record | None:
             return None
         a = data["annotations"]
         previous = a.get(ANN_PREVIOUS)
+        checks = tuple(c for c in a.get(ANN_CHECKS, "").split(",") if c)
         return Record(environment=a[ANN_ENVIRONMENT], sequence=int(a[ANN_SEQUENCE]), digest=Digest(a[ANN_DIGEST]),
                       version=a.get(ANN_VERSION, ""), time=a.get(ANNOTATION_CREATED, ""),
-                      target=a.get(ANN_TARGET, ""), previous=Digest(previous) if previous else None)
+                      target=a.get(ANN_TARGET, ""), previous=Digest(previous) if previous else None, checks=checks)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError, UserError):
         return None
 
@@ -252,6 +260,7 @@ class PromotionResult:
     blobs: dict = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     disk: Digest | None = None      # the digest of the image's disk (bake --format disk), carried along
+    checks: list[dict] = field(default_factory=list)   # the target environment's policy checks, each passed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -326,8 +335,9 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
 def promote(home: ImagePlace, environments: Sequence[Environment], image: str, environment: str, *,
             target_for: Callable[[Environment], Target], name: str | None = None, dry_run: bool = False,
             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), warn: Warn | None = None,
-            wait: tuple[float, float] = RIVAL_WAIT) -> PromotionResult:
-    """Promote `image` (found in `home`) to `environment`, after checking the rules.
+            wait: tuple[float, float] = RIVAL_WAIT, root: Path | None = None) -> PromotionResult:
+    """Promote `image` (found in `home`) to `environment`, after checking the rules and the environment's
+    policy (its key files relative to `root`, the recipe's directory).
 
     The writes, in order: the record (read back), then the environment's tag, only when no rival
     promotion won the same sequence number and the tag still holds what it held at the start."""
@@ -348,8 +358,10 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     existing = record_tags(tags, environment)
     sequence = (existing[-1][0] + 1) if existing else 1
     # The reads that depend only on the tag list, at once; the rules' verdict comes first.
-    _, latest, went_back, disk = in_parallel([
+    _, gates, latest, went_back, disk = in_parallel([
         lambda: check_policy(environments, index, manifest, version, home, tags, warn),
+        # The gates read the evidence in `home`, before anything is written: a refusal leaves nothing behind.
+        lambda: check_gates(home, manifest, environments[index], version, root),
         lambda: read_records(home, environment, tags, latest_only=True, warn=warn),
         # A rollback returns to a digest this environment had before: read only when it holds another now.
         lambda: before is not None and before != manifest.digest
@@ -359,7 +371,8 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     result = PromotionResult(
         environment=environment, digest=manifest.digest, version=version or "", source=home.label,
         target=target.label, action="retag" if same_place(home, target.repository) else "copy",
-        dry_run=dry_run, sequence=sequence, previous=before, rollback=went_back)
+        dry_run=dry_run, sequence=sequence, previous=before, rollback=went_back,
+        checks=[g.to_dict() for g in gates])
     disk_target = Target(target.repository, target.tag + DISK_SUFFIX)
     if latest and latest[0].digest == manifest.digest and before == manifest.digest and \
             (disk is None or _points_at(disk_target, disk)):
@@ -379,7 +392,8 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
     if dry_run:
         return result
     record = Record(environment=environment, sequence=sequence, digest=manifest.digest,
-                    version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous)
+                    version=version or "", time=_timestamp(now()), target=target.label, previous=result.previous,
+                    checks=tuple(g.name for g in gates))
     # An honest record read from `home` proves its empty config is there: no need to ask again.
     _write_record(home, record, manifest, warn, config_present=bool(latest))
     result.record = record.tag
@@ -388,7 +402,7 @@ def promote(home: ImagePlace, environments: Sequence[Environment], image: str, e
         _withdraw(home, record, warn)
         raise _conflict(record, f"{target.label} moved since this promotion read it")
     # Within one place, copy only writes the tag: the same manifest bytes, and no blob moves.
-    moved = carry_image(target, manifest, home)
+    moved = carry_image(target, manifest, home, signed=signature_tag(manifest.digest) in tags)
     if result.action == "copy":
         result.blobs = moved
     if disk is not None:
@@ -467,15 +481,38 @@ def _digest_at(target: Target) -> Digest | None:
     return found.digest if found is not None else None
 
 
-def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace) -> dict:
-    """Copy `manifest` (from `source`) to another place under the target's tag; what moved, as push reports it."""
+def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, signed: bool = False) -> dict:
+    """Copy `manifest` (from `source`) to another place under the target's tag; what moved, as push reports it.
+
+    Across places the image's evidence travels first (every attachment its referrers list, and its
+    cosign signature tag when `signed`), then the tag: whoever reads the tag finds the evidence there."""
     counters = getattr(getattr(target.repository, "client", None), "counters", None)
     before = counters.requests if counters else 0
-    copied = copy_image(source, target.repository, manifest, [target.tag])
+    # One look at the referrers tells whether there is evidence to carry; an image without any is copied as before.
+    if same_place(source, target.repository) or not (signed or source.referrers(str(manifest.digest))):
+        copied = copy_image(source, target.repository, manifest, [target.tag])
+    else:
+        copied = copy_image(source, target.repository, manifest, attachments=True)
+        target.repository.put_manifest(manifest, [target.tag])
     return {"reference": target.label, "digest": copied.digest,
             "bytes_uploaded": copied.blob_bytes + copied.manifest_bytes, "blobs_uploaded": copied.blobs_copied,
             "blobs_skipped": copied.blobs_skipped, "blobs_mounted": copied.blobs_mounted,
             "requests": counters.requests - before if counters else 0}
+
+
+def check_gates(home: ImagePlace, manifest: ManifestBytes, env: Environment, version: str | None,
+                root: Path | None) -> list[CheckResult]:
+    """The environment's policy checks, each passed; a refusal names every failed one (exit 2)."""
+    if env.policy.empty:
+        return []
+    from imagebuild.evidence.policy import evaluate, refusal
+
+    results = evaluate(home, manifest, env.policy, root or Path.cwd())
+    refused = refusal(env.name, f"{version or '-'} ({manifest.digest.short})", results)
+    if refused is not None:
+        message, what_to_do = refused
+        raise PromotionError(message, hint=what_to_do)
+    return results
 
 
 def disk_of(home: ImagePlace, manifest: ManifestBytes, version: str | None,
@@ -520,9 +557,10 @@ class EnvironmentStatus:
     promoted_at: str | None
     sequence: int | None
     note: str | None = None
+    checks: tuple[str, ...] = ()    # the policy checks its promotion passed
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "checks": list(self.checks)}
 
 
 def status(home: ImagePlace, environments: Sequence[Environment],
@@ -565,7 +603,8 @@ def _status_of(home: ImagePlace, env: Environment, target: Target, tags: Sequenc
         version=(image_version(current, target.repository) if current else None)
         or (record.version if record else None),
         promoted_at=record.time if record and current and record.digest == current.digest else None,
-        sequence=record.sequence if record else None, note=note)
+        sequence=record.sequence if record else None, note=note,
+        checks=record.checks if record and current and record.digest == current.digest else ())
 
 
 def history(home: ImagePlace, environments: Sequence[Environment], environment: str,

@@ -59,5 +59,6 @@ def _roll_tag_back(recipe: Recipe, places: Places, environment: str, version: st
     current = target.repository.manifest(target.tag)
     if current is not None and current.digest == wanted.digest:
         return False
-    promote(home, recipe.environments, version, environment, target_for=places.target_for, name=recipe.name)
+    promote(home, recipe.environments, version, environment, target_for=places.target_for, name=recipe.name,
+            root=recipe.root)
     return True
