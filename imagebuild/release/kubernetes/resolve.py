@@ -1,0 +1,44 @@
+"""Which image a cluster environment runs: ENV's tag resolved to a digest in the registry, as the SSH
+deploy does (release/deploy/release.py), or a digest given outright, checked to be in the registry.
+
+The image's own labels name the variable its launcher reads, so a rollback to an image baked before
+`detect.variable` changed still starts in the right environment.
+"""
+
+from __future__ import annotations
+
+from imagebuild.contract import launcher_variable
+from imagebuild.errors import UserError
+from imagebuild.oci.digest import Digest
+from imagebuild.recipe.model import Recipe, environment_index
+from imagebuild.release.deploy.release import Release, resolve_release
+from imagebuild.release.kubernetes.manifests import PinnedImage
+from imagebuild.release.promote import Places, config_labels, image_version
+from imagebuild.stores.place import RegistryPlace
+
+
+def pinned_image(recipe: Recipe, places: Places, environment: str, *, to: str | None = None,
+                 digest: str | None = None) -> tuple[PinnedImage, Release]:
+    """The image to run and the release it is (`to`: move ENV's tag back first, a recorded rollback)."""
+    env = recipe.environments[environment_index(recipe.environments, environment)]
+    if digest is None:
+        release = resolve_release(recipe, places, environment, to)
+    else:
+        target = places.target_for(env)
+        if not isinstance(target.repository, RegistryPlace):
+            raise UserError(f"a cluster pulls from a registry, and recipe {recipe.name} names none",
+                            hint="set `registry:` in the recipe, then push and promote the image")
+        wanted = Digest(digest)
+        repository = target.repository
+        manifest = repository.manifest(wanted)
+        if manifest is None:
+            raise UserError(f"{repository.client.host}/{repository.repository} has no image {wanted}",
+                            hint="push it first, or leave out --digest to take the environment's")
+        release = Release(environment=environment, digest=wanted, version=image_version(manifest, repository) or "",
+                          reference=f"{repository.client.host}/{repository.repository}@{wanted}")
+    repository = places.target_for(env).repository
+    manifest = repository.manifest(release.digest)
+    labels = config_labels(repository, manifest) if manifest is not None else {}
+    image = PinnedImage(reference=release.reference, version=release.version or release.digest.short,
+                        variable=launcher_variable(labels))
+    return image, release
