@@ -45,14 +45,18 @@ def base_layers(store: LayoutStore, filler_bytes: int = 0, seed: bytes = b"seed"
 
 
 def write_app_image(store: LayoutStore, name: str, version: str, message: str = "hello",
-                    filler_bytes: int = 0, revision: str | None = None, extra_layers: int = 0) -> str:
-    """An image whose top layer holds the app; returns the local ref name `name:version`."""
+                    filler_bytes: int = 0, revision: str | None = None, extra_layers: int = 0,
+                    labels: dict[str, str] | None = None) -> str:
+    """An image whose top layer holds the app (its config carrying `labels`); returns the local ref
+    name `name:version`."""
     layers = base_layers(store, filler_bytes)
     for index in range(extra_layers):
         layers.append(_layer(store, [Entry.file(f"opt/extra/{index}.txt", f"{version} {index}\n".encode())]))
     layers.append(_layer(store, [Entry.file("app/message.txt", (message + "\n").encode())]))
-    image = Image(created=CREATED, runtime={"Entrypoint": ["/bin/busybox", "echo", message],
-                                            "Env": ["PATH=/bin"]})
+    runtime = {"Entrypoint": ["/bin/busybox", "echo", message], "Env": ["PATH=/bin"]}
+    if labels:
+        runtime["Labels"] = dict(labels)
+    image = Image(created=CREATED, runtime=runtime)
     for index, layer in enumerate(layers):
         image = image.with_layer(layer, created_by=f"test layer {index}")
     image = image.with_annotations(**{

@@ -75,7 +75,7 @@ class Cluster:
             raise DeployError(f"{what}: the API server at {self.server} answered {exc.status} "
                               f"{exc.reason}: {_status_message(exc.body)}") from None
         except (HTTPError, OSError) as exc:
-            raise DeployError(f"{what}: cannot reach the API server at {self.server} ({type(exc).__name__})",
+            raise DeployError(f"{what}: cannot reach the API server at {self.server} ({_why(exc)})",
                               hint="check the cluster and the kubeconfig's server address") from None
         data = answer.data
         if raw:
@@ -130,6 +130,21 @@ class Cluster:
                          container=container, tail_lines=5, raw=True)
         lines = [line for line in (text or "").splitlines() if line.strip()]
         return _one_line(lines[-1]) if lines else None
+
+
+def _why(exc: BaseException) -> str:
+    """The innermost reason a connection failed (`Connection refused`), else the error's kind."""
+    seen, found = set(), None
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            found = current.strerror
+        pending += [getattr(current, "reason", None), current.__cause__, current.__context__]
+    return found or type(exc).__name__
 
 
 def _status_message(body: Any) -> str:
