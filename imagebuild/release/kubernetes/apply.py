@@ -108,8 +108,7 @@ class ClusterRollout:
         serving = result.previous_version or "nothing"
         self.emit("check", f"Deployment {self.name} at {self.cluster.server}: "
                            + (f"runs {serving}" if current is not None else "not there yet"))
-        if migrations.expand:
-            self.run_job("expand", migrations.expand, f"no pod changed, {serving} keeps serving")
+        if migrations.expand and self.run_job("expand", migrations.expand, f"no pod changed, {serving} keeps serving"):
             result.migrated.append("expand")
         self.cluster.apply(service_object(self.recipe, self.env))
         applied = self.cluster.apply(deployment_object(self.recipe, self.env, self.image))
@@ -124,14 +123,15 @@ class ClusterRollout:
             back = self.roll_back(current)
             raise DeployError(f"{self.target}: {self.image.version} did not roll out: {exc}; {back}") from None
         self.emit("rolled-out", f"{self.spec.replicas} of {self.spec.replicas} pod(s) run {self.image.version}")
-        if migrations.contract:
-            self.run_job("contract", migrations.contract,
-                         f"{self.image.version} serves; run `imagebuild deploy {self.env.name}` again to retry it")
+        if migrations.contract and self.run_job(
+                "contract", migrations.contract,
+                f"{self.image.version} serves; run `imagebuild deploy {self.env.name}` again to retry it"):
             result.migrated.append("contract")
 
     # -- migrations --------------------------------------------------------------------------------
 
-    def run_job(self, phase: str, argv, after_failure: str) -> None:
+    def run_job(self, phase: str, argv, after_failure: str) -> bool:
+        """True when the Job ran now, False when it had already succeeded for this digest."""
         document = job(self.recipe, self.env, self.image, phase, argv)
         name = document["metadata"]["name"]
         existing = self.cluster.read("Job", self.namespace, name)
@@ -139,7 +139,7 @@ class ClusterRollout:
             same = _job_args(existing) == list(argv)
             if same and _condition(existing, "Complete"):
                 self.emit(phase, f"Job {name} already succeeded for {self.image.version}; not run again")
-                return
+                return False
             self.emit(phase, f"Job {name} is there from an earlier attempt; deleting it to run it again")
             self.cluster.delete_job(self.namespace, name)
             self._wait_gone(name)
@@ -151,7 +151,7 @@ class ClusterRollout:
             found = self.cluster.read("Job", self.namespace, name) or {}
             if _condition(found, "Complete"):
                 self.emit(f"{phase}ed", f"`{shown}` succeeded")
-                return
+                return True
             failed = _condition(found, "Failed")
             pods = self.cluster.pods(self.namespace, f"job-name={name}")
             stuck = next(filter(None, (_stuck(pod) for pod in pods)), None)
@@ -199,7 +199,9 @@ class ClusterRollout:
             stuck = next(filter(None, (_stuck(pod) for pod in pods)), None)
             if stuck:
                 raise RolloutFailed(stuck)
-            deadline_passed = _condition(found, "Progressing", reason="ProgressDeadlineExceeded")
+            # The controller's verdict counts only once it has seen this spec: before, it may be a stale one.
+            seen = found.get("status", {}).get("observedGeneration", 0) >= found.get("metadata", {}).get("generation", 0)
+            deadline_passed = seen and _condition(found, "Progressing", reason="ProgressDeadlineExceeded")
             if deadline_passed or self.clock() > deadline:
                 raise RolloutFailed(f"not ready within {timeout} s ({progress}){self._unready(pods)}")
             self.sleep(POLL)
