@@ -149,3 +149,31 @@ def test_status_notes_a_cluster_it_cannot_read_and_still_answers(app, tmp_path):
     assert "hunter2" not in text.stdout + done.stdout
     skipped = run(app, "status", "--no-hosts", "--json", env={"KUBECONFIG": str(config)})
     assert all("cluster" not in row for row in json.loads(skipped.stdout)["environments"])
+
+
+@pytest.mark.parametrize("text", ['apiVersion: v1\nusers:\n- name: u\n  user: {token: "token-hunter2\n',
+                                  "- token-hunter2\n- b\n"], ids=["not-yaml", "a-list"])
+def test_a_malformed_kubeconfig_is_one_line_that_quotes_none_of_it(app, tmp_path, text):
+    config = tmp_path / "config"
+    config.write_text(text)
+    done = run(app, "deploy", "dev", env={"KUBECONFIG": str(config)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot read the kubeconfig {config}: not ") and done.stderr.count("\n") == 1
+    assert "hunter2" not in done.stderr
+    shown = run(app, "status", "--json", env={"KUBECONFIG": str(config)})
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["environment"]: row for row in json.loads(shown.stdout)["environments"]}
+    assert "cannot read the kubeconfig" in rows["dev"]["cluster"]["note"] and "hunter2" not in shown.stdout
+
+
+def test_without_the_kubernetes_client_it_says_which_extra_to_install(app, tmp_path):
+    """As on a machine where `imagebuild` was installed without the [kubernetes] extra: the package is
+    shadowed by one that cannot be imported."""
+    (tmp_path / "kubernetes.py").write_text("raise ImportError('No module named kubernetes')\n")
+    from tests.conftest import REPO_ROOT
+
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO_ROOT}", "KUBECONFIG": str(tmp_path / "none")}
+    done = run(app, "deploy", "dev", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "needs the Kubernetes client, which is not installed (pip install 'imagebuild[kubernetes]')" in done.stderr
+    assert run(app, "manifests", "dev", env=env).returncode == 0      # printing the objects needs no client

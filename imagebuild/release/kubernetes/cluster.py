@@ -9,6 +9,7 @@ API server's own message (a Status never carries a Secret's values), or that it 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable
 
 from imagebuild.errors import DeployError, UserError
@@ -33,8 +34,9 @@ class Cluster:
             api = config.new_client_from_config(context=context, persist_config=False)
         except config.ConfigException as exc:
             api = self._in_cluster(client, config, context, exc)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read the kubeconfig: {exc}", hint="check KUBECONFIG or ~/.kube/config") from None
+        except Exception as exc:  # the client fails on a malformed file with whatever it meets first
+            raise UserError(f"cannot read the kubeconfig {_kubeconfig_names()}: {_malformed(exc)}",
+                            hint="check it with `kubectl config view`") from None
         self.server = api.configuration.host
         self.context = context
         self.apps = client.AppsV1Api(api)
@@ -130,6 +132,21 @@ class Cluster:
                          container=container, tail_lines=5, raw=True)
         lines = [line for line in (text or "").splitlines() if line.strip()]
         return _one_line(lines[-1]) if lines else None
+
+
+def _kubeconfig_names() -> str:
+    return os.environ.get("KUBECONFIG") or "~/.kube/config"
+
+
+def _malformed(exc: Exception) -> str:
+    """What is wrong with a kubeconfig, without quoting it: its lines can hold tokens."""
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        return f"not valid YAML (line {exc.problem_mark.line + 1})"
+    if isinstance(exc, yaml.YAMLError):
+        return "not valid YAML"
+    return f"not a kubeconfig ({type(exc).__name__})"
 
 
 def _why(exc: BaseException) -> str:
