@@ -120,6 +120,9 @@ class ClusterRollout:
         try:
             self.wait_rollout(self.image.digest, self.spec.rollout_timeout)
         except RolloutFailed as exc:
+            if unchanged:   # this deploy changed nothing, so there is nothing of it to undo
+                raise DeployError(f"{self.target}: {self.image.version} already ran there and is not fully "
+                                  f"available: {exc}; nothing was changed") from None
             back = self.roll_back(current)
             raise DeployError(f"{self.target}: {self.image.version} did not roll out: {exc}; {back}") from None
         self.emit("rolled-out", f"{self.spec.replicas} of {self.spec.replicas} pod(s) run {self.image.version}")
@@ -215,27 +218,36 @@ class ClusterRollout:
         return ""
 
     def roll_back(self, before: dict | None) -> str:
-        """`kubectl rollout undo`: the pod template of the ReplicaSet before the current one, put back."""
+        """`kubectl rollout undo`, aimed: the pod template of the ReplicaSet that served before this deploy
+        (the one with the digest `before` ran; by revision for a Deployment imagebuild did not make) is
+        put back. Aimed, because "the revision before the newest" is the wrong one when the controller
+        never made a ReplicaSet for this deploy."""
         if before is None:
             return (f"nothing ran before, so there is nothing to roll back to: Deployment {self.name} stays as it "
                     "is (fix the release and deploy again, or delete it)")
         now = self.cluster.read("Deployment", self.namespace, self.name) or before
-        revision = _revision(now)
         uid = now.get("metadata", {}).get("uid")
         owned = [rs for rs in self.cluster.replica_sets(self.namespace, self.selector)
                  if any(ref.get("uid") == uid for ref in rs.get("metadata", {}).get("ownerReferences") or [])]
-        earlier = [rs for rs in owned if _revision(rs) < revision]
-        if not earlier:
-            return f"no earlier ReplicaSet of {self.name} to roll back to"
-        previous = max(earlier, key=_revision)
-        template = copy.deepcopy(previous["spec"]["template"])
-        (template.get("metadata", {}).get("labels") or {}).pop("pod-template-hash", None)
-        version = (template.get("metadata", {}).get("annotations") or {}).get(VERSION_ANNOTATION) or "the previous release"
-        self.emit("roll-back", f"putting back revision {_revision(previous)} ({version})")
+        wanted = _template_annotations(before).get(DIGEST_ANNOTATION)
+        if wanted:
+            candidates = [rs for rs in owned if _template_annotations(rs).get(DIGEST_ANNOTATION) == wanted]
+        else:
+            candidates = [rs for rs in owned if _revision(rs) < _revision(now)]
+        if candidates:
+            previous = max(candidates, key=_revision)
+            template = copy.deepcopy(previous["spec"]["template"])
+            (template.get("metadata", {}).get("labels") or {}).pop("pod-template-hash", None)
+            source = f"the pod template of revision {_revision(previous)}"
+        else:   # its ReplicaSet is gone: the template read before the apply is the same one
+            template = copy.deepcopy(before["spec"]["template"])
+            source = "the pod template read before this deploy"
+        annotations = template.get("metadata", {}).get("annotations") or {}
+        version = annotations.get(VERSION_ANNOTATION) or "the previous release"
+        self.emit("roll-back", f"putting back {source} ({version})")
         self.cluster.replace_template(self.namespace, self.name, template)
-        digest = (template.get("metadata", {}).get("annotations") or {}).get(DIGEST_ANNOTATION) or ""
         try:
-            self.wait_rollout(digest, self.spec.rollout_timeout)
+            self.wait_rollout(annotations.get(DIGEST_ANNOTATION) or "", self.spec.rollout_timeout)
         except RolloutFailed as exc:
             return f"rolled back to {version}, which is not ready either: {exc}"
         self.emit("rolled-back", f"{version} serves again")
