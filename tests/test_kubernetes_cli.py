@@ -23,7 +23,7 @@ from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.registry import push_image
 from tests.conftest import imagebuild
 from tests.ports import free_port
-from tests.registry_support.images import write_app_image
+from tests.registry_support.images import write_app_image, write_server_image
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,9 @@ def app(registry, tmp_path_factory):
         ref_name = write_app_image(store, "hello", version, message=version, labels=labels)
         push_image(store, ref_name, Reference.parse(f"{home}/hello"))
         digests[version] = str(store.resolve(ref_name).digest)
+    served = write_server_image(store, "hello", "v3", port=9000)     # exposes 9000, not server.port
+    push_image(store, served, Reference.parse(f"{home}/hello"))
+    digests["v3"] = str(store.resolve(served).digest)
     (root / "imagebuild.yaml").write_text(RECIPE.format(home=home))
     promoted = imagebuild("promote", "v1", "--to", "dev", "--recipe", root, "--store", root / "store")
     assert promoted.returncode == 0, promoted.stderr
@@ -89,6 +92,10 @@ def test_manifests_of_a_given_digest_and_of_some_parts(app):
     (container,) = documents[1]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"{app['home']}/hello@{v2}"
     assert container["env"][0] == {"name": "IMAGEBUILD_ENV", "value": "dev"}  # v2 names no other variable
+    older = yaml.safe_load(run(app, "manifests", "dev", "--digest", app["digests"]["v3"], "--only", "deployment").stdout)
+    (container,) = older["spec"]["template"]["spec"]["containers"]
+    assert container["ports"][0]["containerPort"] == 9000          # the port that image serves on
+    assert container["readinessProbe"]["httpGet"]["port"] == "http"
     as_json = json.loads(run(app, "manifests", "dev", "--json").stdout)
     assert as_json["digest"] == app["digests"]["v1"] and as_json["version"] == "v1"
     assert [d["kind"] for d in as_json["objects"]] == ["Job", "Service", "Deployment"]

@@ -254,3 +254,26 @@ def test_kustomize_reads_the_output_unchanged(documents, tmp_path):
     assert done.returncode == 0, done.stderr
     built = sorted(yaml.safe_load_all(done.stdout), key=lambda d: (d["kind"], d["metadata"]["name"]))
     assert built == sorted(documents, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+
+def test_the_port_is_server_port_unless_the_image_exposes_only_others(recipe):
+    """As the SSH deploy does: a rollback to an image baked with another port is probed on its own port."""
+    def port(*exposed):
+        image = PinnedImage(REFERENCE, "old", ports=exposed)
+        (container,) = containers(objects(recipe, "prod", image, parts=["deployment"])[0])
+        return container["ports"][0]["containerPort"]
+
+    assert port() == 8000 and port(8000, 9000) == 8000 and port(9000, 9100) == 9000
+
+
+def test_deploy_migrations_give_both_phases_when_the_recipe_has_them(recipe):
+    """`deploy.migrations: {expand, contract}` (a recipe key of its own): its lists win over deploy.migrate."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    phases = SimpleNamespace(expand=("manage.py", "expand"), contract=("manage.py", "contract"))
+    spec = SimpleNamespace(migrate=("python3", "manage.py", "migrate"), migrations=phases)
+    assert migrations_of(dataclasses.replace(recipe, deploy=spec)) == Migrations(("manage.py", "expand"),
+                                                                                 ("manage.py", "contract"))
+    only_contract = SimpleNamespace(migrate=("migrate",), migrations=SimpleNamespace(expand=(), contract=("c",)))
+    assert migrations_of(dataclasses.replace(recipe, deploy=only_contract)) == Migrations(("migrate",), ("c",))

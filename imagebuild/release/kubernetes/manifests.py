@@ -39,11 +39,13 @@ _PINNED = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}\Z")
 
 @dataclass(frozen=True)
 class PinnedImage:
-    """What runs: REGISTRY/REPOSITORY@sha256:..., its version, and the variable its launcher reads."""
+    """What runs: REGISTRY/REPOSITORY@sha256:..., its version, the variable its launcher reads, and the
+    TCP ports its config exposes (none: unknown)."""
 
     reference: str
     version: str
     variable: str = DEFAULT_VARIABLE
+    ports: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not _PINNED.match(self.reference):
@@ -89,6 +91,14 @@ def selector(recipe: Recipe, env: Environment) -> dict[str, str]:
             "app.kubernetes.io/component": "server"}
 
 
+def container_port(recipe: Recipe, image: PinnedImage) -> int:
+    """`server.port`, unless the image exposes other ports only (an older image baked with another
+    port): then its first one, as the SSH deploy takes it."""
+    if not image.ports or recipe.server.port in image.ports:
+        return recipe.server.port
+    return image.ports[0]
+
+
 def job_name(recipe: Recipe, env: Environment, phase: str, image: PinnedImage) -> str:
     """One Job per phase and digest: deploying the same digest again finds the Job that already ran."""
     return f"{object_name(recipe, env)}-{phase}-{image.digest.removeprefix('sha256:')[:12]}"
@@ -120,7 +130,7 @@ def deployment(recipe: Recipe, env: Environment, image: PinnedImage) -> dict[str
     spec = env.kubernetes
     pod_labels = {**_labels(recipe, env, image), **selector(recipe, env)}
     container = {**_container(recipe, env, image),
-                 "ports": [{"name": PORT_NAME, "containerPort": recipe.server.port, "protocol": "TCP"}],
+                 "ports": [{"name": PORT_NAME, "containerPort": container_port(recipe, image), "protocol": "TCP"}],
                  "readinessProbe": _probe(recipe, readiness=True),
                  "livenessProbe": _probe(recipe, readiness=False),
                  "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}}}

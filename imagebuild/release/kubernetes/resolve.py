@@ -1,8 +1,9 @@
 """Which image a cluster environment runs: ENV's tag resolved to a digest in the registry, as the SSH
 deploy does (release/deploy/release.py), or a digest given outright, checked to be in the registry.
 
-The image's own labels name the variable its launcher reads, so a rollback to an image baked before
-`detect.variable` changed still starts in the right environment.
+The image's own labels name the variable its launcher reads, and its exposed ports the port it serves
+on, so a rollback to an image baked before `detect.variable` or `server.port` changed still starts in
+the right environment and is probed on the right port, as the SSH deploy does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from imagebuild.oci.digest import Digest
 from imagebuild.recipe.model import Recipe, environment_index
 from imagebuild.release.deploy.release import Release, resolve_release
 from imagebuild.release.kubernetes.manifests import PinnedImage
-from imagebuild.release.promote import Places, config_labels, image_version
+from imagebuild.release.promote import Places, image_settings, image_version
 from imagebuild.stores.place import RegistryPlace
 
 
@@ -38,7 +39,9 @@ def pinned_image(recipe: Recipe, places: Places, environment: str, *, to: str | 
                           reference=f"{repository.client.host}/{repository.repository}@{wanted}")
     repository = places.target_for(env).repository
     manifest = repository.manifest(release.digest)
-    labels = config_labels(repository, manifest) if manifest is not None else {}
+    settings = image_settings(repository, manifest) if manifest is not None else {}
+    ports = sorted(int(key.split("/")[0]) for key in settings.get("ExposedPorts") or {}
+                   if key.endswith("/tcp") and key.split("/")[0].isdigit())
     image = PinnedImage(reference=release.reference, version=release.version or release.digest.short,
-                        variable=launcher_variable(labels))
+                        variable=launcher_variable(settings.get("Labels")), ports=tuple(ports))
     return image, release
