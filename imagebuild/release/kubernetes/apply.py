@@ -11,7 +11,8 @@
 5. the contract Job (the migration after the old version is gone) is applied and waited for.
 
 A Job is named after its phase and the digest, so deploying the same digest again finds the Job that
-already succeeded and does not run it twice; a failed one is deleted and run again.
+already succeeded and does not run it twice; a failed one is deleted and run again, and one still
+running is waited for, never cut off.
 """
 
 from __future__ import annotations
@@ -137,18 +138,27 @@ class ClusterRollout:
         """True when the Job ran now, False when it had already succeeded for this digest."""
         document = job(self.recipe, self.env, self.image, phase, argv)
         name = document["metadata"]["name"]
-        existing = self.cluster.read("Job", self.namespace, name)
-        if existing is not None:
-            same = _job_args(existing) == list(argv)
-            if same and _condition(existing, "Complete"):
-                self.emit(phase, f"Job {name} already succeeded for {self.image.version}; not run again")
-                return False
-            self.emit(phase, f"Job {name} is there from an earlier attempt; deleting it to run it again")
-            self.cluster.delete_job(self.namespace, name)
-            self._wait_gone(name)
         shown = " ".join(argv)
-        self.emit(phase, f"Job {name}: running `{shown}` from {self.image.version}")
-        self.cluster.apply(document)
+        existing = self.cluster.read("Job", self.namespace, name)
+        finished = existing is not None and (_condition(existing, "Complete") or _condition(existing, "Failed"))
+        same = existing is not None and _job_args(existing) == list(argv)
+        if existing is not None and same and _condition(existing, "Complete"):
+            self.emit(phase, f"Job {name} already succeeded for {self.image.version}; not run again")
+            return False
+        if existing is not None and not finished:
+            # A migration under way (an earlier deploy stopped while it ran) is never cut off.
+            if not same:
+                raise DeployError(f"{self.target}: Job {name} still runs `{' '.join(_job_args(existing))}` from an "
+                                  f"earlier deploy; {after_failure}",
+                                  hint=f"wait for it, or stop it with kubectl -n {self.namespace} delete job {name}")
+            self.emit(phase, f"Job {name} still runs from an earlier attempt; waiting for it")
+        else:
+            if existing is not None:
+                self.emit(phase, f"Job {name} is there from an earlier attempt; deleting it to run it again")
+                self.cluster.delete_job(self.namespace, name)
+                self._wait_gone(name)
+            self.emit(phase, f"Job {name}: running `{shown}` from {self.image.version}")
+            self.cluster.apply(document)
         deadline = self.clock() + self.spec.job_timeout + 30
         while True:
             found = self.cluster.read("Job", self.namespace, name) or {}
