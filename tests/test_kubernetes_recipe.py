@@ -3,7 +3,6 @@ from load_recipe and from the command line alike (exit 2, no traceback)."""
 
 from __future__ import annotations
 
-import textwrap
 from decimal import Decimal
 from pathlib import Path
 

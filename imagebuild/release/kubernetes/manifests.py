@@ -128,7 +128,7 @@ def objects(recipe: Recipe, environment: str, image: PinnedImage, migrations: Mi
 
 def deployment(recipe: Recipe, env: Environment, image: PinnedImage) -> dict[str, Any]:
     spec = env.kubernetes
-    pod_labels = {**_labels(recipe, env, image), **selector(recipe, env)}
+    pod_labels = {**_labels(env, image), **selector(recipe, env)}
     container = {**_container(recipe, env, image),
                  "ports": [{"name": PORT_NAME, "containerPort": container_port(recipe, image), "protocol": "TCP"}],
                  "readinessProbe": _probe(recipe, readiness=True),
@@ -137,7 +137,7 @@ def deployment(recipe: Recipe, env: Environment, image: PinnedImage) -> dict[str
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(recipe, env, image, object_name(recipe, env), {**pod_labels}),
+        "metadata": _metadata(env, image, object_name(recipe, env), {**pod_labels}),
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": REVISION_HISTORY,
@@ -156,7 +156,7 @@ def deployment(recipe: Recipe, env: Environment, image: PinnedImage) -> dict[str
 
 def service(recipe: Recipe, env: Environment) -> dict[str, Any]:
     spec = env.kubernetes
-    labels = {**_labels(recipe, env, None), **selector(recipe, env)}
+    labels = {**_labels(env, None), **selector(recipe, env)}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -171,14 +171,14 @@ def job(recipe: Recipe, env: Environment, image: PinnedImage, phase: str, argv: 
     variables, same Secret); no retry, since a half-applied migration is not safe to run blindly again."""
     if phase not in PHASES:
         raise ValueError(f"unknown migration phase {phase!r}")
-    labels = {**_labels(recipe, env, image), "app.kubernetes.io/name": _label_value(recipe.name),
+    labels = {**_labels(env, image), "app.kubernetes.io/name": _label_value(recipe.name),
               "app.kubernetes.io/instance": object_name(recipe, env), "app.kubernetes.io/component": "migration",
               PHASE_LABEL: phase}
     container = {**_container(recipe, env, image), "name": phase, "command": [LAUNCHER_PATH], "args": list(argv)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(recipe, env, image, job_name(recipe, env, phase, image), labels),
+        "metadata": _metadata(env, image, job_name(recipe, env, phase, image), labels),
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": env.kubernetes.job_timeout,
@@ -204,7 +204,7 @@ def to_yaml(documents: Sequence[dict[str, Any]]) -> str:
 
 # -- the parts -----------------------------------------------------------------------------------
 
-def _labels(recipe: Recipe, env: Environment, image: PinnedImage | None) -> dict[str, str]:
+def _labels(env: Environment, image: PinnedImage | None) -> dict[str, str]:
     labels = {"app.kubernetes.io/managed-by": MANAGER, ENVIRONMENT_LABEL: env.name}
     if image is not None and _LABEL_VALUE.match(image.version):
         labels["app.kubernetes.io/version"] = image.version
@@ -215,7 +215,7 @@ def _annotations(image: PinnedImage) -> dict[str, str]:
     return {DIGEST_ANNOTATION: image.digest, VERSION_ANNOTATION: image.version}
 
 
-def _metadata(recipe: Recipe, env: Environment, image: PinnedImage, name: str, labels: dict) -> dict[str, Any]:
+def _metadata(env: Environment, image: PinnedImage, name: str, labels: dict) -> dict[str, Any]:
     return {"name": name, "namespace": env.kubernetes.namespace, "labels": labels, "annotations": _annotations(image)}
 
 
