@@ -138,7 +138,7 @@ def test_deploy_without_a_kubeconfig_or_a_cluster_says_so(app, tmp_path):
     assert "cannot reach the API server at https://127.0.0.1:" in down.stderr
     assert down.stderr.count("error: ") == 1 and "hunter2" not in down.stderr + down.stdout
     prod = run(app, "deploy", "prod", env={"KUBECONFIG": str(config)})
-    assert prod.returncode == 2 and "nothing was promoted to prod" in prod.stderr
+    assert prod.returncode == 2 and "no kubeconfig with context 'prod'" in prod.stderr
 
 
 def test_status_notes_a_cluster_it_cannot_read_and_still_answers(app, tmp_path):
@@ -184,3 +184,15 @@ def test_without_the_kubernetes_client_it_says_which_extra_to_install(app, tmp_p
     assert done.returncode == 2, done.stderr
     assert "needs the Kubernetes client, which is not installed (pip install 'imagebuild[kubernetes]')" in done.stderr
     assert run(app, "manifests", "dev", env=env).returncode == 0      # printing the objects needs no client
+
+
+def test_a_bad_kubeconfig_stops_a_rollback_before_the_tag_moves(app, tmp_path):
+    assert run(app, "promote", "v2", "--to", "dev").returncode == 0
+    try:
+        done = run(app, "deploy", "dev", "--to", "v1", env={"KUBECONFIG": str(tmp_path / "none")})
+        assert done.returncode == 2 and "no kubeconfig" in done.stderr, done.stderr
+        rows = {row["environment"]: row for row in json.loads(run(app, "status", "--json", "--no-hosts").stdout)
+                ["environments"]}
+        assert rows["dev"]["version"] == "v2"
+    finally:
+        assert run(app, "promote", "v1", "--to", "dev").returncode == 0

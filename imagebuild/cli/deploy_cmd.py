@@ -89,11 +89,16 @@ def _deploy_to_cluster(recipe, places, environment: str, to: Optional[str], json
 
     spec = recipe.environment(environment).kubernetes
     try:
-        image, release = pinned_image(recipe, places, environment, to=to)
-    finally:
+        # The kubeconfig is read first: a bad one stops the deploy before `--to` moves the tag.
+        cluster = Cluster(spec.context, MANAGER)
+    except BaseException:
         places.close()
-    cluster = Cluster(spec.context, MANAGER)
+        raise
     try:
+        try:
+            image, release = pinned_image(recipe, places, environment, to=to)
+        finally:
+            places.close()
         if release.rolled_back:
             say(f"moved {environment} back to {release.version} ({release.digest}); recorded as a rollback")
         say(f"deploying {image.version} ({release.digest}) to {environment}: {target_label(spec.context, spec.namespace)}, "
