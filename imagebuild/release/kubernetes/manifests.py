@@ -64,9 +64,6 @@ class Migrations:
     expand: tuple[str, ...] = ()
     contract: tuple[str, ...] = ()
 
-    def of(self, phase: str) -> tuple[str, ...]:
-        return self.expand if phase == "expand" else self.contract
-
 
 def migrations_of(recipe: Recipe) -> Migrations:
     """`deploy.migrations: {expand, contract}` where the recipe has it; `deploy.migrate` is the expand phase."""
