@@ -28,6 +28,7 @@ ANNOTATION_ENV_VARIABLE = "dev.imagebuild.env-variable"   # the variable that na
 # Container labels
 RUN_LABEL = "dev.imagebuild.run"                     # a container `imagebuild run` started
 DEPLOY_LABEL = "dev.imagebuild.deploy."              # prefix of the labels on a deployed container
+KUBERNETES_LABEL = "dev.imagebuild/"                 # prefix of the labels and annotations on cluster objects
 
 
 def launcher_variable(labels: Mapping[str, str] | None) -> str:

@@ -23,8 +23,8 @@ from tests.ports import free_port
 from tests.registry_support.images import write_app_image
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "cryptography")
-ENGINE_OR_SSH = {"docker", "paramiko"}
+HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "cryptography", "kubernetes")
+ENGINE_OR_SSH = {"docker", "paramiko", "kubernetes"}     # kubernetes: ~2 s, only for environments with a cluster
 REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
 
 PROBE = """
@@ -83,7 +83,7 @@ def nowhere() -> str:
     ["--help"], ["images", "--help"], ["status", "--help"], ["history", "--help"], ["promote", "--help"],
     ["push", "--help"], ["pull", "--help"], ["rm", "--help"], ["gc", "--help"], ["bake", "--help"],
     ["deploy", "--help"], ["keygen", "--help"], ["sign", "--help"], ["verify", "--help"],
-    ["provenance", "--help"], ["reproduce", "--help"],
+    ["provenance", "--help"], ["reproduce", "--help"], ["manifests", "--help"],
 ], ids=" ".join)
 def test_help_imports_nothing_heavy(app, argv):
     assert imports(app, *argv) == set()

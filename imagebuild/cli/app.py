@@ -10,8 +10,9 @@ from __future__ import annotations
 import typer
 
 from imagebuild.cli import (bake_cmd, deploy_cmd, disk_cmd, dockerfile_cmd, export_cmd, gc_cmd, history_cmd, image_cmd,
-                            images_cmd, init_cmd, keygen_cmd, lock_cmd, login_cmd, promote_cmd, provenance_cmd,
-                            pull_cmd, push_cmd, reproduce_cmd, rm_cmd, run_cmd, sign_cmd, status_cmd, verify_cmd)
+                            images_cmd, init_cmd, keygen_cmd, lock_cmd, login_cmd, manifests_cmd, promote_cmd,
+                            provenance_cmd, pull_cmd, push_cmd, reproduce_cmd, rm_cmd, run_cmd, sign_cmd, status_cmd,
+                            verify_cmd)
 from imagebuild.cli.common import PLAIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
@@ -31,6 +32,7 @@ app.command("promote")(promote_cmd.promote_command)
 app.command("push")(push_cmd.push)
 app.command("pull")(pull_cmd.pull)
 app.command("deploy")(deploy_cmd.deploy_command)
+app.command("manifests")(manifests_cmd.manifests_command)
 app.command("status")(status_cmd.status_command)
 app.command("history")(history_cmd.history_command)
 app.command("login")(login_cmd.login)

@@ -40,11 +40,22 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
                             "always refused)."),
                    recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
-    """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time."""
+    """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time.
+
+    An environment that names a cluster (`kubernetes:` in the recipe) is rolled out there instead:
+    expand Job, Deployment (rolled back when its pods do not become ready), contract Job.
+    """
     from imagebuild.release.deploy.rollout import check_spec, deploy
     from imagebuild.release.deploy.release import resolve_release
 
     loaded, places = open_places(recipe, store, insecure)
+    if _names_cluster(loaded, environment):
+        if host:
+            places.close()
+            raise UserError(f"environment {environment} deploys to a cluster, and --host names SSH hosts",
+                            hint="leave out --host, or deploy an environment that lists hosts")
+        _deploy_to_cluster(loaded, places, environment, to, json_out)
+        return
     try:
         hosts = targets(loaded, environment, host)
         options = ssh_options(identity, known_hosts, agent, accept_new_host_key)
@@ -63,3 +74,41 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
         was = f" (was {outcome.previous_version})" if outcome.previous_version else ""
         typer.echo(f"{outcome.host:<40} {outcome.action:<9} {outcome.version}{was} in {outcome.container}")
     typer.echo(f"{environment}: {release.version} on {len(result.hosts)} host(s) in {result.seconds:.1f} s")
+
+
+def _names_cluster(recipe, environment: str) -> bool:
+    env = recipe.environment(environment)
+    return env is not None and env.kubernetes is not None
+
+
+def _deploy_to_cluster(recipe, places, environment: str, to: Optional[str], json_out: bool) -> None:
+    from imagebuild.release.kubernetes.apply import deploy, target_label
+    from imagebuild.release.kubernetes.cluster import Cluster
+    from imagebuild.release.kubernetes.manifests import MANAGER
+    from imagebuild.release.kubernetes.resolve import pinned_image
+
+    spec = recipe.environment(environment).kubernetes
+    try:
+        # The kubeconfig is read first: a bad one stops the deploy before `--to` moves the tag.
+        cluster = Cluster(spec.context, MANAGER)
+    except BaseException:
+        places.close()
+        raise
+    try:
+        try:
+            image, release = pinned_image(recipe, places, environment, to=to)
+        finally:
+            places.close()
+        if release.rolled_back:
+            say(f"moved {environment} back to {release.version} ({release.digest}); recorded as a rollback")
+        say(f"deploying {image.version} ({release.digest}) to {environment}: {target_label(spec.context, spec.namespace)}, "
+            f"{spec.replicas} replica(s)")
+        result = deploy(recipe, release, image, cluster, listener=lambda event: say(event.line()))
+    finally:
+        cluster.close()
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    was = f" (was {result.previous_version})" if result.previous_version else ""
+    typer.echo(f"{result.target:<40} {result.action:<9} {image.version}{was} in Deployment {result.deployment}")
+    typer.echo(f"{environment}: {image.version} on {spec.replicas} replica(s) in {result.seconds:.1f} s")

@@ -14,7 +14,8 @@ from imagebuild.cli.common import (AgentOption, IdentityOption, InsecureOption, 
 def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption,
                    hosts: bool = typer.Option(True, "--hosts/--no-hosts",
-                                              help="Also ask each environment's hosts what runs there (over SSH)."),
+                                              help="Also ask each environment's hosts (over SSH) or cluster what "
+                                                   "runs there."),
                    identity: Optional[List[Path]] = IdentityOption, known_hosts: Optional[Path] = KnownHostsOption,
                    agent: bool = AgentOption) -> None:
     """Each environment's current digest, version and promotion time, and what runs on its hosts since when."""
@@ -27,11 +28,16 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
     # SSH (and paramiko) only when some environment has hosts to ask.
     with_hosts = hosts and any(env.hosts for env in loaded.environments)
     on_hosts = _hosts_of(loaded, ssh_options(identity, known_hosts, agent)) if with_hosts else {}
+    # The Kubernetes client only when some environment names a cluster.
+    on_clusters = {env.name: _cluster_of(loaded, env.name) for env in loaded.environments
+                   if hosts and env.kubernetes is not None}
     if json_out:
         environments = []
         for row in rows:
             entry = row.to_dict()
             entry["hosts"] = [h.to_dict() for h in on_hosts.get(row.environment, [])]
+            if row.environment in on_clusters:
+                entry["cluster"] = on_clusters[row.environment].to_dict()
             environments.append(entry)
         emit_json({"image": loaded.name, "home": places.home.label, "environments": environments})
         return
@@ -44,6 +50,8 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
         typer.echo(line)
         for host in on_hosts.get(row.environment, []):
             typer.echo("  " + _host_line(host, row.digest, row.version))
+        if row.environment in on_clusters:
+            typer.echo("  " + _cluster_line(on_clusters[row.environment], row.digest, row.version))
 
 
 def _hosts_of(recipe, options) -> dict:
@@ -71,3 +79,22 @@ def _host_line(host, promoted_digest: str | None, promoted_version: str | None =
     if host.note:
         facts.append(host.note)
     return f"{host.host:<40} {what:<50} {', '.join(facts)}"
+
+
+def _cluster_of(recipe, environment: str):
+    from imagebuild.release.kubernetes.status import cluster_status
+
+    return cluster_status(recipe, environment)
+
+
+def _cluster_line(found, promoted_digest: str | None, promoted_version: str | None) -> str:
+    what = f"{found.version or '-'} since {found.since or '-'}"
+    facts = [f"Deployment {found.deployment}"]
+    if found.replicas is not None:
+        facts.append(f"{found.ready}/{found.replicas} ready" + ("" if found.rolled_out else ", rolling out"))
+    if found.digest and promoted_digest and found.digest != promoted_digest:
+        facts.append(f"behind the promoted {promoted_version or promoted_digest[:19]}: "
+                     f"`imagebuild deploy {found.environment}` rolls it out")
+    if found.note:
+        facts.append(found.note)
+    return f"{found.target:<40} {what:<50} {', '.join(facts)}"

@@ -17,6 +17,7 @@ import yaml
 
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.reference import Reference
+from imagebuild.recipe.cluster import check_kubernetes
 from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
 from imagebuild.recipe.model import Policy, Recipe
 from imagebuild.recipe.schema import did_you_mean
@@ -81,7 +82,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
     _check_deploy(recipe, fail)
     _check_disk(recipe, fail)
     _check_hosts(recipe, fail)
-    _check_disk(recipe, fail)
+    check_kubernetes(recipe, fail)
 
 
 def local_path(recipe: Recipe, value: str, key: str, fail: Fail, repository: Path) -> Path:

@@ -114,6 +114,36 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class KubernetesResources:
+    """Container resources, as Kubernetes quantities (`250m`, `512Mi`): cpu, memory, ephemeral-storage."""
+
+    requests: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KubernetesService:
+    port: int = 80                         # the Service's port; it forwards to server.port
+    type: str = "ClusterIP"                # ClusterIP | NodePort | LoadBalancer
+
+
+@dataclass(frozen=True)
+class KubernetesSpec:
+    """An environment deployed to a Kubernetes cluster instead of SSH hosts (docs/deploy.md#kubernetes)."""
+
+    namespace: str                         # required: where every object goes
+    context: str | None = None             # the kubeconfig context; None: the kubeconfig's current one
+    name: str | None = None                # the objects' name; None: NAME-ENV
+    replicas: int = 2
+    resources: KubernetesResources = KubernetesResources()
+    secret: str | None = None              # a Secret's name (envFrom); its values stay in the cluster
+    pull_secret: str | None = None         # an imagePullSecret's name, for a private registry
+    service: KubernetesService = KubernetesService()
+    rollout_timeout: int = 600             # seconds the new pods get to become ready, else roll back
+    job_timeout: int = 600                 # seconds a migration Job may run
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     config: Mapping[str, str] = field(default_factory=dict)
@@ -123,6 +153,7 @@ class Environment:
     detect: DetectRule = DetectRule()      # rules tried in list order after the variable
     hosts: tuple[str, ...] = ()            # ssh://user@host:port targets of `imagebuild deploy`
     policy: Policy = Policy()              # checked by `imagebuild promote` before the tag moves
+    kubernetes: KubernetesSpec | None = None  # a cluster instead of hosts
 
 
 @dataclass(frozen=True)

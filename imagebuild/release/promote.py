@@ -293,19 +293,25 @@ def marked_dirty(home: ImagePlace, manifest: ManifestBytes) -> bool:
     """The dirty mark in the manifest's annotations or the config's labels (bake writes both)."""
     if (manifest_data(home, manifest).get("annotations") or {}).get(ANNOTATION_DIRTY) == "true":
         return True
+    return (image_settings(home, manifest).get("Labels") or {}).get(ANNOTATION_DIRTY) == "true"
+
+
+def image_settings(place: ImagePlace, manifest: ManifestBytes) -> dict:
+    """The runtime settings (`config` object: Labels, ExposedPorts, ...) of an image manifest's config,
+    read from `place` (checked: a garbled one is `place`'s error); {} for an index."""
     configs = [b for b in blobs_of(manifest) if b.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG)][:1]
     for config in configs:
-        with home.open_blob(config) as reader:
+        with place.open_blob(config) as reader:
             raw = reader.read()
         try:
-            labels = (load_json_object(raw, "image config").get("config") or {}).get("Labels") or {}
-            if not isinstance(labels, dict):
-                raise MalformedError("the image config's Labels are not an object")
+            settings = load_json_object(raw, "image config").get("config") or {}
+            if not isinstance(settings, dict) or not isinstance(settings.get("Labels") or {}, dict) \
+                    or not isinstance(settings.get("ExposedPorts") or {}, dict):
+                raise MalformedError("the image config's settings, Labels or ExposedPorts are not objects")
         except (MalformedError, AttributeError) as exc:
-            raise home.malformed(f"config {config.digest}", MalformedError(str(exc))) from None
-        if labels.get(ANNOTATION_DIRTY) == "true":
-            return True
-    return False
+            raise place.malformed(f"config {config.digest}", MalformedError(str(exc))) from None
+        return settings
+    return {}
 
 
 def check_policy(environments: Sequence[Environment], env_index: int, manifest: ManifestBytes,

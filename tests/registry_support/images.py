@@ -45,14 +45,42 @@ def base_layers(store: LayoutStore, filler_bytes: int = 0, seed: bytes = b"seed"
 
 
 def write_app_image(store: LayoutStore, name: str, version: str, message: str = "hello",
-                    filler_bytes: int = 0, revision: str | None = None, extra_layers: int = 0) -> str:
-    """An image whose top layer holds the app; returns the local ref name `name:version`."""
+                    filler_bytes: int = 0, revision: str | None = None, extra_layers: int = 0,
+                    labels: dict[str, str] | None = None) -> str:
+    """An image whose top layer holds the app (its config carrying `labels`); returns the local ref
+    name `name:version`."""
     layers = base_layers(store, filler_bytes)
     for index in range(extra_layers):
         layers.append(_layer(store, [Entry.file(f"opt/extra/{index}.txt", f"{version} {index}\n".encode())]))
     layers.append(_layer(store, [Entry.file("app/message.txt", (message + "\n").encode())]))
-    image = Image(created=CREATED, runtime={"Entrypoint": ["/bin/busybox", "echo", message],
-                                            "Env": ["PATH=/bin"]})
+    runtime = {"Entrypoint": ["/bin/busybox", "echo", message], "Env": ["PATH=/bin"]}
+    if labels:
+        runtime["Labels"] = dict(labels)
+    return _write_image(store, name, version, layers, runtime, revision)
+
+
+# What stands in for the image's launcher: it runs its arguments, as the real one does once it is done.
+STAND_IN_LAUNCHER = b'#!/bin/sh\nexec "$@"\n'
+
+
+def write_server_image(store: LayoutStore, name: str, version: str, healthy: bool = True, port: int = 8000) -> str:
+    """A web server image laid out as a baked one: busybox httpd on `port` as user 10001, started through a
+    launcher at the launcher's path; /health answers 200, or 404 when not `healthy`."""
+    from imagebuild.contract import LAUNCHER_PATH
+
+    entries = [Entry.file(LAUNCHER_PATH.lstrip("/"), STAND_IN_LAUNCHER, mode=0o755),
+               Entry.file("app/www/index.html", f"{version}\n".encode())]
+    if healthy:
+        entries.append(Entry.file("app/www/health", b"ok\n"))
+    layers = base_layers(store) + [_layer(store, entries)]
+    runtime = {"Entrypoint": [LAUNCHER_PATH], "Cmd": ["/bin/busybox", "httpd", "-f", "-p", str(port), "-h", "/app/www"],
+               "Env": ["PATH=/bin"], "User": "10001:10001", "ExposedPorts": {f"{port}/tcp": {}}}
+    return _write_image(store, name, version, layers, runtime)
+
+
+def _write_image(store: LayoutStore, name: str, version: str, layers: list, runtime: dict,
+                 revision: str | None = None) -> str:
+    image = Image(created=CREATED, runtime=runtime)
     for index, layer in enumerate(layers):
         image = image.with_layer(layer, created_by=f"test layer {index}")
     image = image.with_annotations(**{

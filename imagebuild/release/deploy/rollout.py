@@ -29,7 +29,6 @@ import re
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from imagebuild.release.deploy.front import Front, NotSwitched
@@ -37,6 +36,7 @@ from imagebuild.recipe.hosts import Host
 from imagebuild.release.deploy.release import Release
 from imagebuild.release.deploy.remote_docker import RemoteDocker
 from imagebuild.release.deploy.ssh import Result, SshOptions, SshSession
+from imagebuild.release.events import Event, Events, now
 from imagebuild.errors import DeployError, RecipeError
 from imagebuild.recipe.model import DeploySpec, Recipe
 from imagebuild.contract import DEPLOY_LABEL, DIGEST_VARIABLE, launcher_variable
@@ -60,37 +60,6 @@ for tool in nginx bash timeout awk flock; do command -v "$tool" >/dev/null || ec
 PROBE = ('exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 7; '
          'printf "GET %s HTTP/1.0\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n" "$1" >&3; '
          'head -n 1 <&3')
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True)
-class Event:
-    time: str
-    host: str
-    step: str
-    message: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def line(self) -> str:
-        return f"{self.time} {self.host} {self.step}: {self.message}"
-
-
-class Events:
-    def __init__(self, listener: Callable[[Event], None] | None = None):
-        self.listener = listener
-        self.items: list[Event] = []
-
-    def emit(self, host: Host | str, step: str, message: str) -> Event:
-        event = Event(now(), str(host), step, message)
-        self.items.append(event)
-        if self.listener:
-            self.listener(event)
-        return event
 
 
 @dataclass
