@@ -125,7 +125,7 @@ def test_an_interrupt_aborts_both_places_and_waits_for_no_worker():
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         copy(source, Stalling("b"), digest, ["v1"], parallel=4)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5    # the stalled worker would hold it 10 s
     assert sorted(aborted) == ["a", "b"]
 
 

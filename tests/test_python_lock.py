@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 
@@ -81,10 +80,8 @@ def test_check_names_a_lock_without_the_closure(app):
 def test_lock_with_nothing_changed_rewrites_nothing(app):
     lock = app / LOCK_NAME
     before, mtime = lock.read_bytes(), lock.stat().st_mtime_ns
-    started = time.monotonic()
-    done = imagebuild("lock", app)
+    done = imagebuild("lock", app)     # how fast: bench/, not a test that a busy machine could fail
     assert done.returncode == 0, done.stderr
-    assert time.monotonic() - started < 5
     assert "nothing resolved" in done.stdout
     assert lock.read_bytes() == before and lock.stat().st_mtime_ns == mtime
 
