@@ -178,7 +178,7 @@ def test_two_hosts_are_deployed_one_at_a_time(tmp_path, debian_python_base, sshd
 
         # One host at a time: every rollout step of the first host comes before any of the second's,
         # in the order the command reported them and by their timestamps.
-        rollout = [e for e in result["events"] if e["step"] not in ("connect", "check", "known-hosts")]
+        rollout = [e for e in result["events"] if e["step"] not in ("connect", "check", "known-hosts", "wave")]
         hosts_in_order = [e["host"] for e in rollout]
         boundary = hosts_in_order.index(app.hosts[1])
         assert set(hosts_in_order[:boundary]) == {app.hosts[0]} and set(hosts_in_order[boundary:]) == {app.hosts[1]}

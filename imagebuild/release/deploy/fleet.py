@@ -284,7 +284,7 @@ class FleetDeploy:
 
     def _roll_back(self, reason: str) -> tuple[list[str], list[str], list[str]]:
         """Hosts that now serve this release and served something else before: swapped back, in parallel."""
-        candidates = [i for i in self.rollouts
+        candidates = [i for i in sorted(self.rollouts)   # filled as hosts answered; reported in recipe order
                       if (self.before.get(i) or {}).get("digest") != str(self.release.digest)]
         current = _each(self.pool, lambda index: self.rollouts[index].front.read_state(), candidates)
         swapped = [i for i in candidates if isinstance(current[i], dict)
