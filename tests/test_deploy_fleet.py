@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from tests.conftest import imagebuild
 from tests.debian_fixtures import debian_python_base  # noqa: F401
-from tests.deploy_support import LoadLoop, cleanup, epoch, make_deploy_app
+from tests.deploy_support import LoadLoop, cleanup, epoch, events_from_stderr, make_deploy_app
 from tests.ssh_support import free_port, sshd_factory  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -140,3 +142,38 @@ def test_a_release_failing_on_the_third_host_is_rolled_back_on_the_first_two(fle
     assert text.returncode == 0, text.stderr
     assert f"MIXED: 3 host(s) on {v2} ({app.digests['v2'][:19]}), 1 host(s) on {v3}" in text.stdout
     assert f"rolled back from {v3}" in text.stdout
+
+
+def test_a_canary_that_stops_serving_is_rolled_back_before_any_other_host_moves(fleet, docker_client):
+    app = fleet
+    for label in ("v2", "v3"):
+        if label not in app.versions:
+            app.release(label)
+    v3 = app.versions["v3"]
+    app.promote("v3")
+    before = {h["host"]: h["version"] for h in app.status()["environments"][0]["hosts"]}
+    assert before[app.hosts[0]] != v3
+    # The canary's new container dies while the deploy watches it (the moment the watch begins).
+    deploy = subprocess.Popen([sys.executable, "-m", "imagebuild", "deploy", "dev", "--recipe", str(app.recipe),
+                               "--store", str(app.store), *map(str, app.ssh_args())],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in deploy.stderr:
+        seen.append(line)
+        if " fleet canary: " in line:
+            started = next(e for e in events_from_stderr("".join(seen))
+                           if e["host"] == app.hosts[0] and e["step"] == "start")
+            docker_client.containers.get(started["message"].split()[0]).kill()
+    deploy.wait(timeout=300)
+    stderr = "".join(seen)
+    assert deploy.returncode == 6, stderr
+    error = stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: {app.hosts[0]}: canary failed: the canary {v3} stopped serving: "), error
+    assert error.endswith(f"rolled back to what served before on 1 host(s): {app.hosts[0]}"), error
+    events = events_from_stderr(stderr)
+    assert not [e for e in events if e["host"] in app.hosts[1:] and e["step"] not in ("connect", "check")]
+    assert "canary-ok" not in [e["step"] for e in events]
+    after = {h["host"]: h for h in app.status()["environments"][0]["hosts"]}
+    assert {host: row["version"] for host, row in after.items()} == before
+    assert after[app.hosts[0]]["state"] == "running"
+    assert after[app.hosts[0]]["rolled_back"]["reason"].startswith(f"{app.hosts[0]}: canary failed")

@@ -88,3 +88,26 @@ def test_every_step_a_host_reports_names_the_step_after_it():
     for step in ("connect", "check", "pull", "migrate", "migrated", "start", "healthy", "reload", "switch", "stop"):
         assert step in NEXT_STEP
     assert NEXT_STEP["start"] == "health" and NEXT_STEP["healthy"] == "switch" and NEXT_STEP["check"] == "pull"
+
+
+def test_status_says_which_digest_serves_where_and_when_an_environment_is_mixed():
+    from imagebuild.cli.status_cmd import _host_line, _mixed_line
+    from imagebuild.release.deploy.status import HostStatus, is_mixed, serving
+
+    old, new = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+    def row(name, digest, version, state="running", **more):
+        return HostStatus("prod", f"ssh://deploy@{name}", 8080, version=version, digest=digest, state=state, **more)
+
+    rows = [row("web-1", new, "v2"), row("web-2", old, "v1"), row("web-3", old, "v1"),
+            row("web-4", None, None, state=None, note="cannot reach web-4")]
+    assert serving(rows) == {new: ["ssh://deploy@web-1"], old: ["ssh://deploy@web-2", "ssh://deploy@web-3"]}
+    assert is_mixed(rows) and not is_mixed(rows[1:]) and not is_mixed([])
+    # A stopped container serves nothing: it does not make the environment mixed.
+    assert not is_mixed([row("web-1", new, "v2", state="exited"), row("web-2", old, "v1")])
+    assert _mixed_line(rows) == f"MIXED: 1 host(s) on v2 ({new[:19]}), 2 host(s) on v1 ({old[:19]})"
+    rolled = row("web-2", old, "v1", rolled_back={"from_version": "v2", "at": "2026-01-01T00:00:00Z",
+                                                 "reason": "ssh://deploy@web-3: health failed: no 200"})
+    line = _host_line(rolled, old, "v1")
+    assert f"v1 ({old[:19]}) since" in line
+    assert "rolled back from v2 at 2026-01-01T00:00:00Z: ssh://deploy@web-3: health failed" in line
