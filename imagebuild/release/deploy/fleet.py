@@ -190,6 +190,7 @@ class FleetDeploy:
 
     def run(self) -> DeployResult:
         begun = time.monotonic()
+        interrupted = False
         try:
             self._prepare()
             for number, wave in enumerate(self.waves):
@@ -198,8 +199,13 @@ class FleetDeploy:
                     self._watch_canaries(wave)
         except _Failed as failed:
             self._fail(failed)
+        except KeyboardInterrupt:
+            # Ctrl-C: hosts not started never start, those under way stop when their session closes below.
+            # Each host is left as its own steps leave it (serving); running the deploy again continues.
+            interrupted = True
+            raise
         finally:
-            self.pool.shutdown(wait=True)
+            self.pool.shutdown(wait=not interrupted, cancel_futures=True)
             for session in self.sessions.values():
                 session.close()
             self.result.seconds = time.monotonic() - begun
