@@ -82,6 +82,10 @@ class _MigrationGate:
     ok: bool = False
 
 
+class _NotStarted(DeployError):
+    """A host that waited for the migration on another host, which failed: that host's error is the one to show."""
+
+
 @dataclass(frozen=True)
 class _NotedFront(Front):
     """The front, with extra facts written into the deploy record in the same command as the switch."""
@@ -112,7 +116,7 @@ class FleetRollout(HostRollout):
         if not mine:
             gate.done.wait()
             if not gate.ok:
-                raise DeployError(f"{self.host}: not started, the migration on {gate.ran_on} failed")
+                raise _NotStarted(f"{self.host}: not started, the migration on {gate.ran_on} failed")
             return
         try:
             super()._migrate(serving, env)
@@ -241,7 +245,7 @@ class FleetDeploy:
                 self.result.hosts.append(outcome)
                 self.result.migrated = self.result.migrated or migrated
         if failures:
-            index, error = failures[0]
+            index, error = sorted(failures, key=lambda pair: isinstance(pair[1], _NotStarted))[0]
             raise _Failed(self.hosts[index], self.steps.failed_step(self.hosts[index]), error)
 
     def _watch_canaries(self, wave: list[int]) -> None:
