@@ -273,7 +273,8 @@ def test_a_second_deploy_of_the_same_instance_waits_its_turn(app, sshd):  # noqa
             subprocess.run(["sleep", "0.05"])
         busy = app.deploy()
         assert busy.returncode == 6
-        assert "another deploy of" in busy.stderr and app.hosts[0] in busy.stderr
+        assert f"error: {app.hosts[0]}: check failed: another deploy of" in busy.stderr
+        assert "nothing was changed on any host" in busy.stderr
         assert "pull" not in [e["step"] for e in events_from_stderr(busy.stderr)]
     finally:
         os.killpg(holder.pid, signal.SIGTERM)

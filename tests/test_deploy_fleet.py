@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import imagebuild
 from tests.debian_fixtures import debian_python_base  # noqa: F401
@@ -31,8 +32,22 @@ def fleet(tmp_path_factory, debian_python_base, sshd_factory, registry, docker_c
     app.release("v1")
     app.release("v2")
     app.promote("v1")
-    first = app.deploy()
+    # The first deploy takes all four hosts in one wave: one of them migrates, the others wait for it.
+    committed = app.recipe.read_bytes()
+    recipe = yaml.safe_load(committed)
+    recipe["deploy"].update(batch=HOSTS, canary=0)
+    del recipe["deploy"]["canary_wait"]
+    app.recipe.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    try:
+        first = app.deploy()
+    finally:
+        app.recipe.write_bytes(committed)
     assert first.returncode == 0, first.stderr
+    events = json.loads(first.stdout)["events"]
+    [migrated] = [e for e in events if e["step"] == "migrated"]
+    assert len([e for e in events if e["step"] == "migrate"]) == 1
+    starts = [e for e in events if e["step"] == "start"]
+    assert len(starts) == HOSTS and all(epoch(migrated["time"]) <= epoch(e["time"]) for e in starts)
     yield app
     cleanup(app)
 

@@ -228,9 +228,14 @@ class FleetDeploy:
             self.rollouts[index] = rollout
 
         found = _each(self.pool, prepare, range(len(self.hosts)))
-        for error in found.values():
+        for index, error in found.items():
+            if isinstance(error, DeployError):
+                host = self.hosts[index]
+                raise DeployError(f"{host}: {self.steps.failed_step(host)} failed: "
+                                  f"{error.message.removeprefix(f'{host}: ')}; nothing was changed on any host",
+                                  hint=error.hint) from error
             if isinstance(error, BaseException):
-                raise error   # nothing was changed anywhere: the first host's problem, as it is
+                raise error   # a user's mistake (host key, login) keeps its own exit code and line
 
     def _wave(self, number: int, wave: list[int]) -> None:
         kind = "canary" if number == 0 and self.recipe.deploy.canary else f"{len(wave)} host(s)"
