@@ -156,9 +156,10 @@ class DeployApp:
 
 def make_deploy_app(directory: Path, base: DebianBase, servers: list[SshServer], ports: list[int], *,
                     migrate: bool = True, drain: int = 5, health_timeout: int = 20,
-                    in_recipe: bool = True, env_file: str | None = None) -> DeployApp:
+                    in_recipe: bool = True, env_file: str | None = None, fleet: dict | None = None) -> DeployApp:
     """A git repository holding the app's recipe (hosts in it unless `in_recipe` is false). With `env_file`,
-    dev requires the secret APP_SECRET and the hosts pass it from that file."""
+    dev requires the secret APP_SECRET and the hosts pass it from that file. `fleet`: more deploy keys
+    (batch, canary, ...)."""
     tag = uuid.uuid4().hex[:8]
     name = f"web{tag}"
     hosts = [f"{server.url}?port={port}" for server, port in zip(servers, ports)]
@@ -177,7 +178,7 @@ def make_deploy_app(directory: Path, base: DebianBase, servers: list[SshServer],
         "deploy": {"listen": "127.0.0.1", "port": ports[0], "drain": drain, "health_timeout": health_timeout,
                    "state_dir": str(directory / "host-state"),
                    **({"migrate": ["python3", "/app/migrate.py"]} if migrate else {}),
-                   **({"env_file": env_file} if env_file else {})},
+                   **({"env_file": env_file} if env_file else {}), **(fleet or {})},
     }
     root = directory / name
     root.mkdir(parents=True)

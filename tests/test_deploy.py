@@ -178,7 +178,7 @@ def test_two_hosts_are_deployed_one_at_a_time(tmp_path, debian_python_base, sshd
 
         # One host at a time: every rollout step of the first host comes before any of the second's,
         # in the order the command reported them and by their timestamps.
-        rollout = [e for e in result["events"] if e["step"] not in ("connect", "check", "known-hosts")]
+        rollout = [e for e in result["events"] if e["step"] not in ("connect", "check", "known-hosts", "wave")]
         hosts_in_order = [e["host"] for e in rollout]
         boundary = hosts_in_order.index(app.hosts[1])
         assert set(hosts_in_order[:boundary]) == {app.hosts[0]} and set(hosts_in_order[boundary:]) == {app.hosts[1]}
@@ -273,7 +273,8 @@ def test_a_second_deploy_of_the_same_instance_waits_its_turn(app, sshd):  # noqa
             subprocess.run(["sleep", "0.05"])
         busy = app.deploy()
         assert busy.returncode == 6
-        assert "another deploy of" in busy.stderr and app.hosts[0] in busy.stderr
+        assert f"error: {app.hosts[0]}: check failed: another deploy of" in busy.stderr
+        assert "nothing was changed on any host" in busy.stderr
         assert "pull" not in [e["step"] for e in events_from_stderr(busy.stderr)]
     finally:
         os.killpg(holder.pid, signal.SIGTERM)

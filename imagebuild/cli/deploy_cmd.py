@@ -1,4 +1,4 @@
-"""`imagebuild deploy ENV`: roll the environment's digest onto its hosts, one at a time, with no failed request."""
+"""`imagebuild deploy ENV`: roll the environment's digest onto its hosts, in waves, with no failed request."""
 
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
                             "always refused)."),
                    recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
-    """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time.
+    """Pull ENV's image by digest onto each host and swap it in behind nginx, deploy.batch hosts at a time.
 
     An environment that names a cluster (`kubernetes:` in the recipe) is rolled out there instead:
     expand Job, Deployment (rolled back when its pods do not become ready), contract Job.
     """
+    from imagebuild.release.deploy.fleet import describe
     from imagebuild.release.deploy.rollout import check_spec, deploy
     from imagebuild.release.deploy.release import resolve_release
 
@@ -65,7 +66,8 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
         places.close()
     if release.rolled_back:
         say(f"moved {environment} back to {release.version} ({release.digest}); recorded as a rollback")
-    say(f"deploying {release.version} ({release.digest}) to {environment}: {len(hosts)} host(s), one at a time")
+    say(f"deploying {release.version} ({release.digest}) to {environment}: {len(hosts)} host(s), "
+        f"{describe(loaded, len(hosts))}")
     result = deploy(loaded, release, hosts, options, listener=lambda event: say(event.line()))
     if json_out:
         emit_json(result.to_dict())

@@ -36,6 +36,7 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
         for row in rows:
             entry = row.to_dict()
             entry["hosts"] = [h.to_dict() for h in on_hosts.get(row.environment, [])]
+            entry["serving"], entry["mixed"] = _serving(on_hosts.get(row.environment, []))
             if row.environment in on_clusters:
                 entry["cluster"] = on_clusters[row.environment].to_dict()
             environments.append(entry)
@@ -48,7 +49,10 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
         if row.note:
             line += f"  ({row.note})"
         typer.echo(line)
-        for host in on_hosts.get(row.environment, []):
+        rows_here = on_hosts.get(row.environment, [])
+        if _serving(rows_here)[1]:
+            typer.echo("  " + _mixed_line(rows_here))
+        for host in rows_here:
             typer.echo("  " + _host_line(host, row.digest, row.version))
         if row.environment in on_clusters:
             typer.echo("  " + _cluster_line(on_clusters[row.environment], row.digest, row.version))
@@ -63,8 +67,23 @@ def _hosts_of(recipe, options) -> dict:
     return hosts_status(recipe, wanted, options)
 
 
+def _serving(rows) -> tuple[dict, bool]:
+    """Which hosts serve which digest, and whether that is more than one (no import of SSH without hosts)."""
+    if not rows:
+        return {}, False
+    from imagebuild.release.deploy.status import is_mixed, serving
+    return serving(rows), is_mixed(rows)
+
+
+def _mixed_line(rows) -> str:
+    versions = {row.digest: row.version for row in rows}
+    parts = [f"{len(hosts)} host(s) on {versions.get(digest) or '-'} ({digest[:19]})"
+             for digest, hosts in _serving(rows)[0].items()]
+    return "MIXED: " + ", ".join(parts)
+
+
 def _host_line(host, promoted_digest: str | None, promoted_version: str | None = None) -> str:
-    what = f"{host.version or '-'} since {host.since or '-'}"
+    what = f"{host.version or '-'} ({host.digest[:19] if host.digest else '-'}) since {host.since or '-'}"
     facts = [f"port {host.port}"]
     if host.container:
         facts.append(f"{host.container} {host.state or 'gone'}" + (f" ({host.health})" if host.health else ""))
@@ -76,6 +95,9 @@ def _host_line(host, promoted_digest: str | None, promoted_version: str | None =
         facts.append(f"behind the promoted {promoted_version or promoted_digest[:19]}: `imagebuild deploy {env}` "
                      f"rolls it out; if its deploy was refused, promote a fixed version, or keep "
                      f"{host.version or 'this one'} with `imagebuild deploy {env} --to {host.version or 'VERSION'}`")
+    if host.rolled_back:
+        facts.append(f"rolled back from {host.rolled_back.get('from_version')} at {host.rolled_back.get('at')}: "
+                     f"{host.rolled_back.get('reason')}")
     if host.note:
         facts.append(host.note)
     return f"{host.host:<40} {what:<50} {', '.join(facts)}"

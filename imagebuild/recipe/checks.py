@@ -19,7 +19,8 @@ from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.cluster import check_kubernetes
 from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
-from imagebuild.recipe.model import Policy, Recipe
+from imagebuild.recipe.fleet import parse_batch, parse_duration
+from imagebuild.recipe.model import DeploySpec, Policy, Recipe
 from imagebuild.recipe.schema import did_you_mean
 
 Fail = Callable[..., NoReturn]
@@ -36,6 +37,7 @@ _MIRROR = re.compile(r"^(https?|file)://[^\s\x00-\x1f\x7f]+\Z")
 MAX_REQUIREMENTS_BYTES = 1 << 20
 # Durations in seconds: a day at most, far from where nanoseconds (the image's Healthcheck) overflow.
 MAX_SECONDS = 86_400
+MAX_SESSIONS = 256          # deploy.max_sessions: SSH connections opened at once
 _VARIANTS = ("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
              "important", "debootstrap", "standard")
 # One pinned requirement, optionally with extras, a marker and --hash options.
@@ -469,6 +471,27 @@ def _check_deploy(recipe: Recipe, fail: Fail) -> None:
                                       or spec.env_file == "/"):
         fail("deploy.env_file", f"{spec.env_file!r} must be an absolute, normalized path of a file on the host",
              "e.g. /etc/myapp.env")
+    _check_fleet(spec, fail)
+
+
+def _check_fleet(spec: DeploySpec, fail: Fail) -> None:
+    """How many hosts swap at once, and the canary: refused when the recipe loads, not mid-deploy."""
+    for key, parse, value in (("batch", parse_batch, spec.batch), ("canary_wait", parse_duration, spec.canary_wait)):
+        if value is None:
+            continue
+        try:
+            parse(value)
+        except UserError as exc:
+            fail(f"deploy.{key}", exc.message, exc.hint)
+    if spec.canary < 0:
+        fail("deploy.canary", "must not be negative", "0 means no canary")
+    if spec.canary_wait is not None:
+        if spec.canary == 0:
+            fail("deploy.canary_wait", "has no effect without deploy.canary", "set deploy.canary: 1, or remove it")
+        if parse_duration(spec.canary_wait) > MAX_SECONDS:
+            fail("deploy.canary_wait", f"must be at most {MAX_SECONDS} seconds")
+    if not 1 <= spec.max_sessions <= MAX_SESSIONS:
+        fail("deploy.max_sessions", f"{spec.max_sessions} is not between 1 and {MAX_SESSIONS}")
 
 
 def _check_hosts(recipe: Recipe, fail: Fail) -> None:

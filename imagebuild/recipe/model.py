@@ -167,6 +167,11 @@ class DeploySpec:
     health_timeout: int = 120              # seconds a new container gets to answer health.path with 200
     env_file: str | None = None            # a file on the host with run-time variables (secrets); stays there
     state_dir: str = "/var/lib/imagebuild"  # where each host keeps the front's config and the deploy state
+    # Fleets (release/deploy/fleet.py): waves of hosts, the first one a canary.
+    batch: str = "1"                       # hosts swapped at once: a count ("2") or a share ("25%")
+    canary: int = 0                        # hosts swapped first, alone, then watched for canary_wait
+    canary_wait: str | None = None         # how long the canaries must keep answering (30s, 2m); 60s by default
+    max_sessions: int = 8                  # hosts talked to at the same moment
 
 
 @dataclass(frozen=True)

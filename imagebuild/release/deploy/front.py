@@ -32,12 +32,15 @@ awk -v m="$pid" '/^Pid:/ {p=$2} /^PPid:/ {if ($2 == m) print "worker " p}' /proc
 true
 """
 
-# Replace upstream.conf and nginx.conf (write beside, then rename) and let nginx check them.
+# Replace upstream.conf and nginx.conf (write beside, then rename) and let nginx check them. One command
+# per line: `set -e` ignores a failure on the left of `&&`, and a write that failed must stop the switch.
 WRITE_AND_TEST = r"""
 set -e
 mkdir -p "$1/tmp"
-printf '%s' "$2" > "$1/upstream.conf.new" && mv -f "$1/upstream.conf.new" "$1/upstream.conf"
-printf '%s' "$3" > "$1/nginx.conf.new" && mv -f "$1/nginx.conf.new" "$1/nginx.conf"
+printf '%s' "$2" > "$1/upstream.conf.new"
+mv -f "$1/upstream.conf.new" "$1/upstream.conf"
+printf '%s' "$3" > "$1/nginx.conf.new"
+mv -f "$1/nginx.conf.new" "$1/nginx.conf"
 nginx -q -t -p "$1" -c "$1/nginx.conf" -e "$1/error.log"
 """
 

@@ -17,9 +17,10 @@ environment half-deployed for a reason known up front. Then, per host:
    have finished their in-flight requests;
 6. record the new state, then stop and remove the old container.
 
-The next host starts only after the previous one finished step 6, so an
-environment never loses more than the capacity of the host being swapped,
-and even that host keeps serving throughout.
+The next host starts only after the previous one finished step 6 (or, with
+deploy.batch, the next wave after the whole wave: fleet.py), so an environment
+never loses more than the capacity of the hosts being swapped, and even those
+keep serving throughout.
 """
 
 from __future__ import annotations
@@ -382,26 +383,8 @@ def _probe_failure(probe: Result) -> str:
 
 def deploy(recipe: Recipe, release: Release, hosts: Sequence[Host], options: SshOptions,
            listener: Callable[[Event], None] | None = None) -> DeployResult:
-    """Roll `release` onto `hosts`, one at a time; raises DeployError at the first host that fails."""
-    check_spec(recipe)
-    events = Events(listener)
-    result = DeployResult(release, events=events.items)
-    begun = time.monotonic()
-    sessions: list[SshSession] = []
-    try:
-        for host in hosts:
-            session = SshSession(host, options, on_note=lambda text, h=host: events.emit(h, "known-hosts", text))
-            sessions.append(session)
-            events.emit(host, "connect", f"{host.user}@{host.address}:{host.ssh_port}, host key verified")
-        rollouts = [HostRollout(session, recipe, release, events) for session in sessions]
-        for rollout in rollouts:
-            rollout.preflight()
-        for rollout in rollouts:
-            outcome, migrated = rollout.run(migrate=not result.migrated)
-            result.migrated = result.migrated or migrated
-            result.hosts.append(outcome)
-    finally:
-        for session in sessions:
-            session.close()
-        result.seconds = time.monotonic() - begun
-    return result
+    """Roll `release` onto `hosts` in the recipe's waves (deploy.batch, deploy.canary: fleet.py, which runs
+    this module's per-host steps); raises DeployError when a host fails, after rolling the others back."""
+    from imagebuild.release.deploy.fleet import deploy_fleet  # fleet.py builds on this module
+
+    return deploy_fleet(recipe, release, hosts, options, listener)

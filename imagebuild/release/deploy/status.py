@@ -28,6 +28,7 @@ class HostStatus:
     health: str | None = None           # Docker's verdict from the image's Healthcheck
     front: str | None = None            # "running" or "down"
     note: str | None = None             # unreachable, never deployed, ...
+    rolled_back: dict | None = None     # set when a failed deploy swapped this host back: from what, why, when
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +82,7 @@ def _fill(row: HostStatus, session: SshSession, instance: Instance, recipe: Reci
     if state:
         row.version, row.digest, row.since = state.get("version"), state.get("digest"), state.get("since")
         row.container = state.get("container")
+        row.rolled_back = state.get("rolled_back")
     containers = docker.containers(instance.labels)
     serving = next((c for c in containers if c["Name"].lstrip("/") == row.container), None)
     if serving is None and containers:
@@ -97,3 +99,17 @@ def _fill(row: HostStatus, session: SshSession, instance: Instance, recipe: Reci
         row.note = "never deployed"
     else:
         row.note = f"recorded container {row.container} is gone"
+
+
+def serving(rows: Sequence[HostStatus]) -> dict[str, list[str]]:
+    """Which hosts serve which digest (hosts that could not be read, or serve nothing, are left out)."""
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        if row.digest and row.state == "running":
+            found.setdefault(row.digest, []).append(row.host)
+    return found
+
+
+def is_mixed(rows: Sequence[HostStatus]) -> bool:
+    """More than one digest serves in the environment: a deploy stopped half-way, or one is under way."""
+    return len(serving(rows)) > 1
