@@ -24,6 +24,7 @@ RANKS: list[tuple[str, tuple[str, ...]]] = [
     ("registry", ("imagebuild.registry",)),
     ("stores", ("imagebuild.stores",)),
     ("build", ("imagebuild.build",)),
+    ("evidence", ("imagebuild.evidence",)),
     ("publish", ("imagebuild.publish",)),
     ("release", ("imagebuild.release",)),
     ("cli", ("imagebuild.cli", "imagebuild.__main__")),

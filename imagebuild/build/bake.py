@@ -95,6 +95,7 @@ class BakeResult:
     warnings: tuple[str, ...] = ()     # e.g. files in the app layer that look like credentials
     keys: tuple[tuple[str, LayerResult], ...] = ()   # each layer's cache key, for the registry's layer cache
     remote: tuple[RemoteLayer, ...] = ()  # layers the registry's cache lent (the store may lack their blobs)
+    python: PythonLock | None = None   # the libraries' closure installed (the lock's, or resolved by this bake)
 
     def pushed_as(self, reference: str) -> "BakeResult":
         return replace(self, image=reference)
@@ -167,6 +168,7 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
         plan = planning.make_plan(recipe, commit, [builder.inputs for builder in builders],
                                   server_command(recipe), env=env)
         outcomes, keys = _build(plan, builders, store, progress, remote)
+    closure = next((builder.closure for builder in builders if isinstance(builder, LibrariesLayer)), None)
     image = _image(recipe, plan, outcomes)
     local_ref = source.local_ref
     elsewhere = _elsewhere(remote, keys)
@@ -176,7 +178,8 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
     descriptor = store.write_image(image, [local_ref], frozenset(str(layer.result.digest) for layer in elsewhere))
     return BakeResult(image=local_ref, digest=Digest(descriptor.digest), version=commit.version,
                       layers=tuple(outcomes), recipe=recipe, facts=source.facts, dirty=commit.dirty,
-                      local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere)
+                      local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere,
+                      python=closure)
 
 
 def _elsewhere(remote: RemoteCache | None,

@@ -11,7 +11,7 @@ import typer
 
 from imagebuild.cli import (bake_cmd, deploy_cmd, disk_cmd, dockerfile_cmd, export_cmd, gc_cmd, history_cmd, image_cmd,
                             images_cmd, init_cmd, lock_cmd, login_cmd, promote_cmd, pull_cmd, push_cmd, rm_cmd,
-                            run_cmd, status_cmd)
+                            run_cmd, sbom_cmd, status_cmd)
 from imagebuild.cli.common import PLAIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
@@ -22,6 +22,7 @@ app.command("bake")(bake_cmd.bake_command)
 app.command("lock")(lock_cmd.lock_command)
 app.command("images")(images_cmd.images)
 app.command("export")(export_cmd.export)
+app.command("sbom")(sbom_cmd.sbom_command)
 app.command("dockerfile")(dockerfile_cmd.dockerfile_command)
 app.command("rm")(rm_cmd.rm)
 app.command("gc")(gc_cmd.gc)

@@ -34,6 +34,7 @@ def bake_command(
     """Bake the commit checked out at PATH into an image in the local store."""
     from imagebuild.build.bake import bake, read_input
     from imagebuild.build.remote_cache import fetch_layers, open_remote_cache
+    from imagebuild.evidence.sbom import attach_sboms
     from imagebuild.progress import Progress
     from imagebuild.publish.disk import DiskOutput
     from imagebuild.publish.output import parse_outputs
@@ -54,6 +55,13 @@ def bake_command(
             if isinstance(item, RegistryOutput):
                 item.remote = remote
         result = bake(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine, remote=remote)
+        lent = {str(layer.result.digest): layer for layer in result.remote}
+
+        def fetch(layer) -> None:     # an os layer the registry's cache lent, for its packages
+            if remote is not None and str(layer.digest) in lent:
+                fetch_layers(remote, the_store, [lent[str(layer.digest)]])
+
+        attach_sboms(the_store, result, fetch)   # before the outputs: a push carries them with the image
         if remote is not None and result.remote and any(not isinstance(item, RegistryOutput) for item in outputs):
             fetch_layers(remote, the_store, result.remote)   # the outputs that read the layers' bytes
         for item in outputs:

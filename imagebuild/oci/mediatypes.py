@@ -10,6 +10,9 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 IMAGEBUILD_DISK = "application/vnd.imagebuild.disk.v1"   # artifactType of an image's VM disk (imagebuild.release.disk)
+# artifactTypes (and payload media types) of an image's SBOMs (imagebuild.evidence.sbom)
+SPDX_JSON = "application/spdx+json"
+CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

@@ -176,8 +176,8 @@ def installed_packages(tar: tarfile.TarFile) -> dict[str, str]:
     return parse_dpkg_status(status)
 
 
-def parse_dpkg_status(text: str) -> dict[str, str]:
-    installed: dict[str, str] = {}
+def installed_stanzas(text: str) -> Iterator[dict[str, str]]:
+    """The fields (first lines only) of each package a dpkg status file records as installed."""
     for stanza in text.split("\n\n"):
         fields = {}
         for line in stanza.splitlines():
@@ -185,6 +185,10 @@ def parse_dpkg_status(text: str) -> dict[str, str]:
                 key, _, value = line.partition(":")
                 fields[key] = value.strip()
         if fields.get("Status", "").endswith(" installed") and "Package" in fields:
-            installed[fields["Package"]] = fields.get("Version", "")
+            yield fields
+
+
+def parse_dpkg_status(text: str) -> dict[str, str]:
+    installed = {fields["Package"]: fields.get("Version", "") for fields in installed_stanzas(text)}
     return dict(sorted(installed.items()))
 

@@ -105,8 +105,10 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
                 progress(f"{'uploaded' if how == 'copied' else how} {blob.digest.short} ({blob.size} bytes)")
 
         before = client.counters.requests
-        copied = copy(LayoutPlace(store), RegistryPlace(client, target.repository), descriptor.digest, [tag],
-                      mount_hint=mount_hint, parallel=parallel, progress=report)
+        # Under its own name, so the attachments (SBOMs) the store lists for it travel along.
+        copied = copy(LayoutPlace(store, _name_of(store, local_ref_name)), RegistryPlace(client, target.repository),
+                      descriptor.digest, [tag], attachments=True, mount_hint=mount_hint, parallel=parallel,
+                      progress=report)
         result = PushResult(reference=f"{client.host}/{target.repository}:{tag}", digest=copied.digest,
                             bytes_uploaded=copied.blob_bytes + copied.manifest_bytes,
                             blobs_uploaded=copied.blobs_copied, blobs_skipped=copied.blobs_skipped,
@@ -116,6 +118,13 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
     finally:
         if own:
             client.close()
+
+
+def _name_of(store: LayoutStore, local_ref_name: str) -> str:
+    """The image name of a store ref `NAME:TAG` (whose attachments are listed under NAME); "" for a digest."""
+    if local_ref_name in store.refs() and "@" not in local_ref_name:
+        return local_ref_name.rpartition(":")[0]
+    return ""
 
 
 def _tag_of(local_ref_name: str) -> str:

@@ -36,6 +36,7 @@ from imagebuild.sources.os_tree import diff_entries, installed_packages, read_me
 from imagebuild.sources.lockfile import DebianLock, PythonLock, read_lock, write_lock
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.compress import decompressing
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
 from imagebuild.oci.model import Descriptor, Layer, ParsedManifest, load_json_object, parse_config, parse_index
@@ -357,14 +358,8 @@ def os_accounts(store: LayoutStore, os_layer: LayerResult) -> tuple[str, str]:
     """(/etc/passwd, /etc/group) of an OS layer in the store, for adding the app's user."""
     found: dict[str, str] = {}
     with store.open_blob(os_layer.digest) as blob:
-        compression = mt.layer_compression(os_layer.media_type)
-        stream = blob
-        if compression == "zstd":
-            import zstandard
-
-            stream = zstandard.ZstdDecompressor().stream_reader(blob)
-        mode = "r|gz" if compression == "gzip" else "r|"
-        with tarfile.open(fileobj=stream, mode=mode) as tar:
+        stream = decompressing(blob, mt.layer_compression(os_layer.media_type))
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if member.name in ("etc/passwd", "etc/group") and member.isfile():
                     found[member.name] = tar.extractfile(member).read().decode("utf-8", "replace")

@@ -1,0 +1,1 @@
+"""Evidence about a baked image, attached to it by subject: its SBOMs (sbom.py, from contents.py)."""
