@@ -249,3 +249,17 @@ def test_images_lists_no_referrers_tag_unless_asked(tmp_path):
     assert [row["image"] for row in json.loads(listed.stdout)["images"]] == ["hello:v1"]
     every = json.loads(imagebuild("images", "--store", store.root, "--json", "--all").stdout)["images"]
     assert {row["image"]: row["kind"] for row in every}[f"hello:{referrers_tag(image.digest)}"] == "referrers"
+
+
+def test_sbom_of_an_image_without_one_is_one_line_and_exit_2(tmp_path):
+    store = LayoutStore(tmp_path / "store").ensure()
+    small_image(LayoutPlace(store, "hello"), "v1")
+    for argv, message in [
+        (["hello:v1"], "error: hello:v1 has no SPDX SBOM attached ("),
+        (["hello:v1", "--format", "cyclonedx"], "error: hello:v1 has no CycloneDX SBOM attached ("),
+        (["hello:v1", "--format", "swid"], "error: --format 'swid' is not one of spdx, cyclonedx ("),
+        (["hello:v9"], "error: no image 'hello:v9' in the local store at "),
+    ]:
+        done = imagebuild("sbom", *argv, "--store", store.root)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
