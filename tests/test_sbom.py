@@ -12,13 +12,14 @@ import tarfile
 import pytest
 
 from imagebuild.evidence.contents import (DPKG_STATUS, DebianPackage, Distro, ImageContents, PythonDistribution,
-                                          base_packages, layer_facts, parse_dpkg_packages, python_distributions,
-                                          read_layer_facts, stacked_files)
+                                          base_packages, layer_facts, packages_of_lock, parse_dpkg_packages,
+                                          python_distributions, read_layer_facts, stacked_files)
 from imagebuild.evidence.sbom import cyclonedx_document, spdx_document
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.model import Descriptor
-from imagebuild.sources.lockfile import PythonLock, PythonPackage
+from imagebuild.sources.lockfile import DebianLock, PythonLock, PythonPackage, dumps, parse_lock
+from imagebuild.sources.os_tree import package_details
 from imagebuild.stores.attachments import attach, attachments
 from imagebuild.stores.gc import collect_garbage, remove_refs
 from imagebuild.stores.layout import DPKG_FACTS_DIR, LayoutStore
@@ -67,6 +68,20 @@ def test_installed_packages_are_read_with_their_architecture_and_source():
         DebianPackage("libc6", "2.36-9+deb12u13", "amd64", "glibc", "2.36-9+deb12u13"),
         DebianPackage("libstdc++6", "12.2.0-14+deb12u1", "amd64", "gcc-12", "12.2.0-14+deb12u1"),
     ]
+
+
+def test_the_lock_keeps_what_dpkg_records_and_gives_the_same_packages():
+    lock = DebianLock(inputs={}, source_date_epoch=1, os={"libc6": "2.36-9+deb12u13", "base-files": "12.4+deb12u13"},
+                      runtime={"libstdc++6": "12.2.0-14+deb12u1"}, packages=package_details(STATUS),
+                      os_release={"ID": "debian", "VERSION_ID": "12"})
+    again = parse_lock(dumps(lock), "imagebuild.lock")
+    assert again == lock
+    assert again.packages["libstdc++6"] == {"architecture": "amd64", "source": "gcc-12 (12.2.0-14+deb12u1)"}
+    assert packages_of_lock(again, with_runtime=True) == parse_dpkg_packages(STATUS)
+    assert [p.name for p in packages_of_lock(again, with_runtime=False)] == ["base-files", "libc6"]
+    older = DebianLock(inputs={}, source_date_epoch=1, os=dict(lock.os))
+    assert "packages" not in dumps(older) and "osRelease" not in dumps(older)     # read by older imagebuilds as ever
+    assert packages_of_lock(older, with_runtime=False) is None
 
 
 def test_python_distributions_are_the_closure_and_the_pinned_server_packages():

@@ -8,9 +8,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from imagebuild.evidence.contents import DPKG_STATUS, read_layer_facts, stacked_files
+from imagebuild.sources.lockfile import read_lock, write_lock
+from imagebuild.sources.os_tree import OS_RELEASE, os_release_fields, package_details
 from imagebuild.stores.layout import DPKG_FACTS_DIR
 from tests.bake_support import bake_json, example_repo, git, seed
 from tests.conftest import imagebuild
@@ -34,14 +39,33 @@ def normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def locks(work: Path, base) -> tuple[Path, Path]:
+    """The test base's lock with what dpkg records of each package (as `imagebuild lock` keeps it now),
+    and without (as a lock made before)."""
+    lock = read_lock(base.lock_path)
+    if not lock.packages:      # a test base cached before locks kept them: read them from its layers
+        facts = []
+        for result in base.results:     # read, not kept: the cached base's store is not this test's to write
+            with base.store.open_blob(result.digest) as blob:
+                facts.append(read_layer_facts(blob, result.media_type))
+        files = stacked_files(facts)
+        release = next(files[path] for path in OS_RELEASE if path in files)
+        lock = replace(lock, packages=package_details(files[DPKG_STATUS]), os_release=os_release_fields(release))
+    with_details, without = work / "with-details.lock", work / "without-details.lock"
+    write_lock(with_details, lock)
+    write_lock(without, replace(lock, packages={}, os_release={}))
+    return with_details, without
+
+
 @pytest.fixture(scope="module")
 def baked(tmp_path_factory, debian_python_base, docker_client):  # noqa: F811
     work = tmp_path_factory.mktemp("sbom")
-    repo = example_repo(work, "flask-hello", lock=debian_python_base.lock_path)
+    with_details, without = locks(work, debian_python_base)
+    repo = example_repo(work, "flask-hello", lock=with_details)
     git(repo, "remote", "add", "origin", ORIGIN)
     store = seed(work / "store", debian_python_base)
     result = bake_json(repo, store.root, "--load")
-    yield repo, store, result
+    yield repo, store, result, without
     docker_client.images.remove(result["image"], force=True)
 
 
@@ -52,7 +76,7 @@ def sbom(reference: str, *args) -> bytes:
 
 
 def test_the_attached_sboms_are_valid_and_name_the_image_and_its_commit(baked):
-    repo, store, result = baked
+    repo, store, result, _ = baked
     spdx = sbom(result["image"], "--store", store.root)
     cyclonedx = sbom(result["image"], "--store", store.root, "--format", "cyclonedx")
     assert spdx_problems(spdx) == []
@@ -73,7 +97,7 @@ def test_the_attached_sboms_are_valid_and_name_the_image_and_its_commit(baked):
 
 
 def test_the_sbom_lists_exactly_what_is_installed_in_the_image(baked, docker_client):
-    _, store, result = baked
+    _, store, result, _ = baked
     document = json.loads(sbom(result["image"], "--store", store.root))
     listed = {(p["name"], p["versionInfo"]) for p in document["packages"] if p["SPDXID"].startswith("SPDXRef-deb-")}
     query = docker_client.containers.run(
@@ -92,19 +116,36 @@ def test_the_sbom_lists_exactly_what_is_installed_in_the_image(baked, docker_cli
     assert {path for path, _, _ in python} == {SITE, SERVER}
 
 
-def test_a_rebake_attaches_the_same_bytes_and_reads_no_layer_again(baked):
-    repo, store, result = baked
+def test_a_rebake_attaches_the_same_bytes_and_the_lock_spares_reading_the_layers(baked):
+    repo, store, result, _ = baked
     before = sbom(result["image"], "--store", store.root)
-    kept = sorted((store.root / DPKG_FACTS_DIR).glob("*.json"))
-    assert len(kept) == 2      # the os and the runtime layer, each read once
     again = bake_json(repo, store.root)
     assert again["digest"] == result["digest"]
     assert sbom(result["image"], "--store", store.root) == before
-    assert sorted((store.root / DPKG_FACTS_DIR).glob("*.json")) == kept
+    assert not (store.root / DPKG_FACTS_DIR).exists()      # the lock said it all: no layer was read
+
+
+def debian_parts(document: bytes) -> tuple[list, list]:
+    """The Debian packages of an SPDX document, and the os and Debian components of a CycloneDX one."""
+    data = json.loads(document)
+    if "spdxVersion" in data:
+        return [p for p in data["packages"] if p["SPDXID"].startswith("SPDXRef-deb-")], []
+    return [], [c for c in data["components"] if c["bom-ref"] == "os" or c["bom-ref"].startswith("deb:")]
+
+
+def test_a_lock_made_before_it_kept_dpkg_details_gives_the_same_packages_from_the_layers(baked, tmp_path):
+    _, store, result, without = baked
+    repo = example_repo(tmp_path, "flask-hello", lock=without)
+    older = bake_json(repo, store.root)
+    assert len(list((store.root / DPKG_FACTS_DIR).glob("*.json"))) == 2    # the os and runtime layers, read
+    for form in ("spdx", "cyclonedx"):
+        locked = debian_parts(sbom(result["image"], "--store", store.root, "--format", form))
+        read = debian_parts(sbom(older["image"], "--store", store.root, "--format", form))
+        assert read == locked and (read[0] or read[1])
 
 
 def test_push_carries_the_sboms_and_sbom_reads_them_from_the_registry(baked, registry):
-    _, store, result = baked
+    _, store, result, _ = baked
     target = f"{registry}/sbom-{uuid.uuid4().hex[:8]}/flask-hello:{result['version']}"
     pushed = imagebuild("push", result["image"], "--to", target, "--store", store.root, "--recipe", baked[0])
     assert pushed.returncode == 0, pushed.stderr

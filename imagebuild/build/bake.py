@@ -96,6 +96,7 @@ class BakeResult:
     keys: tuple[tuple[str, LayerResult], ...] = ()   # each layer's cache key, for the registry's layer cache
     remote: tuple[RemoteLayer, ...] = ()  # layers the registry's cache lent (the store may lack their blobs)
     python: PythonLock | None = None   # the libraries' closure installed (the lock's, or resolved by this bake)
+    debian: DebianLock | None = None   # the lock the os and runtime layers were built from, when they are the base
 
     def pushed_as(self, reference: str) -> "BakeResult":
         return replace(self, image=reference)
@@ -169,6 +170,10 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
                                   server_command(recipe), env=env)
         outcomes, keys = _build(plan, builders, store, progress, remote)
     closure = next((builder.closure for builder in builders if isinstance(builder, LibrariesLayer)), None)
+    debian_lock = None
+    if recipe.os.image is None and recipe.os.dockerfile is None:
+        # the committed lock; one this bake (--allow-dirty) resolved or completed is the file beside the recipe
+        debian_lock = source.lock if not source.update_lock else read_lock(lock_path_for(recipe.source))
     image = _image(recipe, plan, outcomes)
     local_ref = source.local_ref
     elsewhere = _elsewhere(remote, keys)
@@ -179,7 +184,7 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
     return BakeResult(image=local_ref, digest=Digest(descriptor.digest), version=commit.version,
                       layers=tuple(outcomes), recipe=recipe, facts=source.facts, dirty=commit.dirty,
                       local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere,
-                      python=closure)
+                      python=closure, debian=debian_lock)
 
 
 def _elsewhere(remote: RemoteCache | None,

@@ -1,13 +1,14 @@
 """What an image is made of, as its bake knows it: the Debian packages of its os and runtime
 layers, the Python distributions the bake installed, and the commit it was baked from.
 
-The Debian packages are read from dpkg's database as the os and runtime layers hold it
-(`var/lib/dpkg/status`, the topmost of those layers that has one): the exact record of what is
-installed, with each package's architecture and source package, for Debian layers built from
-imagebuild.lock, an `os.image` base and an `os.dockerfile` base alike. Those layers are read once
-per layer digest; what was found is kept beside the layer cache (`DPKG_FACTS_DIR`), so a warm bake
-reads no layer again. The Python distributions are the libraries' locked closure (each wheel's
-sha256) and the server packages the recipe pins.
+Debian layers built from imagebuild.lock: the lock pins every package's version, and keeps what
+dpkg recorded of each when it was resolved (architecture, source package) and the tree's
+os-release, so no layer is read, not even one the registry's cache lent. Otherwise (an `os.image`
+or `os.dockerfile` base, or a lock made before it kept those details) dpkg's own database is read
+from the layers (`var/lib/dpkg/status`, as the topmost layer that has one leaves it), once per
+layer digest: what was found is kept beside the layer cache (`DPKG_FACTS_DIR`). Both ways give the
+same packages. The Python distributions are the libraries' locked closure (each wheel's sha256)
+and the server packages the recipe pins.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from imagebuild.errors import StoreError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.compress import decompressing
 from imagebuild.oci.model import Descriptor
-from imagebuild.sources.lockfile import PythonLock
-from imagebuild.sources.os_tree import installed_stanzas
+from imagebuild.sources.lockfile import DebianLock, PythonLock
+from imagebuild.sources.os_tree import OS_RELEASE, installed_stanzas, os_release_fields
 from imagebuild.stores.layout import DPKG_FACTS_DIR, LayoutStore
 
 DPKG_STATUS = "var/lib/dpkg/status"
-OS_RELEASE = ("etc/os-release", "usr/lib/os-release")    # the first one a layer stack holds counts
 _WANTED = (DPKG_STATUS, *OS_RELEASE)
 BASE_LAYERS = ("os", "runtime")      # the bake's layer names that may hold Debian packages
 _FACTS_FORMAT = 1
@@ -95,24 +95,38 @@ def parse_dpkg_packages(status: str) -> list[DebianPackage]:
     found = []
     for fields in installed_stanzas(status):
         name, version = fields["Package"], fields.get("Version", "")
-        source, source_version = name, version
-        match = _SOURCE.match(fields.get("Source", ""))
-        if match:
-            source = match.group("name")
-            source_version = match.group("version") or version
+        source, source_version = _source_of(name, version, fields.get("Source", ""))
         found.append(DebianPackage(name, version, fields.get("Architecture", ""), source, source_version))
     return sorted(found)
 
 
-def parse_os_release(text: str) -> Distro | None:
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key and not key.startswith("#"):
-            values[key] = value.strip().strip("\"'")
-    if not values.get("ID"):
+def distro_of(fields: Mapping[str, str]) -> Distro | None:
+    """The distribution os-release's ID, VERSION_ID and VERSION_CODENAME name; None without an ID."""
+    if not fields.get("ID"):
         return None
-    return Distro(values["ID"], values.get("VERSION_ID", ""), values.get("VERSION_CODENAME", ""))
+    return Distro(fields["ID"], fields.get("VERSION_ID", ""), fields.get("VERSION_CODENAME", ""))
+
+
+def packages_of_lock(lock: DebianLock, with_runtime: bool) -> list[DebianPackage] | None:
+    """The packages of the topmost Debian layer as imagebuild.lock pins them, with what dpkg recorded of
+    each when the lock was resolved; None for a lock made before that was kept."""
+    versions = lock.runtime_versions() if with_runtime else dict(lock.os)
+    if not lock.packages or not set(versions) <= set(lock.packages):
+        return None
+    found = []
+    for name, version in versions.items():
+        entry = lock.packages[name]
+        source, source_version = _source_of(name, version, entry.get("source", ""))
+        found.append(DebianPackage(name, version, entry.get("architecture", ""), source, source_version))
+    return sorted(found)
+
+
+def _source_of(name: str, version: str, field: str) -> tuple[str, str]:
+    """(source package, its version) from dpkg's `Source:` field: `NAME`, `NAME (VERSION)`, or absent."""
+    match = _SOURCE.match(field)
+    if not match:
+        return name, version
+    return match.group("name"), match.group("version") or version
 
 
 def python_distributions(closure: PythonLock | None, closure_path: str, pins: Sequence[str],
@@ -195,7 +209,7 @@ def base_packages(files: Mapping[str, str]) -> tuple[list[DebianPackage], Distro
     """The Debian packages and the distribution the stacked files name."""
     packages = parse_dpkg_packages(files.get(DPKG_STATUS, ""))
     release = next((files[path] for path in OS_RELEASE if path in files), None)
-    return packages, parse_os_release(release) if release is not None else None
+    return packages, distro_of(os_release_fields(release)) if release is not None else None
 
 
 # -- a bake's image ----------------------------------------------------------------------------------
@@ -212,7 +226,14 @@ def contents_of_bake(store: LayoutStore, result, fetch: Callable[[Descriptor], N
     config = store.read_config(manifest)
     base = [Descriptor(layer.media_type, layer.digest, layer.size) for layer in result.layers
             if layer.name in BASE_LAYERS]
-    packages, distro = base_packages(stacked_files(layer_facts(store, layer, fetch) for layer in base))
+    # Debian layers built from imagebuild.lock: the lock says it all, no layer is read (a layer the
+    # registry's cache lent stays there). A lock made before it kept dpkg's details, or another base: the layers.
+    locked = packages_of_lock(result.debian, "runtime" in {layer.name for layer in result.layers}) \
+        if result.debian is not None else None
+    if locked is not None:
+        packages, distro = locked, distro_of(result.debian.os_release)
+    else:
+        packages, distro = base_packages(stacked_files(layer_facts(store, layer, fetch) for layer in base))
     closure_path = site_packages(recipe) if result.python is not None else ""
     python = python_distributions(result.python, closure_path, recipe.server.packages, SERVER_PACKAGES)
     annotations = manifest.annotations or {}

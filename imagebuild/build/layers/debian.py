@@ -32,7 +32,8 @@ from imagebuild.build.cache import LayerCache, store_layer
 from imagebuild.sources.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
 from imagebuild.sources.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
                                              unknown_package)
-from imagebuild.sources.os_tree import diff_entries, installed_packages, read_member_text, tree_entries
+from imagebuild.sources.os_tree import (diff_entries, installed_details, installed_packages, read_member_text,
+                                       release_fields, tree_entries)
 from imagebuild.sources.lockfile import DebianLock, PythonLock, read_lock, write_lock
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
@@ -202,6 +203,8 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
     build_rootfs(source, base, None, epoch, trees.os_tar, trees.log_dir / "debian-os.log")
     with tarfile.open(trees.os_tar) as tar:
         os_versions = installed_packages(tar)
+        # the topmost tree's, for the image's SBOM (the runtime tree's replace them below)
+        details, release = installed_details(tar), release_fields(tar)
     runtime_changes: dict[str, str] = {}
     if runtime:
         # pinned to the OS tree's versions, so the runtime tree differs from it only by the runtime
@@ -209,13 +212,14 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
                      trees.log_dir / "debian-runtime.log")
         with tarfile.open(trees.runtime_tar) as tar:
             runtime_versions = installed_packages(tar)
+            details, release = installed_details(tar), release_fields(tar)
         runtime_changes = {n: v for n, v in runtime_versions.items() if os_versions.get(n) != v}
         removed = sorted(set(os_versions) - set(runtime_versions))
         if removed:
             raise BuildError(f"installing the runtime removes OS packages ({', '.join(removed)})",
                              hint="remove them from os.packages")
     return DebianLock(inputs=lock_inputs(os_spec, runtime_spec), source_date_epoch=epoch,
-                      os=os_versions, runtime=runtime_changes)
+                      os=os_versions, runtime=runtime_changes, packages=details, os_release=release)
 
 
 def _check_locked_versions(index: AptIndex, lock: DebianLock, fresh: bool = False) -> None:
