@@ -278,3 +278,5 @@ def test_sbom_of_an_image_without_one_is_one_line_and_exit_2(tmp_path):
         done = imagebuild("sbom", *argv, "--store", store.root)
         assert (done.returncode, done.stdout) == (2, ""), done.stderr
         assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+    failed = imagebuild("sbom", "hello:v1", "--store", store.root, "--json")
+    assert failed.returncode == 2 and json.loads(failed.stdout)["error"]["exit_code"] == 2
