@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.evidence.contents import DPKG_STATUS, read_layer_facts, stacked_files
 from imagebuild.sources.lockfile import read_lock, write_lock
-from imagebuild.sources.os_tree import OS_RELEASE, os_release_fields, package_details
 from imagebuild.stores.layout import DPKG_FACTS_DIR
 from tests.bake_support import bake_json, example_repo, git, seed
 from tests.conftest import imagebuild
@@ -40,17 +38,9 @@ def normalized(name: str) -> str:
 
 
 def locks(work: Path, base) -> tuple[Path, Path]:
-    """The test base's lock with what dpkg records of each package (as `imagebuild lock` keeps it now),
-    and without (as a lock made before)."""
+    """The test base's lock, with what dpkg records of each package, and without (as a lock made before)."""
     lock = read_lock(base.lock_path)
-    if not lock.packages:      # a test base cached before locks kept them: read them from its layers
-        facts = []
-        for result in base.results:     # read, not kept: the cached base's store is not this test's to write
-            with base.store.open_blob(result.digest) as blob:
-                facts.append(read_layer_facts(blob, result.media_type))
-        files = stacked_files(facts)
-        release = next(files[path] for path in OS_RELEASE if path in files)
-        lock = replace(lock, packages=package_details(files[DPKG_STATUS]), os_release=os_release_fields(release))
+    assert lock.packages and lock.os_release
     with_details, without = work / "with-details.lock", work / "without-details.lock"
     write_lock(with_details, lock)
     write_lock(without, replace(lock, packages={}, os_release={}))
