@@ -142,6 +142,10 @@ def test_push_carries_the_sboms_and_sbom_reads_them_from_the_registry(baked, reg
     for form in ("spdx", "cyclonedx"):
         local = sbom(result["image"], "--store", store.root, "--format", form)
         assert sbom(target, "--format", form, "--store", store.root) == local
+    # pulled into the store without its attachments, the image's SBOM is still asked of its registry
+    pulled = imagebuild("pull", target, "--store", store.root)
+    assert pulled.returncode == 0, pulled.stderr
+    assert sbom(target, "--store", store.root) == sbom(result["image"], "--store", store.root)
     from imagebuild.registry.client import RegistryClient
     from imagebuild.oci.reference import Reference
 

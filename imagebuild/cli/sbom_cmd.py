@@ -13,7 +13,8 @@ from imagebuild.cli.common import InsecureOption, StoreOption, open_store
 
 def sbom_command(reference: str = typer.Argument(..., help="NAME:TAG in the local store, or HOST[:PORT]/NAME[:TAG] "
                                                            "or HOST[:PORT]/NAME@sha256:... in a registry."),
-                 form: str = typer.Option("spdx", "--format", help="spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON)."),
+                 form: str = typer.Option("spdx", "--format",
+                                          help="spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON)."),
                  store: Optional[Path] = StoreOption, insecure: Optional[bool] = InsecureOption,
                  json_out: bool = typer.Option(False, "--json", help="The document is JSON already; with --json a "
                                                                      "failure is one JSON object on stdout too.")

@@ -133,7 +133,8 @@ def python_distributions(closure: PythonLock | None, closure_path: str, pins: Se
                          pins_path: str) -> list[PythonDistribution]:
     """The libraries' closure, installed at `closure_path`, and the `name==version --hash=sha256:...`
     pins (the server packages) installed at `pins_path`. A pin without `==` names no version and is left out."""
-    found = [PythonDistribution(p.name, p.version, p.sha256, closure_path) for p in (closure.packages if closure else ())]
+    found = [PythonDistribution(package.name, package.version, package.sha256, closure_path)
+             for package in (closure.packages if closure else ())]
     for pin in pins:
         match = _PIN.match(pin)
         if match:

@@ -227,15 +227,18 @@ def attach_sboms(store, result, fetch: Callable[[Descriptor], None] | None = Non
             for form, build in DOCUMENTS.items()}
 
 
-def sbom_of(place, subject: str, form: str, what: str) -> bytes:
-    """The `form` SBOM attached to `subject` in `place`; a UserError naming `what` when there is none."""
+def attached_sbom(place, subject: str, form: str) -> bytes | None:
+    """The `form` SBOM attached to `subject` in `place`, or None."""
     from imagebuild.stores.attachments import attachments
 
     found = attachments(place, subject, ARTIFACT_TYPES[form])
-    if not found:
-        raise UserError(f"{what} has no {FORMAT_NAMES[form]} SBOM attached",
-                        hint="bake it again with this imagebuild, and push it with `imagebuild push`")
-    return found[-1].payload     # the latest attached, should an older imagebuild have attached another
+    # the latest attached, should an older imagebuild have attached another
+    return found[-1].payload if found else None
+
+
+def _none_attached(what: str, form: str) -> UserError:
+    return UserError(f"{what} has no {FORMAT_NAMES[form]} SBOM attached",
+                     hint="bake it again with this imagebuild, and push it with `imagebuild push`")
 
 
 def read_sbom(reference: str, form: str, store, insecure: bool | None = None) -> bytes:
@@ -247,14 +250,21 @@ def read_sbom(reference: str, form: str, store, insecure: bool | None = None) ->
     from imagebuild.stores.place import LayoutPlace, RegistryPlace
 
     if form not in ARTIFACT_TYPES:
-        raise UserError(f"--format {form!r} is not one of {', '.join(ARTIFACT_TYPES)}", hint="use --format spdx or cyclonedx")
+        raise UserError(f"--format {form!r} is not one of {', '.join(ARTIFACT_TYPES)}",
+                        hint="use --format spdx or cyclonedx")
     refs = store.refs() if store.exists() else {}
-    if reference in refs and "@" not in reference:
-        return sbom_of(LayoutPlace(store, reference.rpartition(":")[0]), str(refs[reference].digest), form, reference)
+    local = reference in refs and "@" not in reference
+    if local:
+        found = attached_sbom(LayoutPlace(store, reference.rpartition(":")[0]), str(refs[reference].digest), form)
+        if found is not None:
+            return found
     parsed = Reference.parse(reference)
     if not parsed.registry or is_digest(reference):
+        if local:
+            raise _none_attached(reference, form)
         raise UserError(f"no image {reference!r} in the local store at {store.root}",
                         hint="give NAME:TAG as `imagebuild images` lists it, or HOST[:PORT]/NAME:TAG in a registry")
+    # a registry's image (pulled without its attachments, when the store has it): asked of the registry
     from imagebuild.stores.registry import open_client
 
     client = open_client(parsed.registry, insecure=insecure)
@@ -263,6 +273,9 @@ def read_sbom(reference: str, form: str, store, insecure: bool | None = None) ->
         manifest = place.manifest(parsed.identifier)
         if manifest is None:
             raise UserError(f"{reference} is not in the registry", hint="check the name, tag or digest")
-        return sbom_of(place, str(manifest.digest), form, reference)
+        found = attached_sbom(place, str(manifest.digest), form)
+        if found is None:
+            raise _none_attached(reference, form)
+        return found
     finally:
         client.close()
