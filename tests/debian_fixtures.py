@@ -19,7 +19,7 @@ import fcntl
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,9 @@ import pytest
 from imagebuild.errors import UserError
 from imagebuild.build.layers.debian import DebianLayers, build_debian_layers, source_of
 from imagebuild.sources.debian_index import AptIndex
-from imagebuild.sources.lockfile import LOCK_NAME, read_lock
+from imagebuild.evidence.contents import DPKG_STATUS, read_layer_facts, stacked_files
+from imagebuild.sources.lockfile import LOCK_NAME, read_lock, write_lock
+from imagebuild.sources.os_tree import OS_RELEASE, os_release_fields, package_details
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.layer import LayerResult
 from imagebuild.oci.model import Layer
@@ -98,7 +100,24 @@ def build_cached_base(root: Path, os_spec: OsSpec, runtime_spec: RuntimeSpec) ->
             lock_path.unlink()
         store = LayoutStore(root / "store").ensure()
         layers = build_debian_layers(store, os_spec, runtime_spec, lock_path)
+        if not layers.lock.packages:
+            layers = _with_dpkg_details(store, layers, lock_path)
     return DebianBase(store, layers, lock_path, os_spec, runtime_spec)
+
+
+def _with_dpkg_details(store: LayoutStore, layers: DebianLayers, lock_path: Path) -> DebianLayers:
+    """A base cached before locks kept what dpkg records of each package: its lock completed from its
+    own layers, as `imagebuild lock` would have written it (the versions, and so the layers, unchanged)."""
+    facts = []
+    for result in layers.layers():
+        with store.open_blob(result.digest) as blob:
+            facts.append(read_layer_facts(blob, result.media_type))
+    files = stacked_files(facts)
+    release = next((files[path] for path in OS_RELEASE if path in files), "")
+    lock = replace(layers.lock, packages=package_details(files.get(DPKG_STATUS, "")),
+                   os_release=os_release_fields(release))
+    write_lock(lock_path, lock)
+    return replace(layers, lock=lock)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from imagebuild.cli import images_cmd, main as cli_main
 from conftest import imagebuild
 
 COMMANDS = ["init", "bake", "lock", "images", "export", "image", "image from-dir", "push", "pull",
-            "promote", "status", "history", "login"]
+            "promote", "status", "history", "login", "sbom"]
 
 
 def one_error_line(done, exit_code: int) -> str:

@@ -13,7 +13,7 @@ from imagebuild.oci.model import Image
 from imagebuild.stores.layout import LayoutStore
 from tests.bake_support import (FIRST_COMMIT_TIME, bake, bake_json, cached_flags, commit_all, example_repo,
                                 published_port, seed, wait_for_http)
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, imagebuild
 from tests.debian_fixtures import debian_python_base  # noqa: F401
 from tests.registry_support.images import free_port
 
@@ -80,6 +80,15 @@ def test_a_dockerfile_base_bakes_loads_runs_and_is_reused(tmp_path, store, pytho
     assert status == 200, body
     assert container.exec_run(["cat", "/etc/base-marker", "/etc/motd"]).output == \
         b"made by a RUN step\ncopied from the context\n"
+    # The SBOM reads dpkg's status through the base's own layers too: exactly what dpkg-query finds.
+    spdx = imagebuild("sbom", result["image"], "--store", store.root)
+    assert spdx.returncode == 0, spdx.stderr
+    listed = {(p["name"], p["versionInfo"]) for p in json.loads(spdx.stdout)["packages"]
+              if p["SPDXID"].startswith("SPDXRef-deb-")}
+    query = container.exec_run(["dpkg-query", "-W", "-f", "${db:Status-Status}\t${Package}\t${Version}\n"]).output
+    assert listed == {tuple(line.split("\t")[1:]) for line in query.decode().splitlines()
+                      if line.startswith("installed\t")}
+    assert ("python3.11", debian_python_base.layers.lock.runtime["python3.11"]) in listed
 
     # An app-only commit: the base comes from the store; no engine is even reachable.
     (repo / "hello.py").write_text((repo / "hello.py").read_text() + "\n# another commit\n")

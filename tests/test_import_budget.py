@@ -83,14 +83,14 @@ def nowhere() -> str:
     ["--help"], ["images", "--help"], ["status", "--help"], ["history", "--help"], ["promote", "--help"],
     ["push", "--help"], ["pull", "--help"], ["rm", "--help"], ["gc", "--help"], ["bake", "--help"],
     ["deploy", "--help"], ["keygen", "--help"], ["sign", "--help"], ["verify", "--help"],
-    ["provenance", "--help"], ["reproduce", "--help"], ["manifests", "--help"],
+    ["provenance", "--help"], ["reproduce", "--help"], ["manifests", "--help"], ["sbom", "--help"],
 ], ids=" ".join)
 def test_help_imports_nothing_heavy(app, argv):
     assert imports(app, *argv) == set()
 
 
 @pytest.mark.parametrize("argv", [
-    ["images"], ["images", "--all", "--json"], ["rm", "hello:v2"], ["gc"], ["gc", "--dry-run"],
+    ["images"], ["images", "--all", "--json"], ["rm", "hello:v2"], ["gc"], ["gc", "--dry-run"], ["sbom", "hello:v1"],
 ], ids=" ".join)
 def test_store_commands_import_no_registry_recipe_engine_or_ssh(app, argv):
     loaded = imports(app, *argv)
@@ -108,9 +108,10 @@ def test_recipe_commands_on_the_local_store_import_no_http_engine_or_ssh(app, ar
     assert not loaded & (ENGINE_OR_SSH | {"httpx", "cryptography"}), loaded
 
 
-@pytest.mark.parametrize("command", ["push", "pull"])
+@pytest.mark.parametrize("command", ["push", "pull", "sbom"])
 def test_registry_commands_import_no_engine_or_ssh(app, command):
-    argv = ["push", "hello:v1", "--to", nowhere()] if command == "push" else ["pull", nowhere() + ":v1"]
+    argv = {"push": ["push", "hello:v1", "--to", nowhere()], "pull": ["pull", nowhere() + ":v1"],
+            "sbom": ["sbom", nowhere() + ":v1"]}[command]
     loaded = imports(app, *argv)
     assert "httpx" in loaded     # the probe really reached the registry client
     assert not loaded & ENGINE_OR_SSH, loaded

@@ -95,6 +95,8 @@ class BakeResult:
     warnings: tuple[str, ...] = ()     # e.g. files in the app layer that look like credentials
     keys: tuple[tuple[str, LayerResult], ...] = ()   # each layer's cache key, for the registry's layer cache
     remote: tuple[RemoteLayer, ...] = ()  # layers the registry's cache lent (the store may lack their blobs)
+    python: PythonLock | None = None   # the libraries' closure installed (the lock's, or resolved by this bake)
+    debian: DebianLock | None = None   # the lock the os and runtime layers were built from, when they are the base
 
     def pushed_as(self, reference: str) -> "BakeResult":
         return replace(self, image=reference)
@@ -167,6 +169,11 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
         plan = planning.make_plan(recipe, commit, [builder.inputs for builder in builders],
                                   server_command(recipe), env=env)
         outcomes, keys = _build(plan, builders, store, progress, remote)
+    closure = next((builder.closure for builder in builders if isinstance(builder, LibrariesLayer)), None)
+    debian_lock = None
+    if recipe.os.image is None and recipe.os.dockerfile is None:
+        # the committed lock; one this bake (--allow-dirty) resolved or completed is the file beside the recipe
+        debian_lock = source.lock if not source.update_lock else read_lock(lock_path_for(recipe.source))
     image = _image(recipe, plan, outcomes)
     local_ref = source.local_ref
     elsewhere = _elsewhere(remote, keys)
@@ -176,7 +183,8 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
     descriptor = store.write_image(image, [local_ref], frozenset(str(layer.result.digest) for layer in elsewhere))
     return BakeResult(image=local_ref, digest=Digest(descriptor.digest), version=commit.version,
                       layers=tuple(outcomes), recipe=recipe, facts=source.facts, dirty=commit.dirty,
-                      local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere)
+                      local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere,
+                      python=closure, debian=debian_lock)
 
 
 def _elsewhere(remote: RemoteCache | None,

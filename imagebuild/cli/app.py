@@ -11,8 +11,8 @@ import typer
 
 from imagebuild.cli import (bake_cmd, deploy_cmd, disk_cmd, dockerfile_cmd, export_cmd, gc_cmd, history_cmd, image_cmd,
                             images_cmd, init_cmd, keygen_cmd, lock_cmd, login_cmd, manifests_cmd, promote_cmd,
-                            provenance_cmd, pull_cmd, push_cmd, reproduce_cmd, rm_cmd, run_cmd, sign_cmd, status_cmd,
-                            verify_cmd)
+                            provenance_cmd, pull_cmd, push_cmd, reproduce_cmd, rm_cmd, run_cmd, sbom_cmd, sign_cmd,
+                            status_cmd, verify_cmd)
 from imagebuild.cli.common import PLAIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, **PLAIN,
@@ -23,6 +23,7 @@ app.command("bake")(bake_cmd.bake_command)
 app.command("lock")(lock_cmd.lock_command)
 app.command("images")(images_cmd.images)
 app.command("export")(export_cmd.export)
+app.command("sbom")(sbom_cmd.sbom_command)
 app.command("dockerfile")(dockerfile_cmd.dockerfile_command)
 app.command("rm")(rm_cmd.rm)
 app.command("gc")(gc_cmd.gc)

@@ -40,6 +40,7 @@ def bake_command(
     """Bake the commit checked out at PATH into an image in the local store."""
     from imagebuild.build.bake import bake, read_input
     from imagebuild.build.remote_cache import fetch_layers, open_remote_cache
+    from imagebuild.evidence.sbom import attach_sboms
     from imagebuild.progress import Progress
     from imagebuild.publish.disk import DiskOutput
     from imagebuild.publish.output import parse_outputs
@@ -65,12 +66,18 @@ def bake_command(
         for item in outputs:
             if isinstance(item, RegistryOutput):
                 item.remote = remote
-                item.attachments = sign is not None
         started_on = None
         if key is not None:
             from imagebuild.evidence.provenance import now
             started_on = now()
         result = bake(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine, remote=remote)
+        lent = {str(layer.result.digest): layer for layer in result.remote}
+
+        def fetch(layer) -> None:     # an os layer the registry's cache lent, for its packages
+            if remote is not None and str(layer.digest) in lent:
+                fetch_layers(remote, the_store, [lent[str(layer.digest)]])
+
+        attach_sboms(the_store, result, fetch)   # before the outputs: a push carries them with the image
         signed = None
         if key is not None:
             from imagebuild.evidence.baked import sign_bake

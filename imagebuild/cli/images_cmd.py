@@ -12,7 +12,8 @@ from imagebuild.errors import UserError
 
 
 def images(store: Optional[Path] = StoreOption,
-           all_kinds: bool = typer.Option(False, "--all", help="Also list artifacts, such as promotion records."),
+           all_kinds: bool = typer.Option(False, "--all", help="Also list artifacts, such as promotion records, "
+                                                             "and the indexes of images' attachments (SBOMs)."),
            json_out: bool = JsonOption) -> None:
     """List the images tagged in the local store, and the VM disks baked from them (kind "disk")."""
     local = open_store(store)
@@ -24,7 +25,7 @@ def images(store: Optional[Path] = StoreOption,
     rows = [{"image": name, "digest": str(d.digest), "size": d.size, "kind": local.kind_of(d)}
             for name, d in sorted(refs.items())]
     if not all_kinds:
-        rows = [row for row in rows if row["kind"] != "artifact"]
+        rows = [row for row in rows if row["kind"] not in ("artifact", "referrers")]
     if json_out:
         emit_json({"store": str(local.root), "images": rows})
         return
@@ -32,5 +33,5 @@ def images(store: Optional[Path] = StoreOption,
         # stderr: stdout holds one line per image, so `| wc -l` counts them
         say(f"no images in {local.root}")
     for row in rows:
-        shown_kind = f"\t{row['kind']}" if row["kind"] in ("artifact", "disk") else ""
+        shown_kind = f"\t{row['kind']}" if row["kind"] in ("artifact", "disk", "referrers") else ""
         typer.echo(f"{row['image']}\t{row['digest']}{shown_kind}")

@@ -1,1 +1,2 @@
-"""Evidence about a baked image: signing keys, signatures, DSSE envelopes and provenance attestations."""
+"""Evidence about a baked image, attached to it by subject: its SBOMs (sbom.py, from contents.py), signing
+keys, signatures, DSSE envelopes and provenance attestations."""

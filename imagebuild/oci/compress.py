@@ -110,3 +110,16 @@ class HashingSink:
 
     def flush(self) -> None:
         pass
+
+
+def decompressing(stream: BinaryIO, compression: str) -> BinaryIO:
+    """A reader of the uncompressed bytes of `stream`, compressed as `compression` ('gzip', 'zstd', 'none')."""
+    if compression == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=stream, mode="rb")   # type: ignore[return-value]
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(stream)   # type: ignore[return-value]
+    return stream

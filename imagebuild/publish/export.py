@@ -24,7 +24,7 @@ def export_image(store: LayoutStore, image: str, destination: str) -> dict:
     if not store.exists():
         raise UserError(f"the local store at {store.root} is empty", hint="bake an image first")
     descriptor = store.resolve(image)
-    if store.kind_of(descriptor) in ("artifact", "disk"):
+    if store.kind_of(descriptor) in ("artifact", "disk", "referrers"):
         raise UserError(f"{image} is an artifact (such as a promotion record), not a container image",
                         hint="export an image; `imagebuild images` lists them")
     output.check()

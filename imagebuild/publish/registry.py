@@ -34,7 +34,6 @@ class RegistryOutput:
         self.insecure = insecure
         self.reference: str | None = None       # REGISTRY/NAME:VERSION once pushed
         self.remote: RemoteCache | None = None  # the registry's layer cache, written after the push
-        self.attachments = False                # also push the signature and attachments (bake --sign)
 
     def check(self, source: BakeInput) -> None:
         """The recipe names a registry, and it answers."""
@@ -54,7 +53,7 @@ class RegistryOutput:
                 from imagebuild.build.remote_cache import fetch_layers
                 fetch_layers(remote, store, result.remote)
         pushed = push_image(store, result.local_ref, target, insecure=self.insecure,
-                            environments=result.recipe.environment_names(), attachments=self.attachments)
+                            environments=result.recipe.environment_names())
         progress.note(f"pushed {pushed.reference}")
         self.reference = pushed_name(target)
         if remote is None or remote.cache_to is None:

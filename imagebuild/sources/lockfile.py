@@ -107,11 +107,19 @@ class DebianLock:
     os: Mapping[str, str] = field(default_factory=dict)
     runtime: Mapping[str, str] = field(default_factory=dict)
     python: PythonLock | None = None     # the libraries' closure; None in a lock made without one
+    # What dpkg records of each package of the topmost tree beside its version: its architecture and,
+    # when dpkg names one, its source (`NAME` or `NAME (VERSION)`); and the tree's os-release ID,
+    # VERSION_ID and VERSION_CODENAME. For the image's SBOM; empty in a lock made before they were kept.
+    packages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    os_release: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", _frozen(self.inputs))
         object.__setattr__(self, "os", _frozen(self.os))
         object.__setattr__(self, "runtime", _frozen(self.runtime))
+        object.__setattr__(self, "packages", MappingProxyType({name: _frozen(entry) for name, entry
+                                                               in sorted((self.packages or {}).items())}))
+        object.__setattr__(self, "os_release", _frozen(self.os_release))
 
     def runtime_versions(self) -> dict[str, str]:
         """Every package of the runtime root file system: the OS set plus the runtime's changes."""
@@ -129,6 +137,10 @@ class DebianLock:
                 "runtime": dict(self.runtime),
             },
         }
+        if self.packages:
+            data["debian"]["packages"] = {name: dict(entry) for name, entry in self.packages.items()}
+        if self.os_release:
+            data["debian"]["osRelease"] = dict(self.os_release)
         if self.python is not None:
             data["python"] = self.python.to_dict()
         return data
@@ -139,6 +151,9 @@ class DebianLock:
         return cls(inputs=debian["inputs"], source_date_epoch=int(debian["sourceDateEpoch"]),
                    os={str(k): str(v) for k, v in debian["os"].items()},
                    runtime={str(k): str(v) for k, v in debian.get("runtime", {}).items()},
+                   packages={str(name): {str(k): str(v) for k, v in entry.items()}
+                             for name, entry in debian.get("packages", {}).items()},
+                   os_release={str(k): str(v) for k, v in debian.get("osRelease", {}).items()},
                    python=PythonLock.from_dict(data["python"]) if data.get("python") is not None else None)
 
 

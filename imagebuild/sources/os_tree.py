@@ -22,6 +22,7 @@ from imagebuild.sources.debian_rootfs import PIN_FILE
 from imagebuild.oci.layer import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry)
 
 WHITEOUT_PREFIX = ".wh."
+OS_RELEASE = ("etc/os-release", "usr/lib/os-release")    # the first regular file of these counts
 HASH_CHUNK = 1024 * 1024
 
 _KINDS = {tarfile.REGTYPE: FILE, tarfile.AREGTYPE: FILE, tarfile.CONTTYPE: FILE, tarfile.DIRTYPE: DIR,
@@ -176,8 +177,8 @@ def installed_packages(tar: tarfile.TarFile) -> dict[str, str]:
     return parse_dpkg_status(status)
 
 
-def parse_dpkg_status(text: str) -> dict[str, str]:
-    installed: dict[str, str] = {}
+def installed_stanzas(text: str) -> Iterator[dict[str, str]]:
+    """The fields (first lines only) of each package a dpkg status file records as installed."""
     for stanza in text.split("\n\n"):
         fields = {}
         for line in stanza.splitlines():
@@ -185,6 +186,50 @@ def parse_dpkg_status(text: str) -> dict[str, str]:
                 key, _, value = line.partition(":")
                 fields[key] = value.strip()
         if fields.get("Status", "").endswith(" installed") and "Package" in fields:
-            installed[fields["Package"]] = fields.get("Version", "")
+            yield fields
+
+
+def installed_details(tar: tarfile.TarFile) -> dict[str, dict[str, str]]:
+    """name → what dpkg records of each installed package beside its version (`package_details`)."""
+    return package_details(read_member_text(tar, "var/lib/dpkg/status") or "")
+
+
+def package_details(status: str) -> dict[str, dict[str, str]]:
+    """name → {"architecture", and "source" (dpkg's `Source:` field, `NAME` or `NAME (VERSION)`) when dpkg
+    names one} of each package a dpkg status file records as installed."""
+    details = {}
+    for fields in installed_stanzas(status):
+        entry = {"architecture": fields.get("Architecture", "")}
+        if fields.get("Source"):
+            entry["source"] = fields["Source"]
+        details[fields["Package"]] = entry
+    return dict(sorted(details.items()))
+
+
+def release_fields(tar: tarfile.TarFile) -> dict[str, str]:
+    """ID, VERSION_ID and VERSION_CODENAME of the tree's os-release (those it has)."""
+    for path in OS_RELEASE:
+        for name in (f"./{path}", path):
+            try:
+                member = tar.getmember(name)
+            except KeyError:
+                continue
+            handle = tar.extractfile(member) if member.isfile() else None   # Debian's etc/ one is a symlink
+            if handle is not None:
+                return os_release_fields(handle.read().decode("utf-8", "replace"))
+    return {}
+
+
+def os_release_fields(text: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key in ("ID", "VERSION_ID", "VERSION_CODENAME"):
+            values[key] = value.strip().strip("\"'")
+    return dict(sorted(values.items()))
+
+
+def parse_dpkg_status(text: str) -> dict[str, str]:
+    installed = {fields["Package"]: fields.get("Version", "") for fields in installed_stanzas(text)}
     return dict(sorted(installed.items()))
 

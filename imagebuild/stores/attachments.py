@@ -16,9 +16,8 @@ from imagebuild.errors import ImageBuildError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import (EMPTY_DESCRIPTOR, EMPTY_JSON, Descriptor, MalformedError, ParsedManifest,
-                                  load_json_object)
-from imagebuild.registry.client import ManifestBytes
+from imagebuild.oci.model import (EMPTY_DESCRIPTOR, EMPTY_JSON, Descriptor, MalformedError, ManifestBytes,
+                                  ParsedManifest, load_json_object)
 from imagebuild.stores.place import ImagePlace, descriptor_of, manifest_of, put_bytes
 
 # An attachment's payload is read whole into memory, so a hostile place cannot make it large.

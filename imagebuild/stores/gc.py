@@ -29,7 +29,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor
 from imagebuild.stores.lease import StoreBusy, exclusive_lease
-from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore, os_error_for
+from imagebuild.stores.layout import DISK_SUFFIX, DPKG_FACTS_DIR, LayoutStore, is_referrers_ref, os_error_for
 
 # gc runs with no writer at work (it holds the writers' lease), so an hour-old temp file is surely dead.
 STALE_TMP_SECONDS = 3600
@@ -119,7 +119,9 @@ def collect_garbage(store: LayoutStore, *, dry_run: bool = False, drop_cache: bo
 
 def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcResult:
     result = GcResult(dry_run=dry_run)
-    live = _reachable(store, result)
+    live, orphans = _reachable(store, result)
+    if orphans and not dry_run:
+        store.untag(*orphans, held=True)    # an image's attachments go with its last tag
     cache_entries = _cache_entries(store)
     for path, digest in cache_entries:
         if not drop_cache:
@@ -141,15 +143,44 @@ def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcRe
         result.freed_bytes += entry.stat(follow_symlinks=False).st_size
         if not dry_run:
             _unlink(Path(entry.path))
+    facts_dir = store.root / DPKG_FACTS_DIR
+    for path in sorted(facts_dir.glob("*.json")) if facts_dir.is_dir() and not dry_run else ():
+        if f"sha256:{path.stem}" not in live:
+            _unlink(path)     # what a removed layer held (evidence/contents.py), no longer asked for
     result.removed_temp_files = store.sweep_stale_temps(STALE_TMP_SECONDS, dry_run=dry_run)
     return result
 
 
-def _reachable(store: LayoutStore, result: GcResult) -> set[str]:
-    """Every digest reachable from index.json. A reachable manifest that cannot be read stops gc:
-    without it, what it references is unknown and could be swept."""
+def _reachable(store: LayoutStore, result: GcResult) -> tuple[set[str], list[str]]:
+    """Every digest reachable from index.json, and the referrers tags whose image is gone.
+
+    A referrers tag (NAME:sha256-<hex>, the index of an image's attachments) keeps its attachments
+    only while their image is kept by another tag: an attachment names its image as its subject,
+    so otherwise the attachments of a removed image would keep it forever. A reachable manifest that
+    cannot be read stops gc: without it, what it references is unknown and could be swept."""
     live: set[str] = set()
-    pending = [(str(d.digest), d.media_type) for d in store.manifests()]
+    referrers: dict[str, Descriptor] = {}
+    roots = []
+    for name, descriptor in store.refs().items():
+        if is_referrers_ref(name) and descriptor.media_type in mt.INDEX_TYPES:
+            referrers[name] = descriptor
+        else:
+            roots.append(descriptor)
+    tagged = {str(d.digest) for d in store.refs().values()}
+    roots += [d for d in store.manifests() if str(d.digest) not in tagged]   # untagged entries of the index
+    _mark(store, [(str(d.digest), d.media_type) for d in roots], live, result)
+    while True:
+        kept = [name for name, d in referrers.items() if "sha256:" + name.rpartition(":sha256-")[2] in live]
+        if not kept:
+            break
+        _mark(store, [(str(referrers[name].digest), referrers[name].media_type) for name in kept], live, result)
+        for name in kept:
+            del referrers[name]
+    result.missing_blobs.sort()
+    return live, sorted(referrers)
+
+
+def _mark(store: LayoutStore, pending: list[tuple[str, str]], live: set[str], result: GcResult) -> None:
     while pending:
         digest, media_type = pending.pop()
         if digest in live:
@@ -167,8 +198,6 @@ def _reachable(store: LayoutStore, result: GcResult) -> set[str]:
             raise StoreError(f"manifest {digest} in the store at {store.root} cannot be read ({exc}); nothing was removed",
                              hint="remove its tag with `imagebuild rm` or pull the image again") from None
         pending.extend(children)
-    result.missing_blobs.sort()
-    return live
 
 
 def _children(data: dict) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ READ_CHUNK = 1024 * 1024
 FILE_MODE = 0o644
 STALE_TEMP_SECONDS = 24 * 3600
 LAYER_CACHE_DIR = "imagebuild-cache/layers"   # cache key → layer JSON files (build/cache.py), read by gc
+DPKG_FACTS_DIR = "imagebuild-cache/dpkg"      # layer digest → its dpkg status (evidence/contents.py), dropped by gc
+_REFERRERS_TAG = re.compile(r"sha256-[0-9a-f]{64}")   # the referrers tag schema's tag (stores/place.py)
 DISK_SUFFIX = "-disk"          # NAME:TAG-disk tags the VM disk baked from NAME:TAG (kind "disk")
 
 
@@ -343,13 +346,14 @@ class LayoutStore:
         except OSError as exc:
             raise os_error_for(self.root, exc) from None
 
-    def untag(self, *ref_names: str,
-              choose: Callable[[dict[str, Descriptor]], Iterable[str]] | None = None) -> dict[str, Descriptor]:
+    def untag(self, *ref_names: str, choose: Callable[[dict[str, Descriptor]], Iterable[str]] | None = None,
+              held: bool = False) -> dict[str, Descriptor]:
         """Remove tags in one index write under the lock; returns the removed ones.
 
         `choose`, given the refs as they are under the lock, names the tags instead
-        (it may raise to remove nothing), so checking and removing cannot race a writer."""
-        with self.locked():
+        (it may raise to remove nothing), so checking and removing cannot race a writer.
+        `held`: the caller holds the lock already (gc)."""
+        with contextlib.nullcontext() if held else self.locked():
             index = self._read_index()
             wanted = set(choose(_refs_of(self._descriptors(index))) if choose else ref_names)
             removed: dict[str, Descriptor] = {}
@@ -392,11 +396,12 @@ class LayoutStore:
             raise StoreError(f"blob {digest} is not an image manifest: {exc}") from None
 
     def kind_of(self, descriptor: Descriptor) -> str:
-        """"index", "image", "disk" (the VM disk of an image, tagged NAME:TAG-disk), or "artifact":
-        any other manifest whose config is no image config, such as a promotion record kept in the store, or a
+        """"index", "image", "disk" (the VM disk of an image, tagged NAME:TAG-disk), "referrers" (the
+        index of an image's attachments, tagged NAME:sha256-<hex>, the referrers tag schema), or
+        "artifact": any other manifest whose config is no image config, such as a promotion record, or a
         signature manifest."""
         if descriptor.media_type in mt.INDEX_TYPES:
-            return "index"
+            return "referrers" if is_referrers_ref(descriptor.annotations.get(ANNOTATION_REF_NAME, "")) else "index"
         manifest = self.read_manifest(descriptor.digest)
         if manifest.config.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
             # cosign's signature manifest (`sha256-<hex>.sig`) has an image config too, but holds only signatures.
@@ -439,6 +444,11 @@ class _VerifyingReader:
 
     def readable(self) -> bool:
         return True
+
+
+def is_referrers_ref(ref_name: str) -> bool:
+    """Whether a store ref is an image's referrers tag, NAME:sha256-<hex> (the index of its attachments)."""
+    return bool(_REFERRERS_TAG.fullmatch(ref_name.rpartition(":")[2]))
 
 
 def _refs_of(descriptors: Iterable[Descriptor]) -> dict[str, Descriptor]:

@@ -76,10 +76,9 @@ def open_client(host: str, *, insecure: bool | None = None, **options) -> Regist
 
 def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, insecure: bool | None = None,
                progress: Progress = None, client: RegistryClient | None = None,
-               parallel: int = DEFAULT_PARALLEL, environments: Sequence[str] = (),
-               attachments: bool = False) -> PushResult:
-    """Push an image of the local store to `target` (HOST/REPO[:TAG]); with `attachments`, also what is
-    attached to it (provenance, SBOM) and its signature tag.
+               parallel: int = DEFAULT_PARALLEL, environments: Sequence[str] = ()) -> PushResult:
+    """Push an image of the local store to `target` (HOST/REPO[:TAG]), with what is attached to it
+    (SBOMs, provenance, attestations) and its signature tag.
 
     Without a tag in `target`, the tag of `local_ref_name` is used (`hello:abc1234` → `abc1234`).
     A promotion record's tag, or one of `environments` (the recipe's), is refused: only promotion writes them.
@@ -107,10 +106,10 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
                 progress(f"{'uploaded' if how == 'copied' else how} {blob.digest.short} ({blob.size} bytes)")
 
         before = client.counters.requests
-        # The image's own name: its attachments and signature tag are kept under it in the store.
-        source = LayoutPlace(store, _name_of(local_ref_name))
-        copied = copy(source, RegistryPlace(client, target.repository), descriptor.digest, [tag],
-                      mount_hint=mount_hint, parallel=parallel, progress=report, attachments=attachments)
+        # Under its own name, so the attachments and signatures the store lists for it travel along.
+        copied = copy(LayoutPlace(store, _name_of(store, local_ref_name)), RegistryPlace(client, target.repository),
+                      descriptor.digest, [tag], attachments=True, mount_hint=mount_hint, parallel=parallel,
+                      progress=report)
         result = PushResult(reference=f"{client.host}/{target.repository}:{tag}", digest=copied.digest,
                             bytes_uploaded=copied.blob_bytes + copied.manifest_bytes,
                             blobs_uploaded=copied.blobs_copied, blobs_skipped=copied.blobs_skipped,
@@ -122,11 +121,11 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
             client.close()
 
 
-def _name_of(local_ref_name: str) -> str:
-    """`hello:abc1234` → `hello` (`host:5000/acme/hello@sha256:…` → `host:5000/acme/hello`)."""
-    name = local_ref_name.partition("@")[0]
-    head, _, last = name.rpartition("/")
-    return f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
+def _name_of(store: LayoutStore, local_ref_name: str) -> str:
+    """The image name of a store ref `NAME:TAG` (whose attachments are listed under NAME); "" for a digest."""
+    if local_ref_name in store.refs() and "@" not in local_ref_name:
+        return local_ref_name.rpartition(":")[0]
+    return ""
 
 
 def _tag_of(local_ref_name: str) -> str:

@@ -32,10 +32,12 @@ from imagebuild.build.cache import LayerCache, store_layer
 from imagebuild.sources.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
 from imagebuild.sources.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
                                              unknown_package)
-from imagebuild.sources.os_tree import diff_entries, installed_packages, read_member_text, tree_entries
+from imagebuild.sources.os_tree import (diff_entries, installed_details, installed_packages, read_member_text,
+                                       release_fields, tree_entries)
 from imagebuild.sources.lockfile import DebianLock, PythonLock, read_lock, write_lock
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
+from imagebuild.oci.compress import decompressing
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
 from imagebuild.oci.model import Descriptor, Layer, ParsedManifest, load_json_object, parse_config, parse_index
@@ -201,6 +203,8 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
     build_rootfs(source, base, None, epoch, trees.os_tar, trees.log_dir / "debian-os.log")
     with tarfile.open(trees.os_tar) as tar:
         os_versions = installed_packages(tar)
+        # the topmost tree's, for the image's SBOM (the runtime tree's replace them below)
+        details, release = installed_details(tar), release_fields(tar)
     runtime_changes: dict[str, str] = {}
     if runtime:
         # pinned to the OS tree's versions, so the runtime tree differs from it only by the runtime
@@ -208,13 +212,14 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
                      trees.log_dir / "debian-runtime.log")
         with tarfile.open(trees.runtime_tar) as tar:
             runtime_versions = installed_packages(tar)
+            details, release = installed_details(tar), release_fields(tar)
         runtime_changes = {n: v for n, v in runtime_versions.items() if os_versions.get(n) != v}
         removed = sorted(set(os_versions) - set(runtime_versions))
         if removed:
             raise BuildError(f"installing the runtime removes OS packages ({', '.join(removed)})",
                              hint="remove them from os.packages")
     return DebianLock(inputs=lock_inputs(os_spec, runtime_spec), source_date_epoch=epoch,
-                      os=os_versions, runtime=runtime_changes)
+                      os=os_versions, runtime=runtime_changes, packages=details, os_release=release)
 
 
 def _check_locked_versions(index: AptIndex, lock: DebianLock, fresh: bool = False) -> None:
@@ -357,14 +362,8 @@ def os_accounts(store: LayoutStore, os_layer: LayerResult) -> tuple[str, str]:
     """(/etc/passwd, /etc/group) of an OS layer in the store, for adding the app's user."""
     found: dict[str, str] = {}
     with store.open_blob(os_layer.digest) as blob:
-        compression = mt.layer_compression(os_layer.media_type)
-        stream = blob
-        if compression == "zstd":
-            import zstandard
-
-            stream = zstandard.ZstdDecompressor().stream_reader(blob)
-        mode = "r|gz" if compression == "gzip" else "r|"
-        with tarfile.open(fileobj=stream, mode=mode) as tar:
+        stream = decompressing(blob, mt.layer_compression(os_layer.media_type))
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 if member.name in ("etc/passwd", "etc/group") and member.isfile():
                     found[member.name] = tar.extractfile(member).read().decode("utf-8", "replace")

@@ -1,0 +1,27 @@
+"""`imagebuild sbom REF`: print the SBOM attached to an image."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagebuild.cli.common import InsecureOption, StoreOption, open_store
+
+
+def sbom_command(reference: str = typer.Argument(..., help="NAME:TAG in the local store, or HOST[:PORT]/NAME[:TAG] "
+                                                           "or HOST[:PORT]/NAME@sha256:... in a registry."),
+                 form: str = typer.Option("spdx", "--format",
+                                          help="spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON)."),
+                 store: Optional[Path] = StoreOption, insecure: Optional[bool] = InsecureOption,
+                 json_out: bool = typer.Option(False, "--json", help="The document is JSON already; with --json a "
+                                                                     "failure is one JSON object on stdout too.")
+                 ) -> None:
+    """Print the SBOM the bake attached to an image (its Debian packages, Python distributions and commit)."""
+    from imagebuild.evidence.sbom import read_sbom
+
+    document = read_sbom(reference, form, open_store(store), insecure=insecure)
+    sys.stdout.buffer.write(document)
+    sys.stdout.buffer.flush()
