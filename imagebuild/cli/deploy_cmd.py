@@ -38,24 +38,30 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
                        False, "--accept-new-host-key",
                        help="Trust a host not yet in known_hosts and record its key there (a changed key is "
                             "always refused)."),
+                   force: bool = typer.Option(False, "--force",
+                                              help="Roll back even across a contract migration that has run."),
                    recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Pull ENV's image by digest onto each host and swap it in behind nginx, one host at a time."""
     from imagebuild.release.deploy.rollout import check_spec, deploy
     from imagebuild.release.deploy.release import resolve_release
+    from imagebuild.recipe.sql_lint import refuse_breaking_expand
 
     loaded, places = open_places(recipe, store, insecure)
     try:
         hosts = targets(loaded, environment, host)
         options = ssh_options(identity, known_hosts, agent, accept_new_host_key)
         check_spec(loaded)
+        refuse_breaking_expand(loaded.root, loaded.deploy.migrations.sql)
+        if to is not None and not force and (loaded.deploy.expand or loaded.deploy.migrations.contract):
+            _refuse_rollback_across_contract(loaded, places, environment, hosts, options, to)
         release = resolve_release(loaded, places, environment, to)
     finally:
         places.close()
     if release.rolled_back:
         say(f"moved {environment} back to {release.version} ({release.digest}); recorded as a rollback")
     say(f"deploying {release.version} ({release.digest}) to {environment}: {len(hosts)} host(s), one at a time")
-    result = deploy(loaded, release, hosts, options, listener=lambda event: say(event.line()))
+    result = deploy(loaded, release, hosts, options, listener=lambda event: say(event.line()), force=force)
     if json_out:
         emit_json(result.to_dict())
         return
@@ -63,3 +69,12 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
         was = f" (was {outcome.previous_version})" if outcome.previous_version else ""
         typer.echo(f"{outcome.host:<40} {outcome.action:<9} {outcome.version}{was} in {outcome.container}")
     typer.echo(f"{environment}: {release.version} on {len(result.hosts)} host(s) in {result.seconds:.1f} s")
+
+
+def _refuse_rollback_across_contract(recipe, places, environment: str, hosts, options, version: str) -> None:
+    """Before the tag moves back: the hosts' migration records must not show a contract after VERSION."""
+    from imagebuild.release.deploy.migrations import check_rollback
+    from imagebuild.release.promote import resolve_image
+
+    wanted = resolve_image(places.home, version, recipe.name)
+    check_rollback(recipe, environment, hosts, options, str(wanted.digest), version)

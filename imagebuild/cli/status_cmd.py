@@ -54,6 +54,8 @@ def _hosts_of(recipe, options) -> dict:
 
 
 def _host_line(host, promoted_digest: str | None, promoted_version: str | None = None) -> str:
+    from imagebuild.release.deploy.status import migration_phases
+
     what = f"{host.version or '-'} since {host.since or '-'}"
     facts = [f"port {host.port}"]
     if host.container:
@@ -66,6 +68,9 @@ def _host_line(host, promoted_digest: str | None, promoted_version: str | None =
         facts.append(f"behind the promoted {promoted_version or promoted_digest[:19]}: `imagebuild deploy {env}` "
                      f"rolls it out; if its deploy was refused, promote a fixed version, or keep "
                      f"{host.version or 'this one'} with `imagebuild deploy {env} --to {host.version or 'VERSION'}`")
+    phases = migration_phases(host)
+    if phases:
+        facts.append(phases)
     if host.note:
         facts.append(host.note)
     return f"{host.host:<40} {what:<50} {', '.join(facts)}"

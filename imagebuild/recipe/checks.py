@@ -18,7 +18,7 @@ import yaml
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
-from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.model import CONTRACT_WHEN, Recipe
 from imagebuild.recipe.schema import did_you_mean
 
 Fail = Callable[..., NoReturn]
@@ -73,6 +73,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
     _check_environments(recipe, fail)
     _check_detect(recipe, fail)
     _check_deploy(recipe, fail)
+    _check_migrations(recipe, fail, repository)
     _check_disk(recipe, fail)
     _check_hosts(recipe, fail)
     _check_disk(recipe, fail)
@@ -431,6 +432,19 @@ def _check_deploy(recipe: Recipe, fail: Fail) -> None:
                                       or spec.env_file == "/"):
         fail("deploy.env_file", f"{spec.env_file!r} must be an absolute, normalized path of a file on the host",
              "e.g. /etc/myapp.env")
+
+
+def _check_migrations(recipe: Recipe, fail: Fail, repository: Path) -> None:
+    spec = recipe.deploy.migrations
+    if recipe.deploy.migrate and spec.expand:
+        fail("deploy.migrations.expand", "deploy.migrate is the short form of deploy.migrations.expand; give one of them")
+    if spec.contract_when not in CONTRACT_WHEN:
+        fail("deploy.migrations.contract_when", f"{spec.contract_when!r} is not one of {', '.join(CONTRACT_WHEN)}")
+    if spec.sql is not None:
+        directory = local_path(recipe, spec.sql, "deploy.migrations.sql", fail, repository)
+        if not directory.is_dir():
+            fail("deploy.migrations.sql", f"{spec.sql!r} is not a directory",
+                 "it holds expand/*.sql and contract/*.sql")
 
 
 def _check_hosts(recipe: Recipe, fail: Fail) -> None:

@@ -104,17 +104,36 @@ class Environment:
     hosts: tuple[str, ...] = ()            # ssh://user@host:port targets of `imagebuild deploy`
 
 
+CONTRACT_WHEN = ("after-swap", "next-deploy")
+
+
+@dataclass(frozen=True)
+class MigrationsSpec:
+    """Schema changes in two phases around the swap (docs/deploy.md, "Database changes")."""
+
+    expand: tuple[str, ...] = ()           # argv from the new image before it takes traffic; old code must cope
+    contract: tuple[str, ...] = ()         # argv from the new image once no old container runs any more
+    contract_when: str = "after-swap"      # after-swap: at the end of the deploy; next-deploy: at the start of the next
+    sql: str | None = None                 # a directory of SQL files (expand/*.sql, contract/*.sql) to lint
+
+
 @dataclass(frozen=True)
 class DeploySpec:
     """`imagebuild deploy`: how each host runs the app behind its nginx front (docs/deploy.md)."""
 
-    migrate: tuple[str, ...] = ()          # argv run once from the new image before traffic moves
+    migrate: tuple[str, ...] = ()          # the short form of migrations.expand
+    migrations: MigrationsSpec = MigrationsSpec()
+    smoke: tuple[str, ...] = ()            # argv from the serving (old) image, after expand: does it still work?
     port: int = 8080                       # the public port of each host's front (per host: ?port= in its URL)
     listen: str = "0.0.0.0"                # the address the front listens on
     drain: int = 30                        # seconds in-flight requests get before the old container stops
     health_timeout: int = 120              # seconds a new container gets to answer health.path with 200
     env_file: str | None = None            # a file on the host with run-time variables (secrets); stays there
     state_dir: str = "/var/lib/imagebuild"  # where each host keeps the front's config and the deploy state
+
+    @property
+    def expand(self) -> tuple[str, ...]:
+        return self.migrations.expand or self.migrate
 
 
 @dataclass(frozen=True)

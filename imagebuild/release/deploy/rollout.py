@@ -5,8 +5,9 @@ checked for docker, nginx and bash, so a bad host found late cannot leave the
 environment half-deployed for a reason known up front. Then, per host:
 
 1. pull REGISTRY/REPO@DIGEST (never a tag);
-2. once per deploy, on the first host that needs the image: the recipe's
-   `deploy.migrate` argv, run from the new image; a failure stops everything;
+2. once per deploy, on the first host that needs the image: the expand
+   migration (`deploy.migrate`), run from the new image, then the proof that
+   the serving version still works (migrations.py); a failure stops everything;
 3. start the new container in the free slot (blue or green) on an ephemeral
    loopback port, with the environment's name in the variable the image's
    launcher reads (its `dev.imagebuild.env-variable` label) and the deployed
@@ -16,6 +17,8 @@ environment half-deployed for a reason known up front. Then, per host:
 5. point the front at it and reload nginx, waiting until the old workers
    have finished their in-flight requests;
 6. record the new state, then stop and remove the old container.
+
+Once every host is done, the contract migration runs (migrations.py).
 
 The next host starts only after the previous one finished step 6, so an
 environment never loses more than the capacity of the host being swapped,
@@ -33,6 +36,7 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from imagebuild.release.deploy.front import Front, NotSwitched
+from imagebuild.release.deploy.migrations import Phases
 from imagebuild.recipe.hosts import Host
 from imagebuild.release.deploy.release import Release
 from imagebuild.release.deploy.remote_docker import RemoteDocker
@@ -113,6 +117,7 @@ class DeployResult:
     release: Release
     hosts: list[HostOutcome] = field(default_factory=list)
     migrated: bool = False
+    migrations: dict | None = None          # the phases recorded for this release on the hosts
     seconds: float = 0.0
     events: list[Event] = field(default_factory=list)
 
@@ -120,6 +125,7 @@ class DeployResult:
         return {"environment": self.release.environment, "digest": self.release.digest,
                 "version": self.release.version, "reference": self.release.reference,
                 "rolled_back": self.release.rolled_back, "migrated": self.migrated,
+                "migrations": self.migrations,
                 "seconds": round(self.seconds, 3), "hosts": [h.to_dict() for h in self.hosts],
                 "events": [e.to_dict() for e in self.events]}
 
@@ -234,8 +240,8 @@ class HostRollout:
             return state, None, set(found)
         return state, container, set(found)
 
-    def run(self, migrate: bool) -> tuple[HostOutcome, bool]:
-        """Roll this host; returns its outcome and whether the migration ran here."""
+    def run(self, migrate: bool, phases: Phases) -> tuple[HostOutcome, bool]:
+        """Roll this host; returns its outcome and whether the expand migration ran here."""
         release = self.release
         state, running, existing = self.current()
         if state and running and state.get("digest") == release.digest:
@@ -249,8 +255,8 @@ class HostRollout:
         self.emit("pull", f"{release.reference} ({time.monotonic() - started:.1f} s)")
         env = launcher_env(config, release)
         migrated = False
-        if migrate and self.spec.migrate:
-            self._migrate(state if running else None, env)
+        if migrate and self.spec.expand:
+            phases.expand(self, state if running else None, env)
             migrated = True
 
         old_name = state.get("container") if state and running else None
@@ -327,18 +333,6 @@ class HostRollout:
                 pass  # the config was refused before; nginx still runs the one it had
         self.emit("put-back", f"removed {name}; the front was not changed")
 
-    def _migrate(self, serving: dict | None, env: dict[str, str]) -> None:
-        argv = list(self.spec.migrate)
-        shown = shlex.join(argv)
-        self.emit("migrate", f"running `{shown}` from {self.release.version}")
-        result = self.docker.run_once(f"{self.instance.key}-migrate", self.release.reference, argv,
-                                      env=env, env_file=self.spec.env_file)
-        if not result.ok:
-            keeps = f"{serving.get('version')} keeps serving" if serving else "nothing was started"
-            raise DeployError(f"{self.host}: migration `{shown}` from {self.release.version} failed "
-                              f"(exit {result.exit_code}): {result.said()}; no traffic moved, {keeps}")
-        self.emit("migrated", f"`{shown}` succeeded")
-
     def _look(self, name: str, upstream: int, path: str) -> tuple[dict | None, Result]:
         """The container's state and one probe of its health path, in one round trip."""
         inspect = ["docker", "container", "inspect", "--format", "{{.RestartCount}} {{json .State}}", name]
@@ -412,8 +406,9 @@ def _probe_failure(probe: Result) -> str:
 
 
 def deploy(recipe: Recipe, release: Release, hosts: Sequence[Host], options: SshOptions,
-           listener: Callable[[Event], None] | None = None) -> DeployResult:
-    """Roll `release` onto `hosts`, one at a time; raises DeployError at the first host that fails."""
+           listener: Callable[[Event], None] | None = None, force: bool = False) -> DeployResult:
+    """Roll `release` onto `hosts`, one at a time; raises DeployError at the first host that fails.
+    `force`: roll back even across a contract migration that has run."""
     check_spec(recipe)
     events = Events(listener)
     result = DeployResult(release, events=events.items)
@@ -427,10 +422,14 @@ def deploy(recipe: Recipe, release: Release, hosts: Sequence[Host], options: Ssh
         rollouts = [HostRollout(session, recipe, release, events) for session in sessions]
         for rollout in rollouts:
             rollout.preflight()
+        phases = Phases(recipe, release, events, rollouts, force=force)
+        phases.begin()
         for rollout in rollouts:
-            outcome, migrated = rollout.run(migrate=not result.migrated)
+            outcome, migrated = rollout.run(migrate=not result.migrated, phases=phases)
             result.migrated = result.migrated or migrated
             result.hosts.append(outcome)
+        phases.finish()
+        result.migrations = phases.entry()
     finally:
         for session in sessions:
             session.close()

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
 from imagebuild.release.deploy.front import Front
+from imagebuild.release.deploy.migrations import describe, read_record
 from imagebuild.recipe.hosts import Host
 from imagebuild.release.deploy.remote_docker import RemoteDocker
 from imagebuild.release.deploy.rollout import LABEL, Instance, listen_address
@@ -28,6 +29,7 @@ class HostStatus:
     health: str | None = None           # Docker's verdict from the image's Healthcheck
     front: str | None = None            # "running" or "down"
     note: str | None = None             # unreachable, never deployed, ...
+    migrations: list[dict] | None = None  # the host's migration record: phases per release, oldest first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +80,7 @@ def _fill(row: HostStatus, session: SshSession, instance: Instance, recipe: Reci
     docker = RemoteDocker(session)
     state = front.read_state()
     row.front = "running" if front.master() is not None else "down"
+    row.migrations = read_record(session, instance.directory).releases or None
     if state:
         row.version, row.digest, row.since = state.get("version"), state.get("digest"), state.get("since")
         row.container = state.get("container")
@@ -97,3 +100,10 @@ def _fill(row: HostStatus, session: SshSession, instance: Instance, recipe: Reci
         row.note = "never deployed"
     else:
         row.note = f"recorded container {row.container} is gone"
+
+
+def migration_phases(row: HostStatus) -> str | None:
+    """What the record says of the serving release's migrations, for the status line."""
+    if not row.migrations or not row.digest:
+        return None
+    return describe(next((r for r in row.migrations if r.get("digest") == row.digest), None))
