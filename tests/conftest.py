@@ -27,6 +27,7 @@ SERVICE_FIXTURES = frozenset({
     "flask_disks",                                          # disks baked from an example (test_disk.py)
     "kernel",                                               # a kernel package from deb.debian.org
     "site_packages",                                        # the examples' libraries from PyPI
+    "postgres",                                             # a PostgreSQL cluster (tests/postgres_support.py)
 })
 
 
