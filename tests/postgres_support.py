@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -60,6 +61,13 @@ class Postgres:
 def postgres() -> Iterator[Postgres]:
     if not (PG_BIN / "initdb").is_file():
         pytest.fail("PostgreSQL 15 is missing: scripts/setup-system.sh installs the Debian package postgresql")
+    with running_postgres() as server:
+        yield server
+
+
+@contextmanager
+def running_postgres() -> Iterator[Postgres]:
+    """A new cluster, started; stopped and removed on the way out."""
     directory = Path(tempfile.mkdtemp(prefix="imagebuild-pg-"))
     os.chmod(directory, 0o755)
     shutil.chown(directory, "postgres", "postgres")

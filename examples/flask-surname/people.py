@@ -22,6 +22,11 @@ def connect() -> psycopg.Connection:
     return psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=5, autocommit=True)
 
 
+@app.get("/")
+def index():
+    return jsonify(app="flask-surname", column=NAME_COLUMN)
+
+
 @app.post("/people")
 def add_person():
     name = request.get_json(force=True)["name"]
