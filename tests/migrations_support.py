@@ -147,6 +147,7 @@ class Site:
 
 def make_site(baked: Baked, db: Postgres, directory: Path) -> Site:
     """A fresh database, a free public port and a host state directory under `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
     database, url = db.create_database()
     env_file = directory / "app.env"
     env_file.write_text(f"DATABASE_URL={url}\n")

@@ -119,8 +119,14 @@ def test_failing_phases_and_an_expand_the_old_version_cannot_survive_stop_with_e
     record = site.record()["v1"]
     assert record["phases"].keys() == {"expand"} and record["failed"].keys() == {"contract"}
     assert site.column_served() == "surname"
+    # Deploying again retries the contract: nothing else changes.
+    site.configure()
+    again = site.deployed()
+    assert [h["action"] for h in again["hosts"]] == ["unchanged"] and "contracted" in steps(again)
+    assert site.record()["v1"]["phases"].keys() == {"expand", "contract"} and not site.record()["v1"]["failed"]
 
-    # An expand that fails: nothing starts, v1 keeps serving.
+    # An expand that fails (a forward deploy after v1's contract: no rollback, so no refusal): nothing
+    # starts, v1 keeps serving.
     site.configure(expand=["python3", "/app/migrate.py", "expnd"])
     site.promote("v2")
     error = one_error_line(site.deploy(), 6)

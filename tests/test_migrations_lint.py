@@ -84,8 +84,10 @@ def test_a_rollback_may_cross_an_expand_but_not_a_contract():
     with pytest.raises(UserError, match="back to v1: the contract phase of v2 ran"):
         refuse_crossing_contract(ledger, "d1", "v1", "dev")
     refuse_crossing_contract(ledger, "d2", "v2", "dev")                  # its own contract is no obstacle
-    with pytest.raises(UserError, match="contract phase of v1"):          # a release never recorded
-        refuse_crossing_contract(ledger, "d0", "v0", "dev")
+    # A release the record lacks: new, in a forward deploy; older than the record, for `--to`.
+    refuse_crossing_contract(ledger, "d3", "v3", "dev")
+    with pytest.raises(UserError, match="contract phase of v1"):
+        refuse_crossing_contract(ledger, "d0", "v0", "dev", unrecorded_is_older=True)
 
 
 def test_records_of_two_hosts_merge_in_order_and_a_phase_that_ran_is_not_failed():

@@ -93,11 +93,15 @@ class Ledger:
     def ran(self, digest: str, phase: str) -> bool:
         return phase in ((self.find(digest) or {}).get("phases") or {})
 
-    def contract_after(self, digest: str) -> dict | None:
-        """The first release deployed after `digest` (after all of them, for a release never recorded)
-        whose contract ran: a rollback to `digest` would cross it."""
-        index = next((i for i, r in enumerate(self.releases) if r["digest"] == digest), -1)
-        return next((r for r in self.releases[index + 1:] if "contract" in (r.get("phases") or {})), None)
+    def contract_after(self, digest: str, unrecorded_is_older: bool) -> dict | None:
+        """The first release deployed after `digest` whose contract ran: a rollback to `digest` would cross
+        it. A release the record does not know is either new (a forward deploy: nothing to cross) or older
+        than the record (`unrecorded_is_older`, for `--to`: every contract in the record is after it)."""
+        index = next((i for i, r in enumerate(self.releases) if r["digest"] == digest), None)
+        if index is None and not unrecorded_is_older:
+            return None
+        later = self.releases if index is None else self.releases[index + 1:]
+        return next((r for r in later if "contract" in (r.get("phases") or {})), None)
 
     def text(self) -> str:
         return json.dumps({"releases": self.releases}, indent=2, sort_keys=True) + "\n"
@@ -131,8 +135,9 @@ def read_ledger(sessions: Sequence[SshSession], directories: Sequence[str]) -> L
     return ledger
 
 
-def refuse_crossing_contract(ledger: Ledger, digest: str, version: str, environment: str) -> None:
-    crossed = ledger.contract_after(digest)
+def refuse_crossing_contract(ledger: Ledger, digest: str, version: str, environment: str,
+                             unrecorded_is_older: bool = False) -> None:
+    crossed = ledger.contract_after(digest, unrecorded_is_older)
     if crossed is not None:
         raise UserError(f"refusing to roll {environment} back to {version}: the contract phase of "
                         f"{crossed.get('version')} ran ({crossed['phases']['contract'].get('at')}), and "
@@ -150,7 +155,9 @@ def check_rollback(recipe: "Recipe", environment: str, hosts: Sequence[Host], op
         for host in hosts:
             sessions.append(SshSession(host, options))
         directories = [Instance.of(recipe, environment, host).directory for host in hosts]
-        refuse_crossing_contract(read_ledger(sessions, directories), digest, version, environment)
+        # `--to` names a release the environment ran before: one the record lacks predates the record.
+        refuse_crossing_contract(read_ledger(sessions, directories), digest, version, environment,
+                                 unrecorded_is_older=True)
     finally:
         for session in sessions:
             session.close()
