@@ -1,8 +1,8 @@
 """examples/flask-surname baked as v1, v2 and a broken v2, deployed against a real PostgreSQL, and a load
 loop that reads and writes: shared by tests/test_deploy_migrations.py and bench/migrations.py.
 
-v1 reads and writes people.surname, v2 (the example as committed) people.last_name, and `broken` is v2's
-code with an expand that renames the column, which v1 cannot survive.
+v1 reads and writes people.surname, v2 (the example as committed) people.last_name, and `broken` is v2
+plus an expand file that renames surname, which v1 cannot survive.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.ssh_support import SshServer, free_port, write_known_hosts
 EXPAND = ["python3", "/app/migrate.py", "expand"]
 CONTRACT = ["python3", "/app/migrate.py", "contract"]
 PAUSE = 0.02         # seconds between one load thread's rounds: steady load that leaves a shared machine some CPU
-BREAKING_EXPAND = "ALTER TABLE people RENAME COLUMN surname TO last_name;\n"
+BREAKING_EXPAND = "ALTER TABLE people RENAME COLUMN surname TO family_name;\n"
 
 
 @dataclass
@@ -71,9 +71,11 @@ def bake_surname(directory: Path, base: DebianBase, server: SshServer) -> Baked:
     commit_all(repo, "v1", FIRST_COMMIT_TIME)
     bake_push(made, "v1")
 
-    # broken: v2's code with an expand that renames the column; unlinted (no sql:), or bake would refuse it.
-    (repo / "people.py").write_text(v2_files[repo / "people.py"])
-    (repo / "migrations/expand/002_last_name.sql").write_text(BREAKING_EXPAND)
+    # broken: v2 plus an expand file that renames the column v1 reads; unlinted (no sql:), or bake would
+    # refuse it.
+    for path, text in v2_files.items():
+        path.write_text(text)
+    (repo / "migrations/expand/003_family_name.sql").write_text(BREAKING_EXPAND)
     unlinted = {**recipe, "deploy": {**recipe["deploy"],
                                      "migrations": {k: v for k, v in recipe["deploy"]["migrations"].items()
                                                     if k != "sql"}}}
@@ -82,8 +84,7 @@ def bake_surname(directory: Path, base: DebianBase, server: SshServer) -> Baked:
     bake_push(made, "broken")
 
     # The checkout deploys run from: v2's files (deploy lints them).
-    for path, text in v2_files.items():
-        path.write_text(text)
+    (repo / "migrations/expand/003_family_name.sql").unlink()
     (repo / "imagebuild.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     commit_all(repo, "v2 again", FIRST_COMMIT_TIME + 180)
     return made
@@ -104,13 +105,14 @@ class Site:
     state_dir: Path
     env_file: Path
 
-    def configure(self, **migrations) -> None:
+    def configure(self, smoke: list[str] | None = None, **migrations) -> None:
         """The recipe's deploy section for the next command (the images do not change)."""
         recipe = yaml.safe_load((self.baked.repo / "imagebuild.yaml").read_text())
         recipe["environments"][0]["hosts"] = [f"{self.baked.server_url}?port={self.port}"]
         recipe["deploy"] = {
             "listen": "127.0.0.1", "port": self.port, "drain": 2, "health_timeout": 60,
-            "state_dir": str(self.state_dir), "env_file": str(self.env_file), "smoke": ["python3", "/app/smoke.py"],
+            "state_dir": str(self.state_dir), "env_file": str(self.env_file),
+            "smoke": smoke or ["python3", "/app/smoke.py"],
             "migrations": {"expand": EXPAND, "contract": CONTRACT, "contract_when": "after-swap", "sql": "migrations",
                            **migrations}}
         (self.baked.repo / "imagebuild.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))

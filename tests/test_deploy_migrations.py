@@ -134,6 +134,14 @@ def test_failing_phases_and_an_expand_the_old_version_cannot_survive_stop_with_e
     assert site.record()["v2"] == {**site.record()["v2"], "phases": {}}
     assert site.record()["v2"]["failed"].keys() == {"expand"}
 
+    # v2's expand is fine for v1's health path, but the smoke test, run from v1's image, fails.
+    site.configure(smoke=["python3", "-c", "import people, sys; sys.exit('smoke: fails with ' + people.NAME_COLUMN)"])
+    error = one_error_line(site.deploy(), 6)
+    assert f"the serving {v1} no longer works after the expand phase of {v2}: its smoke test" in error, error
+    assert "(exit 1): smoke: fails with surname;" in error and f"{v1} keeps serving" in error
+    assert site.record()["v2"]["phases"].keys() == {"expand"} and site.record()["v2"]["failed"].keys() == {"compatible"}
+    assert site.column_served() == "surname"
+
     # An expand that renames the column v1 reads: stopped at the check of the serving version.
     site.configure()
     site.promote("broken")
