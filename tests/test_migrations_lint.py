@@ -72,6 +72,30 @@ def test_an_sql_directory_outside_the_repository_is_refused(tmp_path):
         load_recipe(root)
 
 
+@pytest.mark.parametrize("deploy, says", [
+    ({"migrate": ["a"], "migrations": {"expand": ["b"]}}, "deploy.migrate is the short form of deploy.migrations.expand"),
+    ({"migrations": {"contract_when": "later"}}, "'later' is not one of after-swap, next-deploy"),
+    ({"migrations": {"sql": "people.py"}}, "'people.py' is not a directory"),
+])
+def test_bad_migration_settings_name_their_key(tmp_path, deploy, says):
+    root = app_with_sql(tmp_path, "SELECT 1;\n")
+    recipe = yaml.safe_load((root / "imagebuild.yaml").read_text())
+    recipe["deploy"] = deploy
+    (root / "imagebuild.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="deploy.migrations") as refused:
+        load_recipe(root)
+    assert says in refused.value.one_line()
+
+
+def test_migrate_is_the_short_form_of_expand(tmp_path):
+    root = app_with_sql(tmp_path, "SELECT 1;\n")
+    recipe = yaml.safe_load((root / "imagebuild.yaml").read_text())
+    recipe["deploy"] = {"migrate": ["python3", "manage.py", "migrate"]}
+    (root / "imagebuild.yaml").write_text(yaml.safe_dump(recipe))
+    loaded = load_recipe(root)
+    assert loaded.deploy.expand == ("python3", "manage.py", "migrate") and loaded.deploy.migrations.contract == ()
+
+
 def release(digest: str, version: str, *phases: str, failed: tuple[str, ...] = ()) -> dict:
     return {"digest": digest, "version": version, "phases": {p: {"at": f"t-{p}", "host": "h"} for p in phases},
             "failed": {p: {"at": "t", "host": "h", "exit": 3} for p in failed}}

@@ -242,8 +242,9 @@ class Phases:
         old_version, name = serving.get("version"), serving["container"]
         path = self.recipe.health.path if self.recipe.health.path.startswith("/") else "/" + self.recipe.health.path
         streak = 0
-        for attempt in range(OLD_HEALTH_PROBES * 3):
-            state, probe = rollout._look(name, int(serving["upstream"]), path)
+        # A few more tries than the streak needs: one slow answer on a busy host is not a verdict.
+        for _ in range(OLD_HEALTH_PROBES * 3):
+            _, probe = rollout._look(name, int(serving["upstream"]), path)
             line = probe.stdout.strip()
             if probe.ok and line.split()[1:2] == ["200"]:
                 streak += 1
