@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(git make python3-venv docker.io docker-registry skopeo umoci oci-image-tool
           mmdebstrap openssh-server busybox-static apache2-utils qemu-system-x86 iproute2 curl ca-certificates
-          default-jdk-headless zstd file nginx
+          default-jdk-headless zstd file nginx postgresql
           genext2fs dosfstools mtools syslinux syslinux-common fdisk qemu-utils ovmf)
 
 missing=()

@@ -28,6 +28,7 @@ SERVICE_FIXTURES = frozenset({
     "kernel",                                               # a kernel package from deb.debian.org
     "site_packages",                                        # the examples' libraries from PyPI
     "trixie_skopeo",                                        # Debian 13's skopeo from deb.debian.org
+    "postgres",                                             # a PostgreSQL cluster (tests/postgres_support.py)
 })
 
 

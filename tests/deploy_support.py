@@ -193,15 +193,27 @@ def make_deploy_app(directory: Path, base: DebianBase, servers: list[SshServer],
 
 def cleanup(app: DeployApp) -> None:
     """Stop the fronts and remove the containers and images a test's deploys made."""
-    for front in (app.root.parent / "host-state").glob("*/nginx.conf"):
+    stop_fronts(app.root.parent / "host-state")
+    remove_containers(f"dev.imagebuild.deploy.app={app.name}")
+    remove_images(f"{REGISTRY}/deploytest-*/{app.name}")
+
+
+def stop_fronts(state_dir: Path) -> None:
+    """Every nginx front a test's deploys started under `state_dir`."""
+    for front in state_dir.glob("*/nginx.conf"):
         subprocess.run(["nginx", "-p", str(front.parent), "-c", str(front), "-e", str(front.parent / "error.log"),
                         "-s", "quit"], capture_output=True)
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=dev.imagebuild.deploy.app={app.name}"],
+
+
+def remove_containers(label: str) -> None:
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    images = subprocess.run(["docker", "images", "-q", f"{REGISTRY}/deploytest-*/{app.name}"],
-                            capture_output=True, text=True).stdout.split()
+
+
+def remove_images(reference: str) -> None:
+    images = subprocess.run(["docker", "images", "-q", reference], capture_output=True, text=True).stdout.split()
     if images:
         subprocess.run(["docker", "rmi", "-f", *sorted(set(images))], capture_output=True)
 
@@ -215,16 +227,36 @@ class Response:
     path: str
 
 
-class LoadLoop:
+class LoadThreads:
+    """Threads running `self._run(argument)`, one per argument, from the start of a `with` block to its end."""
+
+    def __init__(self, arguments) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(argument,), daemon=True) for argument in arguments]
+
+    def _run(self, argument) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+class LoadLoop(LoadThreads):
     """Threads sending requests to a URL the whole time, each on a new connection, recording every answer."""
 
     def __init__(self, base_url: str, paths: tuple[str, ...] = ("/", "/", "/slow")):
         self.base_url = base_url
         self.paths = paths
         self.responses: list[Response] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(path,), daemon=True) for path in paths]
+        super().__init__(paths)
 
     def _run(self, path: str) -> None:
         while not self._stop.is_set():
@@ -242,16 +274,6 @@ class LoadLoop:
                 error = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 self.responses.append(Response(started, time.time(), release, error, path))
-
-    def __enter__(self) -> "LoadLoop":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
 
     def wait_for(self, count: int, release: str | None = None, limit: int = 600) -> None:
         """Until `count` answers (of `release`, when given) arrived; bounded by attempts, not asserted on time."""

@@ -34,6 +34,7 @@ from imagebuild.oci.reference import tag_for
 from imagebuild.progress import Progress
 from imagebuild.recipe.loader import load_recipe
 from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.sql_lint import refuse_breaking_expand
 from imagebuild.recipe.templates import server_command
 from imagebuild.sources import app_tree
 from imagebuild.sources.git import GitFacts, git_facts, remote_url, require_git
@@ -117,6 +118,8 @@ def read_input(recipe_path: str | Path, allow_dirty: bool = False) -> BakeInput:
     # One look at git serves both the recipe's `git.*` variables and the bake.
     facts = git_facts(recipe_path if recipe_path.is_dir() else recipe_path.parent)
     recipe = load_recipe(recipe_path, {"git": facts.as_context()})
+    # An expand migration that would break the serving version is a mistake to catch before an image exists.
+    refuse_breaking_expand(recipe.root, recipe.deploy.migrations.sql)
     facts = require_git(recipe.root, facts)
     toplevel = Path(facts.toplevel)
     lock_problem, lock = _lock_problem(recipe, toplevel, facts.commit)

@@ -38,6 +38,8 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
                        False, "--accept-new-host-key",
                        help="Trust a host not yet in known_hosts and record its key there (a changed key is "
                             "always refused)."),
+                   force: bool = typer.Option(False, "--force",
+                                              help="Roll back even across a contract migration that has run."),
                    recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
                    store: Optional[Path] = StoreOption, json_out: bool = JsonOption) -> None:
     """Pull ENV's image by digest onto each host and swap it in behind nginx, deploy.batch hosts at a time.
@@ -48,6 +50,7 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
     from imagebuild.release.deploy.fleet import describe
     from imagebuild.release.deploy.rollout import check_spec, deploy
     from imagebuild.release.deploy.release import resolve_release
+    from imagebuild.recipe.sql_lint import refuse_breaking_expand
 
     loaded, places = open_places(recipe, store, insecure)
     if _names_cluster(loaded, environment):
@@ -61,6 +64,9 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
         hosts = targets(loaded, environment, host)
         options = ssh_options(identity, known_hosts, agent, accept_new_host_key)
         check_spec(loaded)
+        refuse_breaking_expand(loaded.root, loaded.deploy.migrations.sql)
+        if to is not None and not force and (loaded.deploy.expand or loaded.deploy.migrations.contract):
+            _refuse_rollback_across_contract(loaded, places, environment, hosts, options, to)
         release = resolve_release(loaded, places, environment, to)
     finally:
         places.close()
@@ -68,7 +74,7 @@ def deploy_command(environment: str = typer.Argument(..., help="The environment 
         say(f"moved {environment} back to {release.version} ({release.digest}); recorded as a rollback")
     say(f"deploying {release.version} ({release.digest}) to {environment}: {len(hosts)} host(s), "
         f"{describe(loaded, len(hosts))}")
-    result = deploy(loaded, release, hosts, options, listener=lambda event: say(event.line()))
+    result = deploy(loaded, release, hosts, options, listener=lambda event: say(event.line()), force=force)
     if json_out:
         emit_json(result.to_dict())
         return
@@ -114,3 +120,12 @@ def _deploy_to_cluster(recipe, places, environment: str, to: Optional[str], json
     was = f" (was {result.previous_version})" if result.previous_version else ""
     typer.echo(f"{result.target:<40} {result.action:<9} {image.version}{was} in Deployment {result.deployment}")
     typer.echo(f"{environment}: {image.version} on {spec.replicas} replica(s) in {result.seconds:.1f} s")
+
+
+def _refuse_rollback_across_contract(recipe, places, environment: str, hosts, options, version: str) -> None:
+    """Before the tag moves back: the hosts' migration records must not show a contract after VERSION."""
+    from imagebuild.release.deploy.migrations import check_rollback
+    from imagebuild.release.promote import resolve_image
+
+    wanted = resolve_image(places.home, version, recipe.name)
+    check_rollback(recipe, environment, hosts, options, str(wanted.digest), version)

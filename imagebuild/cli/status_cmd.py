@@ -83,6 +83,8 @@ def _mixed_line(rows) -> str:
 
 
 def _host_line(host, promoted_digest: str | None, promoted_version: str | None = None) -> str:
+    from imagebuild.release.deploy.status import migration_phases
+
     what = f"{host.version or '-'} ({host.digest[:19] if host.digest else '-'}) since {host.since or '-'}"
     facts = [f"port {host.port}"]
     if host.container:
@@ -98,6 +100,9 @@ def _host_line(host, promoted_digest: str | None, promoted_version: str | None =
     if host.rolled_back:
         facts.append(f"rolled back from {host.rolled_back.get('from_version')} at {host.rolled_back.get('at')}: "
                      f"{host.rolled_back.get('reason')}")
+    phases = migration_phases(host)
+    if phases:
+        facts.append(phases)
     if host.note:
         facts.append(host.note)
     return f"{host.host:<40} {what:<50} {', '.join(facts)}"

@@ -20,7 +20,7 @@ from imagebuild.oci.reference import Reference
 from imagebuild.recipe.cluster import check_kubernetes
 from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
 from imagebuild.recipe.fleet import parse_batch, parse_duration
-from imagebuild.recipe.model import DeploySpec, Policy, Recipe
+from imagebuild.recipe.model import CONTRACT_WHEN, DeploySpec, Policy, Recipe
 from imagebuild.recipe.schema import did_you_mean
 
 Fail = Callable[..., NoReturn]
@@ -82,6 +82,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
     _check_environments(recipe, fail, repository)
     _check_detect(recipe, fail)
     _check_deploy(recipe, fail)
+    _check_migrations(recipe, fail, repository)
     _check_disk(recipe, fail)
     _check_hosts(recipe, fail)
     check_kubernetes(recipe, fail)
@@ -492,6 +493,19 @@ def _check_fleet(spec: DeploySpec, fail: Fail) -> None:
             fail("deploy.canary_wait", f"must be at most {MAX_SECONDS} seconds")
     if not 1 <= spec.max_sessions <= MAX_SESSIONS:
         fail("deploy.max_sessions", f"{spec.max_sessions} is not between 1 and {MAX_SESSIONS}")
+
+
+def _check_migrations(recipe: Recipe, fail: Fail, repository: Path) -> None:
+    spec = recipe.deploy.migrations
+    if recipe.deploy.migrate and spec.expand:
+        fail("deploy.migrations.expand", "deploy.migrate is the short form of deploy.migrations.expand; give one of them")
+    if spec.contract_when not in CONTRACT_WHEN:
+        fail("deploy.migrations.contract_when", f"{spec.contract_when!r} is not one of {', '.join(CONTRACT_WHEN)}")
+    if spec.sql is not None:
+        directory = local_path(recipe, spec.sql, "deploy.migrations.sql", fail, repository)
+        if not directory.is_dir():
+            fail("deploy.migrations.sql", f"{spec.sql!r} is not a directory",
+                 "it holds expand/*.sql and contract/*.sql")
 
 
 def _check_hosts(recipe: Recipe, fail: Fail) -> None:

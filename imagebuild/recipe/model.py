@@ -156,11 +156,26 @@ class Environment:
     kubernetes: KubernetesSpec | None = None  # a cluster instead of hosts
 
 
+CONTRACT_WHEN = ("after-swap", "next-deploy")
+
+
+@dataclass(frozen=True)
+class MigrationsSpec:
+    """Schema changes in two phases around the swap (docs/deploy.md, "Database changes")."""
+
+    expand: tuple[str, ...] = ()           # argv from the new image before it takes traffic; old code must cope
+    contract: tuple[str, ...] = ()         # argv from the new image once no old container runs any more
+    contract_when: str = "after-swap"      # after-swap: at the end of the deploy; next-deploy: at the start of the next
+    sql: str | None = None                 # a directory of SQL files (expand/*.sql, contract/*.sql) to lint
+
+
 @dataclass(frozen=True)
 class DeploySpec:
     """`imagebuild deploy`: how each host runs the app behind its nginx front (docs/deploy.md)."""
 
-    migrate: tuple[str, ...] = ()          # argv run once from the new image before traffic moves
+    migrate: tuple[str, ...] = ()          # the short form of migrations.expand
+    migrations: MigrationsSpec = MigrationsSpec()
+    smoke: tuple[str, ...] = ()            # argv from the serving (old) image, after expand: does it still work?
     port: int = 8080                       # the public port of each host's front (per host: ?port= in its URL)
     listen: str = "0.0.0.0"                # the address the front listens on
     drain: int = 30                        # seconds in-flight requests get before the old container stops
@@ -172,6 +187,10 @@ class DeploySpec:
     canary: int = 0                        # hosts swapped first, alone, then watched for canary_wait
     canary_wait: str | None = None         # how long the canaries must keep answering (30s, 2m); 60s by default
     max_sessions: int = 8                  # hosts talked to at the same moment
+
+    @property
+    def expand(self) -> tuple[str, ...]:
+        return self.migrations.expand or self.migrate
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ release.py    ENV -> digest in the registry (and `--to VERSION`, a recorded roll
 remote_docker the host's engine through the docker CLI over that session
 front.py      the per-instance nginx front whose upstream is rewritten and gracefully reloaded
 rollout.py    the per-host steps, one host at a time, with their events
+migrations.py expand before the swap, contract after; the phases recorded on every host
 status.py     what runs where, and since when
 
 Hosts (ssh:// targets) are parsed by imagebuild/recipe/hosts.py.

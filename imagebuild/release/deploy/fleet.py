@@ -34,6 +34,7 @@ from imagebuild.recipe.fleet import BatchSize, parse_batch, parse_duration
 from imagebuild.recipe.hosts import Host
 from imagebuild.recipe.model import Recipe
 from imagebuild.release.deploy.front import Front
+from imagebuild.release.deploy.migrations import Phases
 from imagebuild.release.deploy.release import Release
 from imagebuild.release.deploy.rollout import (DeployResult, Event, Events, HostOutcome, HostRollout, _probe_failure,
                                                check_spec, now)
@@ -45,7 +46,8 @@ FLEET = "fleet"             # the "host" of events about the whole fleet (waves,
 
 # The step a host was on when it failed, from the last event it reported: each step reports when it is done.
 NEXT_STEP = {None: "connect", "connect": "check", "known-hosts": "connect", "check": "pull", "note": "pull",
-             "pull": "start", "cleanup": "start", "migrate": "migrate", "migrated": "start", "start": "health",
+             "pull": "start", "cleanup": "start", "migrate": "migrate", "migrated": "start",
+             "compatibility": "compatibility check", "compatible": "start", "start": "health",
              "unhealthy": "health", "healthy": "switch", "reload": "switch", "put-back": "switch",
              "switch": "stop", "stop": "done", "done": "canary", "unchanged": "canary", "front": "canary"}
 
@@ -107,7 +109,7 @@ class FleetRollout(HostRollout):
             front = self.front
             self.front = _NotedFront(front.session, front.directory, front.listen, front.port, front.drain, note)
 
-    def _migrate(self, serving: dict | None, env: dict[str, str]) -> None:
+    def _expand(self, phases: Phases, serving: dict | None, env: dict[str, str]) -> None:
         gate = self.gate
         with gate.lock:
             mine = gate.ran_on is None
@@ -119,7 +121,7 @@ class FleetRollout(HostRollout):
                 raise _NotStarted(f"{self.host}: not started, the migration on {gate.ran_on} failed")
             return
         try:
-            super()._migrate(serving, env)
+            super()._expand(phases, serving, env)
             gate.ok = True
         finally:
             gate.done.set()
@@ -176,8 +178,10 @@ def _each(pool: ThreadPoolExecutor, work: Callable[[int], T], indexes: Iterable[
 
 class FleetDeploy:
     def __init__(self, recipe: Recipe, release: Release, hosts: Sequence[Host], options: SshOptions,
-                 listener: Callable[[Event], None] | None):
+                 listener: Callable[[Event], None] | None, force: bool = False):
         check_spec(recipe)
+        self.force = force
+        self.phases: Phases | None = None   # the migration phases, once every host is prepared
         self.recipe, self.release, self.hosts, self.options = recipe, release, list(hosts), options
         spec = recipe.deploy
         self.waves = plan_waves(len(self.hosts), parse_batch(spec.batch), spec.canary)
@@ -197,10 +201,15 @@ class FleetDeploy:
         interrupted = False
         try:
             self._prepare()
+            self.phases = Phases(self.recipe, self.release, self.events,
+                                 [self.rollouts[i] for i in sorted(self.rollouts)], force=self.force)
+            self.phases.begin()     # a refused rollback, or a deferred contract, before any host changes
             for number, wave in enumerate(self.waves):
                 self._wave(number, wave)
                 if number == 0 and self.recipe.deploy.canary:
                     self._watch_canaries(wave)
+            self.phases.finish()    # every host serves the release: contract, unless deferred
+            self.result.migrations = self.phases.entry()
         except _Failed as failed:
             self._fail(failed)
         except KeyboardInterrupt:
@@ -242,7 +251,8 @@ class FleetDeploy:
         self.events.emit(FLEET, "wave", f"{number + 1} of {len(self.waves)} ({kind}): "
                                         + ", ".join(str(self.hosts[i]) for i in wave))
         migrate = not self.result.migrated
-        found = _each(self.pool, lambda index: self.rollouts[index].run(migrate=migrate), wave)
+        found = _each(self.pool, lambda index: self.rollouts[index].run(migrate=migrate, phases=self.phases),
+                      wave)
         failures = [(index, value) for index, value in found.items() if isinstance(value, BaseException)]
         for index, value in found.items():
             if not isinstance(value, BaseException):
@@ -324,11 +334,11 @@ class FleetDeploy:
         self.events.emit(host, "rollback", f"back to {previous.version}: {reason}")
         # No migration: the schema was migrated for the new release, which must stay readable by the old one.
         return FleetRollout(self.sessions[index], self.recipe, previous, self.events, _MigrationGate(),
-                            note=note).run(migrate=False)[0]
+                            note=note).run(migrate=False, phases=self.phases)[0]
 
 
 def deploy_fleet(recipe: Recipe, release: Release, hosts: Sequence[Host], options: SshOptions,
-                 listener: Callable[[Event], None] | None = None) -> DeployResult:
+                 listener: Callable[[Event], None] | None = None, force: bool = False) -> DeployResult:
     """Roll `release` onto `hosts` in the recipe's waves; on any failure every swapped host goes back and
-    DeployError names the host and step."""
-    return FleetDeploy(recipe, release, hosts, options, listener).run()
+    DeployError names the host and step. `force`: roll back even across a contract that has run."""
+    return FleetDeploy(recipe, release, hosts, options, listener, force).run()

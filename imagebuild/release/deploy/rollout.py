@@ -5,8 +5,9 @@ checked for docker, nginx and bash, so a bad host found late cannot leave the
 environment half-deployed for a reason known up front. Then, per host:
 
 1. pull REGISTRY/REPO@DIGEST (never a tag);
-2. once per deploy, on the first host that needs the image: the recipe's
-   `deploy.migrate` argv, run from the new image; a failure stops everything;
+2. once per deploy, on the first host that needs the image: the expand
+   migration (`deploy.migrate`), run from the new image, then the proof that
+   the serving version still works (migrations.py); a failure stops everything;
 3. start the new container in the free slot (blue or green) on an ephemeral
    loopback port, with the environment's name in the variable the image's
    launcher reads (its `dev.imagebuild.env-variable` label) and the deployed
@@ -21,6 +22,8 @@ The next host starts only after the previous one finished step 6 (or, with
 deploy.batch, the next wave after the whole wave: fleet.py), so an environment
 never loses more than the capacity of the hosts being swapped, and even those
 keep serving throughout.
+
+Once every host is done, the contract migration runs (migrations.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 from imagebuild.release.deploy.front import Front, NotSwitched
+from imagebuild.release.deploy.migrations import Phases
 from imagebuild.recipe.hosts import Host
 from imagebuild.release.deploy.release import Release
 from imagebuild.release.deploy.remote_docker import RemoteDocker
@@ -83,6 +87,7 @@ class DeployResult:
     release: Release
     hosts: list[HostOutcome] = field(default_factory=list)
     migrated: bool = False
+    migrations: dict | None = None          # the phases recorded for this release on the hosts
     seconds: float = 0.0
     events: list[Event] = field(default_factory=list)
 
@@ -90,6 +95,7 @@ class DeployResult:
         return {"environment": self.release.environment, "digest": self.release.digest,
                 "version": self.release.version, "reference": self.release.reference,
                 "rolled_back": self.release.rolled_back, "migrated": self.migrated,
+                "migrations": self.migrations,
                 "seconds": round(self.seconds, 3), "hosts": [h.to_dict() for h in self.hosts],
                 "events": [e.to_dict() for e in self.events]}
 
@@ -204,8 +210,8 @@ class HostRollout:
             return state, None, set(found)
         return state, container, set(found)
 
-    def run(self, migrate: bool) -> tuple[HostOutcome, bool]:
-        """Roll this host; returns its outcome and whether the migration ran here."""
+    def run(self, migrate: bool, phases: Phases) -> tuple[HostOutcome, bool]:
+        """Roll this host; returns its outcome and whether the expand migration ran here."""
         release = self.release
         state, running, existing = self.current()
         if state and running and state.get("digest") == release.digest:
@@ -219,8 +225,8 @@ class HostRollout:
         self.emit("pull", f"{release.reference} ({time.monotonic() - started:.1f} s)")
         env = launcher_env(config, release)
         migrated = False
-        if migrate and self.spec.migrate:
-            self._migrate(state if running else None, env)
+        if migrate and self.spec.expand:
+            self._expand(phases, state if running else None, env)
             migrated = True
 
         old_name = state.get("container") if state and running else None
@@ -297,17 +303,9 @@ class HostRollout:
                 pass  # the config was refused before; nginx still runs the one it had
         self.emit("put-back", f"removed {name}; the front was not changed")
 
-    def _migrate(self, serving: dict | None, env: dict[str, str]) -> None:
-        argv = list(self.spec.migrate)
-        shown = shlex.join(argv)
-        self.emit("migrate", f"running `{shown}` from {self.release.version}")
-        result = self.docker.run_once(f"{self.instance.key}-migrate", self.release.reference, argv,
-                                      env=env, env_file=self.spec.env_file)
-        if not result.ok:
-            keeps = f"{serving.get('version')} keeps serving" if serving else "nothing was started"
-            raise DeployError(f"{self.host}: migration `{shown}` from {self.release.version} failed "
-                              f"(exit {result.exit_code}): {result.said()}; no traffic moved, {keeps}")
-        self.emit("migrated", f"`{shown}` succeeded")
+    def _expand(self, phases: Phases, serving: dict | None, env: dict[str, str]) -> None:
+        """The expand phase from this host (fleet.py shares it across a wave)."""
+        phases.expand(self, serving, env)
 
     def _look(self, name: str, upstream: int, path: str) -> tuple[dict | None, Result]:
         """The container's state and one probe of its health path, in one round trip."""
@@ -382,9 +380,11 @@ def _probe_failure(probe: Result) -> str:
 
 
 def deploy(recipe: Recipe, release: Release, hosts: Sequence[Host], options: SshOptions,
-           listener: Callable[[Event], None] | None = None) -> DeployResult:
+           listener: Callable[[Event], None] | None = None, force: bool = False) -> DeployResult:
     """Roll `release` onto `hosts` in the recipe's waves (deploy.batch, deploy.canary: fleet.py, which runs
-    this module's per-host steps); raises DeployError when a host fails, after rolling the others back."""
+    this module's per-host steps, with the migration phases of migrations.py); raises DeployError when a
+    host fails, after rolling the others back. `force`: roll back even across a contract migration that
+    has run."""
     from imagebuild.release.deploy.fleet import deploy_fleet  # fleet.py builds on this module
 
-    return deploy_fleet(recipe, release, hosts, options, listener)
+    return deploy_fleet(recipe, release, hosts, options, listener, force=force)

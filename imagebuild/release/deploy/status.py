@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
 from imagebuild.release.deploy.front import Front
+from imagebuild.release.deploy.migrations import describe, read_record
 from imagebuild.recipe.hosts import Host
 from imagebuild.release.deploy.remote_docker import RemoteDocker
 from imagebuild.release.deploy.rollout import LABEL, Instance, listen_address
@@ -29,6 +30,7 @@ class HostStatus:
     front: str | None = None            # "running" or "down"
     note: str | None = None             # unreachable, never deployed, ...
     rolled_back: dict | None = None     # set when a failed deploy swapped this host back: from what, why, when
+    migrations: list[dict] | None = None  # the host's migration record: phases per release, oldest first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +81,7 @@ def _fill(row: HostStatus, session: SshSession, instance: Instance, recipe: Reci
     docker = RemoteDocker(session)
     state = front.read_state()
     row.front = "running" if front.master() is not None else "down"
+    row.migrations = read_record(session, instance.directory).releases or None
     if state:
         row.version, row.digest, row.since = state.get("version"), state.get("digest"), state.get("since")
         row.container = state.get("container")
@@ -113,3 +116,10 @@ def serving(rows: Sequence[HostStatus]) -> dict[str, list[str]]:
 def is_mixed(rows: Sequence[HostStatus]) -> bool:
     """More than one digest serves in the environment: a deploy stopped half-way, or one is under way."""
     return len(serving(rows)) > 1
+
+
+def migration_phases(row: HostStatus) -> str | None:
+    """What the record says of the serving release's migrations, for the status line."""
+    if not row.migrations or not row.digest:
+        return None
+    return describe(next((r for r in row.migrations if r.get("digest") == row.digest), None))

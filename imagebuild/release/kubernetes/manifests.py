@@ -67,9 +67,7 @@ class Migrations:
 
 def migrations_of(recipe: Recipe) -> Migrations:
     """`deploy.migrations: {expand, contract}` where the recipe has it; `deploy.migrate` is the expand phase."""
-    phases = getattr(recipe.deploy, "migrations", None)
-    expand = tuple(getattr(phases, "expand", None) or ()) or tuple(recipe.deploy.migrate)
-    return Migrations(expand=expand, contract=tuple(getattr(phases, "contract", None) or ()))
+    return Migrations(expand=tuple(recipe.deploy.expand), contract=tuple(recipe.deploy.migrations.contract))
 
 
 def kubernetes_environment(recipe: Recipe, environment: str) -> Environment:
