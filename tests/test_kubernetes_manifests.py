@@ -266,13 +266,15 @@ def test_the_port_is_server_port_unless_the_image_exposes_only_others(recipe):
 
 
 def test_deploy_migrations_give_both_phases_when_the_recipe_has_them(recipe):
-    """`deploy.migrations: {expand, contract}` (a recipe key of its own): its lists win over deploy.migrate."""
+    """`deploy.migrations: {expand, contract}`: the Jobs run exactly the recipe's phases; deploy.migrate is
+    the short form of expand."""
     import dataclasses
-    from types import SimpleNamespace
 
-    phases = SimpleNamespace(expand=("manage.py", "expand"), contract=("manage.py", "contract"))
-    spec = SimpleNamespace(migrate=("python3", "manage.py", "migrate"), migrations=phases)
-    assert migrations_of(dataclasses.replace(recipe, deploy=spec)) == Migrations(("manage.py", "expand"),
+    from imagebuild.recipe.model import MigrationsSpec
+
+    both = dataclasses.replace(recipe.deploy, migrate=(), migrations=MigrationsSpec(
+        expand=("manage.py", "expand"), contract=("manage.py", "contract")))
+    assert migrations_of(dataclasses.replace(recipe, deploy=both)) == Migrations(("manage.py", "expand"),
                                                                                  ("manage.py", "contract"))
-    only_contract = SimpleNamespace(migrate=("migrate",), migrations=SimpleNamespace(expand=(), contract=("c",)))
-    assert migrations_of(dataclasses.replace(recipe, deploy=only_contract)) == Migrations(("migrate",), ("c",))
+    short = dataclasses.replace(recipe.deploy, migrate=("migrate",), migrations=MigrationsSpec(contract=("c",)))
+    assert migrations_of(dataclasses.replace(recipe, deploy=short)) == Migrations(("migrate",), ("c",))
