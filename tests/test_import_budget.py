@@ -1,6 +1,6 @@
 """Start-up budget: each everyday command imports only the heavy libraries its work needs.
 
-Importing the Docker SDK costs ~170 ms, paramiko ~90 ms, httpx ~40 ms, jinja2 and yaml ~20 ms: more
+Importing the Docker SDK costs ~170 ms, paramiko ~90 ms, typer ~50 ms, httpx ~40 ms, jinja2 and yaml ~20 ms: more
 than the work of `images` or `status`. Each command runs for real (against a temporary store, a
 recipe without a registry, and for push/pull an address nothing listens on) in a fresh interpreter,
 which then reports which of those modules it loaded. Deterministic, so no service is needed.
@@ -22,7 +22,7 @@ from tests.ports import free_port
 from tests.registry_support.images import write_app_image
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml")
+HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "typer")
 ENGINE_OR_SSH = {"docker", "paramiko"}
 REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
 
@@ -84,7 +84,7 @@ def nowhere() -> str:
     ["deploy", "--help"],
 ], ids=" ".join)
 def test_help_imports_nothing_heavy(app, argv):
-    assert imports(app, *argv) == set()
+    assert imports(app, *argv) == {"typer"}     # help is typer's
 
 
 @pytest.mark.parametrize("argv", [
@@ -93,6 +93,8 @@ def test_help_imports_nothing_heavy(app, argv):
 def test_store_commands_import_no_registry_recipe_engine_or_ssh(app, argv):
     loaded = imports(app, *argv)
     assert not loaded & (ENGINE_OR_SSH | REGISTRY_OR_RECIPE), loaded
+    if argv[0] == "images":
+        assert "typer" not in loaded      # the fast path (cli/fast_path.py)
 
 
 @pytest.mark.parametrize("argv", [
@@ -100,9 +102,10 @@ def test_store_commands_import_no_registry_recipe_engine_or_ssh(app, argv):
     ["promote", "v1", "--to", "prod", "--dry-run"],
 ], ids=" ".join)
 def test_recipe_commands_on_the_local_store_import_no_http_engine_or_ssh(app, argv):
-    """A recipe without `registry:` and environments without hosts: the recipe is read, nothing else."""
+    """A recipe without `registry:` and environments without hosts: the recipe is read, nothing else; a
+    recipe without template syntax needs no Jinja2, and a simple command line no typer."""
     loaded = imports(app, *argv)
-    assert not loaded & (ENGINE_OR_SSH | {"httpx"}), loaded
+    assert not loaded & (ENGINE_OR_SSH | {"httpx", "jinja2", "typer"}), loaded
 
 
 @pytest.mark.parametrize("command", ["push", "pull"])
@@ -111,3 +114,5 @@ def test_registry_commands_import_no_engine_or_ssh(app, command):
     loaded = imports(app, *argv)
     assert "httpx" in loaded     # the probe really reached the registry client
     assert not loaded & ENGINE_OR_SSH, loaded
+    if command == "push":
+        assert "typer" not in loaded, loaded

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from imagebuild.cli.common import (AgentOption, IdentityOption, InsecureOption, JsonOption, KnownHostsOption, RecipeOption,
-                                   StoreOption, emit_json, open_places, ssh_options)
+                                   StoreOption, everyday)
 
 
 def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = InsecureOption,
@@ -18,54 +18,5 @@ def status_command(recipe: Path = RecipeOption, insecure: Optional[bool] = Insec
                    identity: Optional[List[Path]] = IdentityOption, known_hosts: Optional[Path] = KnownHostsOption,
                    agent: bool = AgentOption) -> None:
     """Each environment's current digest, version and promotion time, and what runs on its hosts since when."""
-    from imagebuild.release.promote import status
-    loaded, places = open_places(recipe, store, insecure)
-    try:
-        rows = status(places.home, loaded.environments, places.target_for)
-    finally:
-        places.close()
-    # SSH (and paramiko) only when some environment has hosts to ask.
-    with_hosts = hosts and any(env.hosts for env in loaded.environments)
-    on_hosts = _hosts_of(loaded, ssh_options(identity, known_hosts, agent)) if with_hosts else {}
-    if json_out:
-        environments = []
-        for row in rows:
-            entry = row.to_dict()
-            entry["hosts"] = [h.to_dict() for h in on_hosts.get(row.environment, [])]
-            environments.append(entry)
-        emit_json({"image": loaded.name, "home": places.home.label, "environments": environments})
-        return
-    for row in rows:
-        line = f"{row.environment:<12} {row.version or '-':<20} {row.digest or '-':<71} {row.promoted_at or '-'}"
-        if row.note:
-            line += f"  ({row.note})"
-        typer.echo(line)
-        for host in on_hosts.get(row.environment, []):
-            typer.echo("  " + _host_line(host, row.digest, row.version))
-
-
-def _hosts_of(recipe, options) -> dict:
-    from imagebuild.release.deploy.status import hosts_status
-    from imagebuild.recipe.hosts import parse_hosts
-
-    wanted = {env.name: parse_hosts(env.hosts, f"environments[{index}].hosts:")
-              for index, env in enumerate(recipe.environments) if env.hosts}
-    return hosts_status(recipe, wanted, options)
-
-
-def _host_line(host, promoted_digest: str | None, promoted_version: str | None = None) -> str:
-    what = f"{host.version or '-'} since {host.since or '-'}"
-    facts = [f"port {host.port}"]
-    if host.container:
-        facts.append(f"{host.container} {host.state or 'gone'}" + (f" ({host.health})" if host.health else ""))
-    if host.front:
-        facts.append(f"front {host.front}")
-    if host.digest and promoted_digest and host.digest != promoted_digest:
-        # A refused release leaves the host here too, and deploying it again would only retry it.
-        env = host.environment
-        facts.append(f"behind the promoted {promoted_version or promoted_digest[:19]}: `imagebuild deploy {env}` "
-                     f"rolls it out; if its deploy was refused, promote a fixed version, or keep "
-                     f"{host.version or 'this one'} with `imagebuild deploy {env} --to {host.version or 'VERSION'}`")
-    if host.note:
-        facts.append(host.note)
-    return f"{host.host:<40} {what:<50} {', '.join(facts)}"
+    everyday.status(recipe=recipe, insecure=insecure, store=store, json_out=json_out, hosts=hosts, identity=identity,
+                    known_hosts=known_hosts, agent=agent)
