@@ -174,6 +174,11 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
         progress.note(f"warning: {line}")
         warnings.append(line)
     descriptor = store.write_image(image, [local_ref], frozenset(str(layer.result.digest) for layer in elsewhere))
+    if elsewhere:
+        # Where the lent blobs lie, so a later export, run or push fetches (or mounts) them.
+        from imagebuild.stores.registry import remember_blobs
+        for layer in elsewhere:
+            remember_blobs(store, remote.client.host, layer.repository, [str(layer.result.digest)])
     return BakeResult(image=local_ref, digest=Digest(descriptor.digest), version=commit.version,
                       layers=tuple(outcomes), recipe=recipe, facts=source.facts, dirty=commit.dirty,
                       local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere)
