@@ -22,7 +22,7 @@ from tests.ports import free_port
 from tests.registry_support.images import write_app_image
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "typer")
+HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "typer", "concurrent.futures")
 ENGINE_OR_SSH = {"docker", "paramiko"}
 REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
 
@@ -103,9 +103,10 @@ def test_store_commands_import_no_registry_recipe_engine_or_ssh(app, argv):
 ], ids=" ".join)
 def test_recipe_commands_on_the_local_store_import_no_http_engine_or_ssh(app, argv):
     """A recipe without `registry:` and environments without hosts: the recipe is read, nothing else; a
-    recipe without template syntax needs no Jinja2, and a simple command line no typer."""
+    recipe without template syntax needs no Jinja2, a simple command line no typer, and reads of local
+    files no threads."""
     loaded = imports(app, *argv)
-    assert not loaded & (ENGINE_OR_SSH | {"httpx", "jinja2", "typer"}), loaded
+    assert not loaded & (ENGINE_OR_SSH | {"httpx", "jinja2", "typer", "concurrent.futures"}), loaded
 
 
 @pytest.mark.parametrize("command", ["push", "pull"])
