@@ -117,3 +117,11 @@ def test_registry_commands_import_no_engine_or_ssh(app, command):
     assert not loaded & ENGINE_OR_SSH, loaded
     if command == "push":
         assert "typer" not in loaded, loaded
+
+
+def test_a_bake_without_a_registry_imports_no_http_engine_or_ssh(app):
+    """The bake's modules, imported as a warm local bake imports them (here it stops at once: the app
+    is no git repository), leave the registry client to a bake that pushes or has a layer cache."""
+    loaded = imports(app, "bake", str(app))
+    assert "yaml" in loaded     # the probe really reached the bake
+    assert not loaded & (ENGINE_OR_SSH | {"httpx"}), loaded

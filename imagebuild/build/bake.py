@@ -14,12 +14,11 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from imagebuild import plan as planning
 from imagebuild.build.builder import LayerBuilder, Prebuilt
 from imagebuild.build.cache import LayerCache
-from imagebuild.build.remote_cache import RemoteCache, RemoteLayer, fetch_layers
 from imagebuild.build.layers import debian
 from imagebuild.build.layers.app import AppLayer, app_files, credential_warnings
 from imagebuild.build.layers.config import ConfigLayer
@@ -41,6 +40,9 @@ from imagebuild.sources.lockfile import DebianLock, PythonLock, lock_path_for, p
 from imagebuild.stores.engine import EngineSession
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.reserved_tags import refuse_version_tag
+
+if TYPE_CHECKING:   # the registry's layer cache (and httpx) is imported only by a bake that has one
+    from imagebuild.build.remote_cache import RemoteCache, RemoteLayer
 
 
 @dataclass(frozen=True)
@@ -498,6 +500,8 @@ def _fetch_inputs(builder: LayerBuilder, store: LayoutStore, remote: RemoteCache
     lower = getattr(builder, "os_layer", None)
     if remote is None or lower is None or store.has_blob(lower.digest):
         return
+    from imagebuild.build.remote_cache import fetch_layers
+
     fetch_layers(remote, store, [layer for layer in remote.hits.values() if layer.result == lower])
 
 

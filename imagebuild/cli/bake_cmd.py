@@ -33,7 +33,6 @@ def bake_command(
         json_out: bool = JsonOption) -> None:
     """Bake the commit checked out at PATH into an image in the local store."""
     from imagebuild.build.bake import bake, read_input
-    from imagebuild.build.remote_cache import fetch_layers, open_remote_cache
     from imagebuild.progress import Progress
     from imagebuild.publish.disk import DiskOutput
     from imagebuild.publish.output import parse_outputs
@@ -48,13 +47,16 @@ def bake_command(
         source = read_input(path, allow_dirty=allow_dirty)
         for item in outputs:      # every refusal before anything is built or written
             item.check(source)
-        remote = open_remote_cache(source.recipe.registry, source.recipe.name, push=push, cache_from=cache_from,
-                                   cache_to=cache_to, insecure=insecure)
+        if push or cache_from or cache_to:     # else no layer cache: the registry client is not imported
+            from imagebuild.build.remote_cache import open_remote_cache
+            remote = open_remote_cache(source.recipe.registry, source.recipe.name, push=push,
+                                       cache_from=cache_from, cache_to=cache_to, insecure=insecure)
         for item in outputs:
             if isinstance(item, RegistryOutput):
                 item.remote = remote
         result = bake(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine, remote=remote)
         if remote is not None and result.remote and any(not isinstance(item, RegistryOutput) for item in outputs):
+            from imagebuild.build.remote_cache import fetch_layers
             fetch_layers(remote, the_store, result.remote)   # the outputs that read the layers' bytes
         for item in outputs:
             # a progress of its own: a terminal's bar is not restarted once the bake's has ended
