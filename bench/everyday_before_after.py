@@ -51,7 +51,7 @@ def once(argv: list[str], cwd: Path, env: dict) -> tuple[float, float]:
 def prepare(work: Path, registry: str, before: str) -> dict[str, Path]:
     old = work / "before"
     old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", before, "imagebuild"], capture_output=True,
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", before, "imagebuild", "recipes"], capture_output=True,
                              check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     for tree in (old, REPO):
