@@ -8,6 +8,7 @@ leaves it; tests/test_registry_layer_cache.py does it with a real bake.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -58,3 +59,24 @@ def test_without_a_known_registry_it_is_one_clear_store_error(lent, tmp_path):
     assert failed.value.exit_code == 4
     assert str(layer.digest) in failed.value.one_line() and "no registry is known" in failed.value.one_line()
     assert not (tmp_path / "out").exists()
+
+
+def test_run_fetches_the_lent_blob_before_the_engine_loads_the_image(lent):
+    """`imagebuild run` streams the store's layers into `docker load`: the lent one is fetched first."""
+    import io
+
+    from imagebuild.release.run import RunOptions, run_image
+
+    store, layer, space = lent
+    name = f"imagebuild-test-{space}:v1"     # the engine is shared: a name of this test's own
+    store.tag(name, store.resolve("hello:v1"))
+    out, err, said = io.BytesIO(), io.BytesIO(), []
+    try:
+        code, _ = run_image(store, name, RunOptions(), out, err, said.append)
+    finally:
+        from imagebuild.stores.engine import connect
+        with contextlib.suppress(Exception):
+            connect(None).images.remove(name, force=True)
+    assert code == 0 and out.getvalue() == b"hello\n", err.getvalue()
+    assert store.has_blob(layer.digest)
+    assert any(line.startswith("fetching 1 blob(s) the store lacks") for line in said), said
