@@ -80,3 +80,12 @@ def test_run_fetches_the_lent_blob_before_the_engine_loads_the_image(lent):
     assert code == 0 and out.getvalue() == b"hello\n", err.getvalue()
     assert store.has_blob(layer.digest)
     assert any(line.startswith("fetching 1 blob(s) the store lacks") for line in said), said
+
+
+def test_gc_counts_a_lent_blob_as_elsewhere_not_missing(lent):
+    from imagebuild.stores.gc import collect_garbage
+
+    store, layer, _ = lent
+    assert collect_garbage(store, dry_run=True).missing_blobs == []
+    (store.root / KNOWN_BLOBS_FILE).unlink()
+    assert collect_garbage(store, dry_run=True).missing_blobs == [layer.digest]

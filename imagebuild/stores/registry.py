@@ -25,11 +25,11 @@ from imagebuild.oci.model import Descriptor, MalformedError, ParsedManifest, Pla
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
 from imagebuild.stores.copy import DEFAULT_PARALLEL, copy, copy_blobs
+from imagebuild.stores.known_blobs import KNOWN_BLOBS_FILE, known_blobs, where_is
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
 from imagebuild.stores.place import LayoutPlace, RegistryPlace, blobs_of, children_of
 from imagebuild.stores.reserved_tags import refuse_promotion_tag
 
-KNOWN_BLOBS_FILE = "registry-blobs.json"
 Progress = Callable[[str], None] | None
 
 
@@ -212,11 +212,7 @@ def _platform_manifest(remote: RegistryPlace, source: Reference, index: Manifest
 # A hint for cross-repository mounts, kept beside the store; losing it only costs uploads.
 
 def _known_blobs(store: LayoutStore, host: str) -> dict[str, str]:
-    try:
-        data = json.loads((store.root / KNOWN_BLOBS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data.get(host, {}) if isinstance(data, dict) else {}
+    return known_blobs(store).get(host, {})
 
 
 def _remember_blobs(store: LayoutStore, host: str, repository: str, top: Descriptor) -> None:
@@ -258,14 +254,9 @@ def fetch_missing_blobs(store: LayoutStore, image_digest: str, *, insecure: bool
     missing = [blob for blob in blobs_of(LayoutPlace(store).manifest(image_digest)) if not store.has_blob(blob.digest)]
     if not missing:
         return 0
-    try:
-        data = json.loads((store.root / KNOWN_BLOBS_FILE).read_text())
-    except (OSError, ValueError):
-        data = {}
     wanted: dict[tuple[str, str], list[Descriptor]] = {}
     for blob in missing:
-        where = next(((host, known[str(blob.digest)]) for host, known in sorted(data.items())
-                      if isinstance(known, dict) and isinstance(known.get(str(blob.digest)), str)), None)
+        where = where_is(store, str(blob.digest))
         if where is None:
             raise StoreError(f"blob {blob.digest} of image {image_digest} is missing from the store at {store.root}, "
                              f"and no registry is known to hold it",
