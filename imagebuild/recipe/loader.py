@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -85,19 +86,18 @@ def load_recipe(path: Path | str, context: dict | None = None) -> Recipe:
         source = source / RECIPE_FILE
     if not source.is_file():
         raise RecipeError(f"no recipe at {source}", hint="run `imagebuild init` to write one")
-    repository = repository_of(source.parent)
-    if not _is_inside(source, repository):
+    # git is asked for the repository's root only when a file lies outside the recipe's own directory
+    # (which lies in it): a recipe that is a link elsewhere, or names a file elsewhere.
+    repository = functools.cache(lambda: repository_of(source.parent))
+    real = Path(os.path.realpath(source))
+    if real.parent != Path(os.path.realpath(source.parent)) and not real.is_relative_to(repository()):
         raise RecipeError("the recipe is a link to a file outside its repository", file=str(source),
-                          hint=f"the recipe and the files it names must lie in {repository}")
+                          hint=f"the recipe and the files it names must lie in {repository()}")
     return _Loader(recipe_context(source.parent, context), repository).load(source)
 
 
-def _is_inside(path: Path, directory: Path) -> bool:
-    return Path(os.path.realpath(path)).is_relative_to(directory)
-
-
 class _Loader:
-    def __init__(self, context: dict[str, Any], repository: Path):
+    def __init__(self, context: dict[str, Any], repository: Callable[[], Path]):
         self.context = context
         self.repository = repository
         self.texts: dict[str, tuple[str, str]] = {}       # file -> (source, rendered)
