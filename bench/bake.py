@@ -16,6 +16,10 @@ committed, so both sides use the same Debian package versions):
   identical whether two clean builds give the same image digest (imagebuild:
             manifest digest; docker: image ID and layer diff_ids)
   changed   layers and bytes that differ after the app-only commit
+  push      two more app-only commits: `imagebuild bake` + `imagebuild push` against `docker
+            build` + `docker push`, to the loopback registry (each side pushed the previous
+            commit beforehand), and, for one more commit under cProfile, where the bake and
+            the push spend their time (read input, git, plan, layers, config + manifest, requests)
 
     python bench/bake.py [--keep] [--json]
 
@@ -59,6 +63,7 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
 BAKE_TIMEOUT = 1800      # a cold bake downloads and unpacks a Debian system
 DOCKER_TIMEOUT = 900
 HEALTH_WAIT = 60
+REGISTRY = os.environ.get("IMAGEBUILD_TEST_REGISTRY", "127.0.0.1:5000")     # the loopback registry
 
 
 class Failed(Exception):
@@ -350,7 +355,92 @@ class Bench:
                 r["docker_warm_layers"] = len(changed)
                 r["docker_warm_tar_bytes"] = sum(saved[d][0] for d in changed)
                 r["docker_warm_gzip_bytes"] = sum(saved[d][1] for d in changed)
+
+        progress("two more app-only commits: warm re-bake + push against docker build + docker push")
+        r.update(self.warm_push(stores / "a", base, context))
         return r
+
+    def warm_push(self, store: Path, base: str, context: Path) -> dict:
+        """After an app-only commit: `imagebuild bake` + `imagebuild push` against `docker build` +
+        `docker push`, to the loopback registry, where each side pushed the previous commit (untimed)."""
+        space = f"{REGISTRY}/{self.prefix}"
+        _, previous = self.bake(store)
+        run([*self.cli, "push", previous["image"], "--store", str(store), "--to",
+             f"{space}/ib/app:{previous['version']}"], DOCKER_TIMEOUT, log=self.log)
+        docker_previous = f"{space}/docker/app:previous"
+        docker("tag", f"{self.prefix}-app:4", docker_previous)
+        self.images.append(docker_previous)
+        docker("push", docker_previous, timeout=DOCKER_TIMEOUT)
+        r: dict = {"ib_bake_push": [], "docker_build_push": [], "ib_bake_only": [], "docker_build_only": []}
+        for number in (5, 6):
+            hello = self.app / "hello.py"
+            hello.write_text(hello.read_text() + f"\n# app-only commit {number}\n")
+            git(self.app, "commit", "-q", "-am", f"app: commit {number}")
+            baking, baked = self.bake(store)
+            pushing, _ = run([*self.cli, "push", baked["image"], "--store", str(store), "--to",
+                              f"{space}/ib/app:{baked['version']}"], DOCKER_TIMEOUT, log=self.log)
+            r["ib_bake_only"].append(baking)
+            r["ib_bake_push"].append(baking + pushing)
+            self.refresh_app_context(context)
+            tag = f"{space}/docker/app:{number}"
+            building = self.docker_build(APP_DOCKERFILE, context, tag, no_cache=False, base=base)
+            pushing, _ = run(["docker", "push", tag], DOCKER_TIMEOUT, log=self.log)
+            r["docker_build_only"].append(building)
+            r["docker_build_push"].append(building + pushing)
+        r["ib_bake_push_breakdown"] = self.warm_breakdown(store, space)
+        return r
+
+    def warm_breakdown(self, store: Path, space: str) -> dict[str, float]:
+        """Where a warm bake + push spends its time: one more app-only commit, both commands run
+        under cProfile (which slows them; read the shares), seconds per phase."""
+        hello = self.app / "hello.py"
+        hello.write_text(hello.read_text() + "\n# app-only commit, profiled\n")
+        git(self.app, "commit", "-q", "-am", "app: commit profiled")
+        profiles = self.work / "profiles"
+        profiles.mkdir(exist_ok=True)
+        python = [sys.executable, "-m", "cProfile", "-o"]
+        _, out = run([*python, str(profiles / "bake"), "-m", "imagebuild", "bake", str(self.app), "--store",
+                      str(store), "--json"], BAKE_TIMEOUT, log=self.log)
+        baked = json.loads(out)
+        run([*python, str(profiles / "push"), "-m", "imagebuild", "push", baked["image"], "--store", str(store),
+             "--to", f"{space}/ib/app:{baked['version']}"], DOCKER_TIMEOUT, log=self.log)
+        return {**profile_phases(profiles / "bake", BAKE_PHASES), **profile_phases(profiles / "push", PUSH_PHASES)}
+
+
+# Phases of a profiled command: label -> (file ending, function); the cumulative time of that function.
+BAKE_PHASES = {
+    "bake: whole process": ("", "<module>"),
+    "bake: imports": ("", "_find_and_load"),
+    "bake: read input (recipe, git, lock)": ("imagebuild/build/bake.py", "read_input"),
+    "bake: git runs": ("imagebuild/sources/git.py", "_git"),
+    "bake: app files from git": ("imagebuild/build/layers/app.py", "app_files"),
+    "bake: plan": ("imagebuild/plan.py", "make_plan"),
+    "bake: layers, built or found in the cache": ("imagebuild/build/bake.py", "_build"),
+    "bake: layer app built": ("imagebuild/build/layers/app.py", "build"),
+    "bake: layer config built": ("imagebuild/build/layers/config.py", "build"),
+    "bake: config + manifest written": ("imagebuild/stores/layout.py", "write_image"),
+    "bake: subprocesses (all)": ("subprocess.py", "run"),
+}
+PUSH_PHASES = {
+    "push: whole process": ("", "<module>"),
+    "push: imports": ("", "_find_and_load"),
+    "push: requests and uploads (push_image)": ("imagebuild/stores/registry.py", "push_image"),
+}
+
+
+def profile_phases(path: Path, phases: dict[str, tuple[str, str]]) -> dict[str, float]:
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats     # (file, line, function) -> (cc, nc, tt, ct, callers)
+    found = {}
+    for label, (ending, function) in phases.items():
+        times = [ct for (file, _, name), (_, _, _, ct, _) in stats.items()
+                 if name == function and file.endswith(ending)]
+        if label.endswith("whole process"):
+            found[label] = max(times, default=0.0)      # the outermost module: the script run
+        else:
+            found[label] = sum(times)
+    return found
 
 
 class _GzipCounter:
@@ -433,9 +523,16 @@ def table(r: dict) -> str:
          f"{yes(same_docker)}: image IDs {r['docker_ids'][0][7:19]} and {r['docker_ids'][1][7:19]}; "
          f"{r['docker_same_layers']} of {r['docker_layer_count']} layer diff_ids equal"),
         ("image answers /health", yes(r["ib_serves"]), yes(r["docker_serves"])),
+        ("warm, app-only commit, build + push to the loopback registry (s)",
+         f"{seconds(r['ib_bake_push'])} (bake {seconds(r['ib_bake_only'])})",
+         f"{seconds(r['docker_build_push'])} (build {seconds(r['docker_build_only'])})"),
+        ("  faster by", f"{sum(r['docker_build_push']) / sum(r['ib_bake_push']):.1f}x (goal 3x)", ""),
     ]
     lines = ["| | imagebuild bake | docker build (legacy builder) |", "| --- | --- | --- |"]
     lines += [f"| {what} | {ours} | {theirs} |" for what, ours, theirs in rows]
+    lines += ["", "where a warm bake + push spends its time (one more app-only commit under cProfile, "
+              "which slows it; phases overlap: a layer's build is inside the layers, git runs inside read input):"]
+    lines += [f"- {label}: {value:.3f} s" for label, value in r["ib_bake_push_breakdown"].items()]
     return "\n".join(lines)
 
 

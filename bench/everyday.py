@@ -17,8 +17,13 @@ Beside each imagebuild time stands its floor: Python start-up (`python -c pass`)
 `curl` that sends the same requests the command made (recorded once through a counting
 proxy, then replayed in one curl process over one kept-alive connection, one after
 another; writes are replayed with empty bodies, which the registry refuses after the
-same round trip). Beside it, the share of the command's time spent importing modules
-(`python -X importtime`, one run). The package is byte-compiled first, as installing a wheel does:
+same round trip). Beside it, the command's goal (at or under the peer's time; status and
+history 150 ms on the registry, 100 ms on the local store; images 100 ms), whether it was
+met, and the time spent importing modules (`python -X importtime`, each module's own time,
+the interpreter's start-up modules left out, median of 3). For every goal missed it prints
+where the time goes: Python start-up, imports per group (typer/click, httpx and what it
+loads, yaml, jinja2, imagebuild, stdlib) with the slowest modules, the requests (curl's
+time for them), and the rest, the command's own work. The package is byte-compiled first, as installing a wheel does:
 where PYTHONDONTWRITEBYTECODE is set, an editable checkout would otherwise compile its
 modules again on every run. The peers' results are checked: `skopeo inspect` must read every tag
 they wrote, with the digest expected.
@@ -29,6 +34,7 @@ they wrote, with the digest expected.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -68,6 +74,16 @@ def run(*cmd: str, cwd: Path | None = None, env: dict | None = None) -> str:
     return done.stdout
 
 
+def imports_of(importtime: str) -> dict[str, int]:
+    """module -> its own import microseconds, from `python -X importtime`'s report."""
+    found = {}
+    for line in importtime.splitlines():
+        parts = line.split("|")
+        if line.startswith("import time:") and len(parts) == 3 and parts[1].strip().isdigit():
+            found[parts[2].strip()] = int(parts[0].removeprefix("import time:").strip())
+    return found
+
+
 def timed(step) -> float:
     start = time.perf_counter()
     step()
@@ -87,7 +103,7 @@ class Bench:
         self.times: dict[tuple[str, str], list[float]] = {}
         self.requests: dict[str, list[tuple[str, str]]] = {}
         self.docker_tags: list[str] = []
-        self.imports: dict[str, int] = {}
+        self.imports: dict[str, dict[str, int]] = {}     # command -> module -> own import microseconds
 
     # -- the tools --------------------------------------------------------------------------
     def ib(self, *argv: str, app: Path | None = None) -> str:
@@ -134,10 +150,10 @@ class Bench:
 
     def measure(self) -> None:
         reg, local = self.work / "app-registry", self.work / "app-local"
-        self.record("start-up", "python -c pass", lambda: run(sys.executable, "-c", "pass"))
-        self.record("start-up", "imagebuild --help", lambda: self.ib("--help"))
         for i in range(1, self.args.runs + 1):
             v = f"v{i}"
+            self.record("start-up", "python -c pass", lambda: run(sys.executable, "-c", "pass"))
+            self.record("start-up", "imagebuild --help", lambda: self.ib("--help"))
             self.record("re-push, app-only commit", "imagebuild push",
                         lambda: self.ib("push", f"hello:{v}", "--to", self.ref(self.registry, "ib", v)))
             self.record("re-push, app-only commit", "docker push", lambda: run("docker", "push", "-q", self.docker_tags[i]))
@@ -205,20 +221,22 @@ class Bench:
         finally:
             proxy.stop()
 
-    def import_ms(self, argv: list[str], app: Path | None) -> int:
-        """Milliseconds the command spends importing (the top-level imports' cumulative times), median of 3."""
-        return statistics.median(self._import_ms_once(argv, app) for _ in range(3))
+    def import_ms(self, argv: list[str], app: Path | None) -> dict[str, int]:
+        """Microseconds the command spends importing each module (its own time, without what it imports
+        in turn), the interpreter's start-up modules left out: the median of 3 runs, per module."""
+        runs = [self._import_us_once(argv, app) for _ in range(3)]
+        modules = set().union(*runs)
+        return {module: round(statistics.median(run.get(module, 0) for run in runs)) for module in modules}
 
-    def _import_ms_once(self, argv: list[str], app: Path | None) -> int:
+    def _import_us_once(self, argv: list[str], app: Path | None) -> dict[str, int]:
         done = subprocess.run([sys.executable, "-X", "importtime", "-m", "imagebuild", *argv], capture_output=True,
                               text=True, cwd=app or self.work, env={**os.environ, "IMAGEBUILD_STORE": str(self.store.root)})
-        total = 0
-        for line in done.stderr.splitlines():
-            parts = line.split("|")
-            if line.startswith("import time:") and len(parts) == 3 and parts[2].startswith(" ") \
-                    and not parts[2].startswith("  ") and parts[1].strip().isdigit():
-                total += int(parts[1])
-        return round(total / 1000)
+        return {module: own for module, own in imports_of(done.stderr).items() if module not in self.start_up_modules}
+
+    @functools.cached_property
+    def start_up_modules(self) -> set[str]:
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True)
+        return set(imports_of(done.stderr))
 
     def curl_floor(self, what: str) -> float:
         """The command's requests sent by one curl process, one after another on one connection."""
@@ -242,6 +260,19 @@ class Bench:
 
 PEERS = {"re-push, app-only commit": "docker push", "promote within a repository": "skopeo copy",
          "promote to a second repository": "skopeo copy"}
+# The goal of each command: at or under its peer's time, or a fixed budget.
+BUDGET_MS = {"status, 3 environments, registry": 150, "history, registry": 150,
+             "status, 3 environments, local store": 100, "history, local store": 100, "images, local store": 100}
+# Where a module's import time is counted, by its top-level package; anything else is "stdlib".
+GROUPS = {"typer/click": ("typer", "click", "rich", "shellingham"),
+          "httpx": ("httpx", "httpcore", "h11", "h2", "anyio", "sniffio", "certifi", "idna", "ssl"),
+          "yaml": ("yaml", "_yaml"), "jinja2": ("jinja2", "markupsafe"),
+          "imagebuild": ("imagebuild", "__editable___imagebuild_0_1_0_finder"), "stdlib": ()}
+
+
+def group_of(module: str) -> str:
+    top = module.split(".")[0]
+    return next((group for group, names in GROUPS.items() if top in names), "stdlib")
 
 
 def table(bench: Bench) -> list[dict]:
@@ -251,19 +282,46 @@ def table(bench: Bench) -> list[dict]:
     for (what, tool), seconds in median.items():
         if what == "start-up" or tool in PEERS.values():
             continue
-        row = {"command": what, "imagebuild_ms": round(seconds * 1000), "python_ms": round(python * 1000)}
+        row = {"command": what, "imagebuild_ms": round(seconds * 1000), "python_ms": round(python * 1000),
+               "floor_ms": round(python * 1000)}
         if what in bench.imports:
-            row["imports_ms"] = bench.imports[what]
+            by_group: dict[str, int] = {}
+            for module, micros in bench.imports[what].items():
+                by_group[group_of(module)] = by_group.get(group_of(module), 0) + micros
+            row["imports"] = {group: round(micros / 1000) for group, micros in by_group.items()}
+            row["imports_ms"] = round(sum(by_group.values()) / 1000)
+            row["slowest_imports"] = {module: round(micros / 1000, 1) for module, micros in
+                                      sorted(bench.imports[what].items(), key=lambda item: -item[1])[:6]}
         if what in bench.requests:
             row["requests"] = len(bench.requests[what])
-            row["floor_ms"] = round((python + bench.curl_floor(what)) * 1000)
+            row["requests_ms"] = round(bench.curl_floor(what) * 1000)
+            row["floor_ms"] = round(python * 1000) + row["requests_ms"]
         if what in PEERS:
             row["peer"] = PEERS[what]
             row["peer_ms"] = round(median[(what, PEERS[what])] * 1000)
+        goal = row.get("peer_ms", BUDGET_MS.get(what))
+        if goal is not None:
+            row["goal_ms"] = goal
+            row["goal_met"] = row["imagebuild_ms"] <= goal
+        # What is neither start-up, imports nor the requests: the command's own work (and, as
+        # importtime's own overhead inflates imports, a lower bound).
+        row["work_ms"] = max(0, row["imagebuild_ms"] - row["floor_ms"] - row.get("imports_ms", 0))
         rows.append(row)
     rows.append({"command": "start-up", "imagebuild_ms": round(median[("start-up", "imagebuild --help")] * 1000),
                  "python_ms": round(python * 1000)})
     return rows
+
+
+def breakdown(row: dict) -> str:
+    """Where a command's time goes: start-up, imports per group, requests, work."""
+    parts = [f"python start-up {row['python_ms']}"]
+    parts += [f"import {group} {ms}" for group, ms in sorted(row.get("imports", {}).items(), key=lambda i: -i[1]) if ms]
+    if "requests_ms" in row:
+        parts.append(f"{row['requests']} requests {row['requests_ms']} (curl)")
+    parts.append(f"work {row['work_ms']}")
+    slowest = ", ".join(f"{module} {ms}" for module, ms in row.get("slowest_imports", {}).items())
+    return (f"{row['command']}: {row['imagebuild_ms']} ms against a goal of {row['goal_ms']} ms = "
+            + " + ".join(parts) + " ms" + (f"; slowest imports (ms, own time): {slowest}" if slowest else ""))
 
 
 def main() -> None:
@@ -288,14 +346,21 @@ def main() -> None:
         return
     print(f"everyday commands: median of {args.runs} runs, registry {args.registry}, "
           f"floor = python start-up + curl sending the same requests")
-    print("| command | imagebuild | of which imports | requests | floor | peer | peer time |")
-    print("|---|---:|---:|---:|---:|---|---:|")
-    for row in rows:
-        print(f"| {row['command']} | {row['imagebuild_ms']} ms | "
+    print("| command | imagebuild | floor | goal | met | of which imports | requests | peer | peer time |")
+    print("|---|---:|---:|---:|---|---:|---:|---|---:|")
+    for row in rows[:-1]:
+        print(f"| {row['command']} | {row['imagebuild_ms']} ms | {row['floor_ms']} ms | "
+              f"{str(row['goal_ms']) + ' ms' if 'goal_ms' in row else ''} | "
+              f"{('yes' if row['goal_met'] else 'no') if 'goal_ms' in row else ''} | "
               f"{str(row['imports_ms']) + ' ms' if 'imports_ms' in row else ''} | {row.get('requests', '')} | "
-              f"{str(row['floor_ms']) + ' ms' if 'floor_ms' in row else ''} | {row.get('peer', '')} | "
-              f"{str(row['peer_ms']) + ' ms' if 'peer_ms' in row else ''} |")
-    print(f"| `python -c pass` | {rows[-1]['python_ms']} ms | | | | | |")
+              f"{row.get('peer', '')} | {str(row['peer_ms']) + ' ms' if 'peer_ms' in row else ''} |")
+    print(f"| start-up (`imagebuild --help`) | {rows[-1]['imagebuild_ms']} ms | | | | | | | |")
+    print(f"| `python -c pass` | {rows[-1]['python_ms']} ms | | | | | | | |")
+    missed = [row for row in rows[:-1] if row.get("goal_met") is False]
+    if missed:
+        print("\nwhere the time goes, for each goal missed (imports by `python -X importtime`, which slows them):")
+        for row in missed:
+            print(f"- {breakdown(row)}")
 
 
 if __name__ == "__main__":

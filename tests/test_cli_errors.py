@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from imagebuild.atomic import replacing
-from imagebuild.cli import images_cmd, main as cli_main
+from imagebuild.cli import everyday, main as cli_main
 
 from conftest import imagebuild
 
@@ -90,7 +90,7 @@ def test_ctrl_c_is_one_line_with_exit_code_130(monkeypatch, capsys, tmp_path):
     def interrupted(_store):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images_cmd, "open_store", interrupted)
+    monkeypatch.setattr(everyday, "open_store", interrupted)
     code, out, err = _run_main(capsys, "images", "--json", "--store", str(tmp_path))
     assert code == 130 and err == "error: interrupted\n"
     assert json.loads(out)["error"]["exit_code"] == 130
@@ -100,7 +100,7 @@ def test_an_unexpected_failure_is_one_line_unless_debugging(monkeypatch, capsys,
     def broken(_store):
         raise RuntimeError("the index is upside down")
 
-    monkeypatch.setattr(images_cmd, "open_store", broken)
+    monkeypatch.setattr(everyday, "open_store", broken)
     monkeypatch.delenv(cli_main.DEBUG_VARIABLE, raising=False)
     code, out, err = _run_main(capsys, "images", "--store", str(tmp_path))
     assert code == 1 and out == ""
@@ -123,7 +123,7 @@ def test_sigterm_unwinds_like_ctrl_c_and_removes_temp_files(monkeypatch, capsys,
             os.kill(os.getpid(), signal.SIGTERM)
             threading.Event().wait(30)  # the handler interrupts this wait at once
 
-    monkeypatch.setattr(images_cmd, "open_store", terminated_mid_write)
+    monkeypatch.setattr(everyday, "open_store", terminated_mid_write)
     previous = signal.getsignal(signal.SIGTERM)
     code, out, err = _run_main(capsys, "images", "--store", str(tmp_path))
     assert code == 143 and err == "error: terminated\n" and out == ""
@@ -151,6 +151,6 @@ def test_a_signal_swallowed_in_a_weakref_callback_still_stops_the_command(monkey
         assert ref() is None
         threading.Event().wait(30)  # the signal, sent again, interrupts this wait at once
 
-    monkeypatch.setattr(images_cmd, "open_store", signalled_inside_a_callback)
+    monkeypatch.setattr(everyday, "open_store", signalled_inside_a_callback)
     code, out, err = _run_main(capsys, "images", "--store", str(tmp_path))
     assert (code, err, out) == (143, "error: terminated\n", "")

@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import io
 import json
+import os
 import shutil
 import tarfile
 import uuid
@@ -488,3 +489,32 @@ def test_base_from_store_refuses_a_manifest_with_missing_layers(tmp_path):
     with pytest.raises(UserError, match="missing from the local store"):
         base_from_store(store, f"base@{descriptor.digest}")
 
+
+
+def test_base_from_store_unpacks_a_layer_once_and_again_when_its_file_changes(tmp_path, monkeypatch):
+    """A warm bake on a base image does not unpack every base layer again; a blob file rewritten since
+    (here: damaged in place, same size) is checked again and refused."""
+    from imagebuild.build.layers import debian
+    from imagebuild.errors import CorruptBlobError
+
+    store = LayoutStore(tmp_path / "store").ensure()
+    layer = store_layer(store, [Entry.file("etc/os-release", b"ID=test\n" * 100)], 1_000)
+    image = Image(created="2024-01-01T00:00:00Z").with_layer(layer.as_layer(), created_by="test")
+    ref = f"localhost:5000/base@{store.write_image(image).digest}"
+    unpacked = []
+    check = debian._check_layer
+    monkeypatch.setattr(debian, "_check_layer", lambda *args: (unpacked.append(args[2].digest), check(*args)))
+    first, second = base_from_store(store, ref), base_from_store(store, ref)
+    assert unpacked == [layer.digest] and first == second
+
+    path = store.blob_path(layer.digest)
+    damaged = bytearray(path.read_bytes())
+    damaged[-12] ^= 0xFF
+    path.chmod(0o644)
+    before = path.stat()
+    path.write_bytes(bytes(damaged))
+    # as a later rewrite would leave it, also within one tick of the file system's clock
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    with pytest.raises(CorruptBlobError):
+        base_from_store(store, ref)
+    assert unpacked == [layer.digest, layer.digest]

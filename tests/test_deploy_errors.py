@@ -121,7 +121,7 @@ def test_a_bad_host_url_is_a_recipe_error_when_the_recipe_loads(tmp_path):
 def test_status_behind_the_promoted_digest_advises_what_helps():
     # After a refused release the host still runs the old version: `imagebuild deploy` alone would only
     # retry the refused one, so status names the two ways out as well.
-    from imagebuild.cli.status_cmd import _host_line
+    from imagebuild.cli.everyday import host_line as _host_line
     from imagebuild.release.deploy.status import HostStatus
 
     host = HostStatus(environment="prod", host="ssh://deploy@web-1", port=8080, version="v2",

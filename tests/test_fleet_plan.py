@@ -91,7 +91,7 @@ def test_every_step_a_host_reports_names_the_step_after_it():
 
 
 def test_status_says_which_digest_serves_where_and_when_an_environment_is_mixed():
-    from imagebuild.cli.status_cmd import _host_line, _mixed_line
+    from imagebuild.cli.everyday import _mixed_line, host_line as _host_line
     from imagebuild.release.deploy.status import HostStatus, is_mixed, serving
 
     old, new = "sha256:" + "1" * 64, "sha256:" + "2" * 64

@@ -1,6 +1,6 @@
 """Start-up budget: each everyday command imports only the heavy libraries its work needs.
 
-Importing the Docker SDK costs ~170 ms, paramiko ~90 ms, httpx ~40 ms, jinja2 and yaml ~20 ms,
+Importing the Docker SDK costs ~170 ms, paramiko ~90 ms, typer ~50 ms, httpx ~40 ms, jinja2 and yaml ~20 ms,
 cryptography (signing) ~50 ms: more
 than the work of `images` or `status`. Each command runs for real (against a temporary store, a
 recipe without a registry, and for push/pull an address nothing listens on) in a fresh interpreter,
@@ -23,7 +23,8 @@ from tests.ports import free_port
 from tests.registry_support.images import write_app_image
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "cryptography", "kubernetes")
+HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "typer", "concurrent.futures", "difflib", "cryptography",
+         "kubernetes")
 ENGINE_OR_SSH = {"docker", "paramiko", "kubernetes"}     # kubernetes: ~2 s, only for environments with a cluster
 REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
 
@@ -86,7 +87,7 @@ def nowhere() -> str:
     ["provenance", "--help"], ["reproduce", "--help"], ["manifests", "--help"], ["sbom", "--help"],
 ], ids=" ".join)
 def test_help_imports_nothing_heavy(app, argv):
-    assert imports(app, *argv) == set()
+    assert imports(app, *argv) - {"difflib"} == {"typer"}     # help is typer's (click loads difflib)
 
 
 @pytest.mark.parametrize("argv", [
@@ -95,6 +96,8 @@ def test_help_imports_nothing_heavy(app, argv):
 def test_store_commands_import_no_registry_recipe_engine_or_ssh(app, argv):
     loaded = imports(app, *argv)
     assert not loaded & (ENGINE_OR_SSH | REGISTRY_OR_RECIPE), loaded
+    if argv[0] == "images":
+        assert "typer" not in loaded      # the fast path (cli/fast_path.py)
 
 
 @pytest.mark.parametrize("argv", [
@@ -103,9 +106,11 @@ def test_store_commands_import_no_registry_recipe_engine_or_ssh(app, argv):
 ], ids=" ".join)
 def test_recipe_commands_on_the_local_store_import_no_http_engine_or_ssh(app, argv):
     """A recipe without `registry:` and environments without hosts or policies: the recipe is read, nothing
-    else (no signing library either: the promotion gates load it only for a policy)."""
+    else; a recipe without template syntax needs no Jinja2, a simple command line no typer, reads of local
+    files no threads, and no signing library (the promotion gates load it only for a policy)."""
     loaded = imports(app, *argv)
-    assert not loaded & (ENGINE_OR_SSH | {"httpx", "cryptography"}), loaded
+    assert not loaded & (ENGINE_OR_SSH | {"httpx", "jinja2", "typer", "concurrent.futures", "difflib",
+                                          "cryptography"}), loaded
 
 
 @pytest.mark.parametrize("command", ["push", "pull", "sbom"])
@@ -115,3 +120,13 @@ def test_registry_commands_import_no_engine_or_ssh(app, command):
     loaded = imports(app, *argv)
     assert "httpx" in loaded     # the probe really reached the registry client
     assert not loaded & ENGINE_OR_SSH, loaded
+    if command == "push":
+        assert "typer" not in loaded, loaded
+
+
+def test_a_bake_without_a_registry_imports_no_http_engine_or_ssh(app):
+    """The bake's modules, imported as a warm local bake imports them (here it stops at once: the app
+    is no git repository), leave the registry client to a bake that pushes or has a layer cache."""
+    loaded = imports(app, "bake", str(app))
+    assert "yaml" in loaded     # the probe really reached the bake
+    assert not loaded & (ENGINE_OR_SSH | {"httpx"}), loaded

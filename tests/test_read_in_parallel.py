@@ -67,3 +67,15 @@ def test_an_interrupt_aborts_the_places_without_waiting():
         in_parallel([lambda: release.wait(5), lambda: release.wait(5)], [place])
     assert place.aborted and time.monotonic() - start < 2
     release.set()
+
+
+def test_reads_of_local_places_run_one_by_one_in_the_calling_thread(tmp_path):
+    """Files on this machine gain nothing from threads (and an everyday command on the local store
+    would import concurrent.futures for them)."""
+    from imagebuild.stores.layout import LayoutStore
+    from imagebuild.stores.memory import MemoryPlace
+    from imagebuild.stores.place import LayoutPlace
+
+    places = [LayoutPlace(LayoutStore(tmp_path / "store")), MemoryPlace()]
+    ran_in = in_parallel([lambda: threading.current_thread()] * 3, places)
+    assert ran_in == [threading.main_thread()] * 3

@@ -19,6 +19,7 @@ from imagebuild.build.remote_cache import entry_manifest, parse_entry
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
+from imagebuild.publish.export import export_image
 from imagebuild.registry.client import RegistryClient
 from imagebuild.stores.layout import LayoutStore
 from tests.bake_support import FIRST_COMMIT_TIME, bake, cached_flags, commit_all, example_repo, seed
@@ -116,6 +117,9 @@ def test_a_fresh_runner_builds_only_the_changed_layer_and_gets_the_warm_digest(a
     store = LayoutStore(tmp_path / "store-2")
     assert store.resolve(f"{name}:{second['version']}").digest == second["digest"]
     assert not store.has_blob(Digest(next(layer["digest"] for layer in second["layers"] if layer["name"] == "os")))
+    # An export fetches them from where the store remembers they lie, verified.
+    export_image(store, f"{name}:{second['version']}", f"oci:{tmp_path / 'exported'}")
+    assert all(store.has_blob(Digest(layer["digest"])) for layer in second["layers"])
 
 
 def test_entries_whose_blob_is_gone_or_of_another_size_are_rebuilt_and_outputs_fetch_the_rest(

@@ -14,12 +14,11 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from imagebuild import plan as planning
 from imagebuild.build.builder import LayerBuilder, Prebuilt
 from imagebuild.build.cache import LayerCache
-from imagebuild.build.remote_cache import RemoteCache, RemoteLayer, fetch_layers
 from imagebuild.build.layers import debian
 from imagebuild.build.layers.app import AppLayer, app_files, credential_warnings
 from imagebuild.build.layers.config import ConfigLayer
@@ -42,6 +41,9 @@ from imagebuild.sources.lockfile import DebianLock, PythonLock, lock_path_for, p
 from imagebuild.stores.engine import EngineSession
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.reserved_tags import refuse_version_tag
+
+if TYPE_CHECKING:   # the registry's layer cache (and httpx) is imported only by a bake that has one
+    from imagebuild.build.remote_cache import RemoteCache, RemoteLayer
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,11 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
         progress.note(f"warning: {line}")
         warnings.append(line)
     descriptor = store.write_image(image, [local_ref], frozenset(str(layer.result.digest) for layer in elsewhere))
+    if elsewhere:
+        # Where the lent blobs lie, so a later export, run or push fetches (or mounts) them.
+        from imagebuild.stores.registry import remember_blobs
+        for layer in elsewhere:
+            remember_blobs(store, remote.client.host, layer.repository, [str(layer.result.digest)])
     return BakeResult(image=local_ref, digest=Digest(descriptor.digest), version=commit.version,
                       layers=tuple(outcomes), recipe=recipe, facts=source.facts, dirty=commit.dirty,
                       local_ref=local_ref, warnings=tuple(warnings), keys=tuple(keys), remote=elsewhere,
@@ -504,6 +511,8 @@ def _fetch_inputs(builder: LayerBuilder, store: LayoutStore, remote: RemoteCache
     lower = getattr(builder, "os_layer", None)
     if remote is None or lower is None or store.has_blob(lower.digest):
         return
+    from imagebuild.build.remote_cache import fetch_layers
+
     fetch_layers(remote, store, [layer for layer in remote.hits.values() if layer.result == lower])
 
 

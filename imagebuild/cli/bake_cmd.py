@@ -39,7 +39,6 @@ def bake_command(
         json_out: bool = JsonOption) -> None:
     """Bake the commit checked out at PATH into an image in the local store."""
     from imagebuild.build.bake import bake, read_input
-    from imagebuild.build.remote_cache import fetch_layers, open_remote_cache
     from imagebuild.evidence.sbom import attach_sboms
     from imagebuild.progress import Progress
     from imagebuild.publish.disk import DiskOutput
@@ -61,8 +60,10 @@ def bake_command(
         if sign is not None:      # a wrong passphrase is refused before the bake, not after it
             from imagebuild.evidence.keys import load_private_key
             key = load_private_key(sign, passphrase_env)
-        remote = open_remote_cache(source.recipe.registry, source.recipe.name, push=push, cache_from=cache_from,
-                                   cache_to=cache_to, insecure=insecure)
+        if push or cache_from or cache_to:     # else no layer cache: the registry client is not imported
+            from imagebuild.build.remote_cache import open_remote_cache
+            remote = open_remote_cache(source.recipe.registry, source.recipe.name, push=push,
+                                       cache_from=cache_from, cache_to=cache_to, insecure=insecure)
         for item in outputs:
             if isinstance(item, RegistryOutput):
                 item.remote = remote
@@ -75,6 +76,7 @@ def bake_command(
 
         def fetch(layer) -> None:     # an os layer the registry's cache lent, for its packages
             if remote is not None and str(layer.digest) in lent:
+                from imagebuild.build.remote_cache import fetch_layers
                 fetch_layers(remote, the_store, [lent[str(layer.digest)]])
 
         attach_sboms(the_store, result, fetch)   # before the outputs: a push carries them with the image
@@ -85,6 +87,7 @@ def bake_command(
                                allow_dirty=allow_dirty, started_on=started_on)
             say(f"signed {result.digest} as {signed.identity} with key {signed.key_id}, provenance attached")
         if remote is not None and result.remote and any(not isinstance(item, RegistryOutput) for item in outputs):
+            from imagebuild.build.remote_cache import fetch_layers
             fetch_layers(remote, the_store, result.remote)   # the outputs that read the layers' bytes
         for item in outputs:
             # a progress of its own: a terminal's bar is not restarted once the bake's has ended

@@ -118,6 +118,61 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(args: list[str], json_out: bool) -> None:
+    from imagebuild.cli.fast_path import runner
+
+    command = runner(args)
+    if command is not None:
+        _run_fast(command, json_out)
+    _run_typer(args, json_out)
+
+
+def _run_fast(command, json_out: bool) -> None:
+    """A simple everyday command line, without typer: every outcome ends as typer's would."""
+    from imagebuild.errors import ImageBuildError
+
+    try:
+        command()
+    except ImageBuildError as exc:
+        _fail(exc.one_line(), exc.exit_code, type(exc).__name__, json_out)
+    except EOFError:
+        sys.stderr.write("\n")     # click's Abort on end of input
+        _Stop.fail(json_out)
+    except KeyboardInterrupt:
+        _Stop.fail(json_out)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            # The reader went away: end quietly with 1, as click does, without flushing into the closed pipe.
+            sys.stdout = _QuietFlush(sys.stdout)
+            sys.stderr = _QuietFlush(sys.stderr)
+            sys.exit(1)
+        if exc.errno == errno.ENAMETOOLONG:
+            _path_too_long(exc, json_out)
+        _unexpected(exc, json_out)
+    except Exception as exc:
+        _unexpected(exc, json_out)
+    if _Stop.signum is not None:
+        _Stop.fail(json_out)
+    sys.exit(0)
+
+
+class _QuietFlush:
+    """A stream whose flush ignores a broken pipe (click's PacifyFlushWrapper)."""
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
+
+    def flush(self) -> None:
+        try:
+            self.wrapped.flush()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+
+def _run_typer(args: list[str], json_out: bool) -> None:
     import typer
 
     from imagebuild.cli.app import app

@@ -13,7 +13,6 @@ from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
 from imagebuild.publish.registry import pushed_name, registry_target
 from imagebuild.stores.layout import LayoutStore
-from imagebuild.stores.registry import push_image
 
 if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
     from imagebuild.build.bake import BakeInput, BakeResult
@@ -50,5 +49,6 @@ class DiskOutput:
             write_disk(store, disk.reference, target)
         if self.push:
             image = pushed_name(registry_target(result.recipe, result.local_ref))
+            from imagebuild.stores.registry import push_image  # httpx: only when a disk is pushed
             push_image(store, disk.reference, Reference.parse(disk_ref(image)), insecure=self.insecure)
         self.disk = disk

@@ -29,6 +29,9 @@ def export_image(store: LayoutStore, image: str, destination: str) -> dict:
                         hint="export an image; `imagebuild images` lists them")
     output.check()
     ref_name = _tagged_name(store, image, descriptor.digest)
+    # Layers a registry's layer cache lent to the bake are fetched now, verified.
+    from imagebuild.stores.registry import fetch_missing_blobs
+    fetch_missing_blobs(store, descriptor.digest)
     name, _, tag = ref_name.rpartition(":")
     output.write(store, descriptor, name, tag or "latest")
     return {"image": ref_name, "digest": str(descriptor.digest), "destination": destination}

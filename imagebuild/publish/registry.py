@@ -9,7 +9,6 @@ from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
 from imagebuild.recipe.model import Recipe
 from imagebuild.stores.layout import LayoutStore
-from imagebuild.stores.registry import open_client, push_image, remember_blobs
 
 if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
     from imagebuild.build.bake import BakeInput, BakeResult
@@ -37,11 +36,15 @@ class RegistryOutput:
 
     def check(self, source: BakeInput) -> None:
         """The recipe names a registry, and it answers."""
+        from imagebuild.stores.registry import open_client  # httpx: only for a bake that pushes
+
         target = registry_target(source.recipe, source.local_ref)
         with open_client(target.registry, insecure=self.insecure) as client:
             client.ping()
 
     def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
+        from imagebuild.stores.registry import push_image, remember_blobs
+
         target = registry_target(result.recipe, result.local_ref)
         remote = self.remote
         if result.remote and remote is not None:

@@ -67,11 +67,14 @@ SECRET_HINT = "secrets lists names only; the values come at run time (docker run
 
 
 def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
-                 repository: Path | None = None) -> None:
+                 repository: Path | Callable[[], Path] | None = None) -> None:
     """Run every rule; `explicit(key)` tells whether the recipe files set that key.
     `repository`: the directory every file the recipe names must resolve into (after
-    symlinks); None takes the recipe's own directory."""
-    repository = Path(os.path.realpath(repository or recipe.root))
+    symlinks), or a function giving it, asked only for a file outside the recipe's own
+    directory (which lies in it); None takes the recipe's own directory."""
+    if not callable(repository):
+        fixed = Path(os.path.realpath(repository or recipe.root))
+        repository = lambda: fixed     # noqa: E731
     _check_names(recipe, fail)
     _check_os(recipe, fail, explicit, repository)
     _check_runtime(recipe, fail)
@@ -88,18 +91,18 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
     check_kubernetes(recipe, fail)
 
 
-def local_path(recipe: Recipe, value: str, key: str, fail: Fail, repository: Path) -> Path:
+def local_path(recipe: Recipe, value: str, key: str, fail: Fail, repository: Callable[[], Path]) -> Path:
     """A file or directory the recipe names, relative to it: its real path, which must lie
-    inside `repository`. Nothing is read before this check passes, so no error ever shows
-    a line of a file outside the app."""
+    inside `repository()` (asked only for a path outside the recipe's own directory). Nothing
+    is read before this check passes, so no error ever shows a line of a file outside the app."""
     if not value or PurePosixPath(value).is_absolute():
         fail(key, f"{value!r} must be a path relative to the recipe")
     if any(part.startswith("-") for part in PurePosixPath(value).parts):
         fail(key, f"{value!r} has a part that starts with -, which tools would take for an option")
     resolved = Path(os.path.realpath(recipe.root / value))
-    if not resolved.is_relative_to(repository):
+    if not resolved.is_relative_to(os.path.realpath(recipe.root)) and not resolved.is_relative_to(repository()):
         fail(key, f"{value!r} leads outside the recipe's repository",
-             f"the files a recipe names must lie in {repository}")
+             f"the files a recipe names must lie in {repository()}")
     return resolved
 
 
@@ -132,7 +135,7 @@ def _check_names(recipe: Recipe, fail: Fail) -> None:
                  "write HOST[:PORT][/PATH], e.g. localhost:5000/acme")
 
 
-def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool], repository: Path) -> None:
+def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool], repository: Callable[[], Path]) -> None:
     spec = recipe.os
     if spec.image is not None:
         if explicit("os.debian"):
@@ -179,7 +182,7 @@ def _check_pins(lines: tuple[str, ...], key: str, fail: Fail) -> None:
                  "write NAME==VERSION, optionally followed by --hash=sha256:...")
 
 
-def _check_libraries(recipe: Recipe, fail: Fail, repository: Path) -> None:
+def _check_libraries(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
     _check_pins(recipe.libraries.packages, "libraries.packages", fail)
     requirements = recipe.libraries.requirements
     if requirements is None:
@@ -272,7 +275,7 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
         fail("server.packages", "PyPI packages need runtime.python")
 
 
-def _check_app(recipe: Recipe, fail: Fail, repository: Path) -> None:
+def _check_app(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
     app = recipe.app
     if PurePosixPath(app.path).is_absolute() or ".." in PurePosixPath(app.path).parts:
         fail("app.path", "must be a path inside the app's directory", "e.g. . or src/")

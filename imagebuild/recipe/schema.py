@@ -9,7 +9,6 @@ node's position is remembered by key path ("server.port",
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -31,6 +30,8 @@ _TYPE_WORDS = {str: "a string", int: "a whole number", bool: "true or false"}
 
 
 def did_you_mean(word: str, choices: typing.Iterable[str]) -> str | None:
+    import difflib  # only for a mistake: every command that reads a recipe would import it
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 

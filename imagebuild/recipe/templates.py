@@ -15,7 +15,8 @@ import jinja2
 from imagebuild.errors import RecipeError
 from imagebuild.contract import CONFIG_DIR
 from imagebuild.recipe.kinds import KINDS
-from imagebuild.recipe.loader import BoundedEnvironment, stock_recipes_dir
+from imagebuild.recipe.loader import stock_recipes_dir
+from imagebuild.recipe.sandbox import BoundedEnvironment
 from imagebuild.recipe.model import Recipe
 
 CONFIG_MODE = 0o644

@@ -141,7 +141,10 @@ def start(store: LayoutStore, target: RunTarget, options: RunOptions, say: Calla
     from docker.errors import APIError, ImageNotFound
 
     from imagebuild.stores.engine import EngineError, connect, load_into_engine
+    from imagebuild.stores.registry import fetch_missing_blobs
 
+    # Layers a registry's layer cache lent to the bake are fetched first, verified.
+    fetch_missing_blobs(store, target.digest, progress=say)
     client = connect(options.docker_url)
     load_into_engine(store, target.digest, [target.reference], client=client)
     try:

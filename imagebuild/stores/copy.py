@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
@@ -190,6 +189,8 @@ def copy_blobs(source: ImagePlace, target: ImagePlace, blobs: Sequence[Descripto
 
 def _in_parallel(source: ImagePlace, target: ImagePlace, parallel: int, one, blobs: list[Descriptor],
                  tally) -> None:
+    from concurrent.futures import ThreadPoolExecutor  # here: a promotion within a place copies nothing
+
     pool = ThreadPoolExecutor(max_workers=parallel)
     try:
         tally(pool.map(one, blobs))

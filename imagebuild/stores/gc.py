@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from imagebuild.errors import StoreError, UserError, quoted
+from imagebuild.stores.known_blobs import where_is
 from imagebuild.stores.layout import LAYER_CACHE_DIR as CACHE_DIR
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
@@ -187,7 +188,8 @@ def _mark(store: LayoutStore, pending: list[tuple[str, str]], live: set[str], re
             continue
         live.add(digest)
         if not store.blob_path(digest).is_file():
-            result.missing_blobs.append(Digest(digest))
+            if where_is(store, digest) is None:    # else a layer a registry lent: fetched when needed
+                result.missing_blobs.append(Digest(digest))
             continue
         if media_type not in mt.ALL_MANIFEST_TYPES:
             continue

@@ -165,7 +165,9 @@ def in_parallel(calls: Sequence[Callable[[], Any]], places: Sequence[ImagePlace]
     """Run independent reads at once; their results in the order given. A failure is raised after the
     others end, the first in that order winning, so the error is the one the calls made one by one
     would have raised first. Ctrl-C or SIGTERM aborts `places` at once and waits for no read."""
-    if len(calls) <= 1:
+    if len(calls) <= 1 or (places and all(isinstance(place, LocalPlace) for place in places)):
+        # One call, or reads of files on this machine: threads would only add their start-up (and an
+        # everyday command on the local store the import of concurrent.futures and logging).
         return [call() for call in calls]
     from concurrent.futures import ThreadPoolExecutor
 

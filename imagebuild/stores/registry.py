@@ -24,12 +24,12 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import Descriptor, MalformedError, ParsedManifest, Platform, parse_index
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import ManifestBytes, RegistryClient
-from imagebuild.stores.copy import DEFAULT_PARALLEL, copy
+from imagebuild.stores.copy import DEFAULT_PARALLEL, copy, copy_blobs
+from imagebuild.stores.known_blobs import KNOWN_BLOBS_FILE, known_blobs, where_is
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
 from imagebuild.stores.place import LayoutPlace, RegistryPlace, blobs_of, children_of
 from imagebuild.stores.reserved_tags import refuse_promotion_tag
 
-KNOWN_BLOBS_FILE = "registry-blobs.json"
 Progress = Callable[[str], None] | None
 
 
@@ -92,6 +92,8 @@ def push_image(store: LayoutStore, local_ref_name: str, target: Reference, *, in
     descriptor = store.resolve(local_ref_name)
     tag = target.tag or _tag_of(local_ref_name)
     refuse_promotion_tag(tag, environments)
+    # Blobs lent by a registry's layer cache on another registry come here first; on this one, they are mounted.
+    fetch_missing_blobs(store, descriptor.digest, progress=progress, leave_on=target.registry)
     own = client is None
     client = client or open_client(target.registry, insecure=insecure)
     try:
@@ -220,11 +222,7 @@ def _platform_manifest(remote: RegistryPlace, source: Reference, index: Manifest
 # A hint for cross-repository mounts, kept beside the store; losing it only costs uploads.
 
 def _known_blobs(store: LayoutStore, host: str) -> dict[str, str]:
-    try:
-        data = json.loads((store.root / KNOWN_BLOBS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data.get(host, {}) if isinstance(data, dict) else {}
+    return known_blobs(store).get(host, {})
 
 
 def _remember_blobs(store: LayoutStore, host: str, repository: str, top: Descriptor) -> None:
@@ -250,3 +248,35 @@ def remember_blobs(store: LayoutStore, host: str, repository: str, digests: Sequ
         # Only a hint for later mounts: a read-only store still pushes.
         pass
 
+
+
+# -- blobs a bake left in a registry ----------------------------------------------------
+# A bake whose layers the registry's layer cache lent leaves their blobs where they lie; the
+# store remembers which repository holds each (above). Whatever later reads the image's bytes
+# from the store (export, run, a push elsewhere) fetches them first.
+
+def fetch_missing_blobs(store: LayoutStore, image_digest: str, *, insecure: bool | None = None,
+                        progress: Progress = None, leave_on: str | None = None) -> int:
+    """Bring into `store` the blobs of its image `image_digest` that it lacks, from the registry
+    repositories it remembers holding them, each verified against its digest and size. Returns the
+    bytes fetched. `leave_on`: a registry host whose blobs stay where they are (a push there mounts
+    them). A StoreError (exit 4) names a missing blob that no registry is known to hold."""
+    missing = [blob for blob in blobs_of(LayoutPlace(store).manifest(image_digest)) if not store.has_blob(blob.digest)]
+    if not missing:
+        return 0
+    wanted: dict[tuple[str, str], list[Descriptor]] = {}
+    for blob in missing:
+        where = where_is(store, str(blob.digest))
+        if where is None:
+            raise StoreError(f"blob {blob.digest} of image {image_digest} is missing from the store at {store.root}, "
+                             f"and no registry is known to hold it",
+                             hint="bake the image again, or pull it from a registry that has it")
+        if where[0] != leave_on:
+            wanted.setdefault(where, []).append(blob)
+    fetched = 0
+    for (host, repository), blobs in wanted.items():
+        if progress:
+            progress(f"fetching {len(blobs)} blob(s) the store lacks from {host}/{repository}")
+        with open_client(host, insecure=insecure) as client:
+            fetched += copy_blobs(RegistryPlace(client, repository), LayoutPlace(store), blobs).blob_bytes
+    return fetched

@@ -44,7 +44,7 @@ from imagebuild.oci.model import Descriptor, Layer, ParsedManifest, load_json_ob
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import RUNTIME_VERSIONS
 from imagebuild.recipe.model import OsSpec, RuntimeSpec
-from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
 
 # Bumped whenever the same recipe would give other packages or other layer bytes (e.g. a
 # new drop rule); it is part of the lock's inputs, so older locks are resolved afresh.
@@ -424,9 +424,44 @@ def base_from_store(store: LayoutStore, ref: str, architecture: str = "amd64") -
                         f"{len(diff_ids)} diff_ids in its config")
     layers = tuple(Layer(_oci_layer(descriptor), Digest(diff_id))
                    for descriptor, diff_id in zip(manifest.layers, diff_ids))
+    verified = _verified_layers(store)
+    checked = {}
     for layer in layers:
-        _check_layer(store, ref, layer)
+        key = _verified_key(store, layer)
+        if verified.get(str(layer.digest)) != key:
+            _check_layer(store, ref, layer)
+            checked[str(layer.digest)] = key
+    if checked:
+        _remember_verified(store, checked)
     return BaseImage(reference=ref, manifest_digest=Digest(digest), layers=layers, config=config)
+
+
+# A base layer's check unpacks all of it (a Debian base: some 100 MB, on every bake). One that passed
+# is remembered by its digest, with the diff_id it unpacked to and its file's size, mtime and inode:
+# a blob file replaced or rewritten since is checked again.
+VERIFIED_LAYERS_FILE = "verified-base-layers.json"
+
+
+def _verified_key(store: LayoutStore, layer: Layer) -> str:
+    stat = store.blob_path(layer.digest).stat()
+    return f"{layer.diff_id} {stat.st_size} {stat.st_mtime_ns} {stat.st_ino}"
+
+
+def _verified_layers(store: LayoutStore) -> dict[str, str]:
+    try:
+        known = json.loads((store.root / VERIFIED_LAYERS_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _remember_verified(store: LayoutStore, checked: dict[str, str]) -> None:
+    try:
+        with store.locked():
+            known = {**_verified_layers(store), **checked}
+            store._atomic_write(store.root / VERIFIED_LAYERS_FILE, canonical_json(known))
+    except (OSError, StoreError, StoreNotWritableError):
+        pass    # only saves the next bake a check; a read-only store still bakes
 
 
 def _check_size(store: LayoutStore, ref: str, descriptor: Descriptor) -> None:

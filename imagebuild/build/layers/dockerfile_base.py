@@ -27,7 +27,7 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import Entry, LayerResult, write_tar
 from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
-from imagebuild.recipe.loader import render_template
+from imagebuild.recipe.sandbox import render_template
 from imagebuild.recipe.model import Recipe
 from imagebuild.stores.layout import LayoutStore
 

@@ -1,0 +1,147 @@
+"""The everyday commands without typer: a simple command line of `images`, `status`, `history`,
+`promote` or `push` is parsed here and run straight away.
+
+Importing typer and its click costs more than the work of these commands. This parser takes only
+what it reads exactly as click would (the commands' options, long form, `--opt value` or
+`--opt=value`, each at most once, the positional argument, the options' environment variables and
+defaults) and gives up on anything else: `--help`, a short or unknown option, a missing or
+surplus argument, a value that click would refuse or that starts with `-`. The typer command line
+then runs as before, so help and usage errors are click's own. The command's function is the one
+its typer command calls (cli/everyday.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
+
+# Kinds of option: a flag sets a fixed value; the others take one value.
+FLAG, PATH, TEXT, PARALLEL = "flag", "path", "text", "parallel"
+
+
+class Option(NamedTuple):
+    param: str
+    kind: str
+    value: Any = None         # what a flag sets
+
+
+STORE = {"--store": Option("store", PATH)}
+JSON = {"--json": Option("json_out", FLAG, True)}
+RECIPE = {"--recipe": Option("recipe", PATH)}
+INSECURE = {"--insecure": Option("insecure", FLAG, True), "--secure": Option("insecure", FLAG, False)}
+
+
+class Command(NamedTuple):
+    run: str                                  # the function's name in cli/everyday.py
+    arguments: tuple[str, ...]                # positional parameters, all required
+    options: dict[str, Option]
+    defaults: dict[str, Any]
+    required: tuple[str, ...] = ()            # options without a default
+    envvars: dict[str, str] = {}              # parameter -> environment variable, read when not given
+
+
+_STORE_DEFAULTS = {"store": None, "json_out": False}
+_RECIPE_DEFAULTS = {"recipe": Path("imagebuild.yaml"), "insecure": None, **_STORE_DEFAULTS}
+_STORE_ENV = {"store": "IMAGEBUILD_STORE"}
+
+COMMANDS = {
+    "images": Command("images", (), {**STORE, **JSON, "--all": Option("all_kinds", FLAG, True)},
+                      {**_STORE_DEFAULTS, "all_kinds": False}, envvars=_STORE_ENV),
+    "status": Command("status", (), {
+        **RECIPE, **INSECURE, **STORE, **JSON,
+        "--hosts": Option("hosts", FLAG, True), "--no-hosts": Option("hosts", FLAG, False),
+        "--known-hosts": Option("known_hosts", PATH),
+        "--agent": Option("agent", FLAG, True), "--no-agent": Option("agent", FLAG, False),
+    }, {**_RECIPE_DEFAULTS, "hosts": True, "identity": None, "known_hosts": None, "agent": True},
+        envvars={**_STORE_ENV, "known_hosts": "IMAGEBUILD_KNOWN_HOSTS"}),
+    "history": Command("history", ("environment",), {**RECIPE, **INSECURE, **STORE, **JSON},
+                       dict(_RECIPE_DEFAULTS), envvars=_STORE_ENV),
+    "promote": Command("promote", ("image",), {
+        **RECIPE, **INSECURE, **STORE, **JSON,
+        "--to": Option("to", TEXT), "--dry-run": Option("dry_run", FLAG, True),
+    }, {**_RECIPE_DEFAULTS, "dry_run": False}, required=("to",), envvars=_STORE_ENV),
+    "push": Command("push", ("image",), {
+        **RECIPE, **INSECURE, **STORE, **JSON,
+        "--to": Option("to", TEXT), "--parallel": Option("parallel", PARALLEL),
+    }, {**_RECIPE_DEFAULTS, "to": None, "parallel": 4}, envvars=_STORE_ENV),
+}
+PARALLEL_RANGE = range(1, 33)     # push --parallel's min and max
+
+
+def parse(argv: list[str]) -> Optional[tuple[str, dict[str, Any]]]:
+    """(function name, keyword arguments) for a simple command line of an everyday command, else None."""
+    if not argv or argv[0] not in COMMANDS:
+        return None
+    command = COMMANDS[argv[0]]
+    given: dict[str, Any] = {}
+    positional: list[str] = []
+    rest = argv[1:]
+    index = 0
+    while index < len(rest):
+        token = rest[index]
+        index += 1
+        if not token.startswith("-"):
+            positional.append(token)
+            continue
+        name, has_value, value = token.partition("=")
+        option = command.options.get(name)
+        if option is None or option.param in given:
+            return None
+        if option.kind == FLAG:
+            if has_value:
+                return None
+            given[option.param] = option.value
+            continue
+        if not has_value:
+            if index >= len(rest):
+                return None
+            value = rest[index]
+            index += 1
+        if value.startswith("-"):
+            return None
+        converted = _convert(option.kind, value)
+        if converted is None:
+            return None
+        given[option.param] = converted
+    if len(positional) != len(command.arguments) or any(p not in given for p in command.required):
+        return None
+    for param, variable in command.envvars.items():
+        if param not in given and os.environ.get(variable):
+            given[param] = _convert(PATH, os.environ[variable])
+            if given[param] is None:
+                return None
+    kwargs = {**command.defaults, **dict(zip(command.arguments, positional)), **given}
+    if kwargs.get("recipe") is not None and _convert(PATH, str(kwargs["recipe"])) is None:
+        return None
+    return command.run, kwargs
+
+
+def _convert(kind: str, value: str) -> Any:
+    """The value as the typer command gets it, or None where click would refuse it (or might)."""
+    if kind == TEXT:
+        return value
+    if kind == PARALLEL:
+        if not value.isascii() or not value.isdigit() or int(value) not in PARALLEL_RANGE:
+            return None
+        return int(value)
+    # A path click checks: one that exists must be readable.
+    try:
+        os.stat(value)
+    except OSError:
+        return Path(value)
+    except ValueError:
+        return None
+    return Path(value) if os.access(value, os.R_OK) else None
+
+
+def runner(argv: list[str]) -> Optional[Callable[[], None]]:
+    """The command to run without typer, or None to leave the command line to typer."""
+    parsed = parse(argv)
+    if parsed is None:
+        return None
+    name, kwargs = parsed
+    from imagebuild.cli import everyday
+
+    function = getattr(everyday, name)
+    return lambda: function(**kwargs)

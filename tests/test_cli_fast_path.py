@@ -1,0 +1,135 @@
+"""The everyday commands' fast path gives exactly what the typer command line gives.
+
+Each command line is run both ways in this process: through `main` (which takes the fast path when
+it can) and through the typer command line alone; the function called, its arguments, the output,
+the errors and the exit code must be the same. A command line the fast path does not take must be
+left to typer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imagebuild.cli import everyday, fast_path
+from imagebuild.cli import main as cli_main
+from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.lease import release_lease
+from tests.registry_support.images import write_app_image
+from tests.test_import_budget import RECIPE     # three environments, no registry, no hosts
+
+TAKEN = [
+    ["images"], ["images", "--all", "--json"], ["images", "--store=/nowhere/store"],
+    ["status"], ["status", "--json", "--no-hosts", "--secure"], ["status", "--known-hosts", "/nowhere/kh", "--no-agent"],
+    ["status", "--recipe", "other.yaml", "--insecure"],
+    ["history", "dev"], ["history", "--json", "prod"], ["history", "dev", "--store", "/nowhere"],
+    ["promote", "v1", "--to", "dev"], ["promote", "--to=test", "--dry-run", "v1", "--json"],
+    ["promote", "v1", "--to", ""],
+    ["push", "hello:v1"], ["push", "hello:v1", "--to", "127.0.0.1:1/x/hello", "--parallel", "8", "--insecure"],
+    ["push", "hello:v1", "--parallel=32"],
+]
+LEFT_TO_TYPER = [
+    [], ["--help"], ["images", "--help"], ["status", "-i", "key"], ["status", "--identity", "key"],
+    ["history"], ["history", "dev", "prod"], ["promote", "v1"], ["promote", "v1", "--to"],
+    ["promote", "v1", "--to", "-x"], ["promote", "v1", "--to", "dev", "--to", "test"],
+    ["images", "--json=1"], ["images", "--bogus"], ["images", "--"], ["push", "hello:v1", "--parallel", "0"],
+    ["push", "hello:v1", "--parallel", "33"], ["push", "hello:v1", "--parallel", "x"], ["push", "-"],
+    ["bake"], ["gc"],
+]
+
+
+@pytest.fixture(scope="module")
+def template_store(tmp_path_factory) -> Path:
+    store = LayoutStore(tmp_path_factory.mktemp("fast-path") / "store").ensure()
+    write_app_image(store, "hello", "v1")
+    write_app_image(store, "hello", "v2", message="two")
+    release_lease(store.root)
+    return store.root
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch, template_store) -> Path:
+    """An app directory with a recipe and its own copy of a store holding v1 and v2."""
+    store = LayoutStore(tmp_path / "store")
+    shutil.copytree(template_store, store.root)
+    (tmp_path / "imagebuild.yaml").write_text(RECIPE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMAGEBUILD_STORE", str(store.root))
+    monkeypatch.delenv("IMAGEBUILD_KNOWN_HOSTS", raising=False)
+    return tmp_path
+
+
+def called_by_typer(argv: list[str]) -> tuple[str, dict]:
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("images", "status", "history", "promote", "push"):
+            patch.setattr(everyday, name, lambda *args, _name=name, **kwargs: calls.append((_name, args, kwargs)))
+        with pytest.raises(SystemExit):
+            cli_main._run_typer(list(argv), False)
+    (name, args, kwargs), = calls
+    assert not args
+    return name, kwargs
+
+
+@pytest.mark.parametrize("argv", TAKEN, ids=" ".join)
+def test_the_fast_path_calls_what_typer_calls(app, monkeypatch, argv):
+    fast = fast_path.parse(argv)
+    assert fast is not None
+    name, kwargs = fast
+    by_typer = called_by_typer(argv)
+    # typer gives an absent list option as an empty one
+    if by_typer[1].get("identity") == []:
+        by_typer[1]["identity"] = None
+    assert (name, kwargs) == by_typer
+
+
+def test_the_environment_names_the_store_and_known_hosts_as_for_typer(app, monkeypatch):
+    monkeypatch.setenv("IMAGEBUILD_KNOWN_HOSTS", str(app / "kh"))
+    fast = fast_path.parse(["status"])
+    monkeypatch.setenv("IMAGEBUILD_KNOWN_HOSTS", str(app / "kh"))
+    by_typer = called_by_typer(["status"])
+    assert fast[1]["known_hosts"] == app / "kh" == by_typer[1]["known_hosts"]
+    assert fast[1]["store"] == app / "store" == by_typer[1]["store"]
+
+
+def test_an_unreadable_path_is_left_to_typer(app):
+    (app / "locked").mkdir(mode=0)
+    try:
+        if os.access(app / "locked", os.R_OK):
+            pytest.skip("running as root: every path is readable")
+        assert fast_path.parse(["images", "--store", str(app / "locked")]) is None
+    finally:
+        (app / "locked").chmod(0o755)
+
+
+@pytest.mark.parametrize("argv", LEFT_TO_TYPER, ids=lambda argv: " ".join(argv) or "(nothing)")
+def test_anything_else_is_left_to_typer(argv):
+    assert fast_path.parse(argv) is None
+
+
+def outcome(capsys, run) -> tuple[object, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        run()
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["images"], ["images", "--json", "--all"], ["status"], ["status", "--json"], ["history", "dev"],
+    ["history", "dev", "--json"], ["promote", "v1", "--to", "dev", "--dry-run"], ["promote", "v1", "--to", "dev"],
+    ["promote", "v1", "--to", "prod"], ["promote", "v9", "--to", "dev", "--json"], ["history", "nowhere"],
+    ["status", "--recipe", "missing.yaml"], ["push", "hello:v1"], ["push", "hello:v1", "--to", "noregistry"],
+    ["images", "--store", "imagebuild.yaml"],
+], ids=" ".join)
+def test_the_output_errors_and_exit_code_are_typers(app, capsys, argv):
+    assert fast_path.parse(argv) is not None
+    # Each run on a fresh copy of the store, so a promotion happens both times.
+    shutil.copytree(app / "store", app / "pristine")
+    fast = outcome(capsys, lambda: cli_main.main(list(argv)))
+    shutil.rmtree(app / "store")
+    shutil.copytree(app / "pristine", app / "store")
+    typer_only = outcome(capsys, lambda: cli_main._run_typer(list(argv), "--json" in argv))
+    assert fast == typer_only
