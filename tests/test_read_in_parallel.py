@@ -59,13 +59,23 @@ def test_an_interrupt_aborts_the_places_without_waiting():
         def abort(self):
             self.aborted = True
 
-    place, release = Place(), threading.Event()
+    place, release, under_way = Place(), threading.Event(), threading.Event()
     main = threading.main_thread().ident
-    threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGINT)).start()
+
+    def read():
+        under_way.set()
+        return release.wait(5)
+
+    def interrupt():
+        # Ctrl-C once a read is under way (a fixed delay could land before in_parallel on a busy machine).
+        under_way.wait(5)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        in_parallel([lambda: release.wait(5), lambda: release.wait(5)], [place])
-    assert place.aborted and time.monotonic() - start < 2
+        in_parallel([read, read], [place])
+    assert place.aborted and time.monotonic() - start < 4     # the reads would hold it 5 s
     release.set()
 
 
