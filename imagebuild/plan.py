@@ -146,6 +146,9 @@ def image_settings(recipe: Recipe, commit: Commit, server_argv: Sequence[str],
     if recipe.runtime.python:
         # Output straight to the container log; no .pyc writes into the read-only app tree.
         base_env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    if recipe.runtime.node:
+        # Libraries (Express and others) pick their production behaviour from it.
+        base_env["NODE_ENV"] = "production"
     base_env.update(env or {})
     runtime = {
         "User": recipe.app.user,

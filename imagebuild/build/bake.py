@@ -279,6 +279,8 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         epoch = _epoch_of(tree, paths, commit.time)
         closure, unlocked = _closure(source, requirements)
         builders.append(LibrariesLayer(recipe, closure, epoch, pip, scratch / "libraries"))
+    elif recipe.libraries.package_lock is not None:
+        builders.append(_npm_layer(recipe, tree, read, scratch, commit.time))
     server = ServerLayer(recipe, recipe_epoch, pip, scratch / "server")
     builders.append(server)
     builders.append(AppLayer(recipe, tree, *listing, commit.time))
@@ -294,6 +296,16 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
     if unlocked is not None:
         _write_closure(recipe, unlocked, progress)
     return base + builders, base_env
+
+
+def _npm_layer(recipe: Recipe, tree: app_tree.SourceTree, read, scratch: Path, commit_time: int) -> LayerBuilder:
+    """The Node libraries layer, dated by the last commit that changed package-lock.json."""
+    from imagebuild.build.layers import npm
+
+    assert recipe.libraries.package_lock is not None
+    files = npm.lock_files(recipe, read)
+    epoch = _epoch_of(tree, [recipe.root / recipe.libraries.package_lock], commit_time)
+    return npm.NpmLayer(recipe, files, epoch, npm.npm_version(), scratch / "npm")
 
 
 def _closure(source: BakeInput, requirements: bytes) -> tuple[PythonLock, PythonLock | None]:

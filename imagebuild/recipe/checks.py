@@ -171,6 +171,7 @@ def _check_pins(lines: tuple[str, ...], key: str, fail: Fail) -> None:
 
 def _check_libraries(recipe: Recipe, fail: Fail, repository: Path) -> None:
     _check_pins(recipe.libraries.packages, "libraries.packages", fail)
+    _check_package_lock(recipe, fail, repository)
     requirements = recipe.libraries.requirements
     if requirements is None:
         return
@@ -181,6 +182,23 @@ def _check_libraries(recipe: Recipe, fail: Fail, repository: Path) -> None:
     _check_requirements_file(path, fail)
     if recipe.runtime.language != "python":
         fail("libraries.requirements", "Python requirements need runtime.python")
+
+
+def _check_package_lock(recipe: Recipe, fail: Fail, repository: Path) -> None:
+    package_lock = recipe.libraries.package_lock
+    if package_lock is None:
+        return
+    if recipe.runtime.language != "node":
+        fail("libraries.package_lock", "npm libraries need runtime.node")
+    if recipe.libraries.requirements or recipe.libraries.packages:
+        fail("libraries.package_lock", "a Node image takes its libraries from package-lock.json only",
+             "remove libraries.requirements and libraries.packages")
+    if PurePosixPath(package_lock).name != "package-lock.json":
+        fail("libraries.package_lock", f"{package_lock!r} is not a package-lock.json", "e.g. package-lock.json")
+    path = local_path(recipe, package_lock, "libraries.package_lock", fail, repository)
+    if not path.is_file():
+        fail("libraries.package_lock", f"{package_lock} does not exist next to the recipe",
+             "run `npm install` to write it, and commit it")
 
 
 def _check_requirements_file(path: Path, fail: Fail) -> None:
@@ -233,12 +251,14 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
     if kind.runtime and getattr(recipe.runtime, kind.runtime) is None:
         fail("server.kind", f"{kind.name} needs runtime.{kind.runtime}")
     if kind.needs_app and not server.app:
-        example = "app.jar" if kind.name == "java" else "hello:app"
+        example = {"java": "app.jar", "node": "server.js"}.get(kind.name, "hello:app")
         fail("server.app", f"{kind.name} needs server.app", f"e.g. app: {example}")
     if kind.runtime == "python" and not _APP_REF.match(server.app):
         fail("server.app", f"{server.app!r} is not MODULE:CALLABLE", "e.g. hello:app")
-    if kind.name == "java" and (PurePosixPath(server.app).is_absolute() or ".." in PurePosixPath(server.app).parts):
-        fail("server.app", "the jar path must be relative to the app directory")
+    if kind.name in ("java", "node") and (PurePosixPath(server.app).is_absolute()
+                                          or ".." in PurePosixPath(server.app).parts):
+        what = "jar" if kind.name == "java" else "main script"
+        fail("server.app", f"the {what} path must be relative to the app directory")
     if kind.name == "command" and not server.command:
         fail("server.command", "kind command needs the argv to run", "e.g. command: [./serve, --port, '8000']")
     if kind.name != "command" and server.command:
@@ -320,7 +340,8 @@ def _check_environments(recipe: Recipe, fail: Fail) -> None:
                 fail(f"{key}.features.{name}", f"{name!r} is not a feature name",
                      "use letters, digits and _, e.g. new_checkout")
         for name in env.config:
-            if name in _IMAGE_VARIABLES or name.startswith("IMAGEBUILD_"):
+            if name in _IMAGE_VARIABLES or name.startswith("IMAGEBUILD_") or (
+                    name == "NODE_ENV" and recipe.runtime.node):
                 fail(f"{key}.config.{name}", f"{name} is set by the image itself, so a config value would never apply",
                      "set the port with server.port (or PORT at run time)" if name == "PORT" else None)
             if name.startswith("FEATURE_"):

@@ -49,12 +49,13 @@ class RuntimeSpec:
 class LibrariesSpec:
     requirements: str | None = None        # path relative to the recipe, pinned
     packages: tuple[str, ...] = ()         # extra pinned requirement lines, e.g. server packages
+    package_lock: str | None = None        # Node: package-lock.json (package.json beside it), installed by npm ci
 
 
 @dataclass(frozen=True)
 class ServerSpec:
-    kind: str | None = None                # gunicorn | uvicorn | nginx | java | command
-    app: str | None = None                 # module:callable (gunicorn/uvicorn) or jar path (java)
+    kind: str | None = None                # gunicorn | uvicorn | nginx | java | node | command
+    app: str | None = None                 # module:callable (gunicorn/uvicorn), jar path (java), main script (node)
     port: int = 8000
     workers: int | None = None             # None: from the CPU count when the container starts
     command: tuple[str, ...] = ()          # for kind: command, the argv to run

@@ -77,6 +77,7 @@ def server_command(recipe: Recipe) -> list[str]:
     uvicorn:  ["python3.11", "/etc/imagebuild/uvicorn_run.py"]
     nginx:    ["nginx", "-e", "stderr", "-c", "/etc/imagebuild/nginx.conf"]
     java:     ["java", *java_options, "-jar", "/app/app.jar"]
+    node:     ["node", *node_options, "/app/server.js"]
     command:  server.command as written
     Python servers run as `python3.X -m`/a script, never through console scripts,
     so they only need the libraries on the interpreter's path.
@@ -93,6 +94,9 @@ def server_command(recipe: Recipe) -> list[str]:
     if server.kind == "java":
         jar = str(PurePosixPath(recipe.app.dest) / server.app)
         return ["java", *shlex.split(server.options.get("java_options", "")), "-jar", jar]
+    if server.kind == "node":
+        main = str(PurePosixPath(recipe.app.dest) / server.app)
+        return ["node", *shlex.split(server.options.get("node_options", "")), main]
     if server.kind == "command":
         return list(server.command)
     raise RecipeError(f"unknown server kind {server.kind!r}", file=str(recipe.source) if recipe.source else None,
