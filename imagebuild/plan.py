@@ -24,11 +24,13 @@ from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOT
                                   ANNOTATION_TITLE, ANNOTATION_VERSION, rfc3339)
 from imagebuild.recipe.model import Recipe
 
-# Bottom to top, ordered by how rarely each changes.
-LAYER_ORDER = ("os", "runtime", "libraries", "server", "app", "config")
+# Bottom to top, ordered by how rarely each changes. A JVM app built into layers (recipe `java:`)
+# has snapshots (its -SNAPSHOT dependencies), resources and classes; the others have none.
+LAYER_ORDER = ("os", "runtime", "libraries", "snapshots", "server", "resources", "classes", "app", "config")
 
-# Layers whose keys do not chain through a lower layer, because their bytes cannot depend on it.
-KEY_SKIPS = {"config": frozenset({"app"})}
+# Layers whose keys do not chain through a lower layer, because their bytes cannot depend on it:
+# a commit that changes one class leaves the app and config layers cached too.
+KEY_SKIPS = {"app": frozenset({"resources", "classes"}), "config": frozenset({"app", "resources", "classes"})}
 
 # Bumped whenever a builder's output for the same inputs changes, so old cache entries stop matching.
 PLAN_FORMAT = 2

@@ -44,6 +44,7 @@ _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?[ \t]*
 # outside the commit (-r, -c, -e, -f and file: URLs would, and pip quotes what it reads).
 _PIP_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "--trusted-host", "--prefer-binary",
                           "--only-binary", "--no-binary", "--require-hashes", "--pre", "--no-index"})
+_JAVA_CLASS = re.compile(r"^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z")
 _APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?\Z")
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*\Z")
 _USER = re.compile(r"^\d+(:\d+)?\Z")
@@ -68,6 +69,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
     _check_runtime(recipe, fail)
     _check_libraries(recipe, fail, repository)
     _check_server(recipe, fail)
+    _check_java(recipe, fail, repository)
     _check_app(recipe, fail, repository)
     _check_health(recipe, fail)
     _check_environments(recipe, fail)
@@ -280,6 +282,28 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
     _check_pins(server.packages, "server.packages", fail)
     if server.packages and recipe.runtime.language != "python":
         fail("server.packages", "PyPI packages need runtime.python")
+
+
+def _check_java(recipe: Recipe, fail: Fail, repository: Path) -> None:
+    """`java:` names build output; it need not exist yet (the build makes it before bake)."""
+    java = recipe.java
+    if java is None:
+        return
+    if recipe.server.kind != "java" or recipe.runtime.java is None:
+        fail("java", "a JVM app's layers need server.kind java and runtime.java", "extend java-jar")
+    if (java.jar is None) == (java.classes is None):
+        fail("java", "set either java.jar (a fat jar) or java.classes (a classes directory)",
+             "e.g. classes: target/classes with dependencies: target/dependency")
+    if java.jar is not None and java.dependencies is not None:
+        fail("java.dependencies", "a fat jar brings its own dependencies", "remove java.dependencies or java.jar")
+    if java.classes is not None and java.main_class is None:
+        fail("java.main_class", "a classes directory needs the class to start", "e.g. main_class: com.example.App")
+    if java.main_class is not None and not _JAVA_CLASS.match(java.main_class):
+        fail("java.main_class", f"{java.main_class!r} is not a Java class name", "e.g. com.example.App")
+    for key in ("jar", "dependencies", "classes", "resources"):
+        value = getattr(java, key)
+        if value is not None:
+            local_path(recipe, value, f"java.{key}", fail, repository)
 
 
 def _check_app(recipe: Recipe, fail: Fail, repository: Path) -> None:

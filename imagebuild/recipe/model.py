@@ -53,6 +53,18 @@ class LibrariesSpec:
 
 
 @dataclass(frozen=True)
+class JavaSpec:
+    """A JVM app's build output, split into layers the way Jib does (release dependencies,
+    snapshot dependencies, resources, classes). Read from the work tree, where the build put it."""
+
+    jar: str | None = None                 # a fat jar (Spring Boot BOOT-INF layout, or a plain jar), exploded
+    dependencies: str | None = None        # a directory of dependency jars, e.g. target/dependency
+    classes: str | None = None             # compiled classes, e.g. target/classes or build/classes/java/main
+    resources: str | None = None           # resources, e.g. build/resources/main (target/classes holds Maven's)
+    main_class: str | None = None          # the class java starts; a jar's Start-Class or Main-Class when unset
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     kind: str | None = None                # gunicorn | uvicorn | nginx | java | node | command
     app: str | None = None                 # module:callable (gunicorn/uvicorn), jar path (java), main script (node)
@@ -150,6 +162,7 @@ class Recipe:
     os: OsSpec = OsSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     libraries: LibrariesSpec = LibrariesSpec()
+    java: JavaSpec | None = None           # layered JVM app from build output, instead of server.app's jar
     server: ServerSpec = ServerSpec()
     app: AppSpec = AppSpec()
     health: HealthSpec = HealthSpec()
