@@ -37,7 +37,7 @@ def test_a_spring_boot_jar_is_split_into_release_snapshot_resources_and_classes(
         "BOOT-INF/classes/com/example/Application.class": b"class",
         "BOOT-INF/classes/application.properties": b"a=1\n",
     })
-    parts = read_build_output(recipe, tmp_path / "scratch")
+    parts = read_build_output(recipe.root, recipe.java, tmp_path / "scratch")
     assert [f.path for f in parts.release] == ["spring-core-6.1.0.jar"]
     assert [f.path for f in parts.snapshots] == ["shared-2.0-SNAPSHOT.jar"]
     assert [f.path for f in parts.resources] == ["application.properties"]
@@ -52,13 +52,13 @@ def test_a_jar_entry_that_leaves_the_jar_is_refused(tmp_path):
     recipe = write_recipe(tmp_path, "  jar: app.jar\n  main_class: a.B\n")
     write_jar(tmp_path / "app.jar", {"../../etc/evil": b"x"})
     with pytest.raises(UserError, match="outside the jar"):
-        read_build_output(recipe, tmp_path / "scratch")
+        read_build_output(recipe.root, recipe.java, tmp_path / "scratch")
 
 
 def test_missing_build_output_says_to_build_first(tmp_path):
     recipe = write_recipe(tmp_path, "  classes: target/classes\n  main_class: a.B\n")
     with pytest.raises(UserError, match="target/classes does not exist") as caught:
-        read_build_output(recipe, tmp_path / "scratch")
+        read_build_output(recipe.root, recipe.java, tmp_path / "scratch")
     assert "mvn package" in (caught.value.hint or "")
 
 
@@ -69,7 +69,7 @@ def test_a_separate_resources_tree_wins_over_the_copy_among_the_classes(tmp_path
     (tmp_path / "out/classes/app.properties").write_text("old\n")
     (tmp_path / "out/resources").mkdir(parents=True)
     (tmp_path / "out/resources/app.properties").write_text("new\n")
-    parts = read_build_output(recipe, tmp_path / "scratch")
+    parts = read_build_output(recipe.root, recipe.java, tmp_path / "scratch")
     assert [(f.path, f.source.read_text()) for f in parts.resources] == [("app.properties", "new\n")]
 
 

@@ -288,7 +288,7 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         from imagebuild.build.layers.java import java_layers
         from imagebuild.sources.java_build import read_build_output
 
-        parts = read_build_output(recipe, scratch / "java")
+        parts = read_build_output(recipe.root, recipe.java, scratch / "java")
         builders.extend(java_layers(recipe, parts))
         java_main = parts.main_class
     server = ServerLayer(recipe, recipe_epoch, pip, scratch / "server")

@@ -23,9 +23,9 @@ import posixpath
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from imagebuild.errors import UserError
-from imagebuild.recipe.model import JavaSpec, Recipe
 
 SNAPSHOT_SUFFIX = "-SNAPSHOT.jar"
 LIBS, RESOURCES, CLASSES = "libs", "resources", "classes"
@@ -34,6 +34,16 @@ BOOT_LIB, BOOT_CLASSES = "BOOT-INF/lib/", "BOOT-INF/classes/"
 _JAR_METADATA = ("META-INF/MANIFEST.MF", "META-INF/INDEX.LIST")
 _SIGNATURES = (".SF", ".RSA", ".DSA", ".EC")
 MAX_JAR_ENTRIES = 200_000
+
+
+class BuildOutput(Protocol):
+    """Where the build put its output (the recipe's `java:` section, recipe/model.JavaSpec)."""
+
+    jar: str | None
+    dependencies: str | None
+    classes: str | None
+    resources: str | None
+    main_class: str | None
 
 
 @dataclass(frozen=True)
@@ -139,11 +149,8 @@ def _from_jar(jar_path: Path, scratch: Path) -> tuple[list[JavaFile], list[JavaF
     return [], [], classes, resources, main
 
 
-def read_build_output(recipe: Recipe, scratch: Path) -> JavaParts:
-    """The recipe's java build output, sorted into Jib's four groups."""
-    spec: JavaSpec | None = recipe.java
-    assert spec is not None
-    root = recipe.root
+def read_build_output(root: Path, spec: BuildOutput, scratch: Path) -> JavaParts:
+    """The build output `spec` names (paths relative to `root`), sorted into Jib's four groups."""
     main = None
     if spec.jar is not None:
         jar_path = root / spec.jar
