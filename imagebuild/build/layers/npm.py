@@ -30,6 +30,7 @@ from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe
 from imagebuild.sources.npm_lock import NpmLock, checked_npm_lock
 from imagebuild.stores.layout import LayoutStore
+from imagebuild.tool_versions import tool_version
 
 # Node's names for the image's architecture (npm's `cpu` setting, package.json's "cpu" field).
 NODE_CPU = {"amd64": "x64", "arm64": "arm64"}
@@ -45,15 +46,20 @@ def node_cpu(recipe: Recipe) -> str:
 
 
 def npm_version() -> str:
-    """The build host's npm, asked once; its version is part of the layer's cache key."""
+    """The build host's npm version, part of the layer's cache key: asked once per npm binary
+    (starting npm costs a few hundred milliseconds on every bake otherwise)."""
     npm = shutil.which("npm")
     if npm is None:
         raise BuildError("npm is not installed on this machine; it installs the Node libraries",
                          hint="install it (apt-get install npm)")
-    done = subprocess.run([npm, "--version"], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BuildError(f"`npm --version` failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return done.stdout.strip()
+
+    def ask() -> str:
+        done = subprocess.run([npm, "--version"], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BuildError(f"`npm --version` failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        return done.stdout.strip()
+
+    return tool_version(npm, ask)
 
 
 def lock_files(recipe: Recipe, read: Callable[[Path], bytes | None]) -> tuple[bytes, bytes, NpmLock]:
@@ -89,9 +95,15 @@ def npm_ci(package_json: bytes, package_lock: bytes, work: Path, cpu: str) -> Pa
                "--loglevel=error"]
     done = subprocess.run(command, cwd=project, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.startswith("npm error") and line.strip() != "npm error"]
-        first = (lines or done.stderr.strip().splitlines() or ["?"])[0].removeprefix("npm error").strip()
-        if "EINTEGRITY" in done.stderr or "E404" in done.stderr or "ETARGET" in done.stderr:
+        # npm's first error line is its code ("npm error code EINTEGRITY"); the next one says what happened
+        lines = [line.removeprefix("npm error").strip() for line in done.stderr.splitlines()
+                 if line.startswith("npm error") and not line.startswith("npm error code")]
+        first = next((line for line in lines if line), (done.stderr.strip().splitlines() or ["?"])[-1])[:300]
+        if "EINTEGRITY" in done.stderr:
+            raise UserError(f"libraries: a package does not match its integrity hash in package-lock.json ({first})",
+                            hint="restore package-lock.json from git; if the registry really replaced the "
+                                 "package, run `npm install` and review the diff")
+        if "E404" in done.stderr or "ETARGET" in done.stderr:
             raise UserError(f"libraries: npm ci could not install package-lock.json: {first}",
                             hint="check the lock's versions and integrity hashes exist on the registry")
         raise BuildError(f"libraries: npm ci failed: {first}")
