@@ -114,7 +114,7 @@ def measure(layout: str, work: Path, proxy: FaultProxy, factory: _Factory, depen
         return as_fat_jar(repo) if layout == "fat-jar" else ()
 
     repo = example_repo(work / layout, "java-layered", lock=base.lock_path, prepare=prepare)
-    store = seed(work / layout / "store", base)
+    store = seed(work / layout / "store", base).root
     progress(f"{layout}: first commit, bake --push")
     first = bake_push(repo, store)
 
