@@ -15,6 +15,7 @@ from imagebuild.recipe.model import OsSpec, RuntimeSpec
 from imagebuild.sources.lockfile import LOCK_NAME, read_lock, write_lock
 from tests.bake_support import (bake_json, commit_all, example_repo, published_port, seed, wait_for_http,
                                 FIRST_COMMIT_TIME)
+from tests.conftest import imagebuild
 from tests.debian_fixtures import _cache_dir, build_cached_base
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,12 @@ def test_a_trixie_python_313_image_bakes_and_serves(tmp_path, debian_trixie_base
     # the closure pip resolves for the image's Python 3.13, next to trixie's Debian pins
     closure = lock_python(recipe, (repo / "requirements.txt").read_bytes())
     assert closure.inputs["python"] == "3.13"
+    # the example's bookworm lock does not fit the re-pointed recipe; the trixie one does
+    stale = imagebuild("lock", repo, "--check")
+    assert stale.returncode == 2 and "Debian inputs" in stale.stderr and "Python requirements" in stale.stderr
     write_lock(repo / LOCK_NAME, replace(lock, python=closure))
+    fresh = imagebuild("lock", repo, "--check")
+    assert fresh.returncode == 0, fresh.stderr
     commit_all(repo, "trixie", FIRST_COMMIT_TIME + 60)
 
     result = bake_json(repo, seed(tmp_path / "store", debian_trixie_base).root, "--load")
