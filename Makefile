@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test test-unit bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner clean
+.PHONY: setup services demo test test-unit bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner bench-java-layers clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -25,7 +25,7 @@ test-unit: setup
 	$(BIN)/python -m pytest -m "not integration" -n 2 $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
-bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner
+bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner bench-java-layers
 
 bench-layer-writer: services
 	$(BIN)/python bench/layer_writer.py
@@ -56,6 +56,9 @@ bench-disk: services
 
 bench-cold-runner: services
 	$(BIN)/python bench/cold_runner.py
+
+bench-java-layers: services
+	$(BIN)/python bench/java_layers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -24,11 +24,13 @@ from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOT
                                   ANNOTATION_TITLE, ANNOTATION_VERSION, rfc3339)
 from imagebuild.recipe.model import Recipe
 
-# Bottom to top, ordered by how rarely each changes.
-LAYER_ORDER = ("os", "runtime", "libraries", "server", "app", "config")
+# Bottom to top, ordered by how rarely each changes. A JVM app built into layers (recipe `java:`)
+# has snapshots (its -SNAPSHOT dependencies), resources and classes; the others have none.
+LAYER_ORDER = ("os", "runtime", "libraries", "snapshots", "server", "resources", "classes", "app", "config")
 
-# Layers whose keys do not chain through a lower layer, because their bytes cannot depend on it.
-KEY_SKIPS = {"config": frozenset({"app"})}
+# Layers whose keys do not chain through a lower layer, because their bytes cannot depend on it:
+# a commit that changes one class leaves the app and config layers cached too.
+KEY_SKIPS = {"app": frozenset({"resources", "classes"}), "config": frozenset({"app", "resources", "classes"})}
 
 # Bumped whenever a builder's output for the same inputs changes, so old cache entries stop matching.
 PLAN_FORMAT = 2
@@ -146,6 +148,9 @@ def image_settings(recipe: Recipe, commit: Commit, server_argv: Sequence[str],
     if recipe.runtime.python:
         # Output straight to the container log; no .pyc writes into the read-only app tree.
         base_env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    if recipe.runtime.node:
+        # Libraries (Express and others) pick their production behaviour from it.
+        base_env["NODE_ENV"] = "production"
     base_env.update(env or {})
     runtime = {
         "User": recipe.app.user,

@@ -15,6 +15,9 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# npm installs a Node app's libraries; a nodejs from elsewhere (NodeSource) brings its own npm,
+# and Debian's npm package would conflict with it, so ask for the command, not the package.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -118,6 +118,23 @@ def test_libraries_come_from_a_pip_stage_with_the_same_pins(tmp_path):
     assert lines[-1] == 'CMD ["python3.11", "-m", "gunicorn", "-c", "/etc/imagebuild/gunicorn.conf.py", "hello:app"]'
 
 
+def test_node_libraries_come_from_an_npm_ci_stage_on_the_lock():
+    done = imagebuild("dockerfile", "--recipe", REPO_ROOT / "examples" / "node-hello" / "imagebuild.yaml")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.startswith("FROM ")] == ["FROM ${NODE_IMAGE} AS npm", "FROM ${BASE}"]
+    assert "ARG NODE_IMAGE=node:18-slim" in lines
+    assert 'COPY ["package-lock.json", "/imagebuild/"]' in lines
+    assert any(line.startswith("RUN npm ci --omit=dev --ignore-scripts") for line in lines)
+    assert "COPY --from=npm /imagebuild/node_modules/ /app/node_modules/" in lines
+    assert lines[-1] == 'CMD ["node", "/app/server.js"]'
+
+
+def test_java_layers_are_refused_not_written_wrong():
+    done = imagebuild("dockerfile", "--recipe", REPO_ROOT / "examples" / "java-layered" / "imagebuild.yaml")
+    assert done.returncode == 2 and "java: layers" in done.stderr and done.stdout == ""
+
+
 def test_a_recipe_mistake_is_one_line(tmp_path):
     (tmp_path / "imagebuild.yaml").write_text("name: x\nserver:\n  kind: gunicron\n")
     done = imagebuild("dockerfile", "--recipe", tmp_path / "imagebuild.yaml")

@@ -26,7 +26,7 @@ def build_jar(repo):
 PREPARE = {"java-hello": build_jar}
 
 
-@pytest.mark.parametrize("example", ["flask-hello", "fastapi-hello", "static-site", "java-hello"])
+@pytest.mark.parametrize("example", ["flask-hello", "fastapi-hello", "static-site", "java-hello", "node-hello"])
 def test_example_bakes_loads_runs_and_is_healthy(example, tmp_path, tmp_path_factory, docker_client,
                                                 docker_leftovers):
     base = base_for(example, tmp_path_factory)

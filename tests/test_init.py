@@ -85,6 +85,17 @@ def test_jar(tmp_path):
     assert recipe.runtime.java == "17"
 
 
+def test_node_app_with_and_without_a_lock(tmp_path):
+    app = make(tmp_path / "web", **{"package.json": '{"name": "web", "main": "src/start.js"}',
+                                   "src/start.js": "require('http')\n"})
+    result, recipe = init_and_load(app)
+    assert (recipe.server.kind, recipe.server.app, recipe.runtime.node) == ("node", "src/start.js", "18")
+    assert recipe.libraries.package_lock is None and "npm install" in result.detection.reason
+    make(app, **{"package-lock.json": '{"lockfileVersion": 3, "packages": {}}'})
+    _, recipe = init_and_load(app, force=True)
+    assert recipe.libraries.package_lock == "package-lock.json"
+
+
 def test_nothing_recognisable(tmp_path):
     app = make(tmp_path / "empty", **{"README.md": "hello"})
     with pytest.raises(UserError, match="cannot tell what kind of app"):
@@ -145,6 +156,7 @@ def test_cli_writes_into_the_current_directory(tmp_path):
     ("fastapi-hello", "python-asgi", "main:app"),
     ("static-site", "static-nginx", None),
     ("java-hello", "java-jar", "app.jar"),
+    ("node-hello", "node-http", "server.js"),
 ])
 def test_detects_each_example(tmp_path, example, stock, app_ref):
     copy = tmp_path / example

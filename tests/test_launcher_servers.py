@@ -1,4 +1,4 @@
-"""Every kind of server behind the launcher in the real Docker engine: uvicorn, nginx and the JVM
+"""Every kind of server behind the launcher in the real Docker engine: uvicorn, nginx, the JVM and node
 follow PORT given at start (nginx LOG_LEVEL too), are PID 1, and exit on `docker stop`'s SIGTERM without being killed.
 (gunicorn is covered in tests/test_launcher_docker.py.) The Debian bases are the cached ones."""
 
@@ -18,6 +18,7 @@ SERVERS = {
     "fastapi-hello": (b"uvicorn_run.py", (0,)),
     "static-site": (b"nginx", (0,)),
     "java-hello": (b"java", (0, 143)),
+    "node-hello": (b"node", (0,)),
 }
 
 

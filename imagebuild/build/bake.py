@@ -168,11 +168,11 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
         warnings = list(credential_warnings(recipe, prefix, files))
         for line in warnings:
             progress.note(f"warning: {line}")
-        builders, base_env = _builders(source, store, tree, (prefix, files), Path(scratch), progress, engine,
-                                       remote)
+        builders, base_env, java_main = _builders(source, store, tree, (prefix, files), Path(scratch), progress,
+                                                  engine, remote)
         env = {**base_env, "IMAGEBUILD_VERSION": commit.version, "IMAGEBUILD_REVISION": commit.revision}
         plan = planning.make_plan(recipe, commit, [builder.inputs for builder in builders],
-                                  server_command(recipe), env=env)
+                                  server_command(recipe, java_main), env=env)
         outcomes, keys = _build(plan, builders, store, progress, remote)
     closure = next((builder.closure for builder in builders if isinstance(builder, LibrariesLayer)), None)
     debian_lock = None
@@ -267,8 +267,10 @@ def _recipe_epoch(recipe: Recipe, tree: app_tree.SourceTree, commit_time: int) -
 
 def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
               listing: tuple[str, list], scratch: Path, progress: Progress,
-              engine: EngineSession, remote: RemoteCache | None) -> tuple[list[LayerBuilder], dict[str, str]]:
-    """Each layer's builder, bottom to top, and the base image's environment.
+              engine: EngineSession, remote: RemoteCache | None
+              ) -> tuple[list[LayerBuilder], dict[str, str], str | None]:
+    """Each layer's builder, bottom to top, the base image's environment, and a JVM app's main class
+    when its build output names it.
 
     The cheap inputs first (each may refuse the user's input), the base layers last: they
     are the slowest to obtain, so every cheaper check has passed before they are asked for.
@@ -297,9 +299,24 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         epoch = _epoch_of(tree, paths, commit.time)
         closure, unlocked = _closure(source, requirements)
         builders.append(LibrariesLayer(recipe, closure, epoch, pip, scratch / "libraries"))
+    elif recipe.libraries.package_lock is not None:
+        builders.append(_npm_layer(recipe, tree, read, scratch, commit.time))
+    java_main = None
+    if recipe.java is not None:
+        from imagebuild.build.layers.java import java_layers
+        from imagebuild.sources.java_build import read_build_output
+
+        parts = read_build_output(recipe.root, recipe.java, scratch / "java")
+        builders.extend(java_layers(recipe, parts))
+        java_main = parts.main_class
     server = ServerLayer(recipe, recipe_epoch, pip, scratch / "server")
     builders.append(server)
-    builders.append(AppLayer(recipe, tree, *listing, commit.time))
+    app_epoch = commit.time
+    if recipe.java is not None:
+        # The compiled app lives in the classes layer: dated by its own files' last change, the app
+        # layer (the recipe and what else is tracked) stays the same bytes over a classes-only commit.
+        app_epoch = tree.last_change([item.path for item in listing[1]]) or commit.time
+    builders.append(AppLayer(recipe, tree, *listing, app_epoch))
     builders.append(ConfigLayer(recipe, recipe_epoch))
 
     if recipe.os.dockerfile is not None:
@@ -311,7 +328,17 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         server.os_layer = base[0].result
     if unlocked is not None:
         _write_closure(recipe, unlocked, progress)
-    return base + builders, base_env
+    return base + builders, base_env, java_main
+
+
+def _npm_layer(recipe: Recipe, tree: app_tree.SourceTree, read, scratch: Path, commit_time: int) -> LayerBuilder:
+    """The Node libraries layer, dated by the last commit that changed package-lock.json."""
+    from imagebuild.build.layers import npm
+
+    assert recipe.libraries.package_lock is not None
+    files = npm.lock_files(recipe, read)
+    epoch = _epoch_of(tree, [recipe.root / recipe.libraries.package_lock], commit_time)
+    return npm.NpmLayer(recipe, files, epoch, npm.npm_version(), scratch / "npm")
 
 
 def _closure(source: BakeInput, requirements: bytes) -> tuple[PythonLock, PythonLock | None]:

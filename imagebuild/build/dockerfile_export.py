@@ -3,7 +3,8 @@
 For teams that want to read, or build by hand, what imagebuild does. The
 Dockerfile follows the layers in order: the base (Dockerfile.base rendered
 with the recipe's os and runtime sections), the libraries (installed by pip in
-a separate stage, so the image has no pip, like a baked one), the server
+a separate stage, so the image has no pip, like a baked one; a Node app's
+by `npm ci` in a node stage), the server
 (its packages, rendered configuration and imagebuild's launcher), the app,
 the config (every environment's settings), then the same runtime settings a
 baked image's config holds. Generated files are written by `printf`, line by
@@ -36,6 +37,7 @@ from imagebuild.recipe.templates import server_command
 
 BASE_ARG = "BASE"
 PIP_ARG = "PIP_IMAGE"
+NODE_ARG = "NODE_IMAGE"
 STAGE_DIR = "/imagebuild"
 
 
@@ -58,6 +60,9 @@ def render_dockerfile(recipe: Recipe, base_env: Mapping[str, str] | None = None,
     except OSError as exc:
         raise UserError(f"cannot read the base template {template}: {exc.strerror}",
                         hint="reinstall imagebuild; Dockerfile.base belongs beside the package") from None
+    if recipe.java is not None:
+        raise UserError("imagebuild dockerfile does not write a recipe's java: layers yet",
+                        hint="bake it with `imagebuild bake`, or run the jar with server.app instead")
     facts = facts or git_facts(recipe.root)
     commit = planning.Commit(revision=facts.commit or "unknown", time=facts.commit_time,
                              version=(facts.version or "unknown") + ("-dirty" if facts.dirty else ""),
@@ -65,6 +70,7 @@ def render_dockerfile(recipe: Recipe, base_env: Mapping[str, str] | None = None,
     env = {**(base_env or {}), "IMAGEBUILD_VERSION": commit.version, "IMAGEBUILD_REVISION": commit.revision}
     runtime, _ = planning.image_settings(recipe, commit, server_command(recipe), env)
     pip_stage = _pip_stage(recipe)
+    npm_stage = _npm_stage(recipe)
 
     out = [f"# {recipe.name}: the image `imagebuild bake` makes, as a Dockerfile (`imagebuild dockerfile`).",
            "# Build it from the app's directory:",
@@ -74,6 +80,7 @@ def render_dockerfile(recipe: Recipe, base_env: Mapping[str, str] | None = None,
            + "."]
     from_hub = [BASE_ARG] if not (recipe.os.image or recipe.os.dockerfile) else []
     from_hub += [PIP_ARG] if pip_stage else []
+    from_hub += [NODE_ARG] if npm_stage else []
     if from_hub:
         verb = "come" if len(from_hub) > 1 else "comes"
         out.append(f"# The default {' and '.join(from_hub)} {verb} from Docker Hub; "
@@ -85,6 +92,9 @@ def render_dockerfile(recipe: Recipe, base_env: Mapping[str, str] | None = None,
     if pip_stage:
         out.append(f"ARG {PIP_ARG}=python:{recipe.runtime.python}-slim")
         out += ["", *pip_stage]
+    if npm_stage:
+        out.append(f"ARG {NODE_ARG}=node:{recipe.runtime.node}-slim")
+        out += ["", *npm_stage]
     base = dockerfile_base.render(template_text, str(template),
                                   dockerfile_base.template_context(recipe, "${" + BASE_ARG + "}"))
     out += ["", "# -- os and runtime: Dockerfile.base, rendered with the recipe's os and runtime sections",
@@ -127,6 +137,18 @@ def _pip_stage(recipe: Recipe) -> list[str]:
     return lines
 
 
+def _npm_stage(recipe: Recipe) -> list[str]:
+    """A stage that runs `npm ci` on the committed lock, as a bake does, for the image to copy from."""
+    if recipe.libraries.package_lock is None:
+        return []
+    lock = posixpath.normpath(recipe.libraries.package_lock)
+    return ["# -- libraries: npm ci runs here on package-lock.json, not in the image (as in a baked one)",
+            f"FROM ${{{NODE_ARG}}} AS npm", f"WORKDIR {STAGE_DIR}",
+            _dockerfile_copy(posixpath.join(posixpath.dirname(lock), "package.json"), f"{STAGE_DIR}/"),
+            _dockerfile_copy(lock, f"{STAGE_DIR}/"),
+            "RUN npm ci --omit=dev --ignore-scripts --no-bin-links --no-audit --no-fund && mkdir -p node_modules"]
+
+
 def _pip_install(target: str, requirements: str, hashed: bool) -> str:
     return ("RUN python3 -m pip install --no-cache-dir --disable-pip-version-check --no-compile "
             f"--only-binary=:all: --target {target} {'--require-hashes ' if hashed else ''}-r {requirements}")
@@ -144,6 +166,9 @@ def _has_hashes(recipe: Recipe) -> bool:
 
 
 def _libraries(recipe: Recipe) -> list[str]:
+    if recipe.libraries.package_lock is not None:
+        modules = posixpath.join(recipe.app.dest, "node_modules")
+        return ["", "# -- libraries", f"COPY --from=npm {STAGE_DIR}/node_modules/ {modules}/"]
     if not _has_libraries(recipe):
         return []
     return ["", "# -- libraries", f"COPY --from=libraries {STAGE_DIR}/libraries/ /{site_packages(recipe)}/"]

@@ -4,6 +4,8 @@ Only what is out of date is resolved: the Debian pins when the os/runtime
 sections changed (or there are none), the Python closure when the
 requirements changed. With nothing changed nothing is rewritten. `--upgrade`
 resolves both afresh; `--check` (for CI) only says whether the lock is stale.
+A Node app's libraries are pinned by npm's package-lock.json itself: it is
+checked (an integrity hash per package, in step with package.json), never written.
 """
 
 from __future__ import annotations
@@ -42,11 +44,18 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
         python_stale = before is not None and before.python is not None   # a closure nothing asks for any more
     else:
         python_stale = upgrade or not python_lock_fits(before, recipe, requirements)
+    npm_problem = _npm_problem(recipe)
     stale = [what for what, is_stale in (("the Debian inputs (os/runtime sections)", debian_stale),
                                          ("the Python requirements", python_stale)) if is_stale]
+    if npm_problem is not None:
+        if not check:
+            raise npm_problem   # npm writes package-lock.json, not imagebuild
+        stale.append(f"the npm lock ({npm_problem.message})")
     if check:
         if json_out:
             emit_json({"lock": str(target), "fresh": not stale, "stale": stale})
+        if npm_problem is not None and len(stale) == 1:
+            raise npm_problem
         if stale:
             raise UserError(f"{target} is out of date with {' and '.join(stale)}",
                             hint="run `imagebuild lock` and commit it")
@@ -81,3 +90,22 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
     else:
         typer.echo(f"wrote {target}: {len(lock.os)} OS packages, {len(lock.runtime)} runtime packages, "
                    f"{closure} Python distributions; commit it")
+
+
+def _npm_problem(recipe) -> UserError | None:
+    """Why package-lock.json cannot pin the Node libraries (None when it can, or there is none).
+
+    npm's lock is the pin itself, so there is nothing to resolve into imagebuild.lock: it only
+    has to exist, carry an integrity hash for every package and match package.json."""
+    if recipe.libraries.package_lock is None:
+        return None
+    from imagebuild.sources.npm_lock import checked_npm_lock
+
+    lock_file = recipe.root / recipe.libraries.package_lock
+    package_json = lock_file.parent / "package.json"
+    try:
+        checked_npm_lock(package_json.read_bytes() if package_json.is_file() else None,
+                         lock_file.read_bytes() if lock_file.is_file() else None, recipe.libraries.package_lock)
+    except UserError as exc:
+        return exc
+    return None

@@ -47,6 +47,7 @@ _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]+\])?[ \t]*
 # outside the commit (-r, -c, -e, -f and file: URLs would, and pip quotes what it reads).
 _PIP_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "--trusted-host", "--prefer-binary",
                           "--only-binary", "--no-binary", "--require-hashes", "--pre", "--no-index"})
+_JAVA_CLASS = re.compile(r"^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*\Z")
 _APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(.*\))?\Z")
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/%-]*\Z")
 _USER = re.compile(r"^\d+(:\d+)?\Z")
@@ -80,6 +81,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
     _check_runtime(recipe, fail)
     _check_libraries(recipe, fail, repository)
     _check_server(recipe, fail)
+    _check_java(recipe, fail, repository)
     _check_app(recipe, fail, repository)
     _check_health(recipe, fail)
     _check_environments(recipe, fail, repository)
@@ -184,6 +186,7 @@ def _check_pins(lines: tuple[str, ...], key: str, fail: Fail) -> None:
 
 def _check_libraries(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
     _check_pins(recipe.libraries.packages, "libraries.packages", fail)
+    _check_package_lock(recipe, fail, repository)
     requirements = recipe.libraries.requirements
     if requirements is None:
         return
@@ -194,6 +197,23 @@ def _check_libraries(recipe: Recipe, fail: Fail, repository: Callable[[], Path])
     _check_requirements_file(path, fail)
     if recipe.runtime.language != "python":
         fail("libraries.requirements", "Python requirements need runtime.python")
+
+
+def _check_package_lock(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
+    package_lock = recipe.libraries.package_lock
+    if package_lock is None:
+        return
+    if recipe.runtime.language != "node":
+        fail("libraries.package_lock", "npm libraries need runtime.node")
+    if recipe.libraries.requirements or recipe.libraries.packages:
+        fail("libraries.package_lock", "a Node image takes its libraries from package-lock.json only",
+             "remove libraries.requirements and libraries.packages")
+    if PurePosixPath(package_lock).name != "package-lock.json":
+        fail("libraries.package_lock", f"{package_lock!r} is not a package-lock.json", "e.g. package-lock.json")
+    path = local_path(recipe, package_lock, "libraries.package_lock", fail, repository)
+    if not path.is_file():
+        fail("libraries.package_lock", f"{package_lock} does not exist next to the recipe",
+             "run `npm install` to write it, and commit it")
 
 
 def _check_requirements_file(path: Path, fail: Fail) -> None:
@@ -246,12 +266,14 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
     if kind.runtime and getattr(recipe.runtime, kind.runtime) is None:
         fail("server.kind", f"{kind.name} needs runtime.{kind.runtime}")
     if kind.needs_app and not server.app:
-        example = "app.jar" if kind.name == "java" else "hello:app"
+        example = {"java": "app.jar", "node": "server.js"}.get(kind.name, "hello:app")
         fail("server.app", f"{kind.name} needs server.app", f"e.g. app: {example}")
     if kind.runtime == "python" and not _APP_REF.match(server.app):
         fail("server.app", f"{server.app!r} is not MODULE:CALLABLE", "e.g. hello:app")
-    if kind.name == "java" and (PurePosixPath(server.app).is_absolute() or ".." in PurePosixPath(server.app).parts):
-        fail("server.app", "the jar path must be relative to the app directory")
+    if kind.name in ("java", "node") and (PurePosixPath(server.app).is_absolute()
+                                          or ".." in PurePosixPath(server.app).parts):
+        what = "jar" if kind.name == "java" else "main script"
+        fail("server.app", f"the {what} path must be relative to the app directory")
     if kind.name == "command" and not server.command:
         fail("server.command", "kind command needs the argv to run", "e.g. command: [./serve, --port, '8000']")
     if kind.name != "command" and server.command:
@@ -273,6 +295,28 @@ def _check_server(recipe: Recipe, fail: Fail) -> None:
     _check_pins(server.packages, "server.packages", fail)
     if server.packages and recipe.runtime.language != "python":
         fail("server.packages", "PyPI packages need runtime.python")
+
+
+def _check_java(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
+    """`java:` names build output; it need not exist yet (the build makes it before bake)."""
+    java = recipe.java
+    if java is None:
+        return
+    if recipe.server.kind != "java" or recipe.runtime.java is None:
+        fail("java", "a JVM app's layers need server.kind java and runtime.java", "extend java-jar")
+    if (java.jar is None) == (java.classes is None):
+        fail("java", "set either java.jar (a fat jar) or java.classes (a classes directory)",
+             "e.g. classes: target/classes with dependencies: target/dependency")
+    if java.jar is not None and java.dependencies is not None:
+        fail("java.dependencies", "a fat jar brings its own dependencies", "remove java.dependencies or java.jar")
+    if java.classes is not None and java.main_class is None:
+        fail("java.main_class", "a classes directory needs the class to start", "e.g. main_class: com.example.App")
+    if java.main_class is not None and not _JAVA_CLASS.match(java.main_class):
+        fail("java.main_class", f"{java.main_class!r} is not a Java class name", "e.g. com.example.App")
+    for key in ("jar", "dependencies", "classes", "resources"):
+        value = getattr(java, key)
+        if value is not None:
+            local_path(recipe, value, f"java.{key}", fail, repository)
 
 
 def _check_app(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
@@ -333,7 +377,8 @@ def _check_environments(recipe: Recipe, fail: Fail, repository: Path) -> None:
                 fail(f"{key}.features.{name}", f"{name!r} is not a feature name",
                      "use letters, digits and _, e.g. new_checkout")
         for name in env.config:
-            if name in _IMAGE_VARIABLES or name.startswith("IMAGEBUILD_"):
+            if name in _IMAGE_VARIABLES or name.startswith("IMAGEBUILD_") or (
+                    name == "NODE_ENV" and recipe.runtime.node):
                 fail(f"{key}.config.{name}", f"{name} is set by the image itself, so a config value would never apply",
                      "set the port with server.port (or PORT at run time)" if name == "PORT" else None)
             if name.startswith("FEATURE_"):

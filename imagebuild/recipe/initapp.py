@@ -27,7 +27,9 @@ _WSGI = (re.compile(r"^(\w+)\s*(?::[^=\n]+)?=\s*(?:flask\.)?Flask\(", re.MULTILI
          re.compile(r"^(\w+)\s*(?::[^=\n]+)?=\s*(?:bottle\.)?Bottle\(", re.MULTILINE),
          re.compile(r"^(application)\s*=", re.MULTILINE))
 _STATIC_ROOTS = (".", "public", "site", "_site", "dist", "www")
-_DEFAULT_PORTS = {"python-wsgi": 8000, "python-asgi": 8000, "static-nginx": 8080, "java-jar": 8080}
+_DEFAULT_PORTS = {"python-wsgi": 8000, "python-asgi": 8000, "static-nginx": 8080, "java-jar": 8080,
+                  "node-http": 3000}
+_NODE_MAINS = ("server.js", "index.js", "app.js", "main.js")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Detection:
     app: str | None = None          # server.app: module:callable or a jar path
     app_path: str = "."             # app.path: the directory to bake
     requirements: str | None = None
+    package_lock: str | None = None  # a Node app's package-lock.json
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,22 @@ def _detect_python(directory: Path, python_files: list[Path]) -> Detection | Non
     return None
 
 
+def _detect_node(directory: Path) -> Detection | None:
+    """A package.json at the top: its `main`, else the first of _NODE_MAINS that exists."""
+    try:
+        package = json.loads((directory / "package.json").read_text(encoding="utf-8")[:1_000_000])
+    except (OSError, ValueError):
+        return None
+    main = package.get("main") if isinstance(package, dict) else None
+    if not isinstance(main, str) or not (directory / main).is_file():
+        main = next((name for name in _NODE_MAINS if (directory / name).is_file()), None)
+    if main is None:
+        return None
+    lock = "package-lock.json" if (directory / "package-lock.json").is_file() else None
+    reason = f"a Node app ({main}" + (", package-lock.json)" if lock else "; run `npm install` for a lock)")
+    return Detection("node-http", reason, app=main, package_lock=lock)
+
+
 def _detect_static(directory: Path) -> Detection | None:
     for root in _STATIC_ROOTS:
         if (directory / root / "index.html").is_file():
@@ -115,6 +134,8 @@ def detect_app(directory: Path) -> Detection:
     all_files = _all_files(directory)    # walked once, then filtered per kind of file
     python_files = _files(directory, all_files, "*.py")
     found = _detect_python(directory, python_files) if python_files else None
+    if found is None:
+        found = _detect_node(directory)
     if found is None:
         jars = _files(directory, all_files, "*.jar")
         if jars:
@@ -131,7 +152,7 @@ def detect_app(directory: Path) -> Detection:
                           app=f"{module}:app")
     if found is None:
         raise UserError(f"cannot tell what kind of app {directory} holds",
-                        hint="expected a Flask/FastAPI/WSGI app, a jar, or index.html; "
+                        hint="expected a Flask/FastAPI/WSGI app, a Node app, a jar, or index.html; "
                              "pass --extends NAME or write imagebuild.yaml by hand (see docs/recipe.md)")
     if (directory / "requirements.txt").is_file() and found.stock.startswith("python-"):
         found = dataclasses.replace(found, requirements="requirements.txt")
@@ -162,6 +183,8 @@ def recipe_text(name: str, found: Detection) -> str:
     ]
     if found.requirements:
         lines += ["libraries:", f"  requirements: {_scalar(found.requirements)}  # pinned with =="]
+    if found.package_lock:
+        lines += ["libraries:", f"  package_lock: {_scalar(found.package_lock)}  # npm's lock is the pin"]
     lines += ["server:"]
     if found.app:
         lines += [f"  app: {_scalar(found.app)}"]
@@ -228,6 +251,6 @@ def _forced(directory: Path, stock: str) -> Detection:
         found = None
     if found and found.stock == stock:
         return found
-    app = {"python-wsgi": "app:app", "python-asgi": "main:app", "java-jar": "app.jar"}.get(stock)
+    app = {"python-wsgi": "app:app", "python-asgi": "main:app", "java-jar": "app.jar", "node-http": "server.js"}.get(stock)
     requirements = "requirements.txt" if stock.startswith("python-") and (directory / "requirements.txt").is_file() else None
     return Detection(stock, f"--extends {stock}", app=app, requirements=requirements)

@@ -27,6 +27,8 @@ KINDS: dict[str, ServerKind] = {kind.name: kind for kind in (
                options=("host", "index", "client_max_body_size", "worker_processes")),
     ServerKind("java", runtime="java", stock="java-jar", needs_app=True,
                options=("java_options",)),
+    ServerKind("node", runtime="node", stock="node-http", needs_app=True,
+               options=("node_options",)),
     ServerKind("command", runtime=None, stock=None, needs_app=False, options=()),
 )}
 

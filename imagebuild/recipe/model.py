@@ -49,12 +49,25 @@ class RuntimeSpec:
 class LibrariesSpec:
     requirements: str | None = None        # path relative to the recipe, pinned
     packages: tuple[str, ...] = ()         # extra pinned requirement lines, e.g. server packages
+    package_lock: str | None = None        # Node: package-lock.json (package.json beside it), installed by npm ci
+
+
+@dataclass(frozen=True)
+class JavaSpec:
+    """A JVM app's build output, split into layers the way Jib does (release dependencies,
+    snapshot dependencies, resources, classes). Read from the work tree, where the build put it."""
+
+    jar: str | None = None                 # a fat jar (Spring Boot BOOT-INF layout, or a plain jar), exploded
+    dependencies: str | None = None        # a directory of dependency jars, e.g. target/dependency
+    classes: str | None = None             # compiled classes, e.g. target/classes or build/classes/java/main
+    resources: str | None = None           # resources, e.g. build/resources/main (target/classes holds Maven's)
+    main_class: str | None = None          # the class java starts; a jar's Start-Class or Main-Class when unset
 
 
 @dataclass(frozen=True)
 class ServerSpec:
-    kind: str | None = None                # gunicorn | uvicorn | nginx | java | command
-    app: str | None = None                 # module:callable (gunicorn/uvicorn) or jar path (java)
+    kind: str | None = None                # gunicorn | uvicorn | nginx | java | node | command
+    app: str | None = None                 # module:callable (gunicorn/uvicorn), jar path (java), main script (node)
     port: int = 8000
     workers: int | None = None             # None: from the CPU count when the container starts
     command: tuple[str, ...] = ()          # for kind: command, the argv to run
@@ -225,6 +238,7 @@ class Recipe:
     os: OsSpec = OsSpec()
     runtime: RuntimeSpec = RuntimeSpec()
     libraries: LibrariesSpec = LibrariesSpec()
+    java: JavaSpec | None = None           # layered JVM app from build output, instead of server.app's jar
     server: ServerSpec = ServerSpec()
     app: AppSpec = AppSpec()
     health: HealthSpec = HealthSpec()

@@ -71,13 +71,29 @@ def render_server_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-def server_command(recipe: Recipe) -> list[str]:
+# The JVM sizes its heap from the container's memory limit, not the host's, unless told otherwise.
+JAVA_MEMORY_DEFAULT = "-XX:MaxRAMPercentage=75.0"
+_JAVA_HEAP_OPTIONS = ("-Xmx", "-XX:MaxRAMPercentage", "-XX:MaxRAM=", "-XX:MaxHeapSize")
+
+
+def java_options(recipe: Recipe) -> list[str]:
+    """server.options.java_options, after the container-aware heap default unless they set the heap."""
+    options = shlex.split(recipe.server.options.get("java_options", ""))
+    if any(option.startswith(_JAVA_HEAP_OPTIONS) for option in options):
+        return options
+    return [JAVA_MEMORY_DEFAULT, *options]
+
+
+def server_command(recipe: Recipe, java_main: str | None = None) -> list[str]:
     """The argv that runs the server inside the image, from its WorkingDir (app.dest).
 
     gunicorn: ["python3.11", "-m", "gunicorn", "-c", "/etc/imagebuild/gunicorn.conf.py", "hello:app"]
     uvicorn:  ["python3.11", "/etc/imagebuild/uvicorn_run.py"]
     nginx:    ["nginx", "-e", "stderr", "-c", "/etc/imagebuild/nginx.conf"]
-    java:     ["java", *java_options, "-jar", "/app/app.jar"]
+    java:     ["java", "-XX:MaxRAMPercentage=75.0", *java_options, "-jar", "/app/app.jar"], or for a
+              recipe with `java:` (its build output in layers) "-cp", "/app/resources:/app/classes:/app/libs/*"
+              and the main class (java.main_class, else `java_main`, read from the jar's manifest)
+    node:     ["node", *node_options, "/app/server.js"]
     command:  server.command as written
     Python servers run as `python3.X -m`/a script, never through console scripts,
     so they only need the libraries on the interpreter's path.
@@ -91,9 +107,20 @@ def server_command(recipe: Recipe) -> list[str]:
         # -e: nginx opens its built-in error log before reading the config, and a
         # non-root user cannot write /var/log/nginx.
         return ["nginx", "-e", "stderr", "-c", f"{CONFIG_DIR}/nginx.conf"]
+    if server.kind == "java" and recipe.java is not None:
+        from imagebuild.sources.java_build import classpath
+
+        main = recipe.java.main_class or java_main
+        if not main:
+            raise RecipeError("the main class is only known once the jar is read", key="java.main_class",
+                              file=str(recipe.source) if recipe.source else None, hint="set java.main_class")
+        return ["java", *java_options(recipe), "-cp", classpath(recipe.app.dest), main]
     if server.kind == "java":
         jar = str(PurePosixPath(recipe.app.dest) / server.app)
-        return ["java", *shlex.split(server.options.get("java_options", "")), "-jar", jar]
+        return ["java", *java_options(recipe), "-jar", jar]
+    if server.kind == "node":
+        main = str(PurePosixPath(recipe.app.dest) / server.app)
+        return ["node", *shlex.split(server.options.get("node_options", "")), main]
     if server.kind == "command":
         return list(server.command)
     raise RecipeError(f"unknown server kind {server.kind!r}", file=str(recipe.source) if recipe.source else None,
