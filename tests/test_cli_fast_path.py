@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.lease import release_lease
 from tests.registry_support.images import write_app_image
 from tests.test_import_budget import RECIPE     # three environments, no registry, no hosts
+
+
+@pytest.fixture(autouse=True)
+def stop_signals_given_back():
+    """`_run_typer` runs here without `main`, which alone puts the Ctrl-C and SIGTERM handlers back after
+    a stop ignored them: left ignored, later tests in this process (and the processes they start,
+    which inherit an ignored signal) would never see a Ctrl-C."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
 
 TAKEN = [
     ["images"], ["images", "--all", "--json"], ["images", "--store=/nowhere/store"],

@@ -358,7 +358,7 @@ def _check_disk(recipe: Recipe, fail: Fail) -> None:
         fail("disk.max_size", f"{recipe.disk.max_size!r} is not a size", "e.g. 4GiB, 512MiB or a number of bytes")
 
 
-def _check_environments(recipe: Recipe, fail: Fail, repository: Path) -> None:
+def _check_environments(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
     seen: set[str] = set()
     for index, env in enumerate(recipe.environments):
         key = f"environments[{index}]"
@@ -401,7 +401,7 @@ def _check_environments(recipe: Recipe, fail: Fail, repository: Path) -> None:
         _check_policy(recipe, env.policy, f"{key}.policy", fail, repository)
 
 
-def _check_policy(recipe: Recipe, policy: Policy, key: str, fail: Fail, repository: Path) -> None:
+def _check_policy(recipe: Recipe, policy: Policy, key: str, fail: Fail, repository: Callable[[], Path]) -> None:
     """Each key of an environment's policy: key files in the repository, names that can be packages."""
     for field in ("signed_by", "reproduced_by"):
         for index, path in enumerate(getattr(policy, field)):
@@ -543,7 +543,7 @@ def _check_fleet(spec: DeploySpec, fail: Fail) -> None:
         fail("deploy.max_sessions", f"{spec.max_sessions} is not between 1 and {MAX_SESSIONS}")
 
 
-def _check_migrations(recipe: Recipe, fail: Fail, repository: Path) -> None:
+def _check_migrations(recipe: Recipe, fail: Fail, repository: Callable[[], Path]) -> None:
     spec = recipe.deploy.migrations
     if recipe.deploy.migrate and spec.expand:
         fail("deploy.migrations.expand", "deploy.migrate is the short form of deploy.migrations.expand; give one of them")
