@@ -137,3 +137,45 @@ def test_the_store_gives_the_host_platform_image_of_an_index(tmp_path):
     assert store.image_for(children[0].digest) == children[0].digest     # an image is itself
     with pytest.raises(UserError, match="has no image for linux/s390x"):
         store.image_for(index.digest, Platform("linux", "s390x"))
+
+
+def test_images_lists_the_platforms_of_an_index(tmp_path):
+    from conftest import imagebuild
+
+    store = LayoutStore(tmp_path / "store").ensure()
+    children = [store.write_image(Image(created="1970-01-01T00:00:00Z", platform=Platform("linux", arch)))
+                for arch in ("amd64", "arm64")]
+    index = store.put_manifest(image_index(children), mt.OCI_INDEX, ["hello:1"])
+    done = imagebuild("images", "--store", store.root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"hello:1\t{index.digest}\tlinux/amd64,linux/arm64\n"
+    done = imagebuild("images", "--store", store.root, "--json")
+    row = json.loads(done.stdout)["images"][0]
+    assert row["kind"] == "index" and row["platforms"] == ["linux/amd64", "linux/arm64"]
+
+
+def test_a_platform_is_os_slash_arch():
+    from imagebuild.oci.model import parse_platform
+
+    assert parse_platform("linux/arm64") == Platform("linux", "arm64")
+    assert parse_platform("linux/arm/v7") == Platform("linux", "arm", "v7")
+    for bad in ("arm64", "linux/", "linux/arm64/v8/x", "linux/../x"):
+        with pytest.raises(UserError, match="is not a platform"):
+            parse_platform(bad)
+
+
+def test_pull_refuses_a_bad_platform_in_one_line(tmp_path):
+    from conftest import imagebuild
+
+    done = imagebuild("pull", "127.0.0.1:9/x:1", "--platform", "arm64", "--store", tmp_path / "s")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: 'arm64' is not a platform (write OS/ARCH, e.g. linux/arm64)"], done.stderr
+
+
+def test_a_disk_of_a_multi_platform_recipe_is_refused_in_one_line(tmp_path):
+    from imagebuild.build.disk.from_recipe import refuse_unbootable
+
+    with pytest.raises(UserError, match="a disk holds one image; the recipe lists the platforms "
+                                        "linux/amd64, linux/arm64"):
+        refuse_unbootable(load(tmp_path, "platforms: [linux/amd64, linux/arm64]\n"))
+    refuse_unbootable(load(tmp_path, "platforms: [linux/amd64]\n"))

@@ -23,6 +23,9 @@ def images(store: Optional[Path] = StoreOption,
     refs = local.refs() if local.exists() else {}
     rows = [{"image": name, "digest": str(d.digest), "size": d.size, "kind": local.kind_of(d)}
             for name, d in sorted(refs.items())]
+    for row in rows:
+        if row["kind"] == "index":    # a multi-platform image: the platforms it offers
+            row["platforms"] = local.platforms_of(row["digest"])
     if not all_kinds:
         rows = [row for row in rows if row["kind"] != "artifact"]
     if json_out:
@@ -33,4 +36,6 @@ def images(store: Optional[Path] = StoreOption,
         say(f"no images in {local.root}")
     for row in rows:
         shown_kind = f"\t{row['kind']}" if row["kind"] in ("artifact", "disk") else ""
+        if row.get("platforms"):
+            shown_kind = "\t" + ",".join(row["platforms"])
         typer.echo(f"{row['image']}\t{row['digest']}{shown_kind}")

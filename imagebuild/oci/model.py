@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
+from imagebuild.errors import UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -130,6 +131,14 @@ def host_platform() -> Platform:
 
     machine = _platform.machine().lower()
     return Platform("linux", _MACHINES.get(machine, machine))
+
+
+def parse_platform(text: str) -> Platform:
+    """OS/ARCH[/VARIANT], e.g. linux/arm64; a UserError names the form otherwise."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(part and part.isalnum() for part in parts):
+        raise UserError(f"{text!r} is not a platform", hint="write OS/ARCH, e.g. linux/arm64")
+    return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 
 def platform_child(index: Sequence[Descriptor], platform: Platform) -> Descriptor | None:

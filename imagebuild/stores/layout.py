@@ -402,6 +402,14 @@ class LayoutStore:
             return "image"
         return "disk" if json.loads(manifest.raw).get("artifactType") == mt.IMAGEBUILD_DISK else "artifact"
 
+    def platforms_of(self, digest: str) -> list[str]:
+        """OS/ARCH of each image an index in the store lists."""
+        try:
+            children = parse_index(self.read_blob(digest))
+        except ValueError as exc:  # MalformedError
+            raise StoreError(f"blob {digest} is not an image index: {exc}") from None
+        return [f"{child.platform.os}/{child.platform.architecture}" for child in children if child.platform]
+
     def image_for(self, digest: str, platform: Platform | None = None) -> str:
         """The image manifest behind `digest`: itself, or, for an index, its child for `platform`
         (default: this machine's), which a Docker engine or a docker-archive can take."""
