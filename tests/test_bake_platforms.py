@@ -86,7 +86,7 @@ def test_two_platforms_bake_an_index_over_one_image_each(baked):
     assert [(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]] == \
         [("linux", "amd64"), ("linux", "arm64")]
     assert index["annotations"]["org.opencontainers.image.version"] == result["version"]
-    assert store.resolve(result["image"]).digest == result["digest"]
+    assert store.resolve(f"{EXAMPLE}:{result['version']}").digest == result["digest"]
     for entry, child in zip(result["platforms"], index["manifests"]):
         config = json.loads(store.read_blob(json.loads(store.read_blob(child["digest"]))["config"]["digest"]))
         assert config["architecture"] == entry["platform"].split("/")[1]
