@@ -25,6 +25,9 @@ pytestmark = pytest.mark.integration
 
 EXAMPLE = "flask-hello"
 PLATFORMS = ("linux/amd64", "linux/arm64")
+# A hashed requirements file names every platform's wheel: the example's names the x86-64 one only.
+MARKUPSAFE_X86_64 = "--hash=sha256:6da83a088f8ef93b2d483a8232a4dbf4d69d3d8496b568a03c56becac43e1808"
+MARKUPSAFE_AARCH64 = "--hash=sha256:849dd2bb0e5e4ab2b71c7191726a4a8d5aa8a610daa584728cbee0b710ddc4ef"
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +51,9 @@ def two_platform_repo(tmp_path_factory, arm64_base):
     recipe = repo / "imagebuild.yaml"
     recipe.write_text(recipe.read_text() + f"platforms: [{', '.join(PLATFORMS)}]\nregistry: {REGISTRY}/"
                       f"platforms-{uuid.uuid4().hex[:8]}\n")
+    requirements = repo / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace(MARKUPSAFE_X86_64,
+                                                             f"{MARKUPSAFE_X86_64} \\\n    {MARKUPSAFE_AARCH64}"))
     amd64 = replace(read_lock(amd64_base.lock_path), python=read_lock(EXAMPLES / EXAMPLE / LOCK_NAME).python)
     write_lock(repo / LOCK_NAME, platform_lock({"amd64": amd64, "arm64": read_lock(arm64_base.lock_path)},
                                                ("amd64", "arm64")))
@@ -55,9 +61,12 @@ def two_platform_repo(tmp_path_factory, arm64_base):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["resolved"] == ["python"]       # the Debian pins were kept
     lock = read_lock(repo / LOCK_NAME)
-    arm_closure = lock.for_architecture("arm64").python
-    assert lock.for_architecture("amd64").python == amd64.python
-    assert any("aarch64" in package.wheel for package in arm_closure.packages)   # markupsafe's arm64 wheel
+    assert lock.for_architecture("amd64").os == amd64.os
+    amd_closure, arm_closure = lock.for_architecture("amd64").python, lock.for_architecture("arm64").python
+    assert amd_closure.packages == amd64.python.packages       # the same wheels as the example's lock
+    wheels = {package.name: package for package in arm_closure.packages}
+    assert "aarch64" in wheels["markupsafe"].wheel and wheels["markupsafe"].sha256 == MARKUPSAFE_AARCH64[-64:]
+    assert wheels["flask"] == {package.name: package for package in amd_closure.packages}["flask"]
     git(repo, "init", "-q", "-b", "main")
     commit_all(repo, "first", FIRST_COMMIT_TIME)
     return repo, amd64_base, arm64_base
