@@ -179,3 +179,79 @@ def test_a_disk_of_a_multi_platform_recipe_is_refused_in_one_line(tmp_path):
                                         "linux/amd64, linux/arm64"):
         refuse_unbootable(load(tmp_path, "platforms: [linux/amd64, linux/arm64]\n"))
     refuse_unbootable(load(tmp_path, "platforms: [linux/amd64]\n"))
+
+
+# -- lock --check and bake's refusal, per platform (no mirror, no index: the inputs only) -------------
+
+
+def _two_platform_app(tmp_path):
+    import shutil
+
+    from tests.bake_support import EXAMPLES
+
+    app = tmp_path / "flask-hello"
+    shutil.copytree(EXAMPLES / "flask-hello", app, ignore=shutil.ignore_patterns("__pycache__"))
+    recipe = app / "imagebuild.yaml"
+    recipe.write_text(recipe.read_text() + "platforms: [linux/amd64, linux/arm64]\n")
+    return app
+
+
+def _with_arm64_part(app):
+    """The example's lock plus an arm64 part whose inputs fit (its versions are not resolved here)."""
+    from imagebuild.build.layers.debian import lock_inputs
+    from imagebuild.build.layers.libraries import python_lock_inputs
+    from imagebuild.sources.lockfile import LOCK_NAME, read_lock, write_lock
+
+    recipe = load_recipe(app, context=NO_GIT).for_architecture("arm64")
+    amd64 = read_lock(app / LOCK_NAME)
+    arm64 = DebianLock(inputs=lock_inputs(recipe.os, recipe.runtime), source_date_epoch=amd64.source_date_epoch,
+                       os=amd64.os, runtime=amd64.runtime,
+                       python=PythonLock(python_lock_inputs(recipe, (app / "requirements.txt").read_bytes()),
+                                         amd64.python.packages))
+    write_lock(app / LOCK_NAME, platform_lock({"amd64": amd64, "arm64": arm64}, ("amd64", "arm64")))
+
+
+def test_lock_check_names_a_platform_the_lock_lacks_and_passes_once_each_has_its_part(tmp_path):
+    from conftest import imagebuild
+
+    app = _two_platform_app(tmp_path)
+    done = imagebuild("lock", "--check", app)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "out of date with the Debian inputs (os/runtime sections) and the Python requirements" in done.stderr
+    _with_arm64_part(app)
+    done = imagebuild("lock", "--check", app)
+    assert done.returncode == 0, done.stderr
+
+
+def test_bake_refuses_a_committed_lock_without_every_platform(tmp_path):
+    from imagebuild.build.bake import read_input
+    from tests.bake_support import commit_all, git
+
+    app = _two_platform_app(tmp_path)
+    git(app, "init", "-q", "-b", "main")
+    commit_all(app, "first", 1_750_000_000)
+    with pytest.raises(UserError, match="imagebuild.lock is out of date with imagebuild.yaml's os/runtime sections"):
+        read_input(app)
+    _with_arm64_part(app)
+    commit_all(app, "both platforms locked", 1_750_000_100)
+    source = read_input(app)
+    arm = source.for_architecture("arm64")
+    assert arm.recipe.os.architecture == "arm64" and arm.lock.architecture == "arm64"
+    assert arm.architectures == ("amd64", "arm64") and source.for_architecture("amd64").lock.python is not None
+
+
+def test_a_lock_resolved_for_one_platform_is_written_beside_the_others(tmp_path):
+    """bake --allow-dirty resolves a platform's part alone: the file keeps every other part."""
+    from imagebuild.build.bake import BakeInput, _write_own_lock
+    from imagebuild.sources.lockfile import read_lock, write_lock
+
+    recipe = load(tmp_path, "platforms: [linux/amd64, linux/arm64]\n")
+    path = tmp_path / "imagebuild.lock"
+    write_lock(path, _lock("amd64", "1"))
+    source = BakeInput(recipe, None, None, None, update_lock=True)
+    _write_own_lock(source.for_architecture("arm64"), path, _lock("arm64", "2"))
+    both = read_lock(path)
+    assert both.for_architecture("amd64") == _lock("amd64", "1") and both.for_architecture("arm64") == _lock("arm64", "2")
+    _write_own_lock(source.for_architecture("amd64"), path, _lock("amd64", "3"))
+    both = read_lock(path)
+    assert both.for_architecture("amd64") == _lock("amd64", "3") and both.for_architecture("arm64") == _lock("arm64", "2")
