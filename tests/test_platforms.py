@@ -255,3 +255,20 @@ def test_a_lock_resolved_for_one_platform_is_written_beside_the_others(tmp_path)
     _write_own_lock(source.for_architecture("amd64"), path, _lock("amd64", "3"))
     both = read_lock(path)
     assert both.for_architecture("amd64") == _lock("amd64", "3") and both.for_architecture("arm64") == _lock("arm64", "2")
+
+
+def test_a_foreign_architecture_without_qemu_binfmt_is_refused_in_one_line(tmp_path):
+    from imagebuild.sources.debian_rootfs import require_emulation
+
+    with pytest.raises(UserError) as caught:
+        require_emulation("arm64", machine="x86_64", binfmt_dir=tmp_path)
+    assert caught.value.one_line() == (
+        f"building arm64 packages on this x86_64 machine needs qemu-user registered with binfmt_misc "
+        f"({tmp_path}/qemu-aarch64 is missing or disabled) (apt-get install qemu-user-static binfmt-support && "
+        f"update-binfmts --enable qemu-aarch64)")
+    (tmp_path / "qemu-aarch64").write_text("disabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    with pytest.raises(UserError):
+        require_emulation("arm64", machine="x86_64", binfmt_dir=tmp_path)
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    require_emulation("arm64", machine="x86_64", binfmt_dir=tmp_path)
+    require_emulation("amd64", machine="x86_64", binfmt_dir=tmp_path / "none")    # native: nothing to check
