@@ -79,7 +79,7 @@ def fresh_store(path, amd64_base, arm64_base) -> LayoutStore:
 
 
 @pytest.fixture(scope="module")
-def baked(two_platform_repo, tmp_path_factory):
+def baked(two_platform_repo, tmp_path_factory, registry):
     repo, amd64_base, arm64_base = two_platform_repo
     store = fresh_store(tmp_path_factory.mktemp("store-1"), amd64_base, arm64_base)
     done = bake(repo, store.root, "--json", "--push")
