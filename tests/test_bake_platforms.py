@@ -133,6 +133,9 @@ def test_the_index_is_promoted_by_its_digest_and_pulled_one_platform_at_a_time(b
     done = imagebuild("promote", result["version"], "--to", "dev", "--recipe", repo, "--store", store.root, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["digest"] == result["digest"]
+    done = imagebuild("status", "--recipe", repo, "--store", store.root, "--json")
+    assert done.returncode == 0, done.stderr
+    assert result["digest"] in done.stdout and result["version"] in done.stdout
     pulled = LayoutStore(tmp_path / "pulled")
     for platform, wanted in ((None, host_platform().architecture), ("linux/arm64", "arm64")):
         args = ["--platform", platform] if platform else []
