@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(git make python3-venv docker.io docker-registry skopeo umoci oci-image-tool
           mmdebstrap openssh-server busybox-static apache2-utils qemu-system-x86 iproute2 curl ca-certificates
           default-jdk-headless zstd file nginx postgresql
-          genext2fs dosfstools mtools syslinux syslinux-common fdisk qemu-utils ovmf)
+          genext2fs dosfstools mtools syslinux syslinux-common fdisk qemu-utils ovmf
+          qemu-user-static binfmt-support)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -24,6 +25,16 @@ if ((${#missing[@]})); then
     echo "installing Debian packages: ${missing[*]}" >&2
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+# arm64 images: mmdebstrap runs the arm64 packages' maintainer scripts, and the tests the arm64
+# python3, through qemu-user-static, which the kernel finds by its binfmt_misc registration.
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    [ -e /proc/sys/fs/binfmt_misc/register ] || \
+        $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+    $SUDO update-binfmts --enable qemu-aarch64 || echo "warning: could not register qemu-aarch64 with binfmt_misc; arm64 images cannot be built here" >&2
 fi
 
 PY=${PYTHON:-python3}

@@ -24,6 +24,7 @@ SERVICE_FIXTURES = frozenset({
     "basic_registry", "token_registry", "second_registry",  # docker-registry processes of their own
     "sshd", "sshd_factory",                                 # real sshd servers (tests/ssh_support.py)
     "debian_python_base",                                   # mmdebstrap and deb.debian.org (debian_fixtures.py)
+    "arm64_base",                                           # the same for arm64, under qemu-user (test_bake_platforms.py)
     "flask_disks",                                          # disks baked from an example (test_disk.py)
     "kernel",                                               # a kernel package from deb.debian.org
     "site_packages",                                        # the examples' libraries from PyPI

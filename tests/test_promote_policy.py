@@ -415,3 +415,18 @@ def test_push_and_bake_refuse_tags_only_promotion_writes():
     with pytest.raises(UserError, match="promotion record's tag"):
         store_ref_name("hello:promotion-dev-000001-5f1c0a9e2b7d")
     assert store_ref_name("hello") == "hello:latest"
+
+
+def test_a_multi_platform_index_is_promoted_by_its_digest(home):
+    """A bake of several platforms tags an index carrying the images' annotations; its record's
+    subject is the index, and the environment's tag moves onto the index's digest."""
+    children = [add_image(home, f"v3-{arch}", tag=f"v3-{arch}") for arch in ("amd64", "arm64")]
+    index = manifest_of(canonical_json({
+        "schemaVersion": 2, "mediaType": mt.OCI_INDEX, "annotations": {ANNOTATION_VERSION: "v3"},
+        "manifests": [{"mediaType": mt.OCI_MANIFEST, "digest": child, "size": len(home.blobs[child]),
+                       "platform": {"architecture": arch, "os": "linux"}}
+                      for child, arch in zip(children, ("amd64", "arm64"))]}))
+    home.put_manifest(index, ["v3"])
+    result = run(home, "v3", "dev")
+    assert result.digest == index.digest and home.tagged["dev"] == index.digest
+    assert run(home, "v3", "dev").action == "none"      # its record is read back as honest

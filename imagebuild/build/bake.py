@@ -28,7 +28,8 @@ from imagebuild.build.layers.server import ServerLayer
 from imagebuild.errors import RecipeError, UserError
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
-from imagebuild.oci.model import Descriptor, Image, Layer, Platform, rfc3339
+from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.model import Descriptor, Image, Layer, ParsedManifest, Platform, image_index, rfc3339
 from imagebuild.oci.reference import tag_for
 from imagebuild.progress import Progress
 from imagebuild.recipe.loader import load_recipe
@@ -37,7 +38,8 @@ from imagebuild.recipe.sql_lint import refuse_breaking_expand
 from imagebuild.recipe.templates import server_command
 from imagebuild.sources import app_tree
 from imagebuild.sources.git import GitFacts, git_facts, remote_url, require_git
-from imagebuild.sources.lockfile import DebianLock, PythonLock, lock_path_for, parse_lock, read_lock, write_lock
+from imagebuild.sources.lockfile import (DebianLock, PythonLock, lock_path_for, parse_lock, platform_lock, read_lock,
+                                         write_lock)
 from imagebuild.stores.engine import EngineSession
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.reserved_tags import refuse_version_tag
@@ -70,6 +72,13 @@ class BakeInput:
     commit: planning.Commit
     lock: DebianLock | None        # the committed lock, when it is the one to build from
     update_lock: bool              # the committed lock does not fit; --allow-dirty lets it be resolved
+    architectures: tuple[str, ...] = ()  # set in one platform's input: every platform's, in order
+
+    def for_architecture(self, architecture: str) -> "BakeInput":
+        """One platform's image of a multi-platform recipe: its recipe and its part of the lock."""
+        lock = self.lock.for_architecture(architecture) if self.lock is not None else None
+        return replace(self, recipe=self.recipe.for_architecture(architecture), lock=lock,
+                       architectures=self.recipe.architectures)
 
     @property
     def version(self) -> str:
@@ -100,6 +109,7 @@ class BakeResult:
     remote: tuple[RemoteLayer, ...] = ()  # layers the registry's cache lent (the store may lack their blobs)
     python: PythonLock | None = None   # the libraries' closure installed (the lock's, or resolved by this bake)
     debian: DebianLock | None = None   # the lock the os and runtime layers were built from, when they are the base
+    platforms: tuple[tuple[str, Digest], ...] = ()  # a multi-platform index: each OS/ARCH and its image
 
     def pushed_as(self, reference: str) -> "BakeResult":
         return replace(self, image=reference)
@@ -109,8 +119,11 @@ class BakeResult:
 
     def to_json(self) -> dict:
         """Exactly the keys `bake --json` promises."""
-        return {"image": self.image, "digest": str(self.digest), "version": self.version,
-                "layers": [layer.to_dict() for layer in self.layers], "warnings": list(self.warnings)}
+        out = {"image": self.image, "digest": str(self.digest), "version": self.version,
+               "layers": [layer.to_dict() for layer in self.layers], "warnings": list(self.warnings)}
+        if self.platforms:
+            out["platforms"] = [{"platform": platform, "digest": str(digest)} for platform, digest in self.platforms]
+        return out
 
 
 def read_input(recipe_path: str | Path, allow_dirty: bool = False) -> BakeInput:
@@ -160,6 +173,39 @@ def bake(source: BakeInput, store: LayoutStore, progress: Progress | None = None
 
 def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: EngineSession,
           remote: RemoteCache | None) -> BakeResult:
+    if not source.recipe.multi_platform:
+        return _bake_image(source, store, progress, engine, remote)
+    images = []
+    for architecture in source.recipe.architectures:
+        progress.note(f"baking the linux/{architecture} image ...")
+        images.append(_bake_image(source.for_architecture(architecture), store, progress, engine, remote,
+                                  tagged=False))
+    return _index(source, store, images)
+
+
+def _index(source: BakeInput, store: LayoutStore, images: Sequence[BakeResult]) -> BakeResult:
+    """The image index over each platform's image, tagged NAME:VERSION as a single image would be.
+    It carries the images' annotations (version, revision, environments), which promotion reads."""
+    children = []
+    for result in images:
+        raw = store.read_blob(result.digest)
+        children.append(Descriptor(mt.OCI_MANIFEST, result.digest, len(raw),
+                                   platform=Platform("linux", result.recipe.os.architecture)))
+    annotations = ParsedManifest.parse(store.read_blob(images[0].digest)).annotations
+    raw = image_index(children, annotations)
+    descriptor = store.put_manifest(raw, mt.OCI_INDEX, [source.local_ref])
+    first = images[0]
+    return replace(first, digest=Digest(descriptor.digest), recipe=source.recipe,
+                   layers=tuple(layer for result in images for layer in result.layers),
+                   warnings=tuple(dict.fromkeys(line for result in images for line in result.warnings)),
+                   keys=tuple(dict.fromkeys(key for result in images for key in result.keys)),
+                   remote=tuple(dict.fromkeys(layer for result in images for layer in result.remote)),
+                   platforms=tuple((f"linux/{result.recipe.os.architecture}", result.digest) for result in images))
+
+
+def _bake_image(source: BakeInput, store: LayoutStore, progress: Progress, engine: EngineSession,
+                remote: RemoteCache | None, tagged: bool = True) -> BakeResult:
+    """One platform's image; `tagged`: NAME:VERSION names it (not when an index will)."""
     recipe, commit = source.recipe, source.commit
     store.ensure()  # a --store that cannot be a store is refused here, not after the layers are built
     tree = app_tree.SourceTree(Path(source.facts.toplevel), commit.revision, working_tree=commit.dirty)
@@ -185,7 +231,8 @@ def _bake(source: BakeInput, store: LayoutStore, progress: Progress, engine: Eng
     for line in remote.warnings if remote is not None else ():
         progress.note(f"warning: {line}")
         warnings.append(line)
-    descriptor = store.write_image(image, [local_ref], frozenset(str(layer.result.digest) for layer in elsewhere))
+    descriptor = store.write_image(image, [local_ref] if tagged else [],
+                                   frozenset(str(layer.result.digest) for layer in elsewhere))
     if elsewhere:
         # Where the lent blobs lie, so a later export, run or push fetches (or mounts) them.
         from imagebuild.stores.registry import remember_blobs
@@ -238,11 +285,44 @@ def _lock_problem(recipe: Recipe, toplevel: Path,
     if on_disk != committed:
         return UserError(f"{lock_path} has uncommitted changes", hint=_COMMIT_LOCK), None
     lock = parse_lock(committed, lock_path)
-    if not debian.lock_fits(lock, recipe.os, recipe.runtime):
+    if not _lock_fits_platforms(lock, recipe):
         assert recipe.source is not None
         return UserError(f"{lock_path} is out of date with {recipe.source.name}'s os/runtime sections",
                          hint=_RELOCK), lock
     return None, lock
+
+
+def _lock_fits_platforms(lock: DebianLock, recipe: Recipe) -> bool:
+    """The lock pins the Debian layers of every platform's image."""
+    if not recipe.multi_platform:
+        return debian.lock_fits(lock, recipe.os, recipe.runtime)
+    for architecture in recipe.architectures:
+        own, wanted = lock.for_architecture(architecture), recipe.for_architecture(architecture)
+        if own is None or not debian.lock_fits(own, wanted.os, wanted.runtime):
+            return False
+    return True
+
+
+def _own_lock(source: BakeInput) -> DebianLock | None:
+    """The lock this image builds from: the committed one as read, else the file's (this platform's part)."""
+    if source.lock is not None:
+        return source.lock
+    lock = read_lock(lock_path_for(source.recipe.source))
+    if lock is None or not source.architectures:
+        return lock
+    return lock.for_architecture(source.recipe.os.architecture)
+
+
+def _write_own_lock(source: BakeInput, path: Path, lock: DebianLock) -> None:
+    """Write this image's lock; one platform's of several goes into its place beside the others'."""
+    if source.architectures:
+        whole = read_lock(path)
+        parts = {architecture: whole.for_architecture(architecture) if whole is not None else None
+                 for architecture in source.architectures}
+        parts[source.recipe.os.architecture] = replace(lock, platforms={})
+        present = tuple(architecture for architecture in source.architectures if parts[architecture] is not None)
+        lock = platform_lock(parts, present)
+    write_lock(path, lock)
 
 
 def _epoch_of(tree: app_tree.SourceTree, paths: Sequence[Path], fallback: int) -> int:
@@ -327,7 +407,7 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
         base, base_env = _debian_layers(source, store, progress, remote), {}
         server.os_layer = base[0].result
     if unlocked is not None:
-        _write_closure(recipe, unlocked, progress)
+        _write_closure(source, unlocked, progress)
     return base + builders, base_env, java_main
 
 
@@ -353,7 +433,7 @@ def _closure(source: BakeInput, requirements: bytes) -> tuple[PythonLock, Python
         return lock_python(recipe, requirements), None
     lock_path = lock_path_for(recipe.source)
     # With --allow-dirty a lock outgrown by the os/runtime sections is not source.lock: read the file.
-    lock = source.lock if source.lock is not None else read_lock(lock_path)
+    lock = _own_lock(source)
     if lock is None or not debian.lock_fits(lock, recipe.os, recipe.runtime):
         # An unknown package or unshipped runtime version is the first thing to fix: say that one first.
         debian.resolve_packages(recipe.os, recipe.runtime)
@@ -363,12 +443,12 @@ def _closure(source: BakeInput, requirements: bytes) -> tuple[PythonLock, Python
     return locked_closure(recipe, requirements, lock, lock_path.name), None
 
 
-def _write_closure(recipe: Recipe, closure: PythonLock, progress: Progress) -> None:
+def _write_closure(source: BakeInput, closure: PythonLock, progress: Progress) -> None:
     """Put a closure resolved by an --allow-dirty bake into the lock the Debian layers left on disk."""
-    lock_path = lock_path_for(recipe.source)
-    lock = read_lock(lock_path)
+    lock_path = lock_path_for(source.recipe.source)
+    lock = _own_lock(replace(source, lock=None))
     if lock is not None and lock.python != closure:
-        write_lock(lock_path, replace(lock, python=closure))
+        _write_own_lock(source, lock_path, replace(lock, python=closure))
         progress.note(f"wrote the Python closure into {lock_path}; commit it")
 
 
@@ -431,7 +511,7 @@ def _debian_layers(source: BakeInput, store: LayoutStore, progress: Progress,
     """
     recipe, update_lock = source.recipe, source.update_lock
     lock_path = lock_path_for(recipe.source)
-    before = source.lock if source.lock is not None else read_lock(lock_path)
+    before = _own_lock(source)
     from_cache = _debian_from_caches(source, store, remote, before)
     if from_cache is not None:
         return from_cache
@@ -445,7 +525,8 @@ def _debian_layers(source: BakeInput, store: LayoutStore, progress: Progress,
 
     started = time.monotonic()
     built = debian.build_debian_layers(store, recipe.os, recipe.runtime, lock_path, update_lock=update_lock,
-                                       lock=before, on_build=building)
+                                       lock=before, on_build=building,
+                                       write=lambda path, lock: _write_own_lock(source, path, lock))
     seconds = time.monotonic() - started
     if before is None or before.to_dict() != built.lock.to_dict():
         progress.note(f"wrote {lock_path}; commit it so every bake of this app uses the same packages "

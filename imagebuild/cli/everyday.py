@@ -27,6 +27,9 @@ def images(store: Optional[Path], all_kinds: bool, json_out: bool) -> None:
     refs = local.refs() if local.exists() else {}
     rows = [{"image": name, "digest": str(d.digest), "size": d.size, "kind": local.kind_of(d)}
             for name, d in sorted(refs.items())]
+    for row in rows:
+        if row["kind"] == "index":    # a multi-platform image: the platforms it offers
+            row["platforms"] = local.platforms_of(row["digest"])
     if not all_kinds:
         rows = [row for row in rows if row["kind"] not in ("artifact", "referrers")]
     if json_out:
@@ -37,6 +40,8 @@ def images(store: Optional[Path], all_kinds: bool, json_out: bool) -> None:
         say(f"no images in {local.root}")
     for row in rows:
         shown_kind = f"\t{row['kind']}" if row["kind"] in ("artifact", "disk", "referrers") else ""
+        if row.get("platforms"):
+            shown_kind = "\t" + ",".join(row["platforms"])
         echo(f"{row['image']}\t{row['digest']}{shown_kind}")
 
 

@@ -26,10 +26,10 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
                                                                        "Debian packages and Python closure."),
                  json_out: bool = JsonOption) -> None:
     """Resolve what is out of date in imagebuild.lock (Debian packages, Python closure) and write it."""
-    from imagebuild.build.layers.debian import lock_fits, lock_packages
-    from imagebuild.build.layers.libraries import lock_python, python_lock_fits, requirements_bytes
+    from imagebuild.build.layers.debian import lock_fits
+    from imagebuild.build.layers.libraries import python_lock_fits, requirements_bytes
     from imagebuild.recipe.loader import load_recipe
-    from imagebuild.sources.lockfile import lock_path_for, read_lock, write_lock
+    from imagebuild.sources.lockfile import lock_path_for, platform_lock, read_lock, write_lock
     recipe = load_recipe(path)
     if recipe.os.image is not None:
         # The digest in os.image already pins every byte of such a base; there is nothing to resolve.
@@ -37,13 +37,20 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
                           file=str(recipe.source), key="os.image",
                           hint="nothing to lock: bake without imagebuild.lock")
     target = lock_path_for(recipe.source)
-    before = read_lock(target)
+    whole = read_lock(target)
     requirements = requirements_bytes(recipe, lambda file: file.read_bytes() if file.is_file() else None)
-    debian_stale = upgrade or before is None or not lock_fits(before, recipe.os, recipe.runtime)
-    if requirements is None:
-        python_stale = before is not None and before.python is not None   # a closure nothing asks for any more
-    else:
-        python_stale = upgrade or not python_lock_fits(before, recipe, requirements)
+    # One lock per platform's image: a recipe of several platforms locks each architecture.
+    recipes = [recipe.for_architecture(architecture) for architecture in recipe.architectures] \
+        if recipe.multi_platform else [recipe]
+    befores = [whole.for_architecture(one.os.architecture) if whole is not None and recipe.multi_platform else whole
+               for one in recipes]
+    debian_stale = python_stale = False
+    for one, before in zip(recipes, befores):
+        debian_stale = debian_stale or upgrade or before is None or not lock_fits(before, one.os, one.runtime)
+        if requirements is None:
+            python_stale = python_stale or (before is not None and before.python is not None)
+        else:
+            python_stale = python_stale or upgrade or not python_lock_fits(before, one, requirements)
     npm_problem = _npm_problem(recipe)
     stale = [what for what, is_stale in (("the Debian inputs (os/runtime sections)", debian_stale),
                                          ("the Python requirements", python_stale)) if is_stale]
@@ -62,22 +69,13 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
         if not json_out:
             typer.echo(f"{target} is up to date")
         return
-    python = None
-    if requirements is not None:
-        if python_stale:
-            say(f"resolving the Python closure for {recipe.name} ...")
-            python = lock_python(recipe, requirements)
-        else:
-            python = before.python if before is not None else None
-    if debian_stale:
-        say(f"resolving Debian {recipe.os.debian} packages for {recipe.name} ...")
-        lock = lock_packages(recipe.os, recipe.runtime, target, python=python)
-    elif python_stale:
-        assert before is not None
-        lock = replace(before, python=python)
+    locks = {}
+    for one, before in zip(recipes, befores):
+        locks[one.os.architecture] = _lock_one(one, before, requirements, upgrade,
+                                               f" (linux/{one.os.architecture})" if recipe.multi_platform else "")
+    lock = platform_lock(locks, recipe.architectures) if recipe.multi_platform else locks[recipe.os.architecture]
+    if lock is not None and (whole is None or lock.to_dict() != whole.to_dict()):
         write_lock(target, lock)
-    else:
-        lock = before
     assert lock is not None
     closure = len(lock.python.packages) if lock.python is not None else 0
     summary = {"lock": str(target), "os_packages": len(lock.os), "runtime_packages": len(lock.runtime),
@@ -109,3 +107,21 @@ def _npm_problem(recipe) -> UserError | None:
     except UserError as exc:
         return exc
     return None
+
+
+def _lock_one(recipe, before, requirements: bytes | None, upgrade: bool, what: str):
+    """One platform's lock: what is out of date in `before` resolved afresh, the rest kept."""
+    from imagebuild.build.layers.debian import lock_fits, resolve_lock
+    from imagebuild.build.layers.libraries import lock_python, python_lock_fits
+
+    python = None
+    if requirements is not None:
+        if upgrade or not python_lock_fits(before, recipe, requirements):
+            say(f"resolving the Python closure for {recipe.name}{what} ...")
+            python = lock_python(recipe, requirements)
+        else:
+            python = before.python if before is not None else None
+    if upgrade or before is None or not lock_fits(before, recipe.os, recipe.runtime):
+        say(f"resolving Debian {recipe.os.debian} packages for {recipe.name}{what} ...")
+        return resolve_lock(recipe.os, recipe.runtime, python=python)
+    return replace(before, python=python, platforms={})

@@ -10,8 +10,9 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from imagebuild.errors import UserError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -117,6 +118,37 @@ class Platform:
         architecture = _string(data, "architecture", "a platform", required=False) or "amd64"
         return cls(os=os_name, architecture=architecture, variant=_string(data, "variant", "a platform",
                                                                           required=False))
+
+
+# Python's name for a machine (platform.machine()) → the OCI architecture.
+_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def host_platform() -> Platform:
+    """The platform of the machine this runs on: the image a multi-platform index gives to
+    `--load` and `docker-archive:`."""
+    import platform as _platform
+
+    machine = _platform.machine().lower()
+    return Platform("linux", _MACHINES.get(machine, machine))
+
+
+def parse_platform(text: str) -> Platform:
+    """OS/ARCH[/VARIANT], e.g. linux/arm64; a UserError names the form otherwise."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(part and part.isalnum() for part in parts):
+        raise UserError(f"{text!r} is not a platform", hint="write OS/ARCH, e.g. linux/arm64")
+    return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def platform_child(index: Sequence[Descriptor], platform: Platform) -> Descriptor | None:
+    """The descriptor of `platform`'s image among an index's children (the first that fits)."""
+    for child in index:
+        found = child.platform
+        if found is not None and found.os == platform.os and found.architecture == platform.architecture \
+                and (platform.variant is None or found.variant == platform.variant):
+            return child
+    return None
 
 
 @dataclass(frozen=True)
@@ -339,6 +371,14 @@ def parse_config(raw: bytes) -> dict[str, Any]:
         raise MalformedError("the image config's rootfs.diff_ids is not a list of sha256 digests")
     _list(data, "history", "the image config")
     return data
+
+
+def image_index(children: Sequence[Descriptor], annotations: Mapping[str, str] | None = None) -> bytes:
+    """An OCI image index over one image per platform, as canonical bytes: the same children
+    (each descriptor with its platform) and annotations give the same digest."""
+    if any(child.platform is None for child in children):
+        raise ValueError("every image of a multi-platform index names its platform")
+    return canonical_json(index_dict(list(children), annotations))
 
 
 def index_dict(manifests: list[Descriptor], annotations: Mapping[str, str] | None = None) -> dict[str, Any]:

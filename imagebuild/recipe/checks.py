@@ -78,6 +78,7 @@ def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
         repository = lambda: fixed     # noqa: E731
     _check_names(recipe, fail)
     _check_os(recipe, fail, explicit, repository)
+    _check_platforms(recipe, fail, explicit)
     _check_runtime(recipe, fail)
     _check_libraries(recipe, fail, repository)
     _check_server(recipe, fail)
@@ -164,6 +165,29 @@ def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool], repos
     if spec.variant not in _VARIANTS:
         fail("os.variant", f"unknown mmdebstrap variant {spec.variant!r}",
              did_you_mean(spec.variant, _VARIANTS) or f"use one of {', '.join(_VARIANTS)}")
+
+
+# The platforms an image can be baked for: those pip has wheels for (build/layers/libraries.MACHINE).
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+def _check_platforms(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool]) -> None:
+    if not explicit("platforms"):
+        return
+    if not recipe.platforms:
+        fail("platforms", "lists no platform", "e.g. platforms: [linux/amd64, linux/arm64]")
+    for index, platform in enumerate(recipe.platforms):
+        if platform not in PLATFORMS:
+            fail(f"platforms[{index}]", f"{platform!r} is not a platform imagebuild bakes",
+                 did_you_mean(platform, PLATFORMS) or f"use {' or '.join(PLATFORMS)}")
+        if platform in recipe.platforms[:index]:
+            fail(f"platforms[{index}]", f"{platform} is listed twice")
+    if explicit("os.architecture"):
+        fail("os.architecture", "set either platforms or os.architecture, not both",
+             "list the architecture under platforms, e.g. platforms: [linux/arm64]")
+    if recipe.os.dockerfile is not None and len(recipe.platforms) > 1:
+        fail("platforms", "an os.dockerfile base is built by the Docker engine for its own platform only",
+             "bake one platform, or build the base from os.debian")
 
 
 def _check_runtime(recipe: Recipe, fail: Fail) -> None:

@@ -132,6 +132,9 @@ class _Loader:
         if recipe.os.image is not None:
             recipe = dataclasses.replace(recipe, os=dataclasses.replace(recipe.os, debian=None))
         check_recipe(recipe, reader.fail_key, lambda key: key in reader.nodes, repository=self.repository)
+        if len(recipe.platforms) == 1:
+            # One platform is a plain image of that architecture, as os.architecture would make.
+            recipe = recipe.for_architecture(recipe.architectures[0])
         return recipe
 
     def find_stock(self, name: _Located) -> Path:

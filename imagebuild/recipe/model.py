@@ -3,7 +3,7 @@ extend them, never rename them. No I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -246,6 +246,7 @@ class Recipe:
     detect: DetectSpec = DetectSpec()
     deploy: DeploySpec = DeploySpec()
     disk: DiskSpec = DiskSpec()
+    platforms: tuple[str, ...] = ()        # OS/ARCH of each image; several: an image index over them
     source: Path | None = None             # the imagebuild.yaml this came from
     stock_dir: Path | None = None          # the stock recipe's directory (templates), if extended
 
@@ -253,6 +254,20 @@ class Recipe:
     def root(self) -> Path:
         """The app's root: the directory holding imagebuild.yaml."""
         return self.source.parent if self.source else Path.cwd()
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """The Debian architecture of each image baked: `platforms`, else os.architecture."""
+        return tuple(platform.split("/", 1)[-1] for platform in self.platforms) or (self.os.architecture,)
+
+    @property
+    def multi_platform(self) -> bool:
+        """Several images under one index."""
+        return len(self.architectures) > 1
+
+    def for_architecture(self, architecture: str) -> "Recipe":
+        """The recipe of one platform's image: os.architecture set, no `platforms`."""
+        return replace(self, os=replace(self.os, architecture=architecture), platforms=())
 
     def environment(self, name: str) -> Environment | None:
         return next((env for env in self.environments if env.name == name), None)

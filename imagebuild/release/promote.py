@@ -184,7 +184,7 @@ def record_problem(tag: str, manifest: ManifestBytes, record: Record | None,
         if {k: (data.get("config") or {}).get(k) for k in empty} != empty or \
                 [{k: (layer or {}).get(k) for k in empty} for layer in data.get("layers") or []] != [empty]:
             return "its config and layers are not the empty descriptor"
-        if subject.get("mediaType") not in mt.MANIFEST_TYPES or not isinstance(subject.get("size"), int) \
+        if subject.get("mediaType") not in mt.ALL_MANIFEST_TYPES or not isinstance(subject.get("size"), int) \
                 or subject["size"] <= 0 or subject.get("digest") != record.digest:
             return "its subject is not the image it names"
     except (ValueError, AttributeError, TypeError):

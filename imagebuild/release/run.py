@@ -58,9 +58,11 @@ def plan_run(store: LayoutStore, image: str, options: RunOptions,
         raise UserError(f"no image {quoted(image)}: the local store at {store.root} is empty",
                         hint="bake one first, or pull it")
     descriptor = store.resolve(image)
-    if store.kind_of(descriptor) != "image":
+    kind = store.kind_of(descriptor)
+    if kind not in ("image", "index"):
         raise UserError(f"{image} is not a container image", hint="`imagebuild images` lists the images")
-    config = store.read_config(store.read_manifest(descriptor.digest)).get("config") or {}
+    # A multi-platform index runs as this machine's image (the engine is given that one).
+    config = store.read_config(store.read_manifest(store.image_for(descriptor.digest))).get("config") or {}
     labels = config.get("Labels") or {}
     environments = tuple(name for name in labels.get(ANNOTATION_ENVIRONMENTS, "").split(",") if name) \
         or (DEFAULT_ENVIRONMENT,)

@@ -71,6 +71,29 @@ def preferences(pins: Mapping[str, str]) -> str:
                    for name, version in sorted(pins.items()))
 
 
+# Debian architecture → the qemu-user binfmt_misc entry that runs its programs on another machine.
+QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
+_NATIVE = {"x86_64": "amd64", "aarch64": "arm64"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+def require_emulation(architecture: str, machine: str | None = None, binfmt_dir: Path = BINFMT_DIR) -> None:
+    """A foreign architecture's maintainer scripts run under qemu-user: refuse in one line, before
+    mmdebstrap starts, when the kernel has no binfmt_misc entry for it."""
+    machine = machine or os.uname().machine
+    entry = QEMU_BINFMT.get(architecture)
+    if _NATIVE.get(machine) == architecture or entry is None:
+        return
+    try:
+        enabled = (binfmt_dir / entry).read_text().splitlines()[:1] == ["enabled"]
+    except OSError:
+        enabled = False
+    if not enabled:
+        raise UserError(f"building {architecture} packages on this {machine} machine needs qemu-user "
+                        f"registered with binfmt_misc ({binfmt_dir / entry} is missing or disabled)",
+                        hint=f"apt-get install qemu-user-static binfmt-support && update-binfmts --enable {entry}")
+
+
 def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, str] | None,
                  source_date_epoch: int, out_tar: Path, log_path: Path) -> Path:
     """Run mmdebstrap into `out_tar`; raise a one-line error on failure (details in `log_path`)."""
@@ -78,6 +101,7 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
     if os.geteuid() != 0:
         raise UserError("building the Debian OS layer needs root (mmdebstrap --mode=root)",
                         hint="run as root, or use `os: {image: REF@sha256:...}` instead")
+    require_emulation(source.architecture)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="imagebuild-mmdebstrap-") as work:
         argv = ["mmdebstrap", "--mode=root", f"--variant={source.variant}",

@@ -8,7 +8,9 @@ system, so the same commit rebuilds the same bytes until someone runs
 `imagebuild lock` again. Its `python` section (format 2) records every
 distribution pip resolved from the requirements, with its wheel and sha256,
 and the hash of the requirements it was resolved from; a format 1 lock
-(without it) still reads. The file is JSON with sorted keys and a trailing
+(without it) still reads. A recipe with several `platforms` gets one such lock
+per architecture: the first platform's at the top, as ever, each other one
+under `platforms.<architecture>` (format 3). The file is JSON with sorted keys and a trailing
 newline, so a refresh shows up as a small, readable diff.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -26,9 +28,11 @@ from imagebuild.errors import UserError
 
 LOCK_NAME = "imagebuild.lock"
 LOCK_FORMAT = 2
+# Format 3 adds the locks of further platforms; it is written only when there are some.
+PLATFORMS_FORMAT = 3
 # Format 1 has no python section; a lock without one is still written as format 1,
 # so an imagebuild that only knows format 1 keeps reading it.
-READABLE_FORMATS = (1, 2)
+READABLE_FORMATS = (1, 2, 3)
 
 
 class LockFileError(UserError):
@@ -112,6 +116,7 @@ class DebianLock:
     # VERSION_ID and VERSION_CODENAME. For the image's SBOM; empty in a lock made before they were kept.
     packages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     os_release: Mapping[str, str] = field(default_factory=dict)
+    platforms: Mapping[str, "DebianLock"] = field(default_factory=dict)  # other architectures' locks
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", _frozen(self.inputs))
@@ -120,6 +125,17 @@ class DebianLock:
         object.__setattr__(self, "packages", MappingProxyType({name: _frozen(entry) for name, entry
                                                                in sorted((self.packages or {}).items())}))
         object.__setattr__(self, "os_release", _frozen(self.os_release))
+        object.__setattr__(self, "platforms", _frozen(self.platforms))
+
+    @property
+    def architecture(self) -> str:
+        return str(self.inputs.get("architecture", "amd64"))
+
+    def for_architecture(self, architecture: str) -> "DebianLock | None":
+        """The lock of one architecture's image (None when this lock has none for it)."""
+        if self.architecture == architecture:
+            return replace(self, platforms={}) if self.platforms else self
+        return self.platforms.get(architecture)
 
     def runtime_versions(self) -> dict[str, str]:
         """Every package of the runtime root file system: the OS set plus the runtime's changes."""
@@ -129,7 +145,7 @@ class DebianLock:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "format": LOCK_FORMAT if self.python is not None else 1,
+            "format": PLATFORMS_FORMAT if self.platforms else LOCK_FORMAT if self.python is not None else 1,
             "debian": {
                 "inputs": dict(self.inputs),
                 "sourceDateEpoch": self.source_date_epoch,
@@ -143,6 +159,9 @@ class DebianLock:
             data["debian"]["osRelease"] = dict(self.os_release)
         if self.python is not None:
             data["python"] = self.python.to_dict()
+        if self.platforms:
+            data["platforms"] = {architecture: {key: value for key, value in lock.to_dict().items() if key != "format"}
+                                 for architecture, lock in self.platforms.items()}
         return data
 
     @classmethod
@@ -154,7 +173,19 @@ class DebianLock:
                    packages={str(name): {str(k): str(v) for k, v in entry.items()}
                              for name, entry in debian.get("packages", {}).items()},
                    os_release={str(k): str(v) for k, v in debian.get("osRelease", {}).items()},
-                   python=PythonLock.from_dict(data["python"]) if data.get("python") is not None else None)
+                   python=PythonLock.from_dict(data["python"]) if data.get("python") is not None else None,
+                   platforms={str(architecture): cls.from_dict(entry)
+                              for architecture, entry in (data.get("platforms") or {}).items()})
+
+
+def platform_lock(locks: Mapping[str, DebianLock | None], architectures: tuple[str, ...]) -> DebianLock | None:
+    """One lock of several architectures' locks: the first architecture's at the top, the others
+    under `platforms`, in the order given; None when the first one is missing."""
+    first = locks.get(architectures[0])
+    if first is None:
+        return None
+    others = {architecture: locks[architecture] for architecture in architectures[1:] if locks.get(architecture)}
+    return replace(first, platforms=others)
 
 
 def lock_path_for(recipe_path: str | os.PathLike) -> Path:

@@ -91,6 +91,7 @@ def docker_archive_entries(store: LayoutStore, manifest_digest: str, repo_tags: 
     layer file whose chain it already has; see docs/docker-engine.md.
     """
     check_repo_tags(repo_tags)
+    manifest_digest = store.image_for(manifest_digest)   # an index: this machine's image
     manifest = store.read_manifest(manifest_digest)
     diff_ids = store.read_config(manifest).get("rootfs", {}).get("diff_ids", [])
     if len(diff_ids) != len(manifest.layers):

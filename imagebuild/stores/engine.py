@@ -143,6 +143,7 @@ def load_image(store: LayoutStore, manifest_digest: str, repo_tags: list[str],
     """
     check_repo_tags(repo_tags)
     client = client or connect(base_url)
+    manifest_digest = store.image_for(manifest_digest)   # an index: this machine's image
     manifest = store.read_manifest(manifest_digest)
     config = store.read_config(manifest)
     image_id = manifest.config.digest

@@ -26,7 +26,8 @@ from imagebuild.errors import CorruptBlobError, StoreError, UserError, quoted
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
-from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor, Image, ParsedManifest, index_dict
+from imagebuild.oci.model import (ANNOTATION_REF_NAME, Descriptor, Image, ParsedManifest, Platform, host_platform,
+                                  index_dict, parse_index, platform_child)
 from imagebuild.stores.lease import hold_lease
 
 OCI_LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
@@ -408,6 +409,34 @@ class LayoutStore:
             signatures = manifest.layers and all(layer.media_type == mt.COSIGN_SIMPLESIGNING for layer in manifest.layers)
             return "artifact" if signatures else "image"
         return "disk" if json.loads(manifest.raw).get("artifactType") == mt.IMAGEBUILD_DISK else "artifact"
+
+    def platforms_of(self, digest: str) -> list[str]:
+        """OS/ARCH of each image an index in the store lists."""
+        try:
+            children = parse_index(self.read_blob(digest))
+        except ValueError as exc:  # MalformedError
+            raise StoreError(f"blob {digest} is not an image index: {exc}") from None
+        return [f"{child.platform.os}/{child.platform.architecture}" for child in children if child.platform]
+
+    def image_for(self, digest: str, platform: Platform | None = None) -> str:
+        """The image manifest behind `digest`: itself, or, for an index, its child for `platform`
+        (default: this machine's), which a Docker engine or a docker-archive can take."""
+        raw = self.read_blob(digest)
+        try:
+            media = json.loads(raw).get("mediaType")
+        except (ValueError, AttributeError):
+            media = None
+        if media not in mt.INDEX_TYPES:
+            return digest    # an image (or no manifest at all: its reader says so)
+        platform = platform or host_platform()
+        try:
+            child = platform_child(parse_index(raw), platform)
+        except ValueError as exc:  # MalformedError
+            raise StoreError(f"blob {digest} is not an image index: {exc}") from None
+        if child is None:
+            raise UserError(f"{digest} has no image for {platform.os}/{platform.architecture}",
+                            hint="bake it with that platform listed under platforms")
+        return str(child.digest)
 
     def read_config(self, manifest: ParsedManifest) -> dict:
         return json.loads(self.read_blob(manifest.config.digest))

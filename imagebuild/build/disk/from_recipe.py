@@ -17,7 +17,10 @@ def source_for(recipe: Recipe) -> DebianSource:
 
 
 def refuse_unbootable(recipe: Recipe) -> None:
-    """A disk boots x86-64 machines only."""
+    """A disk boots x86-64 machines only, and holds one image."""
+    if recipe.multi_platform:
+        raise UserError(f"a disk holds one image; the recipe lists the platforms {', '.join(recipe.platforms)}",
+                        hint="bake the disk from a recipe of one platform, linux/amd64")
     if recipe.os.architecture != "amd64":
         raise UserError(f"a disk boots x86-64 machines only; the recipe's os.architecture is {recipe.os.architecture}",
                         hint="bake the disk from an amd64 recipe")

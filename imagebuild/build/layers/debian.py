@@ -278,7 +278,8 @@ def _write_layers(store: LayoutStore, trees: _Trees, lock: DebianLock, os_result
 def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: RuntimeSpec,
                         lock_path: str | Path, *, update_lock: bool = True, use_cache: bool = True,
                         log_dir: str | Path | None = None, lock: DebianLock | None = None,
-                        on_build: Callable[[bool], None] | None = None) -> DebianLayers:
+                        on_build: Callable[[bool], None] | None = None,
+                        write: Callable[[Path, DebianLock], Any] = write_lock) -> DebianLayers:
     """The OS layer and (when the recipe names a runtime) the runtime layer, in `store`.
 
     With a lock matching the recipe, every package is pinned to its locked
@@ -288,11 +289,14 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
 
     `lock`: the lock at `lock_path` when the caller has read it already.
     `on_build`: called once before a layer is built, with whether versions are resolved first.
+    `write`: how a lock resolved here is written (one platform's of several: beside the others').
     """
     source = source_of(os_spec)
     lock_path = Path(lock_path)
     if lock is None:
         lock = read_lock(lock_path)
+        # A lock of several platforms: this architecture's part, if it has one.
+        lock = lock.for_architecture(os_spec.architecture) or lock if lock is not None else None
     python = lock.python if lock is not None else None   # the libraries' closure survives a Debian re-resolve
     if lock is not None and not lock_fits(lock, os_spec, runtime_spec):
         if not update_lock:
@@ -310,7 +314,7 @@ def build_debian_layers(store: LayoutStore, os_spec: OsSpec, runtime_spec: Runti
             if on_build is not None:
                 on_build(True)
             lock = replace(_resolve(source, os_spec, runtime_spec, trees), python=python)
-            write_lock(lock_path, lock)
+            write(lock_path, lock)
         os_key, runtime_key, os_result, runtime_result = _cached(cache, os_spec, runtime_spec, lock, use_cache)
         # A layer built from fresh trees counts as built even when the cache had it.
         os_cached, runtime_cached = not resolved and os_result is not None, not resolved and runtime_result is not None
@@ -339,14 +343,20 @@ def _cached(cache: LayerCache, os_spec: OsSpec, runtime_spec: RuntimeSpec, lock:
     return os_key, runtime_key, os_result, runtime_result
 
 
-def lock_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec, path: str | Path,
-                  log_dir: str | Path | None = None, python: PythonLock | None = None) -> DebianLock:
-    """Resolve the newest versions the mirror has, by building both trees, and write the lock
-    (with `python`, the libraries' closure, as it is)."""
+def resolve_lock(os_spec: OsSpec, runtime_spec: RuntimeSpec, log_dir: str | Path | None = None,
+                 python: PythonLock | None = None) -> DebianLock:
+    """The newest versions the mirror has, found by building both trees (with `python`, the
+    libraries' closure, as it is). Writes nothing."""
     source = source_of(os_spec)
     with tempfile.TemporaryDirectory(prefix="imagebuild-lock-") as work:
         trees = _Trees(Path(work), Path(log_dir) if log_dir else _default_log_dir(None))
-        lock = replace(_resolve(source, os_spec, runtime_spec, trees), python=python)
+        return replace(_resolve(source, os_spec, runtime_spec, trees), python=python)
+
+
+def lock_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec, path: str | Path,
+                  log_dir: str | Path | None = None, python: PythonLock | None = None) -> DebianLock:
+    """`resolve_lock`, and the lock written to `path`."""
+    lock = resolve_lock(os_spec, runtime_spec, log_dir, python)
     write_lock(path, lock)
     return lock
 
