@@ -199,3 +199,22 @@ def _member(store: LayoutStore, digest: str, name: str) -> bytes:
     """A regular file of a layer (python3.11 is one in Debian's package)."""
     with store.open_blob(digest) as blob, tarfile.open(fileobj=io.BytesIO(blob.read()), mode="r:*") as tar:
         return tar.extractfile(tar.getmember(name)).read()
+
+
+def test_each_platform_has_its_own_sbom_and_the_index_carries_both(baked):
+    from imagebuild.evidence.sbom import SPDX, attached_sbom
+    from imagebuild.stores.attachments import attachments
+    from imagebuild.stores.place import LayoutPlace
+
+    result, store, _ = baked
+    place = LayoutPlace(store, EXAMPLE)
+    names = {}
+    for entry in result["platforms"]:
+        document = json.loads(attached_sbom(place, entry["digest"], SPDX))
+        names[entry["platform"]] = {p["name"] for p in document["packages"]}
+        architectures = {ref["referenceLocator"].partition("arch=")[2].partition("&")[0]
+                         for p in document["packages"] for ref in p.get("externalRefs", [])
+                         if ref["referenceLocator"].startswith("pkg:deb/")}
+        assert architectures and architectures <= {entry["platform"].rpartition("/")[2], "all"}, architectures
+    on_index = [json.loads(a.payload) for a in attachments(place, result["digest"], "application/spdx+json")]
+    assert len(on_index) == 2 and {p["name"] for p in on_index[0]["packages"]} in names.values()

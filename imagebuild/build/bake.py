@@ -110,6 +110,7 @@ class BakeResult:
     python: PythonLock | None = None   # the libraries' closure installed (the lock's, or resolved by this bake)
     debian: DebianLock | None = None   # the lock the os and runtime layers were built from, when they are the base
     platforms: tuple[tuple[str, Digest], ...] = ()  # a multi-platform index: each OS/ARCH and its image
+    images: tuple["BakeResult", ...] = ()  # a multi-platform index: each platform's own result
 
     def pushed_as(self, reference: str) -> "BakeResult":
         return replace(self, image=reference)
@@ -200,7 +201,8 @@ def _index(source: BakeInput, store: LayoutStore, images: Sequence[BakeResult]) 
                    warnings=tuple(dict.fromkeys(line for result in images for line in result.warnings)),
                    keys=tuple(dict.fromkeys(key for result in images for key in result.keys)),
                    remote=tuple(dict.fromkeys(layer for result in images for layer in result.remote)),
-                   platforms=tuple((f"linux/{result.recipe.os.architecture}", result.digest) for result in images))
+                   platforms=tuple((f"linux/{result.recipe.os.architecture}", result.digest) for result in images),
+                   images=tuple(images))
 
 
 def _bake_image(source: BakeInput, store: LayoutStore, progress: Progress, engine: EngineSession,

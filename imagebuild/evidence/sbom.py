@@ -212,19 +212,32 @@ DOCUMENTS: dict[str, Callable[[ImageContents], bytes]] = {SPDX: spdx_document, C
 def attach_sboms(store, result, fetch: Callable[[Descriptor], None] | None = None) -> dict[str, Descriptor]:
     """Write both SBOMs of a bake's image (`BakeResult`) into the local store as attachments of its
     manifest; format → the attachment's descriptor. `fetch` brings a layer the registry's cache lent
-    into the store when its packages must be read."""
+    into the store when its packages must be read. An index of several platforms: each platform's
+    SBOMs are attached to its image and to the index too (so a gate on the index's digest sees every
+    platform's packages)."""
     from imagebuild.evidence.contents import contents_of_bake
     from imagebuild.stores.attachments import attach
     from imagebuild.stores.place import LayoutPlace
 
-    contents = contents_of_bake(store, result, fetch)
     place = LayoutPlace(store, result.recipe.name)
-    subject = place.manifest(str(result.digest))
-    if subject is None:
-        raise UserError(f"{result.local_ref} is not in the store at {store.root}")   # written by this bake
-    return {form: attach(place, subject, ARTIFACT_TYPES[form], build(contents), ARTIFACT_TYPES[form],
-                         {"org.opencontainers.image.created": contents.created})
-            for form, build in DOCUMENTS.items()}
+
+    def subject_of(one):
+        found = place.manifest(str(one.digest))
+        if found is None:
+            raise UserError(f"{one.local_ref} is not in the store at {store.root}")   # written by this bake
+        return found
+
+    index = subject_of(result) if result.images else None
+    attached: dict[str, Descriptor] = {}
+    for one in result.images or (result,):
+        contents = contents_of_bake(store, one, fetch)
+        subjects = [subject_of(one)] + ([index] if index is not None else [])
+        for form, build in DOCUMENTS.items():
+            document = build(contents)
+            for subject in subjects:
+                attached[form] = attach(place, subject, ARTIFACT_TYPES[form], document, ARTIFACT_TYPES[form],
+                                        {"org.opencontainers.image.created": contents.created})
+    return attached
 
 
 def attached_sbom(place, subject: str, form: str) -> bytes | None:
