@@ -261,7 +261,12 @@ def fetch_missing_blobs(store: LayoutStore, image_digest: str, *, insecure: bool
     repositories it remembers holding them, each verified against its digest and size. Returns the
     bytes fetched. `leave_on`: a registry host whose blobs stay where they are (a push there mounts
     them). A StoreError (exit 4) names a missing blob that no registry is known to hold."""
-    missing = [blob for blob in blobs_of(LayoutPlace(store).manifest(image_digest)) if not store.has_blob(blob.digest)]
+    place = LayoutPlace(store)
+    try:
+        blobs = blobs_of(place.manifest(image_digest))
+    except MalformedError as exc:    # a manifest the store holds but that no tool should have written
+        raise place.malformed(f"manifest {image_digest}", exc) from None
+    missing = [blob for blob in blobs if not store.has_blob(blob.digest)]
     if not missing:
         return 0
     wanted: dict[tuple[str, str], list[Descriptor]] = {}
