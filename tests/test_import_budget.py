@@ -24,7 +24,7 @@ from tests.registry_support.images import write_app_image
 
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "typer", "concurrent.futures", "difflib", "cryptography",
-         "kubernetes")
+         "kubernetes", "click", "rich")
 ENGINE_OR_SSH = {"docker", "paramiko", "kubernetes"}     # kubernetes: ~2 s, only for environments with a cluster
 REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
 
@@ -87,7 +87,7 @@ def nowhere() -> str:
     ["provenance", "--help"], ["reproduce", "--help"], ["manifests", "--help"], ["sbom", "--help"],
 ], ids=" ".join)
 def test_help_imports_nothing_heavy(app, argv):
-    assert imports(app, *argv) - {"difflib"} == {"typer"}     # help is typer's (click loads difflib)
+    assert imports(app, *argv) - {"difflib", "click", "rich"} == {"typer"}     # help is typer's (click loads difflib)
 
 
 @pytest.mark.parametrize("argv", [
@@ -120,6 +120,8 @@ def test_registry_commands_import_no_engine_or_ssh(app, command):
     loaded = imports(app, *argv)
     assert "httpx" in loaded     # the probe really reached the registry client
     assert not loaded & ENGINE_OR_SSH, loaded
+    if command == "push":        # on the fast path: no typer, and httpx without its CLI's click and rich
+        assert not loaded & {"typer", "click", "rich"}, loaded
     if command == "push":
         assert "typer" not in loaded, loaded
 

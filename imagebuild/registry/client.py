@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Iterable, TypeVar
 
-import httpx
+from imagebuild.registry.http import httpx
 
 from imagebuild.errors import RegistryError
 from imagebuild.oci import mediatypes as mt

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-import httpx
+from imagebuild.registry.http import httpx
 
 from imagebuild.errors import AuthError, ImageBuildError, RegistryError, RegistryUnreachableError
 from imagebuild.registry.auth import Credentials, lookup_credentials, parse_challenge
