@@ -61,3 +61,21 @@ def test_the_signal_handlers_are_given_back_after_an_in_process_run(tmp_path):
         cli_main.main(["images", "--store", str(tmp_path / "store")])
     assert {signum: signal.getsignal(signum) for signum in STOP} == before
 
+
+
+@pytest.mark.parametrize("signum", [None, signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGINT", "SIGTERM"])
+def test_the_interrupted_line_gives_the_signal_handlers_back_itself(capsys, signum):
+    # Whoever catches the SystemExit of an interrupted command gets its own Ctrl-C handling back: the
+    # handlers ignored while the line is written are restored by the failure itself, not by its caller.
+    from imagebuild.cli import main as cli_main
+
+    before = {stop: signal.getsignal(stop) for stop in STOP}
+    cli_main._Stop.signum = signum
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli_main._Stop.fail(json_out=False)
+    finally:
+        cli_main._Stop.signum = None
+    assert ended.value.code == (143 if signum == signal.SIGTERM else 130)
+    assert capsys.readouterr().err in ("error: interrupted\n", "error: terminated\n")
+    assert {stop: signal.getsignal(stop) for stop in STOP} == before

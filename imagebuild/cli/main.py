@@ -78,12 +78,18 @@ class _Stop:
 
     @classmethod
     def fail(cls, json_out: bool) -> None:
-        # A second Ctrl-C while the line is written must not turn it into a traceback.
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
-        if cls.signum == signal.SIGTERM:
-            _fail("terminated", TERMINATED, "Terminated", json_out)
-        _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
+        # A second Ctrl-C while the line is written must not turn it into a traceback; the handlers
+        # are given back once it is out, so a caller that goes on (a test, an embedding program)
+        # finds its Ctrl-C working again whoever catches the SystemExit.
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+        try:
+            if cls.signum == signal.SIGTERM:
+                _fail("terminated", TERMINATED, "Terminated", json_out)
+            _fail("interrupted", INTERRUPTED, "Interrupted", json_out)
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:     # None: set outside Python, cannot be put back
+                    signal.signal(signum, handler)
 
 
 def _usage_line(exc) -> str:
