@@ -94,3 +94,62 @@ def test_lock_check_follows_package_lock(tmp_path):
     assert "package.json's dependencies" in done.stderr and "npm install" in done.stderr
     done = imagebuild("lock", app)   # never rewrites npm's own lock
     assert done.returncode == 2 and "npm install" in done.stderr
+
+
+# -- hostile or broken files: one line, exit 2, naming the file ------------------------------------------
+
+def _deep(depth: int) -> bytes:
+    return b'{"lockfileVersion": 3, "packages": {"": {}}, "x": ' + b"[" * depth + b"1" + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("data, message", [
+    (_deep(100_000), "nested too deeply"),
+    (_deep(200), "more than 64 deep"),
+    (b'{"lockfileVersion": 3, "packages": []}', "packages is not an object"),
+    (b'{"lockfileVersion": true, "packages": {}}', "lockfileVersion bool"),
+    (b'{"lockfileVersion": 3, "packages": {"node_modules/a": "1.0.0"}}', "package 'a' is not an object"),
+    (b'{"lockfileVersion": 3, "packages": {"node_modules/a": {"version": ["1"], "integrity": "sha512-x"}}}',
+     "the version or integrity of 'a' is not a string"),
+    (b'{"lockfileVersion": 3, "packages": {"": []}}', "the root package"),
+    (b'{"lockfileVersion": 3, "packages": {"": {"dependencies": ["ms"]}}}', "dependencies is not an object"),
+    (b'{"lockfileVersion": 3, "packages": {"": {"dependencies": {"ms": {"v": 1}}}}}',
+     "dependencies['ms'] is not a version string"),
+    (b"\xff\xfe{}", "is not valid JSON"),
+])
+def test_a_malformed_lock_is_one_user_error_naming_the_file(data, message):
+    with pytest.raises(UserError) as refused:
+        checked_npm_lock(b"{}", data, "web/package-lock.json")
+    assert message in refused.value.message and refused.value.message.startswith("web/package-lock.json")
+
+
+def test_a_malformed_package_json_names_package_json_beside_the_lock():
+    lock = lock_bytes({"node_modules/ms": {"version": "2.1.3", "integrity": INTEGRITY}})
+    with pytest.raises(UserError, match=r"^web/package.json: devDependencies is not an object"):
+        checked_npm_lock(b'{"devDependencies": "ms"}', lock, "web/package-lock.json")
+    with pytest.raises(UserError, match=r"^web/package.json is JSON nested too deeply"):
+        checked_npm_lock(b"[" * 100_000, lock, "web/package-lock.json")
+
+
+def test_a_huge_lock_is_refused_before_it_is_parsed(monkeypatch):
+    from imagebuild.sources import npm_lock
+
+    monkeypatch.setattr(npm_lock, "MAX_LOCK_BYTES", 1024)
+    monkeypatch.setattr(npm_lock, "MAX_PACKAGE_JSON_BYTES", 64)
+    with pytest.raises(UserError, match="package-lock.json is over the 0 MiB"):
+        checked_npm_lock(b"{}", lock_bytes({}) + b" " * 1024, "package-lock.json")
+    with pytest.raises(UserError, match="package.json is over"):
+        checked_npm_lock(b"{" + b" " * 64 + b"}", lock_bytes({}), "package-lock.json")
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_lock_check_of_a_broken_lock_is_one_line_and_one_json_object(tmp_path, json_out):
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "node-hello", app)
+    (app / "package-lock.json").write_bytes(b'{"lockfileVersion": 3, "packages": {"node_modules/a": 7}}')
+    done = imagebuild("lock", app, "--check", *(["--json"] if json_out else []))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: package-lock.json: package 'a'")
+    if json_out:
+        assert json.loads(done.stdout)["error"]["exit_code"] == 2
+    else:
+        assert done.stdout == ""

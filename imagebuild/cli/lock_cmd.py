@@ -59,8 +59,9 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
             raise npm_problem   # npm writes package-lock.json, not imagebuild
         stale.append(f"the npm lock ({npm_problem.message})")
     if check:
-        if json_out:
-            emit_json({"lock": str(target), "fresh": not stale, "stale": stale})
+        if json_out and not stale:
+            # a stale lock is an error, and with --json the error is the one object printed
+            emit_json({"lock": str(target), "fresh": True, "stale": []})
         if npm_problem is not None and len(stale) == 1:
             raise npm_problem
         if stale:
@@ -97,16 +98,24 @@ def _npm_problem(recipe) -> UserError | None:
     has to exist, carry an integrity hash for every package and match package.json."""
     if recipe.libraries.package_lock is None:
         return None
-    from imagebuild.sources.npm_lock import checked_npm_lock
+    from imagebuild.sources.npm_lock import MAX_LOCK_BYTES, MAX_PACKAGE_JSON_BYTES, checked_npm_lock
 
     lock_file = recipe.root / recipe.libraries.package_lock
     package_json = lock_file.parent / "package.json"
     try:
-        checked_npm_lock(package_json.read_bytes() if package_json.is_file() else None,
-                         lock_file.read_bytes() if lock_file.is_file() else None, recipe.libraries.package_lock)
+        checked_npm_lock(_read_at_most(package_json, MAX_PACKAGE_JSON_BYTES),
+                         _read_at_most(lock_file, MAX_LOCK_BYTES), recipe.libraries.package_lock)
     except UserError as exc:
         return exc
     return None
+
+
+def _read_at_most(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, one past `limit` at most (enough for the check to refuse it); None when absent."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as stream:
+        return stream.read(limit + 1)
 
 
 def _lock_one(recipe, before, requirements: bytes | None, upgrade: bool, what: str):
