@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
+import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from imagebuild.errors import UserError
+from imagebuild.errors import UserError, quoted
 
 SNAPSHOT_SUFFIX = "-SNAPSHOT.jar"
 LIBS, RESOURCES, CLASSES = "libs", "resources", "classes"
@@ -33,7 +36,13 @@ BOOT_LIB, BOOT_CLASSES = "BOOT-INF/lib/", "BOOT-INF/classes/"
 # A jar's own bookkeeping: the manifest names the main class, signatures sign the jar itself.
 _JAR_METADATA = ("META-INF/MANIFEST.MF", "META-INF/INDEX.LIST")
 _SIGNATURES = (".SF", ".RSA", ".DSA", ".EC")
+# Bounds on unpacking a jar, whose headers its maker wrote: an app's jar is some hundred MiB of some
+# thousand entries, and compresses a few times at most; a zip bomb declares far more, or lies.
 MAX_JAR_ENTRIES = 200_000
+MAX_ENTRY_BYTES = 1024 ** 3
+MAX_TOTAL_BYTES = 4 * 1024 ** 3
+MAX_RATIO = 200                  # unpacked bytes per packed byte, for entries past RATIO_FROM_BYTES
+RATIO_FROM_BYTES = 1024 ** 2
 
 
 class BuildOutput(Protocol):
@@ -92,6 +101,8 @@ def _jars(directory: Path) -> tuple[list[JavaFile], list[JavaFile]]:
     """(release, snapshot) jars directly in `directory`."""
     release, snapshots = [], []
     for entry in sorted(directory.iterdir()):
+        if entry.name.endswith(".jar") and entry.is_symlink():
+            raise UserError(f"{entry} is a symbolic link; the build output must hold plain files")
         if entry.name.endswith(".jar") and entry.is_file():
             (snapshots if entry.name.endswith(SNAPSHOT_SUFFIX) else release).append(JavaFile(entry.name, entry))
     return release, snapshots
@@ -110,28 +121,82 @@ def _manifest_main(jar: zipfile.ZipFile) -> str | None:
     return attributes.get("Start-Class") or attributes.get("Main-Class")
 
 
+def _refused(jar_path: Path, name: str, what: str) -> UserError:
+    return UserError(f"java.jar: {jar_path.name}: entry {quoted(name)} {what}",
+                     hint="rebuild the jar with Maven or Gradle; imagebuild unpacks only plain files")
+
+
+def _checked_members(jar_path: Path, jar: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The jar's entries to unpack, every one checked before a byte is written: its name stays below the
+    jar's directory and is given once, it is a file or a directory (no link, no device), and the sizes
+    it declares stay within the bounds (a zip bomb declares them, or is caught in `_unpack`)."""
+    members = jar.infolist()
+    if len(members) > MAX_JAR_ENTRIES:
+        raise UserError(f"java.jar: {jar_path.name} has {len(members)} entries, more than {MAX_JAR_ENTRIES}",
+                        hint="a jar of an app holds some thousand; rebuild it")
+    seen: set[str] = set()
+    total = 0
+    for member in members:
+        name = member.filename
+        parts = PurePosixPath(name).parts
+        if not parts or name.startswith("/") or ".." in parts or "\\" in name or "\0" in name \
+                or parts[0].endswith(":"):
+            raise _refused(jar_path, name, "points outside the jar")
+        kind = stat.S_IFMT(member.external_attr >> 16)
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+            what = "a symbolic link" if kind == stat.S_IFLNK else "no plain file or directory"
+            raise _refused(jar_path, name, f"is {what}")
+        normal = "/".join(parts)
+        if normal in seen:
+            raise _refused(jar_path, name, "is in the jar twice")
+        seen.add(normal)
+        if member.is_dir():
+            continue
+        if member.file_size > MAX_ENTRY_BYTES:
+            raise _refused(jar_path, name, f"unpacks to {member.file_size} bytes, over {MAX_ENTRY_BYTES}")
+        if member.file_size > RATIO_FROM_BYTES and member.file_size > MAX_RATIO * max(member.compress_size, 1):
+            raise _refused(jar_path, name, f"unpacks {member.file_size // max(member.compress_size, 1)} times its "
+                                           f"packed size, over {MAX_RATIO} (a zip bomb)")
+        total += member.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise _refused(jar_path, name, f"takes the unpacked jar over {MAX_TOTAL_BYTES} bytes")
+    return members
+
+
+def _unpack(jar_path: Path, jar: zipfile.ZipFile, member: zipfile.ZipInfo, destination: Path) -> None:
+    """One entry streamed to `destination`, stopped at the size it declared (the zip module stops there
+    too; counted here so that no lying header can make it write more)."""
+    written = 0
+    with jar.open(member) as source, open(destination, "xb") as out:
+        while chunk := source.read(1 << 20):
+            written += len(chunk)
+            if written > member.file_size:
+                raise _refused(jar_path, member.filename, "holds more bytes than it declares")
+            out.write(chunk)
+
+
 def _explode(jar_path: Path, target: Path) -> str | None:
-    """Unpack the jar's regular files into `target` (checked: no entry may leave it); its main class."""
+    """Unpack the jar's regular files into `target` (checked: no entry may leave it, nor be a link, nor
+    unpack beyond the bounds); its main class. A refused jar leaves nothing of `target` behind."""
     try:
         with zipfile.ZipFile(jar_path) as jar:
-            members = jar.infolist()
-            if len(members) > MAX_JAR_ENTRIES:
-                raise UserError(f"java.jar: {jar_path.name} has more than {MAX_JAR_ENTRIES} entries")
-            for member in members:
-                name = member.filename
-                parts = PurePosixPath(name).parts
-                if name.startswith("/") or ".." in parts or "\\" in name:
-                    raise UserError(f"java.jar: {jar_path.name} has an entry outside the jar ({name[:80]!r})")
+            for member in _checked_members(jar_path, jar):
                 if member.is_dir():
                     continue
-                destination = target / name
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with jar.open(member) as source, open(destination, "wb") as out:
-                    while chunk := source.read(1 << 20):
-                        out.write(chunk)
+                destination = target / member.filename
+                try:
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    _unpack(jar_path, jar, member, destination)
+                except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                    raise _refused(jar_path, member.filename, "is both a file and a directory in the jar") from None
             return _manifest_main(jar)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+            zlib.error) as exc:
+        shutil.rmtree(target, ignore_errors=True)
         raise UserError(f"java.jar: {jar_path.name} is not a readable jar ({exc})") from None
+    except UserError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
 def _from_jar(jar_path: Path, scratch: Path) -> tuple[list[JavaFile], list[JavaFile], list[JavaFile],
