@@ -57,3 +57,84 @@ def test_copy_carries_attachments_to_another_place():
     attach(home, image, PROVENANCE, b"envelope", "application/vnd.dsse.envelope.v1+json")
     copy(home, target, image.digest, ["v1"], attachments=True)
     assert sorted(a.payload for a in attachments(target, image.digest)) == [b"envelope", b"sbom"]
+
+
+# -- a place that lists hostile referrers or signatures: refused whole, the target left as it was --------
+
+def _referrers_tag(place, image, entries):
+    """Write `entries` as the subject's referrers index (the tag schema the memory place reads)."""
+    from imagebuild.stores.place import referrers_tag
+    index = manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}))
+    place.put_manifest(index, [referrers_tag(image.digest)])
+
+
+def _entry(digest, media_type=mt.OCI_MANIFEST, size=100):
+    return {"mediaType": media_type, "digest": digest, "size": size, "artifactType": SBOM}
+
+
+def _copy_refused(home, image, match):
+    target = MemoryPlace("target")
+    with pytest.raises(ImageBuildError, match=match) as refused:
+        copy(home, target, image.digest, ["v1"], attachments=True)
+    assert refused.value.exit_code == 4     # the place's malformed error: a store's here, a registry's 5
+    assert target.blobs == {} and target.tagged == {}, "a refused copy wrote to the target"
+    with pytest.raises(ImageBuildError, match=match):
+        attachments(home, image.digest)
+
+
+def test_a_referrers_index_listing_the_image_itself_is_a_loop_refused_before_any_write():
+    home = MemoryPlace("home")
+    image = _image(home)
+    _referrers_tag(home, image, [_entry(image.digest, size=len(image.raw))])
+    _copy_refused(home, image, "among its own referrers")
+
+
+def test_a_referrers_index_of_too_many_entries_is_refused_before_any_write():
+    from imagebuild.stores.place import MAX_REFERRERS
+    home = MemoryPlace("home")
+    image = _image(home)
+    entries = [_entry("sha256:%064x" % n) for n in range(MAX_REFERRERS + 1)]
+    _referrers_tag(home, image, entries)
+    _copy_refused(home, image, f"lists {MAX_REFERRERS + 1} manifests, over {MAX_REFERRERS}")
+
+
+def test_a_referrer_that_is_no_manifest_is_refused_before_any_write():
+    home = MemoryPlace("home")
+    image = _image(home)
+    _referrers_tag(home, image, [_entry("sha256:" + "1" * 64, media_type=mt.OCI_LAYER_GZIP)])
+    _copy_refused(home, image, "not a manifest's")
+
+
+def test_a_referrer_naming_a_huge_blob_is_not_fetched():
+    from imagebuild.stores.copy import MAX_ATTACHMENT_BYTES
+    home = MemoryPlace("home")
+    image = _image(home)
+    huge = {"mediaType": "application/spdx+json", "digest": "sha256:" + "2" * 64, "size": 2 ** 40}
+    referrer = manifest_of(canonical_json({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": SBOM,
+        "config": EMPTY_DESCRIPTOR.to_dict(), "layers": [huge], "subject": {
+            "mediaType": mt.OCI_MANIFEST, "digest": image.digest, "size": len(image.raw)}}))
+    home.put_manifest(referrer)
+    _referrers_tag(home, image, [_entry(referrer.digest, size=len(referrer.raw))])
+    target = MemoryPlace("target")
+    with pytest.raises(ImageBuildError, match=f"over the {MAX_ATTACHMENT_BYTES // 2 ** 20} MiB"):
+        copy(home, target, image.digest, ["v1"], attachments=True)
+    assert target.blobs == {} and target.tagged == {}
+
+
+@pytest.mark.parametrize("layer, match", [
+    ({"mediaType": mt.COSIGN_SIMPLESIGNING, "digest": "sha256:" + "3" * 64, "size": 2 ** 40}, "over 1048576"),
+    ({"mediaType": mt.COSIGN_SIMPLESIGNING, "digest": "sha256:XYZ", "size": 10}, "not sha256: and 64 hex digits"),
+], ids=["huge", "bad-digest"])
+def test_a_signature_manifest_naming_absurd_layers_is_refused_before_any_write(layer, match):
+    from imagebuild.stores.signature_tags import signature_tag
+    home = MemoryPlace("home")
+    image = _image(home)
+    signatures = manifest_of(canonical_json({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": EMPTY_DESCRIPTOR.to_dict(), "layers": [layer]}))
+    home.put_manifest(signatures, [signature_tag(image.digest)])
+    target = MemoryPlace("target")
+    with pytest.raises(ImageBuildError, match=match) as refused:
+        copy(home, target, image.digest, ["v1"], attachments=True)
+    assert refused.value.exit_code == 4 and "\n" not in refused.value.one_line()
+    assert target.blobs == {} and target.tagged == {}, "a refused copy wrote to the target"

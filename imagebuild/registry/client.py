@@ -176,27 +176,34 @@ class RegistryClient:
         raise registry_error(response, f"deleting manifest {repository}@{digest}")
 
     def list_referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict] | None:
-        """The OCI 1.1 referrers API's descriptors of manifests whose subject is `digest`;
-        None when the registry has no such API (distribution 2.8 answers 404)."""
+        """The OCI 1.1 referrers API's descriptors of manifests whose subject is `digest` (asked for those
+        of `artifact_type`, which a registry may ignore); None when the registry has no such API
+        (distribution 2.8 answers 404)."""
         params = {"artifactType": artifact_type} if artifact_type else None
         response = self.transport.request("GET", f"/v2/{repository}/referrers/{digest}", scopes=_pull(repository),
-                                          params=params, headers={"Accept": mt.OCI_INDEX})
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise registry_error(response, f"listing referrers of {repository}@{digest}")
-        if response.headers.get("content-type", "").split(";")[0].strip() != mt.OCI_INDEX:
-            return None
+                                          params=params, headers={"Accept": mt.OCI_INDEX}, stream=True)
         try:
-            manifests = load_json_object(response.content, "referrers index").get("manifests") or []
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise registry_error(response, f"listing referrers of {repository}@{digest}")
+            if response.headers.get("content-type", "").split(";")[0].strip() != mt.OCI_INDEX:
+                return None
+            # Read within the manifest's bound as it arrives: a registry's answer of any size is refused
+            # before it fills memory.
+            raw = self._bounded_body(response, MAX_MANIFEST_BYTES, f"the referrers of {repository}@{digest}")
+        finally:
+            response.close()
+        try:
+            manifests = load_json_object(raw, "referrers index").get("manifests") or []
         except MalformedError as exc:
             raise RegistryError(f"registry {self.host} sent a malformed referrers index of "
                                 f"{repository}@{digest}: {exc}") from None
         if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
             raise RegistryError(f"registry {self.host} sent a referrers index of {repository}@{digest} whose "
                                 "manifests are not a list of objects")
-        if artifact_type and "artifactType" not in response.headers.get("oci-filters-applied", ""):
-            manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
+        # Not filtered by `artifact_type` here, whether or not the registry applied it: the caller checks
+        # every entry it was sent before it keeps those of the type.
         return manifests
 
     def list_tags(self, repository: str) -> list[str]:

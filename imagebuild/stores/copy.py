@@ -37,6 +37,11 @@ IMAGE_CONFIG_TYPES = (mt.OCI_CONFIG, mt.DOCKER_CONFIG)
 DEFAULT_PARALLEL = 4
 # (how: "copied" | "mounted", blob): one event per blob that moved, for progress lines.
 BlobEvent = Callable[[str, Descriptor], None] | None
+# What one attachment (a referrer carried with its image) may hold in all: ours hold an SBOM or an
+# envelope of some kB to MiB (stores/attachments.MAX_PAYLOAD), foreign tools' signatures less. A place
+# listing a referrer of more names no attachment, and could make a copy fetch without end.
+MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024
+
 # A repository of the target's registry that may lend a blob by mount, besides the source.
 MountHint = Callable[[Digest], ImagePlace | None] | None
 
@@ -71,6 +76,9 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
             target.put_manifest(top, tags, platform)
         return CopyResult(descriptor_of(top, platform), manifest_bytes=len(top.raw) if tags else 0)
     children = [_manifest(source, child.digest) for child in _parsed(source, top, children_of)]
+    # What travels with the image is read and checked before anything is written: a place that lists
+    # a loop, too many referrers or an absurd signature manifest leaves the target as it was.
+    carried = _attachments_of(source, top, attachments) if attachments else None
     blobs: dict[str, Descriptor] = {}
     for manifest in children + [top]:
         for blob in _parsed(source, manifest, blobs_of):
@@ -127,33 +135,57 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
         result.manifest_bytes += len(child.raw)
     target.put_manifest(top, tags, platform)
     result.manifest_bytes += len(top.raw)
-    if attachments:
-        wanted = [None] if attachments is True else list(attachments)
-        for artifact_type in wanted:
-            for referrer in source.referrers(top.digest, artifact_type):
-                carried = copy(source, target, referrer.digest, mount_hint=mount_hint, parallel=parallel,
-                               progress=progress)
-                target.add_referrer(top.digest, referrer)
-                result.attachments.append(carried.digest)
-                result.blob_bytes += carried.blob_bytes
-                result.manifest_bytes += carried.manifest_bytes
-        if attachments is True or mt.COSIGN_SIMPLESIGNING in attachments:
-            carried = _copy_signatures(source, target, top.digest, mount_hint=mount_hint, parallel=parallel,
-                                       progress=progress)
-            if carried is not None:
-                result.attachments.append(carried.digest)
-                result.blob_bytes += carried.blob_bytes
-                result.manifest_bytes += carried.manifest_bytes
+    if carried is not None:
+        referrers, signatures = carried
+        for referrer, manifest in referrers:
+            one = copy(source, target, manifest, mount_hint=mount_hint, parallel=parallel, progress=progress)
+            target.add_referrer(top.digest, referrer)
+            _add_carried(result, one)
+        if signatures is not None:
+            one = _copy_signatures(source, target, top.digest, signatures, mount_hint=mount_hint,
+                                   parallel=parallel, progress=progress)
+            if one is not None:
+                _add_carried(result, one)
     return result
 
 
-def _copy_signatures(source: ImagePlace, target: ImagePlace, subject: str, **options) -> CopyResult | None:
-    """The subject's cosign signature tag (`sha256-<hex>.sig`, no referrer: found by name). Signatures
-    the target holds already stay: the two sets are merged, never replaced."""
+def _add_carried(result: CopyResult, carried: CopyResult) -> None:
+    result.attachments.append(carried.digest)
+    result.blob_bytes += carried.blob_bytes
+    result.manifest_bytes += carried.manifest_bytes
+
+
+def _attachments_of(source: ImagePlace, top: ManifestBytes, attachments: bool | Sequence[str]
+                    ) -> tuple[list[tuple[Descriptor, ManifestBytes]], ManifestBytes | None]:
+    """The referrers of `top` to carry (each with its manifest, its blobs bounded as an attachment's) and
+    its signature manifest (checked), read from `source`; the source's malformed error when any does not fit."""
+    wanted = [None] if attachments is True else list(attachments)
+    referrers: list[tuple[Descriptor, ManifestBytes]] = []
+    for artifact_type in wanted:
+        for referrer in source.referrers(top.digest, artifact_type):
+            manifest = _manifest(source, referrer.digest)
+            if manifest.digest != referrer.digest:
+                raise source.malformed(f"referrer {referrer.digest}",
+                                       MalformedError(f"its manifest's digest is {manifest.digest}"))
+            size = sum(blob.size for blob in _parsed(source, manifest, blobs_of))
+            if size > MAX_ATTACHMENT_BYTES:
+                raise source.malformed(f"referrer {referrer.digest}", MalformedError(
+                    f"its blobs are {size} bytes, over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB "
+                    "an attachment may hold"))
+            referrers.append((referrer, manifest))
+    signatures = None
+    if attachments is True or mt.COSIGN_SIMPLESIGNING in attachments:
+        signatures = source.manifest(signature_tag(top.digest))
+        signature_layers(source, signatures)     # checked: count, sizes and types of what it names
+    return referrers, signatures
+
+
+def _copy_signatures(source: ImagePlace, target: ImagePlace, subject: str, theirs: ManifestBytes,
+                     **options) -> CopyResult | None:
+    """The subject's cosign signature manifest `theirs` (tagged `sha256-<hex>.sig` in `source`, no
+    referrer: found by name). Signatures the target holds already stay: the two sets are merged, never
+    replaced."""
     tag = signature_tag(subject)
-    theirs = source.manifest(tag)
-    if theirs is None:
-        return None
     ours = target.manifest(tag)
     if ours is not None and ours.digest == theirs.digest:
         return None

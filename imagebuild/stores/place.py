@@ -115,21 +115,37 @@ def referrers_tag(subject: str) -> str:
     return "sha256-" + Digest(subject).hex
 
 
-def referrers_in(index: ManifestBytes | None, artifact_type: str | None) -> list[Descriptor]:
+# An image has a handful of attachments (its SBOMs, provenance, attestations); each listed one costs a
+# request to read, so a place listing more is refused rather than followed.
+MAX_REFERRERS = 1000
+
+
+def referrers_in(index: ManifestBytes | None, artifact_type: str | None, subject: str | None = None) -> list[Descriptor]:
     """The descriptors a referrers index lists (of `artifact_type` only, when given); MalformedError
     when it is no index."""
     if index is None or index.media_type != mt.OCI_INDEX:
         return []
-    return referrer_descriptors(load_json_object(index.raw, "referrers index").get("manifests"), artifact_type)
+    return referrer_descriptors(load_json_object(index.raw, "referrers index").get("manifests"), artifact_type,
+                                subject)
 
 
-def referrer_descriptors(entries: Any, artifact_type: str | None) -> list[Descriptor]:
-    """Referrer entries (from an index or the referrers API) as descriptors, checked; MalformedError else."""
+def referrer_descriptors(entries: Any, artifact_type: str | None, subject: str | None = None) -> list[Descriptor]:
+    """Referrer entries (from an index or the referrers API) as descriptors, checked; MalformedError else:
+    more than MAX_REFERRERS, an entry that is no descriptor of a manifest, or `subject` itself listed
+    among its referrers (a loop)."""
     if entries is None:
         return []
     if not isinstance(entries, list):
         raise MalformedError("the referrers index has manifests that are not a list")
+    if len(entries) > MAX_REFERRERS:
+        raise MalformedError(f"the referrers index lists {len(entries)} manifests, over {MAX_REFERRERS}")
     found = [Descriptor.from_dict(entry) for entry in entries]   # checks each entry is a descriptor
+    for descriptor in found:
+        if descriptor.media_type not in mt.ALL_MANIFEST_TYPES:
+            raise MalformedError(f"referrer {descriptor.digest} has the media type "
+                                 f"{descriptor.media_type[:80]!r}, not a manifest's")
+        if subject is not None and descriptor.digest == subject:
+            raise MalformedError(f"it lists {subject} among its own referrers")
     return [descriptor for descriptor, entry in zip(found, entries)
             if artifact_type is None or entry.get("artifactType") == artifact_type]
 
@@ -215,7 +231,7 @@ class LocalPlace:
 
     def referrers(self: ImagePlace, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
         try:
-            return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
+            return referrers_in(self.manifest(referrers_tag(subject)), artifact_type, subject)
         except MalformedError as exc:
             raise self.malformed(f"referrers index of {subject}", exc) from None
 
@@ -365,8 +381,8 @@ class RegistryPlace:
         found = self.client.list_referrers(self.repository, subject, artifact_type)
         try:
             if found is None:
-                return referrers_in(self.manifest(referrers_tag(subject)), artifact_type)
-            return referrer_descriptors(found, None)
+                return referrers_in(self.manifest(referrers_tag(subject)), artifact_type, subject)
+            return referrer_descriptors(found, artifact_type, subject)
         except MalformedError as exc:
             raise self.malformed(f"referrers index of {subject}", exc) from None
 

@@ -19,6 +19,9 @@ from imagebuild.stores.place import ImagePlace, manifest_of, put_bytes, referrer
 
 # Signatures pile up (one per key and signing); past this many the manifest is refused, not read.
 MAX_SIGNATURE_LAYERS = 256
+# A signed payload names an image in some hundred bytes; the config lists one digest per signature. A
+# signature manifest's blobs are copied with it, so their sizes are bounded before any is fetched.
+MAX_SIGNATURE_BYTES = 1024 * 1024
 
 
 def signature_tag(subject: str) -> str:
@@ -34,9 +37,15 @@ def signature_layers(place: ImagePlace, manifest: ManifestBytes | None) -> list[
     try:
         if manifest.media_type != mt.OCI_MANIFEST:
             raise MalformedError(f"it is a {manifest.media_type}, not an OCI image manifest")
-        layers = ParsedManifest.parse(manifest.raw, manifest.media_type).layers
+        parsed = ParsedManifest.parse(manifest.raw, manifest.media_type)
+        layers = parsed.layers
         if len(layers) > MAX_SIGNATURE_LAYERS:
             raise MalformedError(f"it lists {len(layers)} signatures, over {MAX_SIGNATURE_LAYERS}")
+        if parsed.config.size > MAX_SIGNATURE_BYTES:
+            raise MalformedError(f"its config is {parsed.config.size} bytes, over {MAX_SIGNATURE_BYTES}")
+        for layer in layers:   # of any media type: one of another kind is passed over when verifying
+            if layer.size > MAX_SIGNATURE_BYTES:
+                raise MalformedError(f"signature {layer.digest} is {layer.size} bytes, over {MAX_SIGNATURE_BYTES}")
     except MalformedError as exc:
         raise place.malformed(f"signature manifest {manifest.digest}", exc) from None
     return list(layers)
