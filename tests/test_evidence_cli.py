@@ -75,3 +75,46 @@ def test_keygen_never_replaces_a_key(app):
 def test_bake_refuses_a_passphrase_variable_without_a_key(tmp_path):
     done = imagebuild("bake", tmp_path, "--passphrase-env", "PASS")
     assert "--sign" in one_error_line(done)
+
+
+# -- --json: exactly one JSON object on stdout, whether the command succeeds or fails -----------------------
+
+def one_json_object(done, code: int) -> dict:
+    assert done.returncode == code, done.stderr
+    found = json.loads(done.stdout)      # refuses a second object, or anything after the first
+    assert isinstance(found, dict)
+    if code:
+        assert found["error"]["exit_code"] == code and done.stderr.startswith("error: ")
+        assert done.stderr.count("\n") == 1
+    return found
+
+
+def test_every_evidence_command_prints_one_json_object_also_when_it_fails(app, tmp_path):
+    import shutil
+
+    app = shutil.copytree(app, tmp_path / "app")     # it signs and attaches: the other tests' image stays as it is
+    from imagebuild.evidence.keys import load_private_key
+    from imagebuild.evidence.provenance import attach_provenance
+    from imagebuild.stores.place import LayoutPlace
+    from tests.test_evidence_provenance import _statement as provenance_statement
+
+    made = one_json_object(imagebuild("keygen", "--out", tmp_path / "fresh", "--json"), 0)
+    assert made["public_key"] == str(tmp_path / "fresh.pub") and not made["encrypted"]
+    assert "exists already" in one_json_object(imagebuild("keygen", "--out", tmp_path / "fresh", "--json"), 2)["error"]["message"]
+
+    sign = ("sign", "hello:v1", "--key", app / "other.key", "--json")
+    assert one_json_object(cli(app, *sign), 0)["identity"] == "hello"
+    one_json_object(cli(app, "sign", "hello:v1", "--key", app / "ours.key", "--json"), 2)   # encrypted, no passphrase
+    assert one_json_object(cli(app, "verify", "hello:v1", "--key", app / "other.pub", "--json"), 0)["verified_by"]
+    one_json_object(cli(app, "verify", "hello:v1", "--key", tmp_path / "fresh.pub", "--json"), 2)
+    one_json_object(cli(app, "verify", "nothing:v9", "--key", app / "other.pub", "--json"), 2)
+
+    one_json_object(cli(app, "provenance", "hello:v1", "--json"), 2)   # none attached yet
+    store = LayoutStore(app / "store")
+    place = LayoutPlace(store, "hello")
+    image = place.manifest(str(store.refs()["hello:v1"].digest))
+    attach_provenance(place, image, provenance_statement(image.digest), load_private_key(app / "other.key", None))
+    release_lease(store.root)
+    shown = one_json_object(cli(app, "provenance", "hello:v1", "--key", app / "other.pub", "--json"), 0)
+    assert shown["subject"][0]["digest"]["sha256"] == image.digest.hex
+    one_json_object(cli(app, "provenance", "hello:v1", "--key", tmp_path / "fresh.pub", "--json"), 2)

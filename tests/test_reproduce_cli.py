@@ -47,3 +47,13 @@ def test_an_image_without_provenance_is_not_rebuilt(app):
     done = imagebuild("reproduce", "v1", "--key", "ci.key", "--provenance-key", "ci.pub", "--store", app / "store",
                       cwd=app)
     assert f"image {image.digest} in" in one_error(done) and "has no provenance" in done.stderr
+
+
+@pytest.mark.parametrize("args", [("--key", "missing.key"), ("--key", "ci.key", "--provenance-key", "ci.pub")],
+                         ids=["no-key", "no-image"])
+def test_a_refusal_with_json_is_one_json_object_on_stdout(app, args):
+    import json
+
+    done = imagebuild("reproduce", "v1", *args, "--json", "--store", app / "store", cwd=app)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert json.loads(done.stdout)["error"]["exit_code"] == 2     # one object, nothing after it

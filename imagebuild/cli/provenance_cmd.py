@@ -14,7 +14,10 @@ def provenance(image: str = typer.Argument(..., help="HOST[:PORT]/NAME[:TAG|@DIG
                                                       "in the local store"),
                keys: Optional[List[Path]] = typer.Option(None, "--key", help="A public key (repeatable): print the "
                                                                               "statement only when one verifies it."),
-               insecure: Optional[bool] = InsecureOption, store: Optional[Path] = StoreOption) -> None:
+               insecure: Optional[bool] = InsecureOption, store: Optional[Path] = StoreOption,
+               json_out: bool = typer.Option(False, "--json", help="The statement is JSON already; with --json a "
+                                                                  "failure is one JSON object on stdout too.")
+               ) -> None:
     """Print the image's SLSA provenance statement (JSON); verified, exit 2 otherwise, when --key is given."""
     from imagebuild.evidence.images import open_image
     from imagebuild.evidence.keys import load_public_key
