@@ -218,3 +218,10 @@ def test_each_platform_has_its_own_sbom_and_the_index_carries_both(baked):
         assert architectures and architectures <= {entry["platform"].rpartition("/")[2], "all"}, architectures
     on_index = [json.loads(a.payload) for a in attachments(place, result["digest"], "application/spdx+json")]
     assert len(on_index) == 2 and {p["name"] for p in on_index[0]["packages"]} in names.values()
+    # `imagebuild sbom` of the pushed index: one platform's, as --platform names it; refused without one
+    for entry in result["platforms"]:
+        done = imagebuild("sbom", result["image"], "--platform", entry["platform"], "--store", store.root)
+        assert done.returncode == 0, done.stderr
+        assert {p["name"] for p in json.loads(done.stdout)["packages"]} == names[entry["platform"]]
+    refused = imagebuild("sbom", result["image"], "--store", store.root)
+    assert refused.returncode == 2 and "(linux/amd64, linux/arm64)" in refused.stderr, refused.stderr

@@ -280,3 +280,49 @@ def test_sbom_of_an_image_without_one_is_one_line_and_exit_2(tmp_path):
         assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
     failed = imagebuild("sbom", "hello:v1", "--store", store.root, "--json")
     assert failed.returncode == 2 and json.loads(failed.stdout)["error"]["exit_code"] == 2
+
+
+# -- `imagebuild sbom` of a multi-platform index: one platform's, named by --platform ------------------------
+
+@pytest.fixture
+def index_store(tmp_path):
+    """hello:v1 in a store: an index of linux/amd64 and linux/arm64, each image with its own SPDX SBOM, and
+    both SBOMs attached to the index too, as a bake of several platforms attaches them."""
+    from tests.evidence_support import small_image
+
+    store = LayoutStore(tmp_path / "store").ensure()
+    place = LayoutPlace(store, "hello")
+    children = []
+    for architecture in ("amd64", "arm64"):
+        image = small_image(place, architecture.encode(), tag=f"v1-{architecture}")
+        children.append((architecture, image))
+    index = manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": image.digest, "size": len(image.raw),
+         "platform": {"os": "linux", "architecture": architecture}} for architecture, image in children]}))
+    place.put_manifest(index, ["v1"])
+    for architecture, image in children:
+        document = json.dumps({"spdxVersion": "SPDX-2.3", "name": architecture}).encode()
+        for subject in (image, index):
+            attach(place, subject, mt.SPDX_JSON, document, mt.SPDX_JSON)
+    return tmp_path / "store"
+
+
+def test_the_sbom_of_an_index_is_one_platforms_named_by_platform(index_store):
+    for architecture in ("amd64", "arm64"):
+        done = imagebuild("sbom", "hello:v1", "--platform", f"linux/{architecture}", "--store", index_store)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["name"] == architecture
+    alone = imagebuild("sbom", "hello:v1-arm64", "--platform", "linux/amd64", "--store", index_store)
+    assert json.loads(alone.stdout)["name"] == "arm64"    # one image: its own, as pull --platform takes it
+
+
+@pytest.mark.parametrize("args, words", [
+    ((), "hello:v1 is an index of several platforms (linux/amd64, linux/arm64), each with its own SBOM "
+         "(name one with --platform OS/ARCH)"),
+    (("--platform", "linux/s390x"), "hello:v1 has no image for linux/s390x (it offers linux/amd64, linux/arm64)"),
+    (("--platform", "linux"), "'linux' is not a platform"),
+])
+def test_the_sbom_of_an_index_without_a_platform_it_offers_is_refused_naming_them(index_store, args, words):
+    done = imagebuild("sbom", "hello:v1", *args, "--store", index_store)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr

@@ -254,10 +254,37 @@ def _none_attached(what: str, form: str) -> UserError:
                      hint="bake it again with this imagebuild, and push it with `imagebuild push`")
 
 
-def read_sbom(reference: str, form: str, store, insecure: bool | None = None) -> bytes:
+def _platform_subject(place, manifest, what: str, platform) -> str:
+    """The digest whose SBOM `sbom` prints: the image itself, or, for an index, its image for `platform`.
+    An index without `platform` is refused with the platforms it offers: its SBOMs are one per platform,
+    and printing one of them, or several documents at once, would mislead a reader or a parser."""
+    from imagebuild.oci import mediatypes as mt
+    from imagebuild.oci.model import MalformedError, parse_index, platform_child
+
+    if manifest.media_type not in mt.INDEX_TYPES:
+        return str(manifest.digest)    # one image: its own SBOM, as `pull --platform` takes it whole
+    try:
+        children = list(parse_index(manifest.raw))
+    except MalformedError as exc:
+        raise place.malformed(f"index {manifest.digest}", exc) from None
+    offered = ", ".join(dict.fromkeys(f"{c.platform.os}/{c.platform.architecture}"
+                                      + (f"/{c.platform.variant}" if c.platform.variant else "")
+                                      for c in children if c.platform is not None)) or "none named"
+    if platform is None:
+        raise UserError(f"{what} is an index of several platforms ({offered}), each with its own SBOM",
+                        hint="name one with --platform OS/ARCH")
+    child = platform_child(children, platform)
+    if child is None:
+        raise UserError(f"{what} has no image for {platform.os}/{platform.architecture}"
+                        f"{'/' + platform.variant if platform.variant else ''}", hint=f"it offers {offered}")
+    return str(child.digest)
+
+
+def read_sbom(reference: str, form: str, store, insecure: bool | None = None, platform=None) -> bytes:
     """The `form` SBOM of an image: a NAME:TAG (or digest) of the local store, else a registry reference
     HOST[:PORT]/NAME[:TAG|@DIGEST], its attachments found through the registry's referrers (the API, or
-    the referrers tag schema). UserError when the image is unknown or has none."""
+    the referrers tag schema). A multi-platform index gives the SBOM of its image for `platform` (an
+    oci.model.Platform), and is refused without one. UserError when the image is unknown or has none."""
     from imagebuild.oci.digest import is_digest
     from imagebuild.oci.reference import Reference
     from imagebuild.stores.place import LayoutPlace, RegistryPlace
@@ -268,7 +295,12 @@ def read_sbom(reference: str, form: str, store, insecure: bool | None = None) ->
     refs = store.refs() if store.exists() else {}
     local = reference in refs and "@" not in reference
     if local:
-        found = attached_sbom(LayoutPlace(store, reference.rpartition(":")[0]), str(refs[reference].digest), form)
+        place = LayoutPlace(store, reference.rpartition(":")[0])
+        manifest = place.manifest(str(refs[reference].digest))
+        if manifest is None:
+            raise UserError(f"{reference} is in the store at {store.root} without its manifest",
+                            hint="bake or pull it again")
+        found = attached_sbom(place, _platform_subject(place, manifest, reference, platform), form)
         if found is not None:
             return found
     parsed = Reference.parse(reference)
@@ -286,7 +318,7 @@ def read_sbom(reference: str, form: str, store, insecure: bool | None = None) ->
         manifest = place.manifest(parsed.identifier)
         if manifest is None:
             raise UserError(f"{reference} is not in the registry", hint="check the name, tag or digest")
-        found = attached_sbom(place, str(manifest.digest), form)
+        found = attached_sbom(place, _platform_subject(place, manifest, reference, platform), form)
         if found is None:
             raise _none_attached(reference, form)
         return found
