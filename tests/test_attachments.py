@@ -138,3 +138,14 @@ def test_a_signature_manifest_naming_absurd_layers_is_refused_before_any_write(l
         copy(home, target, image.digest, ["v1"], attachments=True)
     assert refused.value.exit_code == 4 and "\n" not in refused.value.one_line()
     assert target.blobs == {} and target.tagged == {}, "a refused copy wrote to the target"
+
+
+def test_attachments_that_add_up_past_the_bound_are_refused_before_they_are_all_read(monkeypatch):
+    from imagebuild.stores import attachments as attachments_module
+    place = MemoryPlace()
+    image = _image(place)
+    for n in range(5):
+        attach(place, image, SBOM, b"%d" % n * 100, "application/spdx+json")
+    monkeypatch.setattr(attachments_module, "MAX_PAYLOADS", 450)
+    with pytest.raises(ImageBuildError, match="more than 450 bytes in all"):
+        attachments(place, image.digest, SBOM)

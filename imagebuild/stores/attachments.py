@@ -20,8 +20,10 @@ from imagebuild.oci.model import (EMPTY_DESCRIPTOR, EMPTY_JSON, Descriptor, Malf
                                   ParsedManifest, load_json_object)
 from imagebuild.stores.place import ImagePlace, descriptor_of, manifest_of, put_bytes
 
-# An attachment's payload is read whole into memory, so a hostile place cannot make it large.
+# An attachment's payload is read whole into memory, so a hostile place cannot make it large; nor can it
+# make many of them add up (an image has some: two SBOMs a platform, provenance, attestations).
 MAX_PAYLOAD = 16 * 1024 * 1024
+MAX_PAYLOADS = 4 * MAX_PAYLOAD
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def attachments(place: ImagePlace, subject: str, artifact_type: str | None = Non
     else is the place's malformed error. Referrers that are no attachment of this shape (a foreign
     tool's artifact with several layers) are passed over."""
     found = []
+    total = 0
     for referrer in place.referrers(subject, artifact_type):
         manifest = place.manifest(referrer.digest)
         if manifest is None:
@@ -88,6 +91,10 @@ def attachments(place: ImagePlace, subject: str, artifact_type: str | None = Non
         if layer.size > MAX_PAYLOAD:
             raise place.malformed(f"attachment {referrer.digest}",
                                   MalformedError(f"its payload is {layer.size} bytes, over {MAX_PAYLOAD}"))
+        total += layer.size
+        if total > MAX_PAYLOADS:
+            raise place.malformed(f"attachment {referrer.digest}", MalformedError(
+                f"the attachments of {subject} hold more than {MAX_PAYLOADS} bytes in all"))
         with place.open_blob(layer) as stream:
             payload = stream.read(MAX_PAYLOAD + 1)
         if len(payload) != layer.size or Digest.of(payload) != layer.digest:
