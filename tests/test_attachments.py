@@ -149,3 +149,17 @@ def test_attachments_that_add_up_past_the_bound_are_refused_before_they_are_all_
     monkeypatch.setattr(attachments_module, "MAX_PAYLOADS", 450)
     with pytest.raises(ImageBuildError, match="more than 450 bytes in all"):
         attachments(place, image.digest, SBOM)
+
+
+def test_copy_of_an_index_carries_the_attachments_of_each_platforms_image():
+    home, target = MemoryPlace("home"), MemoryPlace("target")
+    child = _image(home)
+    index = manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": child.digest, "size": len(child.raw),
+         "platform": {"os": "linux", "architecture": "arm64"}}]}))
+    home.put_manifest(index, ["v1"])
+    attach(home, child, SBOM, b"arm64 sbom", "application/spdx+json")
+    attach(home, index, SBOM, b"arm64 sbom", "application/spdx+json")
+    copy(home, target, index.digest, ["v1"], attachments=True)
+    assert [a.payload for a in attachments(target, child.digest, SBOM)] == [b"arm64 sbom"]
+    assert [a.payload for a in attachments(target, index.digest, SBOM)] == [b"arm64 sbom"]

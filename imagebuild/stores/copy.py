@@ -78,7 +78,7 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
     children = [_manifest(source, child.digest) for child in _parsed(source, top, children_of)]
     # What travels with the image is read and checked before anything is written: a place that lists
     # a loop, too many referrers or an absurd signature manifest leaves the target as it was.
-    carried = _attachments_of(source, top, attachments) if attachments else None
+    carried = _attachments_of(source, top, children, attachments) if attachments else None
     blobs: dict[str, Descriptor] = {}
     for manifest in children + [top]:
         for blob in _parsed(source, manifest, blobs_of):
@@ -137,9 +137,9 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
     result.manifest_bytes += len(top.raw)
     if carried is not None:
         referrers, signatures = carried
-        for referrer, manifest in referrers:
+        for subject, referrer, manifest in referrers:
             one = copy(source, target, manifest, mount_hint=mount_hint, parallel=parallel, progress=progress)
-            target.add_referrer(top.digest, referrer)
+            target.add_referrer(subject, referrer)
             _add_carried(result, one)
         if signatures is not None:
             one = _copy_signatures(source, target, top.digest, signatures, mount_hint=mount_hint,
@@ -155,14 +155,17 @@ def _add_carried(result: CopyResult, carried: CopyResult) -> None:
     result.manifest_bytes += carried.manifest_bytes
 
 
-def _attachments_of(source: ImagePlace, top: ManifestBytes, attachments: bool | Sequence[str]
-                    ) -> tuple[list[tuple[Descriptor, ManifestBytes]], ManifestBytes | None]:
-    """The referrers of `top` to carry (each with its manifest, its blobs bounded as an attachment's) and
-    its signature manifest (checked), read from `source`; the source's malformed error when any does not fit."""
+def _attachments_of(source: ImagePlace, top: ManifestBytes, children: Sequence[ManifestBytes],
+                    attachments: bool | Sequence[str]
+                    ) -> tuple[list[tuple[Digest, Descriptor, ManifestBytes]], ManifestBytes | None]:
+    """The referrers to carry, of `top` and of each of its `children` (an index's platforms have their own:
+    their SBOMs), each as (subject, descriptor, manifest), its blobs bounded as an attachment's; and
+    `top`'s signature manifest (checked); read from `source`. The source's malformed error when any
+    does not fit."""
     wanted = [None] if attachments is True else list(attachments)
-    referrers: list[tuple[Descriptor, ManifestBytes]] = []
-    for artifact_type in wanted:
-        for referrer in source.referrers(top.digest, artifact_type):
+    referrers: list[tuple[Digest, Descriptor, ManifestBytes]] = []
+    for subject, artifact_type in ((one.digest, kind) for one in [*children, top] for kind in wanted):
+        for referrer in source.referrers(subject, artifact_type):
             manifest = _manifest(source, referrer.digest)
             if manifest.digest != referrer.digest:
                 raise source.malformed(f"referrer {referrer.digest}",
@@ -172,11 +175,11 @@ def _attachments_of(source: ImagePlace, top: ManifestBytes, attachments: bool | 
                 raise source.malformed(f"referrer {referrer.digest}", MalformedError(
                     f"its blobs are {size} bytes, over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB "
                     "an attachment may hold"))
-            referrers.append((referrer, manifest))
+            referrers.append((subject, referrer, manifest))
     signatures = None
     if attachments is True or mt.COSIGN_SIMPLESIGNING in attachments:
         signatures = source.manifest(signature_tag(top.digest))
-        signature_layers(source, signatures)     # checked: count, sizes and types of what it names
+        signature_layers(source, signatures)     # checked: how many blobs it names, and their sizes
     return referrers, signatures
 
 
