@@ -1,6 +1,7 @@
 """A registry's hostile answers about what is attached to an image: a referrers index too large, of too
 many entries, of descriptors that are no manifests, or listing the image itself, and a signature manifest
-of absurd layers. Each ends the command with exit 5 and one line naming the registry and the image.
+of absurd layers. Each ends the command with exit 5 and one line naming the registry and the image; and,
+as a property, whatever the referrers answer holds, reading the attachments ends in a list or that line.
 
 The answers come from a loopback fake registry: the real one cannot be made to send them.
 """
@@ -9,14 +10,20 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
+from imagebuild.errors import ImageBuildError
 from imagebuild.oci import mediatypes as mt
-from imagebuild.stores.place import MAX_REFERRERS
+from imagebuild.registry.client import RegistryClient
+from imagebuild.stores.attachments import attachments
+from imagebuild.stores.place import MAX_REFERRERS, RegistryPlace
 from tests.conftest import imagebuild
 from tests.registry_support.answers import REPOSITORY, serve, sha, valid_image
 from tests.registry_support.fake_registry import Answer, FakeRegistry
 from tests.test_export_errors import assert_one_line_error
+from tests.test_registry_fuzz import FUZZ, json_values
 
 SBOM = "application/spdx+json"
 
@@ -90,3 +97,35 @@ def test_a_hostile_signature_manifest_is_exit_5(fake, image, tmp_path, layers, w
     done = imagebuild("verify", f"{fake.address}/{REPOSITORY}:v1", "--key", tmp_path / "k.pub",
                       "--store", tmp_path / "store")
     assert_one_line_error(done, words, fake.address, code=5)
+
+
+# -- property: whatever the referrers answer, a list of checked attachments or one exit-5 line ---------------
+
+entries = st.lists(st.one_of(
+    json_values,
+    st.fixed_dictionaries({"mediaType": st.sampled_from([mt.OCI_MANIFEST, mt.OCI_LAYER, "", 7]),
+                           "digest": st.sampled_from(["sha256:" + "1" * 64, "sha256:XYZ", None]),
+                           "size": st.one_of(st.integers(min_value=-5, max_value=2 ** 64), st.text(max_size=3))},
+                          optional={"artifactType": st.sampled_from([SBOM, 3, None])})), max_size=4)
+
+
+@settings(FUZZ, max_examples=50)
+@given(manifests=st.one_of(entries, json_values), via_tag=st.booleans())
+def test_any_referrers_answer_ends_in_attachments_or_one_exit_5_line(fake, manifests, via_tag):
+    fake.reset()
+    parts = valid_image()
+    serve(fake, parts.manifest_bytes(), parts)
+    digest = sha(parts.manifest_bytes())
+    body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}).encode()
+    if via_tag:
+        fake.manifest(REPOSITORY, "sha256-" + digest.removeprefix("sha256:"), Answer(body, content_type=mt.OCI_INDEX))
+    else:
+        _referrers(fake, digest, body=body)
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        try:
+            found = attachments(RegistryPlace(client, REPOSITORY), digest, SBOM)
+        except ImageBuildError as exc:
+            assert exc.exit_code == 5, exc.one_line()
+            assert fake.address in exc.one_line() and "\n" not in exc.one_line()
+            return
+    assert found == []     # nothing the fake serves is an attachment of this image
