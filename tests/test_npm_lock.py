@@ -153,3 +153,33 @@ def test_lock_check_of_a_broken_lock_is_one_line_and_one_json_object(tmp_path, j
         assert json.loads(done.stdout)["error"]["exit_code"] == 2
     else:
         assert done.stdout == ""
+
+
+@pytest.mark.parametrize("working_tree", [False, True], ids=["commit", "working-tree"])
+def test_a_bake_reads_a_committed_lock_no_further_than_its_bound(tmp_path, monkeypatch, working_tree):
+    from imagebuild.build.layers import npm
+    from imagebuild.sources.app_tree import SourceTree
+    from tests.bake_support import FIRST_COMMIT_TIME, commit_all, git
+
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "node-hello", app)
+    git(app, "init", "-q", "-b", "main")
+    (app / "package-lock.json").write_bytes((app / "package-lock.json").read_bytes() + b" " * 5000)
+    commit = commit_all(app, "first", FIRST_COMMIT_TIME)
+    recipe = load_recipe(app)
+    tree = SourceTree(app, commit, working_tree=working_tree)
+    asked = []
+
+    def read(path, limit=None):
+        data = tree.read(tree.repo_path(path), limit)
+        asked.append((path.name, limit, len(data)))
+        return data
+
+    from imagebuild.sources import npm_lock
+    monkeypatch.setattr(npm, "MAX_LOCK_BYTES", 1024)
+    monkeypatch.setattr(npm_lock, "MAX_LOCK_BYTES", 1024)
+    with pytest.raises(UserError, match="package-lock.json is over the 0 MiB"):
+        npm.lock_files(recipe, read)
+    assert ("package-lock.json", 1024, 1025) in asked     # read one byte past the bound, no further
+    monkeypatch.undo()
+    assert npm.lock_files(recipe, lambda path, limit=None: tree.read(tree.repo_path(path), limit))[2].packages

@@ -362,9 +362,9 @@ def _builders(source: BakeInput, store: LayoutStore, tree: app_tree.SourceTree,
     recipe_epoch = _recipe_epoch(recipe, tree, commit.time)
     builders: list[LayerBuilder] = []
 
-    def read(path: Path) -> bytes | None:
+    def read(path: Path, limit: int | None = None) -> bytes | None:
         try:
-            return tree.read(tree.repo_path(path))
+            return tree.read(tree.repo_path(path), limit)
         except ValueError:
             return None
 

@@ -132,19 +132,31 @@ class SourceTree:
                 digest.update(chunk)
         return TrackedFile(path, mode, "sha256:" + digest.hexdigest(), st.st_size)
 
-    def read(self, path: str) -> bytes | None:
-        """One file's content at the commit (or on disk); None when it is not tracked there."""
+    def read(self, path: str, limit: int | None = None) -> bytes | None:
+        """One file's content at the commit (or on disk); None when it is not tracked there. With
+        `limit`, no more than `limit + 1` bytes are read: enough for the caller to refuse a larger file
+        without holding it."""
         if self.working_tree:
             tracked = _run_git(self.toplevel, "ls-files", "-z", "--", path).split(b"\0")
             if path.encode("utf-8", "surrogateescape") not in tracked:
                 return None
             try:
-                return (self.toplevel / path).read_bytes()
+                with open(self.toplevel / path, "rb") as handle:
+                    return handle.read() if limit is None else handle.read(limit + 1)
             except FileNotFoundError:
                 return None
-        done = subprocess.run(["git", "-C", str(self.toplevel), "cat-file", "blob", f"{self.commit}:{path}"],
-                              capture_output=True, env={**os.environ, **_GIT_ENV}, check=False)
-        return done.stdout if done.returncode == 0 else None
+        command = ["git", "-C", str(self.toplevel), "cat-file", "blob", f"{self.commit}:{path}"]
+        if limit is None:
+            done = subprocess.run(command, capture_output=True, env={**os.environ, **_GIT_ENV}, check=False)
+            return done.stdout if done.returncode == 0 else None
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **_GIT_ENV}) as reading:
+            assert reading.stdout is not None
+            data = reading.stdout.read(limit + 1)
+            if len(data) > limit:
+                reading.kill()       # the rest is not wanted: the file is refused for its size
+                return data
+            return data if reading.wait() == 0 else None
 
     def last_change(self, paths: list[str]) -> int | None:
         """The commit time of the newest commit at or before ours that touched any of `paths`."""

@@ -28,7 +28,7 @@ from imagebuild.errors import BuildError, RecipeError, UserError
 from imagebuild.oci.layer import DIR, Entry, LayerResult
 from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe
-from imagebuild.sources.npm_lock import NpmLock, checked_npm_lock
+from imagebuild.sources.npm_lock import MAX_LOCK_BYTES, MAX_PACKAGE_JSON_BYTES, NpmLock, checked_npm_lock
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.tool_versions import tool_version
 
@@ -62,11 +62,13 @@ def npm_version() -> str:
     return tool_version(npm, ask)
 
 
-def lock_files(recipe: Recipe, read: Callable[[Path], bytes | None]) -> tuple[bytes, bytes, NpmLock]:
-    """(package.json, package-lock.json, the checked lock) at the commit."""
+def lock_files(recipe: Recipe, read: Callable[[Path, int], bytes | None]) -> tuple[bytes, bytes, NpmLock]:
+    """(package.json, package-lock.json, the checked lock) at the commit; `read` gives a file's bytes, past
+    the limit given by one byte at most, so a file too large is refused without being held."""
     assert recipe.libraries.package_lock is not None
     lock_path = recipe.root / recipe.libraries.package_lock
-    package_json, package_lock = read(lock_path.parent / "package.json"), read(lock_path)
+    package_json = read(lock_path.parent / "package.json", MAX_PACKAGE_JSON_BYTES)
+    package_lock = read(lock_path, MAX_LOCK_BYTES)
     return package_json or b"", package_lock or b"", checked_npm_lock(package_json, package_lock,
                                                                       recipe.libraries.package_lock)
 
