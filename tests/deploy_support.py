@@ -4,7 +4,7 @@ The app is Python's standard library only (no PyPI downloads): `/` answers
 with its release label, `/slow` takes a second (a request in flight during a
 swap), `/health` answers 200, or 500 for a broken release. Its migration
 prints and succeeds, or fails, as the release says. Used by the deploy tests
-and by bench/deploy.py.
+and by bench/deploy.py and bench/fleet.py.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ class LoadLoop(LoadThreads):
 
     `rate`: requests per second per thread, evenly spaced (a thread behind its schedule sends at once, and
     does not catch up in a burst). None: back to back, as fast as the answers come, which on a small
-    machine takes CPU from what is being measured; a steady rate shows a failed request just as well."""
+    machine takes CPU from what is being measured; a steady rate still sends requests all through a swap."""
 
     def __init__(self, base_url: str, paths: tuple[str, ...] = ("/", "/", "/slow"), rate: float | None = None):
         if rate is not None and rate <= 0:
