@@ -4,7 +4,7 @@ The app is Python's standard library only (no PyPI downloads): `/` answers
 with its release label, `/slow` takes a second (a request in flight during a
 swap), `/health` answers 200, or 500 for a broken release. Its migration
 prints and succeeds, or fails, as the release says. Used by the deploy tests
-and by bench/deploy.py.
+and by bench/deploy.py and bench/fleet.py.
 """
 
 from __future__ import annotations
@@ -250,16 +250,29 @@ class LoadThreads:
 
 
 class LoadLoop(LoadThreads):
-    """Threads sending requests to a URL the whole time, each on a new connection, recording every answer."""
+    """Threads sending requests to a URL the whole time, each on a new connection, recording every answer.
 
-    def __init__(self, base_url: str, paths: tuple[str, ...] = ("/", "/", "/slow")):
+    `rate`: requests per second per thread, evenly spaced (a thread behind its schedule sends at once, and
+    does not catch up in a burst). None: back to back, as fast as the answers come, which on a small
+    machine takes CPU from what is being measured; a steady rate still sends requests all through a swap."""
+
+    def __init__(self, base_url: str, paths: tuple[str, ...] = ("/", "/", "/slow"), rate: float | None = None):
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be positive, not {rate}")
         self.base_url = base_url
         self.paths = paths
+        self.interval = 1 / rate if rate else 0.0
         self.responses: list[Response] = []
         super().__init__(paths)
 
     def _run(self, path: str) -> None:
+        due = time.monotonic()
         while not self._stop.is_set():
+            if self.interval:
+                delay = due - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                due = max(due + self.interval, time.monotonic())
             started = time.time()
             release = error = None
             try:

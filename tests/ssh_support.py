@@ -194,6 +194,10 @@ class SshServers:
             "MaxSessions 64",
             "MaxStartups 64",
             "LogLevel VERBOSE",
+            # bash started by sshd sources ~/.bashrc before each command unless it is a nested shell; the
+            # test user's (a developer's pyenv or nvm set-up, say) cost 0.15 s of CPU per command, and a
+            # fleet deploy runs dozens. A deploy host's shell start-up is not what the tests measure.
+            "SetEnv SHLVL=1",
             "",
         ]))
 

@@ -21,6 +21,7 @@ from tests.ssh_support import free_port, sshd_factory  # noqa: F401
 pytestmark = pytest.mark.integration
 
 HOSTS = 4
+RATE = 50   # requests per second per load thread: steady traffic through every swap, leaving the hosts their CPU
 FLEET_KEYS = {"batch": 2, "canary": 1, "canary_wait": "3s"}
 
 
@@ -56,7 +57,8 @@ def fleet(tmp_path_factory, debian_python_base, sshd_factory, registry, docker_c
 def loaded(app, release: str):
     """A load loop on every host's front, each seeing `release` before the block runs."""
     with contextlib.ExitStack() as stack:
-        loops = [stack.enter_context(LoadLoop(app.url(index), paths=("/", "/slow"))) for index in range(HOSTS)]
+        loops = [stack.enter_context(LoadLoop(app.url(index), paths=("/", "/slow"), rate=RATE))
+                 for index in range(HOSTS)]
         for loop in loops:
             loop.wait_for(3, release)
         yield loops

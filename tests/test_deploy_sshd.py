@@ -78,3 +78,16 @@ def test_the_docker_sdk_refuses_a_server_it_does_not_know(sshd, tmp_path, monkey
     monkeypatch.setenv("HOME", str(home))
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
         docker.DockerClient(base_url=sshd.url, use_ssh_client=False, timeout=30)
+
+
+def test_a_deploy_session_sends_its_small_packets_at_once(sshd, tmp_path):
+    """Nagle's algorithm held a channel request until the host's delayed ACK: 40 ms on every command."""
+    import socket
+
+    from imagebuild.recipe.hosts import parse_host
+    from imagebuild.release.deploy.ssh import SshOptions, SshSession
+
+    options = SshOptions(sshd.write_known_hosts(tmp_path / "known_hosts"), (sshd.client_key,), use_agent=False)
+    with SshSession(parse_host(sshd.url), options) as session:
+        sock = session.client.get_transport().sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -23,13 +23,31 @@ POLL = 0.1                 # seconds between looks at the master's workers
 EXTRA_WAIT = 10            # seconds past worker_shutdown_timeout before a stuck old worker is an error
 START_WAIT = 10            # seconds for a newly started master to show its workers
 
+# `worker PID` for each process whose parent is the process `m`, from the /proc/PID/status files named as
+# arguments. A process that exits between the shell's glob and awk's read leaves a name that cannot be
+# opened: awk's own reading of its input files would stop there (mawk, Debian's awk, gives up on the
+# first), and the workers after it would be missed, so a deploy could see no old workers to wait for and
+# stop the container they still send requests to. getline skips such a file instead.
+CHILDREN_AWK = r"""
+BEGIN {
+    for (i = 1; i < ARGC; i++) {
+        pid = ""
+        while ((getline line < ARGV[i]) > 0) {
+            split(line, field)
+            if (field[1] == "Pid:") pid = field[2]
+            else if (field[1] == "PPid:") { if (field[2] == m && pid != "") print "worker " pid; break }
+        }
+        close(ARGV[i])
+    }
+}
+"""
+
 # The master's pid when it runs (checked against /proc, so a stale pid file is not trusted), then its
 # workers, from /proc rather than ps: a minimal host may lack procps.
 PROCESSES = r"""
 pid=$(cat "$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && grep -q nginx "/proc/$pid/cmdline" || exit 0
 echo "master $pid"
-awk -v m="$pid" '/^Pid:/ {p=$2} /^PPid:/ {if ($2 == m) print "worker " p}' /proc/[0-9]*/status 2>/dev/null
-true
+awk -v m="$pid" "$2" /proc/[0-9]*/status
 """
 
 # Replace upstream.conf and nginx.conf (write beside, then rename) and let nginx check them. One command
@@ -125,7 +143,7 @@ class Front:
 
     def processes(self) -> tuple[int | None, set[int]]:
         """The running master's pid (None: no pid file, or a stale one) and its workers' pids."""
-        result = self.session.run(["sh", "-c", PROCESSES, "processes", f"{self.directory}/nginx.pid"])
+        result = self.session.run(["sh", "-c", PROCESSES, "processes", f"{self.directory}/nginx.pid", CHILDREN_AWK])
         master, workers = None, set()
         for line in result.stdout.splitlines():
             kind, _, pid = line.partition(" ")
