@@ -11,9 +11,10 @@ import contextlib
 import os
 import re
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from imagebuild.frozen import frozen
 
 # Temp files are created 0600; most files we write are meant to be read by other users and tools.
 PUBLIC_MODE = 0o644
@@ -22,7 +23,7 @@ PUBLIC_MODE = 0o644
 TEMP_NAME = re.compile(r"^\.(?:.+\.)?tmp-")
 
 
-@dataclass(frozen=True)
+@frozen
 class PendingFile:
     """The temp file being written; it replaces the target when the `with` block ends cleanly."""
 

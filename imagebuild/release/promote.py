@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from imagebuild.contract import ANNOTATION_DIRTY
 from imagebuild.errors import (ImageBuildError, PromotionConflictError, PromotionError, RegistryError, StoreError,
                               UserError, quoted)
+from imagebuild.frozen import frozen
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -78,7 +79,7 @@ def warn_on_stderr(line: str) -> None:
 
 # -- records ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@frozen
 class Record:
     environment: str
     sequence: int
