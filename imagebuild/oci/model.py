@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import field, replace
-from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
@@ -30,6 +29,8 @@ ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
 
 def rfc3339(epoch: int) -> str:
     """A Unix time in the form an image's `created` field and annotation take."""
+    from datetime import datetime, timezone     # only a bake dates what it makes
+
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

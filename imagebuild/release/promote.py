@@ -30,7 +30,6 @@ import re
 import sys
 import time as clock
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -53,6 +52,8 @@ from imagebuild.stores.reserved_tags import RECORD_PREFIX
 from imagebuild.stores.signature_tags import signature_tag
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from imagebuild.evidence.policy import CheckResult
     from imagebuild.registry.client import RegistryClient
 
@@ -341,7 +342,7 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
 
 def promote(home: ImagePlace, environments: Sequence[Environment], image: str, environment: str, *,
             target_for: Callable[[Environment], Target], name: str | None = None, dry_run: bool = False,
-            now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), warn: Warn | None = None,
+            now: Callable[[], datetime] = lambda: _utc_now(), warn: Warn | None = None,
             wait: tuple[float, float] = RIVAL_WAIT, root: Path | None = None) -> PromotionResult:
     """Promote `image` (found in `home`) to `environment`, after checking the rules and the environment's
     policy (its key files relative to `root`, the recipe's directory).
@@ -549,7 +550,16 @@ def _points_at(target: Target, manifest: ManifestBytes) -> bool:
     return found is not None and found.digest == manifest.digest
 
 
+def _utc_now() -> datetime:
+    # datetime is imported here: status and history, which share this module, never read the clock
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
 def _timestamp(moment: datetime) -> str:
+    from datetime import timezone
+
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +197,8 @@ class LayoutStore:
         if not self._ensured:  # once per store object: a bake writes many blobs
             self.ensure()
         hold_lease(self.root)    # the blob is unreferenced until its image is tagged; see stores/lease.py
+        import tempfile     # with shutil, bz2 and lzma: only for writing blobs, which the everyday reads never do
+
         try:
             fd, temp = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
         except OSError as exc:
