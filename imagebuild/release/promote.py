@@ -44,7 +44,6 @@ from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_
                                   MalformedError, ManifestBytes, load_json_object)
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment, environment_index
-from imagebuild.stores.copy import copy as copy_image
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 from imagebuild.stores.place import (ImagePlace, LayoutPlace, RegistryPlace, blobs_of, in_parallel, put_bytes,
                                     same_place)
@@ -494,6 +493,8 @@ def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, sig
 
     Across places the image's evidence travels first (every attachment its referrers list, and its
     cosign signature tag when `signed`), then the tag: whoever reads the tag finds the evidence there."""
+    from imagebuild.stores.copy import copy as copy_image     # status and history, which share this module, copy nothing
+
     counters = getattr(getattr(target.repository, "client", None), "counters", None)
     before = counters.requests if counters else 0
     # One look at the referrers tells whether there is evidence to carry; an image without any is copied as before.
