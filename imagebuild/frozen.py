@@ -1,11 +1,13 @@
-"""`@frozen`: what `@dataclass(frozen=True)` gives a class, without generating code for it.
+"""`@frozen` and `@mutable`: what `@dataclass(frozen=True)` and `@dataclass` give a class, without
+generating code for it.
 
 dataclasses writes each class's `__init__`, `__repr__`, `__eq__`, `__hash__`, `__setattr__` and
 `__delattr__` as source text and compiles it: about half a millisecond per class, paid by every
 command at start-up for each value class it imports (the recipe's types and the OCI model alone
-are 25). `@frozen` lets dataclasses read the fields (so `fields`, `replace`, `asdict` and
-`is_dataclass` work as before) and gives the class shared methods that read them instead: the
-same arguments, defaults, `__post_init__`, repr, equality, hash and FrozenInstanceError.
+are 25). These decorators let dataclasses read the fields (so `fields`, `replace`, `asdict` and
+`is_dataclass` work as before) and give the class shared methods that read them instead: the
+same arguments, defaults, `__post_init__`, repr and equality; for `@frozen` the hash and
+FrozenInstanceError, for `@mutable` settable fields and no hash.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import MISSING, FrozenInstanceError, dataclass, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T", bound=type)
+
 
 class _Spec:
     """What the shared methods need to know of one class, read once from its fields."""
@@ -36,6 +39,15 @@ class _Spec:
 
 def frozen(cls: T) -> T:
     """The class as `@dataclass(frozen=True)` would make it (no slots, no order, no kw_only)."""
+    return _value_class(cls, frozen=True)
+
+
+def mutable(cls: T) -> T:
+    """The class as `@dataclass` would make it (no slots, no order, no kw_only)."""
+    return _value_class(cls, frozen=False)
+
+
+def _value_class(cls: T, frozen: bool) -> T:
     own = dict(cls.__dict__)
     if not own.get("__doc__"):
         cls.__doc__ = "-"      # dataclasses would otherwise ask inspect for a signature (and load tokenize)
@@ -50,9 +62,10 @@ def frozen(cls: T) -> T:
     if "__eq__" not in own:
         cls.__eq__ = _eq
     if "__hash__" not in own:
-        cls.__hash__ = _hash
-    cls.__setattr__ = _setattr
-    cls.__delattr__ = _delattr
+        cls.__hash__ = _hash if frozen else None     # as dataclasses: equal by value and mutable, so unhashable
+    if frozen:
+        cls.__setattr__ = _setattr
+        cls.__delattr__ = _delattr
     return cls
 
 
@@ -91,7 +104,7 @@ def _init(self, *args: Any, **kwargs: Any) -> None:
         for name, default, factory in spec.init:
             if name not in values:
                 values[name] = default if default is not MISSING else factory()
-    # Fields are plain instance attributes, as dataclasses' own object.__setattr__ makes them.
+    # Fields are plain instance attributes, as dataclasses' own __init__ makes them.
     self.__dict__.update(values)
     if spec.post_init:
         self.__post_init__()

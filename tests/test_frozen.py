@@ -9,13 +9,13 @@ from typing import Mapping
 
 import pytest
 
-from imagebuild.frozen import frozen
+from imagebuild.frozen import frozen, mutable
 
 
-def _pair():
+def _pair(ours=frozen, theirs=dataclass(frozen=True)):
     """The same class body under each decorator."""
     made = []
-    for decorate in (dataclass(frozen=True), frozen):
+    for decorate in (theirs, ours):
         @decorate
         class Value:
             name: str
@@ -69,6 +69,19 @@ CALLS = [
 def test_frozen_matches_dataclass(index):
     reference, ours = _pair()
     assert _outcome(lambda: CALLS[index](ours)) == _outcome(lambda: CALLS[index](reference))
+
+
+@pytest.mark.parametrize("index", range(len(CALLS)))
+def test_mutable_matches_dataclass(index):
+    reference, ours = _pair(mutable, dataclass)
+    assert _outcome(lambda: CALLS[index](ours)) == _outcome(lambda: CALLS[index](reference))
+
+
+def test_a_mutable_field_can_be_set():
+    _, ours = _pair(mutable, dataclass)
+    value = ours("web")
+    value.port = 1
+    assert value == ours("web", 1)
 
 
 def test_post_init_runs_and_may_set_fields():

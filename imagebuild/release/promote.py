@@ -29,14 +29,14 @@ import json
 import re
 import sys
 import time as clock
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from imagebuild.contract import ANNOTATION_DIRTY
 from imagebuild.errors import (ImageBuildError, PromotionConflictError, PromotionError, RegistryError, StoreError,
                               UserError, quoted)
-from imagebuild.frozen import frozen
+from imagebuild.frozen import frozen, mutable
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -235,7 +235,7 @@ def read_records(home: ImagePlace, environment: str, tags: Sequence[str] | None 
 
 # -- the promotion ------------------------------------------------------------------------
 
-@dataclass
+@mutable
 class Target:
     repository: ImagePlace
     tag: str
@@ -245,7 +245,7 @@ class Target:
         return f"{self.repository.label}:{self.tag}"
 
 
-@dataclass
+@mutable
 class PromotionResult:
     environment: str
     digest: Digest
@@ -566,7 +566,7 @@ def _timestamp(moment: datetime) -> str:
 
 # -- reading the state ------------------------------------------------------------------------
 
-@dataclass
+@mutable
 class EnvironmentStatus:
     environment: str
     target: str

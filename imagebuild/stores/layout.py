@@ -16,12 +16,12 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from imagebuild.atomic import TEMP_NAME, write_atomically
 from imagebuild.errors import CorruptBlobError, StoreError, UserError, quoted
+from imagebuild.frozen import mutable
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
@@ -73,7 +73,7 @@ def os_error_for(path: Path, exc: OSError) -> UserError | StoreError:
     return StoreError(f"store at {path}: {exc.strerror or exc}")
 
 
-@dataclass
+@mutable
 class BlobWriter:
     """A temp file in the store; `commit` moves it under its digest."""
 
