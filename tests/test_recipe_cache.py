@@ -169,6 +169,26 @@ def test_a_damaged_entry_is_ignored_and_written_anew(app, tmp_path, loads, damag
     assert load_recipe_cached(app, cache_dir) == fresh and loads.count == 2
 
 
+@pytest.mark.parametrize("change", ["another owner", "writable by others"])
+def test_an_entry_others_could_write_is_not_trusted(app, tmp_path, loads, change):
+    """In a store shared with others, an entry is used only when this user wrote it and only this user can change it."""
+    cache_dir = tmp_path / "cache"
+    load_recipe_cached(app, cache_dir)
+    entry = entry_of(cache_dir)
+    assert entry.stat().st_mode & 0o777 == 0o600
+    if change == "another owner":
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file away")
+        os.chown(entry, 12345, -1)
+    else:
+        entry.chmod(0o622)
+    load_recipe_cached(app, cache_dir)
+    assert loads.count == 2
+    assert entry.stat().st_uid == os.geteuid() and entry.stat().st_mode & 0o777 == 0o600      # written anew
+    load_recipe_cached(app, cache_dir)
+    assert loads.count == 2
+
+
 def test_a_template_is_never_remembered(app, tmp_path, loads, monkeypatch):
     monkeypatch.setenv("LEVEL", "debug")
     (app / "imagebuild.yaml").write_text(FULL.replace("LOG_LEVEL: debug", "LOG_LEVEL: {{ env.LEVEL }}"))

@@ -2,7 +2,8 @@
 unchanged recipe skip YAML, the schema and the checks (and their imports).
 
 One JSON file per recipe (by its real path) in a directory the caller gives (the store's
-`imagebuild-cache/recipes/`), holding the recipe as plain data and what it was made of
+`imagebuild-cache/recipes/`, written by this user for this user alone), holding the recipe as
+plain data and what it was made of
 (loader.RecipeInputs): the sha256 of the recipe's bytes and of the stock recipe it extends, each
 path its checks resolved with that path's identity (size, mtime, ctime, inode of a file; that a
 directory is one), and the identity of the code that loads recipes. An entry is used only when
@@ -19,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,7 @@ def _remember(entry_file: Path, source: Path, recipe: Recipe, inputs: Any) -> No
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         entry = json.dumps({"body": body, "sha256": hashlib.sha256(text.encode()).hexdigest()}, sort_keys=True)
         entry_file.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(entry_file, entry.encode())
+        write_atomically(entry_file, entry.encode(), mode=0o600)
     except (OSError, TypeError, ValueError):
         pass
 
@@ -109,6 +111,8 @@ def _remembered(entry_file: Path, source: Path) -> Recipe | None:
     """The recipe an entry holds, when every fact it was made of still holds; else None."""
     try:
         with open(entry_file, "rb") as stream:
+            if not _own_private_file(os.fstat(stream.fileno())):
+                return None
             entry = json.loads(stream.read(4 << 20))
         body = entry["body"]
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -137,6 +141,13 @@ def _remembered(entry_file: Path, source: Path) -> Recipe | None:
         return dataclasses.replace(recipe, source=source, stock_dir=stock_dir)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None      # no entry, or a damaged one: loaded afresh, and written anew
+
+
+def _own_private_file(found: os.stat_result) -> bool:
+    """An entry is trusted only when this user wrote it and no one else may change it: a store
+    shared with others must not let them hand this user's commands a recipe (its registry, its
+    promotion policy) that the checks never saw."""
+    return stat.S_ISREG(found.st_mode) and found.st_uid == os.geteuid() and not found.st_mode & 0o022
 
 
 def _plain(value: Any) -> Any:
