@@ -34,20 +34,23 @@ class _Spec:
         self.repr = tuple(f.name for f in every if f.repr)
         self.compare = tuple(f.name for f in every if f.compare)
         self.hash = tuple(f.name for f in every if (f.compare if f.hash is None else f.hash))
+        # fields left out of __init__ that still get a value there: their default, or a new one
+        self.set_after = tuple((f.name, f.default, f.default_factory) for f in every
+                               if not f.init and (f.default is not MISSING or f.default_factory is not MISSING))
         self.post_init = hasattr(cls, "__post_init__")
 
 
 def frozen(cls: T) -> T:
     """The class as `@dataclass(frozen=True)` would make it (no slots, no order, no kw_only)."""
-    return _value_class(cls, frozen=True)
+    return _value_class(cls, is_frozen=True)
 
 
 def mutable(cls: T) -> T:
     """The class as `@dataclass` would make it (no slots, no order, no kw_only)."""
-    return _value_class(cls, frozen=False)
+    return _value_class(cls, is_frozen=False)
 
 
-def _value_class(cls: T, frozen: bool) -> T:
+def _value_class(cls: T, is_frozen: bool) -> T:
     own = dict(cls.__dict__)
     if not own.get("__doc__"):
         cls.__doc__ = "-"      # dataclasses would otherwise ask inspect for a signature (and load tokenize)
@@ -62,8 +65,8 @@ def _value_class(cls: T, frozen: bool) -> T:
     if "__eq__" not in own:
         cls.__eq__ = _eq
     if "__hash__" not in own:
-        cls.__hash__ = _hash if frozen else None     # as dataclasses: equal by value and mutable, so unhashable
-    if frozen:
+        cls.__hash__ = _hash if is_frozen else None     # as dataclasses: equal by value and mutable, so unhashable
+    if is_frozen:
         cls.__setattr__ = _setattr
         cls.__delattr__ = _delattr
     return cls
@@ -104,6 +107,8 @@ def _init(self, *args: Any, **kwargs: Any) -> None:
         for name, default, factory in spec.init:
             if name not in values:
                 values[name] = default if default is not MISSING else factory()
+    for name, default, factory in spec.set_after:
+        values[name] = default if default is not MISSING else factory()
     # Fields are plain instance attributes, as dataclasses' own __init__ makes them.
     self.__dict__.update(values)
     if spec.post_init:

@@ -22,6 +22,7 @@ def _pair(ours=frozen, theirs=dataclass(frozen=True)):
             port: int = 8000
             options: Mapping[str, str] = field(default_factory=dict)
             hidden: str = field(default="x", repr=False, compare=False)
+            seen: list = field(default_factory=list, init=False)
 
             @property
             def label(self) -> str:
