@@ -4,6 +4,7 @@ extends, a link, the entry itself) makes it load afresh."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -109,7 +110,7 @@ def test_an_extended_stock_recipe_is_remembered_with_its_directory(tmp_path, loa
     assert loads.count == 2
 
 
-@pytest.mark.parametrize("change", ["recipe", "requirements", "key file removed", "link", "code"])
+@pytest.mark.parametrize("change", ["recipe", "requirements", "key file removed", "link", "code", "parser"])
 def test_a_change_loads_afresh(app, tmp_path, loads, change, monkeypatch):
     cache_dir = tmp_path / "cache"
     load_recipe_cached(app, cache_dir)
@@ -131,6 +132,14 @@ def test_a_change_loads_afresh(app, tmp_path, loads, change, monkeypatch):
         (app / "keys").symlink_to("other")
     elif change == "code":
         monkeypatch.setattr(cache, "_CODE_ELSEWHERE", cache._CODE_ELSEWHERE + ("atomic.py",))
+    elif change == "parser":
+        # Another PyYAML: its package file is another one.
+        entry = entry_of(cache_dir)
+        data = json.loads(entry.read_text())
+        data["body"]["parser"][1] = ["file", 1, 2, 3, 4, 5]
+        body = json.dumps(data["body"], sort_keys=True, separators=(",", ":"))
+        data["sha256"] = hashlib.sha256(body.encode()).hexdigest()
+        entry.write_text(json.dumps(data))
     if change == "requirements":
         with pytest.raises(RecipeError, match="not pinned"):
             load_recipe_cached(app, cache_dir)

@@ -3,15 +3,14 @@ unchanged recipe skip YAML, the schema and the checks (and their imports).
 
 One JSON file per recipe (by its real path) in a directory the caller gives (the store's
 `imagebuild-cache/recipes/`, written by this user for this user alone), holding the recipe as
-plain data and what it was made of
-(loader.RecipeInputs): the sha256 of the recipe's bytes and of the stock recipe it extends, each
-path its checks resolved with that path's identity (size, mtime, ctime, inode of a file; that a
-directory is one), and the identity of the code that loads recipes. An entry is used only when
-all of it still holds; anything else (a changed byte, a moved link, a damaged or foreign file) is
-a miss: the recipe is loaded as always, and the entry written anew. Recipes whose text is a
-template (read the environment and git) or that name a file outside their own directory (git
-answers where the repository is) are never remembered. A failed load writes nothing, so its
-error comes again the next time.
+plain data and what it was made of (loader.RecipeInputs): the sha256 of the recipe's bytes and of
+the stock recipe it extends, each path its checks resolved with that path's identity (size,
+mtime, ctime, inode of a file; that a directory is one), and the identity of the code that loads
+recipes (imagebuild's and PyYAML's). An entry is used only when all of it still holds; anything
+else (a changed byte, a moved link, a damaged or foreign file) is a miss: the recipe is loaded as
+always, and the entry written anew. Recipes whose text is a template (read the environment and
+git) or that name a file outside their own directory (git answers where the repository is) are
+never remembered. A failed load writes nothing, so its error comes again the next time.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,13 @@ def _code_identity() -> list:
             for name in [f"recipe/{name}" for name in names] + list(_CODE_ELSEWHERE)]
 
 
+def _parser_identity() -> list | None:
+    """PyYAML's package file, as loaded for this entry: another PyYAML could parse the same text otherwise."""
+    parser = sys.modules.get("yaml")
+    where = getattr(parser, "__file__", None)
+    return [where, path_identity(where)] if where else None
+
+
 def _sha256_of(path: Path) -> str | None:
     try:
         return hashlib.sha256(read_recipe_bytes(path)).hexdigest()
@@ -97,8 +104,12 @@ def _remember(entry_file: Path, source: Path, recipe: Recipe, inputs: Any) -> No
     from imagebuild.atomic import write_atomically
 
     try:
-        body = {"format": FORMAT, "code": _code_identity(), "where": _where(source), "sha256": recipe_sha,
-                "stock": stock, "named": [list(item) for item in inputs.named], "recipe": _plain(recipe)}
+        parser = _parser_identity()
+        if parser is None:
+            return
+        body = {"format": FORMAT, "code": _code_identity(), "parser": parser, "where": _where(source),
+                "sha256": recipe_sha, "stock": stock, "named": [list(item) for item in inputs.named],
+                "recipe": _plain(recipe)}
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         entry = json.dumps({"body": body, "sha256": hashlib.sha256(text.encode()).hexdigest()}, sort_keys=True)
         entry_file.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +130,8 @@ def _remembered(entry_file: Path, source: Path) -> Recipe | None:
         if hashlib.sha256(text.encode()).hexdigest() != entry["sha256"]:
             return None
         if body["format"] != FORMAT or body["where"] != _where(source) or body["code"] != _code_identity():
+            return None
+        if path_identity(body["parser"][0]) != body["parser"][1]:
             return None
         where = body["where"]
         if os.path.dirname(where["real"]) != where["directory"]:

@@ -493,7 +493,7 @@ def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, sig
 
     Across places the image's evidence travels first (every attachment its referrers list, and its
     cosign signature tag when `signed`), then the tag: whoever reads the tag finds the evidence there."""
-    from imagebuild.stores.copy import copy as copy_image     # status and history, which share this module, copy nothing
+    from imagebuild.stores.copy import copy as copy_image     # status and history (this module) copy nothing
 
     counters = getattr(getattr(target.repository, "client", None), "counters", None)
     before = counters.requests if counters else 0
