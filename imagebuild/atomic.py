@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from imagebuild.frozen import frozen
 
 # Temp files are created 0600; most files we write are meant to be read by other users and tools.
 PUBLIC_MODE = 0o644
@@ -22,7 +22,7 @@ PUBLIC_MODE = 0o644
 TEMP_NAME = re.compile(r"^\.(?:.+\.)?tmp-")
 
 
-@dataclass(frozen=True)
+@frozen
 class PendingFile:
     """The temp file being written; it replaces the target when the `with` block ends cleanly."""
 
@@ -38,7 +38,7 @@ def _make_temp(directory: Path, prefix: str, suffix: str, names: list[Path]) -> 
     exists, so a signal handled at any moment (in any thread's turn) leaves the caller knowing what
     to remove; mkstemp returns the name only after the file is made."""
     for _ in range(100):
-        candidate = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        candidate = directory / f"{prefix}{os.urandom(6).hex()}{suffix}"     # secrets.token_hex(6), without its imports
         names.append(candidate)
         try:
             return os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

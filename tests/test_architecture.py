@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "imagebuild"
 
 # Lowest first. Each rank is a set of module prefixes; a prefix names a module or a folder.
 RANKS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("imagebuild", "imagebuild.errors", "imagebuild.atomic", "imagebuild.progress", "imagebuild.contract",
+    ("core", ("imagebuild", "imagebuild.errors", "imagebuild.atomic", "imagebuild.frozen", "imagebuild.progress", "imagebuild.contract",
               "imagebuild.launcher")),
     ("oci", ("imagebuild.oci",)),
     ("sources", ("imagebuild.sources",)),

@@ -113,6 +113,28 @@ def test_recipe_commands_on_the_local_store_import_no_http_engine_or_ssh(app, ar
                                           "cryptography"}), loaded
 
 
+@pytest.mark.parametrize("argv", [["status"], ["history", "dev"], ["promote", "v1", "--to", "prod", "--dry-run"]],
+                         ids=" ".join)
+def test_recipe_commands_on_an_unchanged_recipe_import_no_yaml(app, argv):
+    """The store remembers the loaded recipe (recipe/cache.py): read again unchanged, it needs neither
+    YAML nor the loader, the schema and the checks."""
+    imports(app, *argv)           # the first reading of this recipe in this store may fill the cache
+    loaded = imports(app, *argv)
+    assert not loaded & REGISTRY_OR_RECIPE, loaded
+    assert not _imagebuild_modules(app, *argv) & {"imagebuild.recipe.loader", "imagebuild.recipe.schema",
+                                                  "imagebuild.recipe.checks"}
+
+
+def _imagebuild_modules(app: Path, *argv: str) -> set[str]:
+    probe = PROBE.replace("for m in {heavy!r} if m in sys.modules".format(heavy=HEAVY),
+                          "for m in sys.modules if m.startswith('imagebuild')")
+    report = app / "modules.json"
+    env = {**os.environ, "IMAGEBUILD_STORE": str(app / "store"), "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", probe, str(report), *argv], cwd=app, env=env, stdin=subprocess.DEVNULL,
+                   capture_output=True, timeout=60)
+    return set(json.loads(report.read_text()))
+
+
 @pytest.mark.parametrize("command", ["push", "pull", "sbom"])
 def test_registry_commands_import_no_engine_or_ssh(app, command):
     argv = {"push": ["push", "hello:v1", "--to", nowhere()], "pull": ["pull", nowhere() + ":v1"],

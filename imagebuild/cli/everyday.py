@@ -229,9 +229,10 @@ def push(image: str, to: Optional[str], recipe: Path, insecure: Optional[bool], 
     from imagebuild.stores.registry import push_image
     # Read once: it names the target (without --to) and the environment tags, which are promotion's
     # alone whichever way the target was named.
-    loaded = load_recipe_for(recipe, required=False)
+    local = open_store(store)
+    loaded = load_recipe_for(recipe, required=False, remember_in=local)
     target = push_target(image, to, recipe, loaded)
-    result = push_image(open_store(store), image, target, insecure=insecure, parallel=parallel,
+    result = push_image(local, image, target, insecure=insecure, parallel=parallel,
                         progress=None if json_out else say,
                         environments=loaded.environment_names() if loaded is not None else ())
     if json_out:

@@ -65,19 +65,25 @@ def ssh_options(identities: Optional[List[Path]], known_hosts: Optional[Path], a
                       identities=tuple(identities or ()), accept_new_host_key=accept_new, use_agent=agent)
 
 
-def load_recipe_for(path: Path, required: bool = True):
+def load_recipe_for(path: Path, required: bool = True, remember_in: Optional[LayoutStore] = None):
+    """The recipe at `path`; `remember_in`: a store whose recipe cache (recipe/cache.py) may answer
+    for an unchanged recipe, and remembers it otherwise (only a store that exists: the cache
+    makes none)."""
     if not path.exists():
         if not required:
             return None
         raise UserError(f"recipe {path} not found", hint="run in the app's directory or pass --recipe PATH")
-    from imagebuild.recipe.loader import load_recipe
+    from imagebuild.recipe.cache import load_recipe_cached
+    from imagebuild.stores.layout import RECIPE_CACHE_DIR
 
-    return load_recipe(path)
+    cache_dir = remember_in.root / RECIPE_CACHE_DIR if remember_in is not None and remember_in.exists() else None
+    return load_recipe_cached(path, cache_dir)
 
 
 def open_places(recipe_path: Path, store: Optional[Path], insecure: Optional[bool]):
     from imagebuild.release.promote import Places
-    recipe = load_recipe_for(recipe_path)
+    local = open_store(store)
+    recipe = load_recipe_for(recipe_path, remember_in=local)
     if not recipe.environments:
         raise UserError(f"recipe {recipe_path} names no environments", hint="add an `environments:` list")
-    return recipe, Places(recipe.name, recipe.registry, open_store(store), insecure=insecure)
+    return recipe, Places(recipe.name, recipe.registry, local, insecure=insecure)

@@ -7,12 +7,12 @@ bytes are produced once, canonically, and afterwards handled only as bytes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import field, replace
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from imagebuild.errors import UserError
+from imagebuild.frozen import frozen
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -29,6 +29,8 @@ ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
 
 def rfc3339(epoch: int) -> str:
     """A Unix time in the form an image's `created` field and annotation take."""
+    from datetime import datetime, timezone     # only a bake dates what it makes
+
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -90,7 +92,7 @@ def _list(data: Mapping[str, Any], key: str, what: str) -> list:
 
 
 
-@dataclass(frozen=True)
+@frozen
 class ManifestBytes:
     """A manifest or index exactly as a place holds it: the bytes its digest is taken over."""
     raw: bytes
@@ -98,7 +100,7 @@ class ManifestBytes:
     digest: Digest
 
 
-@dataclass(frozen=True)
+@frozen
 class Platform:
     os: str = "linux"
     architecture: str = "amd64"
@@ -151,7 +153,7 @@ def platform_child(index: Sequence[Descriptor], platform: Platform) -> Descripto
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Descriptor:
     media_type: str
     digest: Digest
@@ -202,7 +204,7 @@ EMPTY_JSON = b"{}"
 EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, Digest.of(EMPTY_JSON), len(EMPTY_JSON))
 
 
-@dataclass(frozen=True)
+@frozen
 class Layer:
     """A layer blob as an image sees it: its descriptor plus its diff_id."""
 
@@ -221,7 +223,7 @@ class Layer:
         return self.descriptor.size
 
 
-@dataclass(frozen=True)
+@frozen
 class HistoryEntry:
     created: str
     created_by: str
@@ -237,7 +239,7 @@ class HistoryEntry:
         return out
 
 
-@dataclass(frozen=True)
+@frozen
 class Image:
     """An image under construction or read back: config settings plus layers.
 
@@ -319,7 +321,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@frozen
 class ParsedManifest:
     """A manifest read back from bytes; the bytes stay the source of truth."""
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from imagebuild.errors import UserError, quoted
+from imagebuild.frozen import frozen
 from imagebuild.oci.digest import Digest
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -58,7 +59,7 @@ def _looks_like_registry(part: str) -> bool:
     return "." in part or ":" in part or part == "localhost"
 
 
-@dataclass(frozen=True)
+@frozen
 class Reference:
     registry: str | None
     repository: str

@@ -21,6 +21,7 @@ from imagebuild.recipe.cluster import check_kubernetes
 from imagebuild.recipe.kinds import KINDS, RUNTIME_VERSIONS
 from imagebuild.recipe.fleet import parse_batch, parse_duration
 from imagebuild.recipe.model import CONTRACT_WHEN, DeploySpec, Policy, Recipe
+from imagebuild.recipe.recipe_files import path_identity
 from imagebuild.recipe.schema import did_you_mean
 
 Fail = Callable[..., NoReturn]
@@ -67,15 +68,33 @@ _IMAGE_VARIABLES = frozenset({"PATH", "PORT", "PYTHONUNBUFFERED", "PYTHONDONTWRI
 SECRET_HINT = "secrets lists names only; the values come at run time (docker run -e NAME=... or NAME_FILE)"
 
 
+class Confinement:
+    """Where the files a recipe names must lie (`repository()`), and a note of each path resolved
+    (as written, its real path, its `path_identity` before anything reads it) in `named`."""
+
+    def __init__(self, repository: Callable[[], Path], named: list | None):
+        self.repository = repository
+        self.named = named
+
+    def __call__(self) -> Path:
+        return self.repository()
+
+    def note(self, value: str, resolved: Path) -> None:
+        if self.named is not None:
+            self.named.append((value, str(resolved), path_identity(str(resolved))))
+
+
 def check_recipe(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool],
-                 repository: Path | Callable[[], Path] | None = None) -> None:
+                 repository: Path | Callable[[], Path] | None = None, named: list | None = None) -> None:
     """Run every rule; `explicit(key)` tells whether the recipe files set that key.
     `repository`: the directory every file the recipe names must resolve into (after
     symlinks), or a function giving it, asked only for a file outside the recipe's own
-    directory (which lies in it); None takes the recipe's own directory."""
+    directory (which lies in it); None takes the recipe's own directory. `named`, when given,
+    gets each path the recipe names as the checks resolved it (Confinement.note)."""
     if not callable(repository):
         fixed = Path(os.path.realpath(repository or recipe.root))
         repository = lambda: fixed     # noqa: E731
+    repository = Confinement(repository, named)
     _check_names(recipe, fail)
     _check_os(recipe, fail, explicit, repository)
     _check_platforms(recipe, fail, explicit)
@@ -106,6 +125,8 @@ def local_path(recipe: Recipe, value: str, key: str, fail: Fail, repository: Cal
     if not resolved.is_relative_to(os.path.realpath(recipe.root)) and not resolved.is_relative_to(repository()):
         fail(key, f"{value!r} leads outside the recipe's repository",
              f"the files a recipe names must lie in {repository()}")
+    if isinstance(repository, Confinement):
+        repository.note(value, resolved)
     return resolved
 
 

@@ -7,9 +7,9 @@ line when the recipe loads; release/deploy/fleet.py plans and runs the waves.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from imagebuild.errors import UserError
+from imagebuild.frozen import frozen
 
 _COUNT = re.compile(r"^[0-9]+\Z")
 _PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
@@ -19,7 +19,7 @@ DURATION_FORM = "write seconds (90) or a duration such as 30s, 2m or 1m30s"
 BATCH_FORM = "write a host count such as 2, or a share of the hosts such as 25%"
 
 
-@dataclass(frozen=True)
+@frozen
 class BatchSize:
     """A fixed number of hosts, or a share of them (rounded down, never below one host)."""
 

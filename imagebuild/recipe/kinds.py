@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from imagebuild.frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class ServerKind:
     name: str
     runtime: str | None          # the runtime.* key it needs, if any

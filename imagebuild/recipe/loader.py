@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import hashlib
 import io
 import os
 import re
@@ -24,26 +25,13 @@ from imagebuild.errors import RecipeError
 from imagebuild.sources.git import git_facts, git_toplevel
 from imagebuild.recipe.checks import check_recipe, check_secret_nodes
 from imagebuild.recipe.model import Recipe
+from imagebuild.recipe.recipe_files import (MAX_RECIPE_BYTES, RECIPE_FILE, TEMPLATE_SYNTAX, read_recipe_bytes,
+                                            stock_recipes_dir)
 from imagebuild.recipe.schema import (NodeReader, did_you_mean, expand_merge_keys, find_bad_characters,
                                        find_duplicate_keys, merge_nodes)
 
-RECIPE_FILE = "imagebuild.yaml"
-MAX_RECIPE_BYTES = 1 << 20      # a recipe file, and its rendered text
 MAX_DEPTH = 64                  # nested mappings and lists
 MAX_ALIASED = 10_000            # values reached again through aliases, in all
-
-
-def stock_recipes_dir() -> Path:
-    """Where stock recipes live: $IMAGEBUILD_RECIPES, else imagebuild/stock_recipes in an
-    installed package (pyproject.toml ships recipes/ there), else recipes/ of the checkout."""
-    configured = os.environ.get("IMAGEBUILD_RECIPES")
-    if configured:
-        return Path(configured)
-    package = Path(__file__).resolve().parents[1]
-    installed = package / "stock_recipes"
-    if installed.is_dir():
-        return installed
-    return package.parent / "recipes"
 
 
 def stock_recipe_names() -> list[str]:
@@ -70,6 +58,19 @@ def repository_of(directory: Path) -> Path:
     return Path(os.path.realpath(toplevel if toplevel is not None else directory))
 
 
+class RecipeInputs:
+    """What a loaded recipe was made of, for the recipe cache (recipe/cache.py): the sha256 of each
+    recipe file read (the recipe, the stock recipe it extends), each path its checks resolved
+    (`checks.local_path`: as written, its real path, and `path_identity` from before it was read),
+    and whether that is all (not when the text is a template, whose rendering reads the
+    environment and git, nor when git was asked for the repository's root)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}
+        self.named: list[tuple[str, str, list]] = []
+        self.self_contained = True
+
+
 def load_recipe(path: Path | str, context: dict | None = None) -> Recipe:
     """Load and check a recipe.
 
@@ -81,6 +82,11 @@ def load_recipe(path: Path | str, context: dict | None = None) -> Recipe:
     file and, when it extends a stock recipe, `stock_dir` to that recipe's
     directory. Raises RecipeError (a UserError, exit code 2) on any mistake.
     """
+    return load_recipe_with_inputs(path, context)[0]
+
+
+def load_recipe_with_inputs(path: Path | str, context: dict | None = None) -> tuple[Recipe, RecipeInputs]:
+    """`load_recipe`, and what the recipe was made of (RecipeInputs)."""
     source = Path(path)
     if source.is_dir():
         source = source / RECIPE_FILE
@@ -89,17 +95,25 @@ def load_recipe(path: Path | str, context: dict | None = None) -> Recipe:
     # git is asked for the repository's root only when a file lies outside the recipe's own directory
     # (which lies in it): a recipe that is a link elsewhere, or names a file elsewhere.
     repository = functools.cache(lambda: repository_of(source.parent))
+    inputs = RecipeInputs()
     real = Path(os.path.realpath(source))
-    if real.parent != Path(os.path.realpath(source.parent)) and not real.is_relative_to(repository()):
-        raise RecipeError("the recipe is a link to a file outside its repository", file=str(source),
-                          hint=f"the recipe and the files it names must lie in {repository()}")
-    return _Loader(recipe_context(source.parent, context), repository).load(source)
+    if real.parent != Path(os.path.realpath(source.parent)):
+        inputs.self_contained = False
+        if not real.is_relative_to(repository()):
+            raise RecipeError("the recipe is a link to a file outside its repository", file=str(source),
+                              hint=f"the recipe and the files it names must lie in {repository()}")
+    return _Loader(recipe_context(source.parent, context), repository, inputs).load(source), inputs
 
 
 class _Loader:
-    def __init__(self, context: dict[str, Any], repository: Callable[[], Path]):
+    def __init__(self, context: dict[str, Any], repository: Callable[[], Path], inputs: RecipeInputs):
         self.context = context
-        self.repository = repository
+        self.inputs = inputs
+
+        def asked() -> Path:
+            inputs.self_contained = False     # the answer is git's, not a file the cache could check
+            return repository()
+        self.repository = asked
         self.texts: dict[str, tuple[str, str]] = {}       # file -> (source, rendered)
         self.line_maps: dict[str, Callable[[int], int]] = {}
 
@@ -131,7 +145,8 @@ class _Loader:
         recipe = dataclasses.replace(recipe, source=source, stock_dir=stock_dir)
         if recipe.os.image is not None:
             recipe = dataclasses.replace(recipe, os=dataclasses.replace(recipe.os, debian=None))
-        check_recipe(recipe, reader.fail_key, lambda key: key in reader.nodes, repository=self.repository)
+        check_recipe(recipe, reader.fail_key, lambda key: key in reader.nodes, repository=self.repository,
+                     named=self.inputs.named)
         if len(recipe.platforms) == 1:
             # One platform is a plain image of that architecture, as os.architecture would make.
             recipe = recipe.for_architecture(recipe.architectures[0])
@@ -151,13 +166,15 @@ class _Loader:
         """Render, then compose YAML nodes whose marks carry the file's name."""
         name = str(file)
         try:
-            with open(file, "rb") as stream:
-                data = stream.read(MAX_RECIPE_BYTES + 1)
+            data = read_recipe_bytes(file)
             text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError(f"cannot read the recipe: {exc}", file=name) from None
         if len(data) > MAX_RECIPE_BYTES:
             raise RecipeError(f"the recipe is larger than {MAX_RECIPE_BYTES // 1024} KiB", file=name)
+        self.inputs.files[name] = hashlib.sha256(data).hexdigest()
+        if _TEMPLATE_SYNTAX.search(text):
+            self.inputs.self_contained = False    # rendered with the environment, git and the context
         rendered = _render(text, name, self.context)
         if len(rendered.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
             raise RecipeError(f"the rendered recipe is larger than {MAX_RECIPE_BYTES // 1024} KiB", file=name)
@@ -369,8 +386,7 @@ def _render(text: str, name: str, context: dict[str, Any]) -> str:
         raise
 
 
-# Jinja2's delimiters (variable, block, comment) and the line endings it rewrites.
-_TEMPLATE_SYNTAX = re.compile(r"\{[{%#]|\r")
+_TEMPLATE_SYNTAX = TEMPLATE_SYNTAX
 
 
 def _line_map(source: str, rendered: str) -> Callable[[int], int]:

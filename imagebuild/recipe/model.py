@@ -3,15 +3,16 @@ extend them, never rename them. No I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from imagebuild.contract import DEFAULT_VARIABLE
+from imagebuild.frozen import frozen
 from imagebuild.errors import UserError
 
 
-@dataclass(frozen=True)
+@frozen
 class OsSpec:
     """The OS layer: a Debian suite plus packages, or a base image pinned by digest."""
 
@@ -24,7 +25,7 @@ class OsSpec:
     dockerfile: str | None = None          # a Dockerfile (Jinja2) built by a Docker engine as the base
 
 
-@dataclass(frozen=True)
+@frozen
 class RuntimeSpec:
     """The language runtime, from the suite's own packages. At most one is set."""
 
@@ -45,14 +46,14 @@ class RuntimeSpec:
         return getattr(self, lang) if lang else None
 
 
-@dataclass(frozen=True)
+@frozen
 class LibrariesSpec:
     requirements: str | None = None        # path relative to the recipe, pinned
     packages: tuple[str, ...] = ()         # extra pinned requirement lines, e.g. server packages
     package_lock: str | None = None        # Node: package-lock.json (package.json beside it), installed by npm ci
 
 
-@dataclass(frozen=True)
+@frozen
 class JavaSpec:
     """A JVM app's build output, split into layers the way Jib does (release dependencies,
     snapshot dependencies, resources, classes). Read from the work tree, where the build put it."""
@@ -64,7 +65,7 @@ class JavaSpec:
     main_class: str | None = None          # the class java starts; a jar's Start-Class or Main-Class when unset
 
 
-@dataclass(frozen=True)
+@frozen
 class ServerSpec:
     kind: str | None = None                # gunicorn | uvicorn | nginx | java | node | command
     app: str | None = None                 # module:callable (gunicorn/uvicorn), jar path (java), main script (node)
@@ -75,7 +76,7 @@ class ServerSpec:
     options: Mapping[str, str] = field(default_factory=dict)  # passed to the server's config template
 
 
-@dataclass(frozen=True)
+@frozen
 class AppSpec:
     path: str = "."                        # only files git tracks at the commit under this path
     exclude: tuple[str, ...] = ()          # gitignore-style patterns left out of the app layer
@@ -83,7 +84,7 @@ class AppSpec:
     user: str = "10001:10001"              # non-root by default
 
 
-@dataclass(frozen=True)
+@frozen
 class HealthSpec:
     path: str = "/health"
     interval: int = 10                     # seconds
@@ -92,7 +93,7 @@ class HealthSpec:
     start_period: int = 5
 
 
-@dataclass(frozen=True)
+@frozen
 class DetectRule:
     """How the launcher recognises an environment when no variable names it."""
 
@@ -100,13 +101,13 @@ class DetectRule:
     file: str | None = None                # the environment is chosen when this path exists
 
 
-@dataclass(frozen=True)
+@frozen
 class DetectSpec:
     variable: str = DEFAULT_VARIABLE       # the variable that names the environment explicitly
     default: str | None = None             # used when nothing detects one; None: refuse to start
 
 
-@dataclass(frozen=True)
+@frozen
 class Policy:
     """What an image must carry before it may enter an environment (docs/evidence.md, "Promotion gates")."""
 
@@ -126,7 +127,7 @@ class Policy:
         return self.reproduced_by or self.signed_by
 
 
-@dataclass(frozen=True)
+@frozen
 class KubernetesResources:
     """Container resources, as Kubernetes quantities (`250m`, `512Mi`): cpu, memory, ephemeral-storage."""
 
@@ -134,13 +135,13 @@ class KubernetesResources:
     limits: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@frozen
 class KubernetesService:
     port: int = 80                         # the Service's port; it forwards to server.port
     type: str = "ClusterIP"                # ClusterIP | NodePort | LoadBalancer
 
 
-@dataclass(frozen=True)
+@frozen
 class KubernetesSpec:
     """An environment deployed to a Kubernetes cluster instead of SSH hosts (docs/deploy.md#kubernetes)."""
 
@@ -156,7 +157,7 @@ class KubernetesSpec:
     job_timeout: int = 600                 # seconds a migration Job may run
 
 
-@dataclass(frozen=True)
+@frozen
 class Environment:
     name: str
     config: Mapping[str, str] = field(default_factory=dict)
@@ -172,7 +173,7 @@ class Environment:
 CONTRACT_WHEN = ("after-swap", "next-deploy")
 
 
-@dataclass(frozen=True)
+@frozen
 class MigrationsSpec:
     """Schema changes in two phases around the swap (docs/deploy.md, "Database changes")."""
 
@@ -182,7 +183,7 @@ class MigrationsSpec:
     sql: str | None = None                 # a directory of SQL files (expand/*.sql, contract/*.sql) to lint
 
 
-@dataclass(frozen=True)
+@frozen
 class DeploySpec:
     """`imagebuild deploy`: how each host runs the app behind its nginx front (docs/deploy.md)."""
 
@@ -206,7 +207,7 @@ class DeploySpec:
         return self.migrations.expand or self.migrate
 
 
-@dataclass(frozen=True)
+@frozen
 class DiskSpec:
     """`bake --format disk`: the same layers plus a kernel, as a bootable disk."""
 
@@ -230,7 +231,7 @@ def size_bytes(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
-@dataclass(frozen=True)
+@frozen
 class Recipe:
     name: str
     registry: str | None = None

@@ -13,15 +13,19 @@ import base64
 import json
 import os
 import re
-import subprocess
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imagebuild.atomic import write_atomically
 from imagebuild.errors import AuthError, UserError
+from imagebuild.frozen import frozen
+
+if TYPE_CHECKING:
+    import subprocess
 
 
-@dataclass(frozen=True)
+@frozen
 class Credentials:
     username: str
     password: str = field(repr=False)
@@ -59,6 +63,8 @@ def _host_key(key: str) -> str:
 
 
 def _run_helper(helper: str, verb: str, payload: str) -> subprocess.CompletedProcess:
+    import subprocess     # only a Docker configuration with a credential helper runs one
+
     program = f"docker-credential-{helper}"
     try:
         return subprocess.run([program, verb], input=payload, capture_output=True, text=True, timeout=30)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator, Iterable, TypeVar
 
 from imagebuild.registry.http import httpx
 
 from imagebuild.errors import RegistryError
+from imagebuild.frozen import mutable
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import MAX_MANIFEST_BYTES, Descriptor, MalformedError, ManifestBytes, load_json_object
@@ -34,7 +34,7 @@ Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object wit
 T = TypeVar("T")
 
 
-@dataclass
+@mutable
 class UploadOutcome:
     how: str          # "skipped" | "mounted" | "uploaded"
     bytes_sent: int = 0

@@ -18,12 +18,12 @@ import ssl
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from imagebuild.registry.http import httpx
 
 from imagebuild.errors import AuthError, ImageBuildError, RegistryError, RegistryUnreachableError
+from imagebuild.frozen import mutable
 from imagebuild.registry.auth import Credentials, lookup_credentials, parse_challenge
 
 Body = bytes | Callable[[], Iterable[bytes]] | None
@@ -48,7 +48,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass
+@mutable
 class Counters:
     requests: int = 0
     token_requests: int = 0

@@ -29,14 +29,14 @@ import json
 import re
 import sys
 import time as clock
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import asdict, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from imagebuild.contract import ANNOTATION_DIRTY
 from imagebuild.errors import (ImageBuildError, PromotionConflictError, PromotionError, RegistryError, StoreError,
                               UserError, quoted)
+from imagebuild.frozen import frozen, mutable
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
@@ -44,7 +44,6 @@ from imagebuild.oci.model import (ANNOTATION_CREATED, ANNOTATION_VERSION, EMPTY_
                                   MalformedError, ManifestBytes, load_json_object)
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.model import Environment, environment_index
-from imagebuild.stores.copy import copy as copy_image
 from imagebuild.stores.layout import DISK_SUFFIX, LayoutStore
 from imagebuild.stores.place import (ImagePlace, LayoutPlace, RegistryPlace, blobs_of, in_parallel, put_bytes,
                                     same_place)
@@ -52,6 +51,8 @@ from imagebuild.stores.reserved_tags import RECORD_PREFIX
 from imagebuild.stores.signature_tags import signature_tag
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from imagebuild.evidence.policy import CheckResult
     from imagebuild.registry.client import RegistryClient
 
@@ -78,7 +79,7 @@ def warn_on_stderr(line: str) -> None:
 
 # -- records ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@frozen
 class Record:
     environment: str
     sequence: int
@@ -234,7 +235,7 @@ def read_records(home: ImagePlace, environment: str, tags: Sequence[str] | None 
 
 # -- the promotion ------------------------------------------------------------------------
 
-@dataclass
+@mutable
 class Target:
     repository: ImagePlace
     tag: str
@@ -244,7 +245,7 @@ class Target:
         return f"{self.repository.label}:{self.tag}"
 
 
-@dataclass
+@mutable
 class PromotionResult:
     environment: str
     digest: Digest
@@ -340,7 +341,7 @@ def check_policy(environments: Sequence[Environment], env_index: int, manifest: 
 
 def promote(home: ImagePlace, environments: Sequence[Environment], image: str, environment: str, *,
             target_for: Callable[[Environment], Target], name: str | None = None, dry_run: bool = False,
-            now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), warn: Warn | None = None,
+            now: Callable[[], datetime] = lambda: _utc_now(), warn: Warn | None = None,
             wait: tuple[float, float] = RIVAL_WAIT, root: Path | None = None) -> PromotionResult:
     """Promote `image` (found in `home`) to `environment`, after checking the rules and the environment's
     policy (its key files relative to `root`, the recipe's directory).
@@ -492,6 +493,8 @@ def carry_image(target: Target, manifest: ManifestBytes, source: ImagePlace, sig
 
     Across places the image's evidence travels first (every attachment its referrers list, and its
     cosign signature tag when `signed`), then the tag: whoever reads the tag finds the evidence there."""
+    from imagebuild.stores.copy import copy as copy_image     # status and history (this module) copy nothing
+
     counters = getattr(getattr(target.repository, "client", None), "counters", None)
     before = counters.requests if counters else 0
     # One look at the referrers tells whether there is evidence to carry; an image without any is copied as before.
@@ -548,13 +551,22 @@ def _points_at(target: Target, manifest: ManifestBytes) -> bool:
     return found is not None and found.digest == manifest.digest
 
 
+def _utc_now() -> datetime:
+    # datetime is imported here: status and history, which share this module, never read the clock
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
 def _timestamp(moment: datetime) -> str:
+    from datetime import timezone
+
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- reading the state ------------------------------------------------------------------------
 
-@dataclass
+@mutable
 class EnvironmentStatus:
     environment: str
     target: str

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from imagebuild.errors import UserError
+from imagebuild.frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class GitFacts:
     """What git says about the commit checked out at a path.
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Callable, Sequence, TypeVar
 
 from imagebuild.errors import StoreError
+from imagebuild.frozen import mutable
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import (MAX_CONFIG_BYTES, Descriptor, MalformedError, ManifestBytes, ParsedManifest, Platform,
@@ -46,7 +47,7 @@ MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024
 MountHint = Callable[[Digest], ImagePlace | None] | None
 
 
-@dataclass
+@mutable
 class CopyResult:
     descriptor: Descriptor            # the top manifest, as the target now holds it
     blobs_copied: int = 0

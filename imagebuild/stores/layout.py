@@ -15,14 +15,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from imagebuild.atomic import TEMP_NAME, write_atomically
 from imagebuild.errors import CorruptBlobError, StoreError, UserError, quoted
+from imagebuild.frozen import mutable
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest
@@ -37,6 +36,7 @@ FILE_MODE = 0o644
 STALE_TEMP_SECONDS = 24 * 3600
 LAYER_CACHE_DIR = "imagebuild-cache/layers"   # cache key → layer JSON files (build/cache.py), read by gc
 DPKG_FACTS_DIR = "imagebuild-cache/dpkg"      # layer digest → its dpkg status (evidence/contents.py), dropped by gc
+RECIPE_CACHE_DIR = "imagebuild-cache/recipes"  # recipe's real path → the recipe loaded from it (recipe/cache.py)
 _REFERRERS_TAG = re.compile(r"sha256-[0-9a-f]{64}")   # the referrers tag schema's tag (stores/place.py)
 DISK_SUFFIX = "-disk"          # NAME:TAG-disk tags the VM disk baked from NAME:TAG (kind "disk")
 
@@ -73,7 +73,7 @@ def os_error_for(path: Path, exc: OSError) -> UserError | StoreError:
     return StoreError(f"store at {path}: {exc.strerror or exc}")
 
 
-@dataclass
+@mutable
 class BlobWriter:
     """A temp file in the store; `commit` moves it under its digest."""
 
@@ -197,6 +197,8 @@ class LayoutStore:
         if not self._ensured:  # once per store object: a bake writes many blobs
             self.ensure()
         hold_lease(self.root)    # the blob is unreferenced until its image is tagged; see stores/lease.py
+        import tempfile     # with shutil, bz2 and lzma: only for writing blobs, which the everyday reads never do
+
         try:
             fd, temp = tempfile.mkstemp(dir=self._tmp_dir(), prefix="blob-")
         except OSError as exc:

@@ -15,10 +15,11 @@ reference, and writes no tag.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable, Sequence
 
 from imagebuild.errors import RegistryError, RegistryUnreachableError, StoreError, UserError
+from imagebuild.frozen import mutable
 from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import Descriptor, MalformedError, ParsedManifest, Platform, parse_index
@@ -33,7 +34,7 @@ from imagebuild.stores.reserved_tags import refuse_promotion_tag
 Progress = Callable[[str], None] | None
 
 
-@dataclass
+@mutable
 class PushResult:
     reference: str
     digest: Digest
@@ -47,7 +48,7 @@ class PushResult:
         return asdict(self)
 
 
-@dataclass
+@mutable
 class PullResult:
     reference: str
     digest: Digest
