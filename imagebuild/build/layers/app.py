@@ -9,8 +9,6 @@ import hashlib
 import posixpath
 from typing import Iterator
 
-import pathspec
-
 from imagebuild.build.cache import store_layer
 from imagebuild.errors import RecipeError
 from imagebuild.oci.layer import DIR, Entry, LayerResult
@@ -32,17 +30,26 @@ def app_prefix(recipe: Recipe, tree: SourceTree) -> str:
 def app_files(recipe: Recipe, tree: SourceTree) -> tuple[str, list[TrackedFile]]:
     """The repo prefix of the app and the tracked files under it that are not excluded."""
     prefix = app_prefix(recipe, tree)
-    spec = pathspec.GitIgnoreSpec.from_lines(recipe.app.exclude)
+    excluded = _matcher(recipe.app.exclude)
     kept = []
     for item in tree.files(prefix):
         rel = item.path[len(prefix):].lstrip("/") if prefix else item.path
-        if not spec.match_file(rel):
+        if not excluded(rel):
             kept.append(item)
     if not kept:
         raise RecipeError(f"no files git tracks under app.path {recipe.app.path!r} at commit {tree.commit[:12]}",
                           file=str(recipe.source) if recipe.source else None, key="app.path",
                           hint="commit the app's files, or fix app.path / app.exclude")
     return prefix, kept
+
+
+def _matcher(exclude: tuple[str, ...]):
+    """Whether a path matches the gitignore-style patterns; pathspec is imported only when there are any."""
+    if not exclude:
+        return lambda _path: False
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(exclude).match_file
 
 
 # Names that usually hold credentials. A warning, not a refusal: a test fixture or a public
