@@ -114,3 +114,27 @@ def test_an_app_path_without_tracked_files_is_a_recipe_error(repo):
     recipe = Recipe(name="x", app=AppSpec(path="empty"), source=repo / "imagebuild.yaml")
     with pytest.raises(RecipeError, match="no files git tracks"):
         app_layer.app_files(recipe, app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD")))
+
+
+def test_a_file_read_inside_the_tree_comes_through_the_batch_process_as_git_cat_file_gives_it(repo, monkeypatch):
+    """Inside `with tree:` a read goes to the running `git cat-file --batch`, not a git of its own: the same
+    bytes (a large file, a symlink's target, an empty file), and None for a directory or an untracked path."""
+    (repo / "web" / "empty.txt").write_text("")
+    git(repo, "add", "web/empty.txt")
+    git(repo, "commit", "-q", "-m", "an empty file")
+    tree = app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    paths = ["web/app.py", "web/static/big.bin", "web/main.py", "web/empty.txt", "web", "web/untracked.txt",
+             "nowhere", "web/app.py"]
+    apart = [tree.read(path) for path in paths]
+    assert apart[1] == (repo / "web" / "static" / "big.bin").read_bytes() and apart[2] == b"app.py"
+    assert apart[3] == b"" and apart[4:7] == [None, None, None]
+    started = []
+    real_run = app_tree.subprocess.run
+    monkeypatch.setattr(app_tree.subprocess, "run", lambda *a, **k: started.append(a) or real_run(*a, **k))
+    with tree:
+        assert [tree.read(path) for path in paths] == apart
+        assert started == []
+        # the stream is where it should be for the blobs read after them
+        (item,) = [f for f in tree.files("web") if f.path == "web/app.py"]
+        with tree._open_blob(item.oid) as blob:
+            assert blob.read() == b"print('hi')\n"

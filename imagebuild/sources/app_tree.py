@@ -142,6 +142,9 @@ class SourceTree:
                 return (self.toplevel / path).read_bytes()
             except FileNotFoundError:
                 return None
+        if self._cat is not None and not any(char.isspace() for char in path):
+            # Inside `with tree:`, through the batch process already running: no git started for it.
+            return self._cat.read_named(f"{self.commit}:{path}")
         done = subprocess.run(["git", "-C", str(self.toplevel), "cat-file", "blob", f"{self.commit}:{path}"],
                               capture_output=True, env={**os.environ, **_GIT_ENV}, check=False)
         return done.stdout if done.returncode == 0 else None
@@ -226,6 +229,18 @@ class _CatFile:
         if len(header) != 3 or header[1] != "blob":
             raise BuildError(f"git cat-file could not read object {oid}: {' '.join(header)}")
         return int(header[2])
+
+    def read_named(self, name: str) -> bytes | None:
+        """The blob `name` (COMMIT:PATH) names, as `git cat-file blob` gives it; None when there is none."""
+        assert self._proc is not None
+        self._proc.stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
+        self._proc.stdin.flush()
+        header = self._proc.stdout.readline().split()
+        if len(header) != 3 or not header[2].isdigit():
+            return None      # `NAME missing` (or ambiguous): nothing follows
+        with _BlobReader(self._proc.stdout, int(header[2])) as reader:
+            content = reader.read()
+        return content if header[1] == b"blob" else None
 
     def open(self, oid: str) -> "_BlobReader":
         assert self._proc is not None
