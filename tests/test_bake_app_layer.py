@@ -135,6 +135,12 @@ def test_a_file_read_inside_the_tree_comes_through_the_batch_process_as_git_cat_
         assert [tree.read(path) for path in paths] == apart
         assert started == []
         # the stream is where it should be for the blobs read after them
-        (item,) = [f for f in tree.files("web") if f.path == "web/app.py"]
-        with tree._open_blob(item.oid) as blob:
+        listed = {f.path: f for f in tree.files("web")}
+        with tree._open_blob(listed["web/app.py"].oid) as blob:
             assert blob.read() == b"print('hi')\n"
+        # a read while a blob streams takes a git of its own, and leaves the stream whole
+        with tree._open_blob(listed["web/static/big.bin"].oid) as blob:
+            head = blob.read(1000)
+            assert tree.read("web/app.py") == apart[0]
+            assert head + blob.read() == apart[1]
+        assert tree.read("web/empty.txt") == b""

@@ -142,8 +142,9 @@ class SourceTree:
                 return (self.toplevel / path).read_bytes()
             except FileNotFoundError:
                 return None
-        if self._cat is not None and not any(char.isspace() for char in path):
-            # Inside `with tree:`, through the batch process already running: no git started for it.
+        if self._cat is not None and not self._cat.busy and not any(char.isspace() for char in path):
+            # Inside `with tree:`, through the batch process already running: no git started for it
+            # (not while a blob is being streamed from it: its answer would land inside that blob's bytes).
             return self._cat.read_named(f"{self.commit}:{path}")
         done = subprocess.run(["git", "-C", str(self.toplevel), "cat-file", "blob", f"{self.commit}:{path}"],
                               capture_output=True, env={**os.environ, **_GIT_ENV}, check=False)
@@ -208,6 +209,12 @@ class _CatFile:
     def __init__(self, toplevel: Path):
         self._toplevel = toplevel
         self._proc: subprocess.Popen | None = None
+        self._streaming: _BlobReader | None = None     # the blob last opened, until it is closed
+
+    @property
+    def busy(self) -> bool:
+        """A blob opened with `open` is still being read."""
+        return self._streaming is not None and not self._streaming.closed
 
     def __enter__(self) -> "_CatFile":
         self._proc = subprocess.Popen(["git", "-C", str(self._toplevel), "cat-file", "--batch"],
@@ -244,7 +251,8 @@ class _CatFile:
 
     def open(self, oid: str) -> "_BlobReader":
         assert self._proc is not None
-        return _BlobReader(self._proc.stdout, self._request(oid))
+        self._streaming = _BlobReader(self._proc.stdout, self._request(oid))
+        return self._streaming
 
 
 class _BlobReader:
@@ -253,6 +261,7 @@ class _BlobReader:
     def __init__(self, stream: BinaryIO, size: int):
         self._stream = stream
         self._left = size
+        self.closed = False
 
     def read(self, n: int = -1) -> bytes:
         if n < 0 or n > self._left:
@@ -269,3 +278,4 @@ class _BlobReader:
             if not self.read(1024 * 1024):
                 break
         self._stream.read(1)  # the newline after each object
+        self.closed = True
