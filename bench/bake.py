@@ -498,8 +498,10 @@ BAKE_PHASES = {
     "bake: subprocesses (all)": ("subprocess.py", "run"),
 }
 ONE_PROCESS_PUSH = {
-    "bake --push: layer cache looked up and written": ("imagebuild/build/remote_cache.py", "open_remote_cache"),
-    "bake --push: requests and uploads (push_image)": ("imagebuild/stores/registry.py", "push_image"),
+    "bake --push: the registry asked before the bake (check)": ("imagebuild/publish/registry.py", "check"),
+    "bake --push: layer cache looked up": ("imagebuild/build/remote_cache.py", "lookup"),
+    "bake --push: image, SBOMs and their tags pushed (push_image)": ("imagebuild/stores/registry.py", "push_image"),
+    "bake --push: layer cache entries written": ("imagebuild/build/remote_cache.py", "publish"),
 }
 PUSH_PHASES = {
     "push: whole process": ("", "<module>"),
