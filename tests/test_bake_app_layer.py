@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -144,3 +146,34 @@ def test_a_file_read_inside_the_tree_comes_through_the_batch_process_as_git_cat_
             assert tree.read("web/app.py") == apart[0]
             assert head + blob.read() == apart[1]
         assert tree.read("web/empty.txt") == b""
+
+
+PATTERNS = ["tests/", "tests", "docs/api", "docs/api/", "a.txt", "web/static/", "README.md", "x/y/z", "node_modules/",
+            ".github/", ".env", "/build", "*.md", "!README.md", "docs/**/x", "a?c", "[ab].txt", "a//", " tests"]
+PATHS = ["tests/test_a.py", "tests", "a/tests/b.py", "a/tests", "testsx/a", "xtests/a", "docs/api/x.md", "docs/api",
+         "x/docs/api/y", "build/x", "build", "a/build/x", "a.txt", "b/a.txt", "a.txt/c", "web/static/x.css", "web/static",
+         "x/web/static/y", "README.md", "sub/README.md", "x/y/z", "x/y/z/w", "q/x/y/z", "node_modules/a/b.js",
+         "a/node_modules/b", ".github/workflows/ci.yml", ".env", "a/.env", ".envrc", "hello.py", "abc", "b.txt", "a/"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_exclude_patterns_match_as_pathspec_matches_them(size):
+    """Plain patterns are matched without pathspec, the others with it: either way as pathspec's
+    GitIgnoreSpec (git's rules) decides, for every pair and triple of patterns."""
+    import itertools
+
+    import pathspec
+
+    for patterns in itertools.combinations(PATTERNS, size):
+        ours = app_layer._matcher(patterns)
+        theirs = pathspec.GitIgnoreSpec.from_lines(patterns).match_file
+        assert [ours(path) for path in PATHS] == [theirs(path) for path in PATHS], patterns
+
+
+def test_plain_patterns_need_no_pathspec():
+    code = ("import sys\nfrom imagebuild.build.layers.app import _matcher\n"
+            "assert _matcher(('tests/', 'docs', 'web/static/', '.env'))('a/tests/b')\n"
+            "print('pathspec' in sys.modules, end=' ')\n_matcher(('*.md',))\nprint('pathspec' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]

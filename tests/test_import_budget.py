@@ -136,18 +136,14 @@ def test_a_bake_without_a_registry_imports_no_http_engine_or_ssh(app):
 
 @pytest.mark.integration
 def test_a_warm_bake_of_a_stock_recipe_imports_no_typer_jinja_or_threads(tmp_path, tmp_path_factory):
-    """After an app-only commit, `bake` of flask-hello (the stock python-wsgi recipe, here without
-    app.exclude): the server's templates render without Jinja2, the cached Debian layers need no
-    threads, the command line no typer or click, and no pattern needs pathspec."""
+    """After an app-only commit, `bake` of flask-hello (the stock python-wsgi recipe): the server's
+    templates render without Jinja2, the cached Debian layers need no threads, the command line no
+    typer or click, and its plain `app.exclude` pattern (`tests/`) no pathspec."""
     from tests.bake_support import base_for, commit_all, example_repo, git, seed
 
-    def without_exclude(repo: Path) -> None:
-        recipe = repo / "imagebuild.yaml"
-        recipe.write_text(recipe.read_text().replace("app:\n  exclude: [tests/]\n", ""))
-
     base = base_for("flask-hello", tmp_path_factory)
-    repo = example_repo(tmp_path, "flask-hello", lock=base.lock_path, prepare=without_exclude)
-    assert "exclude" not in (repo / "imagebuild.yaml").read_text()
+    repo = example_repo(tmp_path, "flask-hello", lock=base.lock_path)
+    assert "exclude: [tests/]" in (repo / "imagebuild.yaml").read_text()
     store = seed(tmp_path / "store", base)
     imports(tmp_path, "bake", str(repo), "--store", str(store.root))      # builds the libraries and server
     (repo / "hello.py").write_text((repo / "hello.py").read_text() + "\n# an app-only change\n")
