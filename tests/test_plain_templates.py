@@ -104,7 +104,8 @@ def test_rendering_the_stock_templates_imports_no_jinja():
             "from imagebuild.sources.git import GitFacts\n"
             "from imagebuild.recipe.templates import render_server_files\n"
             "for name in ('flask-hello', 'fastapi-hello', 'static-site'):\n"
-            "    assert render_server_files(load_recipe('examples/' + name, context={'git': GitFacts().as_context()}))\n"
+            "    recipe = load_recipe('examples/' + name, context={'git': GitFacts().as_context()})\n"
+            "    assert render_server_files(recipe)\n"
             "print('jinja2' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=EXAMPLES.parent)

@@ -7,8 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from imagebuild.cli import bake_run
-from imagebuild.cli.common import InsecureOption, JsonOption, PassphraseEnvOption, StoreOption
+from imagebuild.cli.common import InsecureOption, JsonOption, PassphraseEnvOption, StoreOption, bake_run
 
 
 def bake_command(

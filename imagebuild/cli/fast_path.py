@@ -3,8 +3,8 @@
 
 Importing typer and its click costs more than the work of these commands. This parser takes only
 what it reads exactly as click would (the commands' options, long form, `--opt value` or
-`--opt=value`, each at most once unless the option is a list, the positional arguments, the options' environment variables and
-defaults) and gives up on anything else: `--help`, a short or unknown option, a missing or
+`--opt=value`, each at most once unless the option is a list, the positional arguments, the
+options' environment variables and defaults) and gives up on anything else: `--help`, a short or unknown option, a missing or
 surplus argument, a value that click would refuse or that starts with `-`. The typer command line
 then runs as before, so help and usage errors are click's own. The command's function is the one
 its typer command calls (cli/everyday.py; cli/bake_run.py for `bake`).
