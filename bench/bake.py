@@ -20,11 +20,19 @@ committed, so both sides use the same Debian package versions):
             build` + `docker push`, to the loopback registry (each side pushed the previous
             commit beforehand), and, for one more commit under cProfile, where the bake and
             the push spend their time (read input, git, plan, layers, config + manifest, requests)
+  one process  the same warm round as one `imagebuild bake --push` (the recipe's `registry:` set
+            to the loopback registry), beside the two processes, wall and CPU seconds, and
+            where a profiled `bake --push` spends its time
 
     python bench/bake.py [--keep] [--json]
+    python bench/bake.py --warm-only [--rounds N]
 
 Needs root (mmdebstrap), docker, umoci and the Debian mirror. Cleans up its
 containers, images and temporary directories, also when interrupted.
+
+--warm-only measures only imagebuild's warm rounds (two processes and one), on a store seeded
+with the tests' cached Debian layers (~/.cache/imagebuild-test, built once by mmdebstrap when
+missing): no cold bake, no Docker; needs git, the loopback registry and the test extras.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import gzip
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -92,6 +101,15 @@ def run(cmd: list[str], timeout: float, cwd: Path | None = None, env: dict | Non
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise Failed(f"{' '.join(cmd)} failed (exit {done.returncode}):\n{tail}")
     return seconds, done.stdout
+
+
+def timed(cmd: list[str], timeout: float, log: Path | None = None) -> tuple[float, float, str]:
+    """Run to completion; return (wall seconds, CPU seconds of the process and its children, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds, out = run(cmd, timeout, log=log)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, out
 
 
 def git(app: Path, *args: str) -> str:
@@ -388,7 +406,65 @@ class Bench:
             r["docker_build_only"].append(building)
             r["docker_build_push"].append(building + pushing)
         r["ib_bake_push_breakdown"] = self.warm_breakdown(store, space)
+        r.update(self.one_process(store, space, rounds=2))
         return r
+
+    def commit_app(self, label: str) -> None:
+        """An app-only commit: one more line in hello.py."""
+        hello = self.app / "hello.py"
+        hello.write_text(hello.read_text() + f"\n# app-only commit {label}\n")
+        git(self.app, "commit", "-q", "-am", f"app: commit {label}")
+
+    def one_process(self, store: Path, space: str, rounds: int) -> dict:
+        """Warm rounds both ways, alternating, wall and CPU seconds: `imagebuild bake` then `imagebuild
+        push` (two processes) against one `imagebuild bake --push` with the recipe's `registry:` set
+        to the loopback registry (which also reads and writes its layer cache, REGISTRY/NAME-cache);
+        then one `bake --push` under cProfile, for where it spends its time."""
+        recipe = self.app / "imagebuild.yaml"
+        recipe.write_text(f"registry: {space}/one\n" + recipe.read_text())
+        git(self.app, "commit", "-q", "-am", "push to the loopback registry")
+        bake_push = [*self.cli, "bake", str(self.app), "--store", str(store), "--json", "--push"]
+        timed(bake_push, DOCKER_TIMEOUT, log=self.log)      # untimed: the first push of this repository
+        r: dict = {key: [] for key in ("two_bake", "two_push", "two_bake_cpu", "two_push_cpu", "one", "one_cpu")}
+        for number in range(rounds):
+            self.commit_app(f"two processes {number}")
+            wall, cpu, out = timed([*self.cli, "bake", str(self.app), "--store", str(store), "--json"],
+                                   BAKE_TIMEOUT, log=self.log)
+            baked = json.loads(out)
+            r["two_bake"].append(wall)
+            r["two_bake_cpu"].append(cpu)
+            wall, cpu, _ = timed([*self.cli, "push", baked["image"], "--store", str(store), "--to",
+                                  f"{space}/two/flask-hello:{baked['version']}"], DOCKER_TIMEOUT, log=self.log)
+            r["two_push"].append(wall)
+            r["two_push_cpu"].append(cpu)
+            self.commit_app(f"one process {number}")
+            wall, cpu, _ = timed(bake_push, DOCKER_TIMEOUT, log=self.log)
+            r["one"].append(wall)
+            r["one_cpu"].append(cpu)
+        self.commit_app("one process, profiled")
+        profile = self.work / "profiles" / "bake-push"
+        profile.parent.mkdir(exist_ok=True)
+        run([sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "imagebuild", *bake_push[len(self.cli):]],
+            DOCKER_TIMEOUT, log=self.log)
+        r["one_breakdown"] = profile_phases(profile, {**BAKE_PHASES, **ONE_PROCESS_PUSH})
+        return r
+
+    def warm_only(self, rounds: int) -> dict:
+        """Only the warm rounds, on a store seeded with the tests' cached Debian layers (no cold bake,
+        no Docker): the first bake builds the libraries and server layers, untimed."""
+        from tests.bake_support import example_repo, seed
+        from tests.debian_fixtures import _cache_dir, build_cached_base
+
+        recipe = load_recipe(EXAMPLE / "imagebuild.yaml")
+        progress("the cached Debian layers (built once by mmdebstrap when missing)")
+        base = build_cached_base(_cache_dir(recipe.os, recipe.runtime), recipe.os, recipe.runtime)
+        self.app = example_repo(self.work, "flask-hello", lock=base.lock_path)
+        store = self.work / "store"
+        seed(store, base)
+        progress("first bake (untimed)")
+        self.bake(store)
+        progress(f"{rounds} warm rounds: bake + push in two processes, bake --push in one")
+        return self.one_process(store, f"{REGISTRY}/{self.prefix}", rounds)
 
     def warm_breakdown(self, store: Path, space: str) -> dict[str, float]:
         """Where a warm bake + push spends its time: one more app-only commit, both commands run
@@ -420,6 +496,12 @@ BAKE_PHASES = {
     "bake: layer config built": ("imagebuild/build/layers/config.py", "build"),
     "bake: config + manifest written": ("imagebuild/stores/layout.py", "write_image"),
     "bake: subprocesses (all)": ("subprocess.py", "run"),
+}
+ONE_PROCESS_PUSH = {
+    "bake --push: the registry asked before the bake (check)": ("imagebuild/publish/registry.py", "check"),
+    "bake --push: layer cache looked up": ("imagebuild/build/remote_cache.py", "lookup"),
+    "bake --push: image, SBOMs and their tags pushed (push_image)": ("imagebuild/stores/registry.py", "push_image"),
+    "bake --push: layer cache entries written": ("imagebuild/build/remote_cache.py", "publish"),
 }
 PUSH_PHASES = {
     "push: whole process": ("", "<module>"),
@@ -533,7 +615,28 @@ def table(r: dict) -> str:
     lines += ["", "where a warm bake + push spends its time (one more app-only commit under cProfile, "
               "which slows it; phases overlap: a layer's build is inside the layers, git runs inside read input):"]
     lines += [f"- {label}: {value:.3f} s" for label, value in r["ib_bake_push_breakdown"].items()]
+    return "\n".join(lines) + "\n\n" + one_process_table(r)
+
+
+def one_process_table(r: dict) -> str:
+    """The warm rounds in two processes and in one, wall and CPU seconds, and the profiled one."""
+    def both(wall: list[float], cpu: list[float]) -> str:
+        return f"{seconds_fine(wall)} (CPU {seconds_fine(cpu)})"
+
+    two = [b + p for b, p in zip(r["two_bake"], r["two_push"])]
+    two_cpu = [b + p for b, p in zip(r["two_bake_cpu"], r["two_push_cpu"])]
+    lines = ["| warm round, app-only commit (s) | wall (CPU) |", "| --- | --- |",
+             f"| `imagebuild bake` | {both(r['two_bake'], r['two_bake_cpu'])} |",
+             f"| `imagebuild push` | {both(r['two_push'], r['two_push_cpu'])} |",
+             f"| bake + push, two processes | {both(two, two_cpu)} |",
+             f"| `imagebuild bake --push`, one process | {both(r['one'], r['one_cpu'])} |",
+             "", "where a profiled `bake --push` spends its time (cProfile slows it; phases overlap):"]
+    lines += [f"- {label}: {value:.3f} s" for label, value in r["one_breakdown"].items()]
     return "\n".join(lines)
+
+
+def seconds_fine(values: list[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
 
 
 def preflight() -> None:
@@ -552,12 +655,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, logs)")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="only the warm rounds, two processes and one, on the tests' cached Debian layers")
+    parser.add_argument("--rounds", type=int, default=3, help="warm rounds with --warm-only (default 3)")
     args = parser.parse_args()
-    preflight()
+    if not args.warm_only:
+        preflight()
     work = Path(tempfile.mkdtemp(prefix="imagebuild-bench-bake-"))
     bench = Bench(work)
     try:
-        results = bench.measure()
+        results = bench.warm_only(args.rounds) if args.warm_only else bench.measure()
     except Failed as exc:
         sys.exit(f"bench: {exc}\n(commands and their output: {bench.log})" if args.keep else f"bench: {exc}")
     finally:
@@ -566,9 +673,16 @@ def main() -> None:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    revision = git(REPO, "rev-parse", "--short", "HEAD").strip()
+    if args.warm_only:
+        print(f"examples/flask-hello at imagebuild {revision}; {os.cpu_count()} CPUs; load average "
+              f"{os.getloadavg()[0]:.1f}; warm rounds only\n")
+        print(one_process_table(results))
+        if args.json:
+            print(json.dumps(results, indent=2, sort_keys=True))
+        return
     docker_version = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
                                      capture_output=True, text=True, timeout=30).stdout.strip()
-    revision = git(REPO, "rev-parse", "--short", "HEAD").strip()
     lock = (f"imagebuild.lock resolved in {results['lock_seconds']:.1f} s before timing"
             if "lock_seconds" in results else "the example's imagebuild.lock")
     print(f"examples/flask-hello at imagebuild {revision}; {os.cpu_count()} CPUs; docker {docker_version}; {lock}")

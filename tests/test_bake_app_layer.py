@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -114,3 +116,64 @@ def test_an_app_path_without_tracked_files_is_a_recipe_error(repo):
     recipe = Recipe(name="x", app=AppSpec(path="empty"), source=repo / "imagebuild.yaml")
     with pytest.raises(RecipeError, match="no files git tracks"):
         app_layer.app_files(recipe, app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD")))
+
+
+def test_a_file_read_inside_the_tree_comes_through_the_batch_process_as_git_cat_file_gives_it(repo, monkeypatch):
+    """Inside `with tree:` a read goes to the running `git cat-file --batch`, not a git of its own: the same
+    bytes (a large file, a symlink's target, an empty file), and None for a directory or an untracked path."""
+    (repo / "web" / "empty.txt").write_text("")
+    git(repo, "add", "web/empty.txt")
+    git(repo, "commit", "-q", "-m", "an empty file")
+    tree = app_tree.SourceTree(repo, git(repo, "rev-parse", "HEAD"))
+    paths = ["web/app.py", "web/static/big.bin", "web/main.py", "web/empty.txt", "web", "web/untracked.txt",
+             "nowhere", "web/app.py"]
+    apart = [tree.read(path) for path in paths]
+    assert apart[1] == (repo / "web" / "static" / "big.bin").read_bytes() and apart[2] == b"app.py"
+    assert apart[3] == b"" and apart[4:7] == [None, None, None]
+    started = []
+    real_run = app_tree.subprocess.run
+    monkeypatch.setattr(app_tree.subprocess, "run", lambda *a, **k: started.append(a) or real_run(*a, **k))
+    with tree:
+        assert [tree.read(path) for path in paths] == apart
+        assert started == []
+        # the stream is where it should be for the blobs read after them
+        listed = {f.path: f for f in tree.files("web")}
+        with tree._open_blob(listed["web/app.py"].oid) as blob:
+            assert blob.read() == b"print('hi')\n"
+        # a read while a blob streams takes a git of its own, and leaves the stream whole
+        with tree._open_blob(listed["web/static/big.bin"].oid) as blob:
+            head = blob.read(1000)
+            assert tree.read("web/app.py") == apart[0]
+            assert head + blob.read() == apart[1]
+        assert tree.read("web/empty.txt") == b""
+
+
+PATTERNS = ["tests/", "tests", "docs/api", "docs/api/", "a.txt", "web/static/", "README.md", "x/y/z", "node_modules/",
+            ".github/", ".env", "/build", "*.md", "!README.md", "docs/**/x", "a?c", "[ab].txt", "a//", " tests"]
+PATHS = ["tests/test_a.py", "tests", "a/tests/b.py", "a/tests", "testsx/a", "xtests/a", "docs/api/x.md", "docs/api",
+         "x/docs/api/y", "build/x", "build", "a/build/x", "a.txt", "b/a.txt", "a.txt/c", "web/static/x.css", "web/static",
+         "x/web/static/y", "README.md", "sub/README.md", "x/y/z", "x/y/z/w", "q/x/y/z", "node_modules/a/b.js",
+         "a/node_modules/b", ".github/workflows/ci.yml", ".env", "a/.env", ".envrc", "hello.py", "abc", "b.txt", "a/"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_exclude_patterns_match_as_pathspec_matches_them(size):
+    """Plain patterns are matched without pathspec, the others with it: either way as pathspec's
+    GitIgnoreSpec (git's rules) decides, for every pair and triple of patterns."""
+    import itertools
+
+    import pathspec
+
+    for patterns in itertools.combinations(PATTERNS, size):
+        ours = app_layer._matcher(patterns)
+        theirs = pathspec.GitIgnoreSpec.from_lines(patterns).match_file
+        assert [ours(path) for path in PATHS] == [theirs(path) for path in PATHS], patterns
+
+
+def test_plain_patterns_need_no_pathspec():
+    code = ("import sys\nfrom imagebuild.build.layers.app import _matcher\n"
+            "assert _matcher(('tests/', 'docs', 'web/static/', '.env'))('a/tests/b')\n"
+            "print('pathspec' in sys.modules, end=' ')\n_matcher(('*.md',))\nprint('pathspec' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]

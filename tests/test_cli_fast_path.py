@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.cli import everyday, fast_path
+from imagebuild.cli import bake_run, everyday, fast_path
 from imagebuild.cli import main as cli_main
 from imagebuild.stores.layout import LayoutStore
 from imagebuild.stores.lease import release_lease
@@ -42,6 +42,10 @@ TAKEN = [
     ["promote", "v1", "--to", ""],
     ["push", "hello:v1"], ["push", "hello:v1", "--to", "127.0.0.1:1/x/hello", "--parallel", "8", "--insecure"],
     ["push", "hello:v1", "--parallel=32"],
+    ["bake"], ["bake", "app", "--json"], ["bake", "--push", "--json", "--insecure", "--store", "/nowhere/store"],
+    ["bake", "--output", "oci:out", "--output=docker-archive:out.tar", "--load", "--allow-dirty"],
+    ["bake", "--cache-from", "127.0.0.1:1/c", "--cache-to=127.0.0.1:1/d", "--format", "disk", "--secure"],
+    ["bake", "--sign", "/nowhere/key", "--passphrase-env", "PASS", "."],
 ]
 LEFT_TO_TYPER = [
     [], ["--help"], ["images", "--help"], ["status", "-i", "key"], ["status", "--identity", "key"],
@@ -49,7 +53,8 @@ LEFT_TO_TYPER = [
     ["promote", "v1", "--to", "-x"], ["promote", "v1", "--to", "dev", "--to", "test"],
     ["images", "--json=1"], ["images", "--bogus"], ["images", "--"], ["push", "hello:v1", "--parallel", "0"],
     ["push", "hello:v1", "--parallel", "33"], ["push", "hello:v1", "--parallel", "x"], ["push", "-"],
-    ["bake"], ["gc"],
+    ["bake", "-o", "oci:out"], ["bake", "a", "b"], ["bake", "--output"], ["bake", "--output", "-x"],
+    ["bake", "--push", "--push"], ["bake", "--json=1"], ["bake", "--help"], ["gc"],
 ]
 
 
@@ -79,6 +84,7 @@ def called_by_typer(argv: list[str]) -> tuple[str, dict]:
     with pytest.MonkeyPatch.context() as patch:
         for name in ("images", "status", "history", "promote", "push"):
             patch.setattr(everyday, name, lambda *args, _name=name, **kwargs: calls.append((_name, args, kwargs)))
+        patch.setattr(bake_run, "bake", lambda *args, **kwargs: calls.append(("bake", args, kwargs)))
         with pytest.raises(SystemExit):
             cli_main._run_typer(list(argv), False)
     (name, args, kwargs), = calls
@@ -135,6 +141,8 @@ def outcome(capsys, run) -> tuple[object, str, str]:
     ["promote", "v1", "--to", "prod"], ["promote", "v9", "--to", "dev", "--json"], ["history", "nowhere"],
     ["status", "--recipe", "missing.yaml"], ["push", "hello:v1"], ["push", "hello:v1", "--to", "noregistry"],
     ["images", "--store", "imagebuild.yaml"],
+    ["bake", "nowhere"], ["bake", "--json"], ["bake", "--passphrase-env", "PASS"], ["bake", "--format", "vm"],
+    ["bake", "--output", "nowhere:x"],
 ], ids=" ".join)
 def test_the_output_errors_and_exit_code_are_typers(app, capsys, argv):
     assert fast_path.parse(argv) is not None

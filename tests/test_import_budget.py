@@ -24,7 +24,7 @@ from tests.registry_support.images import write_app_image
 
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("docker", "paramiko", "httpx", "jinja2", "yaml", "typer", "concurrent.futures", "difflib", "cryptography",
-         "kubernetes", "click", "rich")
+         "kubernetes", "click", "rich", "pathspec")
 ENGINE_OR_SSH = {"docker", "paramiko", "kubernetes"}     # kubernetes: ~2 s, only for environments with a cluster
 REGISTRY_OR_RECIPE = {"httpx", "jinja2", "yaml"}
 
@@ -153,4 +153,24 @@ def test_a_bake_without_a_registry_imports_no_http_engine_or_ssh(app):
     is no git repository), leave the registry client to a bake that pushes or has a layer cache."""
     loaded = imports(app, "bake", str(app))
     assert "yaml" in loaded     # the probe really reached the bake
-    assert not loaded & (ENGINE_OR_SSH | {"httpx"}), loaded
+    assert not loaded & (ENGINE_OR_SSH | {"httpx", "typer", "click", "rich"}), loaded     # on the fast path
+
+
+@pytest.mark.integration
+def test_a_warm_bake_of_a_stock_recipe_imports_no_typer_jinja_or_threads(tmp_path, tmp_path_factory):
+    """After an app-only commit, `bake` of flask-hello (the stock python-wsgi recipe): the server's
+    templates render without Jinja2, the cached Debian layers need no threads, the command line no
+    typer or click, and its plain `app.exclude` pattern (`tests/`) no pathspec."""
+    from tests.bake_support import base_for, commit_all, example_repo, git, seed
+
+    base = base_for("flask-hello", tmp_path_factory)
+    repo = example_repo(tmp_path, "flask-hello", lock=base.lock_path)
+    assert "exclude: [tests/]" in (repo / "imagebuild.yaml").read_text()
+    store = seed(tmp_path / "store", base)
+    imports(tmp_path, "bake", str(repo), "--store", str(store.root))      # builds the libraries and server
+    (repo / "hello.py").write_text((repo / "hello.py").read_text() + "\n# an app-only change\n")
+    commit_all(repo, "app only", 1_750_000_100)
+    loaded = imports(tmp_path, "bake", str(repo), "--store", str(store.root), "--json")
+    assert f"flask-hello:{git(repo, 'rev-parse', '--short', 'HEAD')}" in store.refs()     # the bake was made
+    assert not loaded & (ENGINE_OR_SSH | {"httpx", "jinja2", "typer", "click", "rich", "concurrent.futures",
+                                          "cryptography", "pathspec"}), loaded

@@ -46,3 +46,35 @@ def test_a_cache_option_must_name_a_registry_repository(value):
 def test_cache_from_and_to_in_two_registries_are_refused():
     with pytest.raises(UserError, match="two registries"):
         open_remote_cache(None, "hello", push=False, cache_from="a.example/x", cache_to="b.example/y")
+
+
+class _RefusingSome:
+    """A registry client that refuses the manifests of some tags: a fault the real registry cannot be
+    made to show for one tag and not another."""
+
+    host = "127.0.0.1:1"
+
+    def __init__(self, refused: set[str]):
+        self.refused, self.put = refused, []
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        return True
+
+    def put_manifest(self, repository: str, tag: str, raw: bytes, media_type: str) -> None:
+        if tag in self.refused:
+            from imagebuild.errors import RegistryError
+            raise RegistryError(f"manifest {tag} refused")
+        self.put.append((repository, tag, json.loads(raw)["annotations"]["dev.imagebuild.cache.key"]))
+
+
+def test_every_entry_is_written_and_a_refused_one_is_one_warning():
+    from imagebuild.build.remote_cache import RemoteCache
+    from imagebuild.oci.reference import Reference
+
+    layers = [(key, LayerResult(Digest.of(key.encode()), Digest.of(key.encode() * 2), 10, 20, mt.OCI_LAYER_GZIP))
+              for key in ("a", "b", "c", "d", "e", "f")]
+    client = _RefusingSome({cache_tag("c"), cache_tag("e")})
+    cache = RemoteCache(client, None, Reference.parse("127.0.0.1:1/acme/hello-cache"))
+    assert cache.publish(layers, "acme/hello") == 4
+    assert sorted(client.put) == [("acme/hello-cache", cache_tag(key), key) for key in "abdf"]
+    assert len(cache.warnings) == 1 and "was not written (manifest cache-c refused" in cache.warnings[0]

@@ -34,3 +34,18 @@ def test_an_unreadable_cache_only_costs_the_probe(tmp_path, monkeypatch):
     binary.write_text("x")
     assert tool_version(str(binary), lambda: "3") == "3"
     assert tool_version(str(binary), lambda: "other") == "3"
+
+
+def test_pips_version_is_read_beside_pip_as_importlib_metadata_reads_it():
+    """The libraries layer's key holds pip's version: read from the dist-info beside the pip package, the
+    same as importlib.metadata's answer, without importing it (a fresh interpreter, so nothing else has)."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom imagebuild.build.layers.libraries import _pip_version_beside_pip, pip_version\n"
+            "print(_pip_version_beside_pip(), pip_version(), 'importlib.metadata' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    version = importlib.metadata.version("pip")
+    assert done.stdout.split() == [version, version, "False"]

@@ -142,21 +142,33 @@ class RemoteCache:
         if self.cache_to is None:
             return 0
         target = self.cache_to.repository
-        written = 0
         try:
             empty = Digest.of(EMPTY)
             if not self.client.blob_exists(target, str(empty)):
                 self.client.upload_blob(target, _empty_descriptor(), _empty_opener)
-            for key, result in layers:
-                known = self.hits.get(key)
-                if known is not None and known.result == result and self.cache_from == self.cache_to:
-                    continue     # the entry is there already
-                raw = entry_manifest(key, repository, result)
-                self.client.put_manifest(target, cache_tag(key), raw, mt.OCI_MANIFEST)
-                written += 1
         except ImageBuildError as exc:
             self.warn(f"the layer cache {self.cache_to} was not written ({exc.message}); the image is pushed")
-        return written
+            return 0
+        entries = []
+        for key, result in layers:
+            known = self.hits.get(key)
+            if known is not None and known.result == result and self.cache_from == self.cache_to:
+                continue     # the entry is there already
+            entries.append((key, entry_manifest(key, repository, result)))
+
+        def put(entry: tuple[str, bytes]) -> ImageBuildError | None:
+            try:
+                self.client.put_manifest(target, cache_tag(entry[0]), entry[1], mt.OCI_MANIFEST)
+            except ImageBuildError as exc:
+                return exc
+            return None
+
+        # A few at a time, as they are looked up: each is a round trip that waits on the registry.
+        with ThreadPoolExecutor(max_workers=max(1, min(LOOKUP_PARALLEL, len(entries)))) as pool:
+            failures = [exc for exc in pool.map(put, entries) if exc is not None]
+        if failures:
+            self.warn(f"the layer cache {self.cache_to} was not written ({failures[0].message}); the image is pushed")
+        return len(entries) - len(failures)
 
 
 def _empty_descriptor() -> Descriptor:

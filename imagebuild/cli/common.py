@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-# The helpers and the everyday commands' bodies need no typer; the command modules import them from here.
-from imagebuild.cli import everyday  # noqa: F401
+# The helpers and the everyday commands' and bake's bodies need no typer; the command modules import them from here.
+from imagebuild.cli import bake_run, everyday  # noqa: F401
 from imagebuild.cli.helpers import (emit_json, is_ci, load_recipe_for, open_places, open_store, say,  # noqa: F401
                                     ssh_options)
 

@@ -1,13 +1,13 @@
 """The everyday commands without typer: a simple command line of `images`, `status`, `history`,
-`promote` or `push` is parsed here and run straight away.
+`promote`, `push` or `bake` is parsed here and run straight away.
 
 Importing typer and its click costs more than the work of these commands. This parser takes only
 what it reads exactly as click would (the commands' options, long form, `--opt value` or
-`--opt=value`, each at most once, the positional argument, the options' environment variables and
-defaults) and gives up on anything else: `--help`, a short or unknown option, a missing or
+`--opt=value`, each at most once unless the option is a list, the positional arguments, the
+options' environment variables and defaults) and gives up on anything else: `--help`, a short or unknown option, a missing or
 surplus argument, a value that click would refuse or that starts with `-`. The typer command line
 then runs as before, so help and usage errors are click's own. The command's function is the one
-its typer command calls (cli/everyday.py).
+its typer command calls (cli/everyday.py; cli/bake_run.py for `bake`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
-# Kinds of option: a flag sets a fixed value; the others take one value.
-FLAG, PATH, TEXT, PARALLEL = "flag", "path", "text", "parallel"
+# Kinds of option: a flag sets a fixed value; the others take one value (a list's, one per use).
+FLAG, PATH, TEXT, PARALLEL, LIST = "flag", "path", "text", "parallel", "list"
 
 
 class Option(NamedTuple):
@@ -33,12 +33,14 @@ INSECURE = {"--insecure": Option("insecure", FLAG, True), "--secure": Option("in
 
 
 class Command(NamedTuple):
-    run: str                                  # the function's name in cli/everyday.py
+    run: str                                  # the function's name in its module
     arguments: tuple[str, ...]                # positional parameters, all required
     options: dict[str, Option]
     defaults: dict[str, Any]
     required: tuple[str, ...] = ()            # options without a default
     envvars: dict[str, str] = {}              # parameter -> environment variable, read when not given
+    optional_path: Optional[str] = None       # a last positional path parameter that has a default
+    module: str = "everyday"                  # the module of imagebuild.cli holding the function
 
 
 _STORE_DEFAULTS = {"store": None, "json_out": False}
@@ -65,6 +67,17 @@ COMMANDS = {
         **RECIPE, **INSECURE, **STORE, **JSON,
         "--to": Option("to", TEXT), "--parallel": Option("parallel", PARALLEL),
     }, {**_RECIPE_DEFAULTS, "to": None, "parallel": 4}, envvars=_STORE_ENV),
+    "bake": Command("bake", (), {
+        **STORE, **INSECURE, **JSON,
+        "--allow-dirty": Option("allow_dirty", FLAG, True), "--output": Option("output", LIST),
+        "--load": Option("load", FLAG, True), "--push": Option("push", FLAG, True),
+        "--cache-from": Option("cache_from", TEXT), "--cache-to": Option("cache_to", TEXT),
+        "--format": Option("form", TEXT), "--sign": Option("sign", PATH),
+        "--passphrase-env": Option("passphrase_env", TEXT),
+    }, {"path": Path("."), "store": None, "allow_dirty": False, "output": (), "load": False, "push": False,
+        "cache_from": None, "cache_to": None, "insecure": None, "form": "image", "sign": None,
+        "passphrase_env": None, "json_out": False},
+        envvars=_STORE_ENV, optional_path="path", module="bake_run"),
 }
 PARALLEL_RANGE = range(1, 33)     # push --parallel's min and max
 
@@ -86,7 +99,7 @@ def parse(argv: list[str]) -> Optional[tuple[str, dict[str, Any]]]:
             continue
         name, has_value, value = token.partition("=")
         option = command.options.get(name)
-        if option is None or option.param in given:
+        if option is None or (option.param in given and option.kind != LIST):
             return None
         if option.kind == FLAG:
             if has_value:
@@ -100,10 +113,17 @@ def parse(argv: list[str]) -> Optional[tuple[str, dict[str, Any]]]:
             index += 1
         if value.startswith("-"):
             return None
+        if option.kind == LIST:
+            given.setdefault(option.param, []).append(value)
+            continue
         converted = _convert(option.kind, value)
         if converted is None:
             return None
         given[option.param] = converted
+    if command.optional_path is not None and len(positional) == len(command.arguments) + 1:
+        given[command.optional_path] = _convert(PATH, positional.pop())
+        if given[command.optional_path] is None:
+            return None
     if len(positional) != len(command.arguments) or any(p not in given for p in command.required):
         return None
     for param, variable in command.envvars.items():
@@ -112,6 +132,7 @@ def parse(argv: list[str]) -> Optional[tuple[str, dict[str, Any]]]:
             if given[param] is None:
                 return None
     kwargs = {**command.defaults, **dict(zip(command.arguments, positional)), **given}
+    kwargs.update((param, list(value)) for param, value in kwargs.items() if isinstance(value, tuple))
     if kwargs.get("recipe") is not None and _convert(PATH, str(kwargs["recipe"])) is None:
         return None
     return command.run, kwargs
@@ -141,7 +162,7 @@ def runner(argv: list[str]) -> Optional[Callable[[], None]]:
     if parsed is None:
         return None
     name, kwargs = parsed
-    from imagebuild.cli import everyday
+    import importlib
 
-    function = getattr(everyday, name)
+    function = getattr(importlib.import_module(f"imagebuild.cli.{COMMANDS[argv[0]].module}"), name)
     return lambda: function(**kwargs)

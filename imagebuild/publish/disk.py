@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from imagebuild.build.disk.artifact import DiskResult, check_disk_output, disk_ref, write_disk
-from imagebuild.build.disk.from_recipe import bake_recipe_disk, refuse_unbootable
 from imagebuild.oci.reference import Reference
 from imagebuild.progress import Progress
 from imagebuild.publish.registry import pushed_name, registry_target
@@ -16,12 +14,19 @@ from imagebuild.stores.layout import LayoutStore
 
 if TYPE_CHECKING:  # only for annotations: `imagebuild export` need not import the bake
     from imagebuild.build.bake import BakeInput, BakeResult
+    from imagebuild.build.disk.artifact import DiskResult
+
+# The disk modules are imported only for a disk output: a bake without one need not load them.
 
 PREFIX = "disk:"
 
 
 def disk_targets(destinations: Sequence[str]) -> list[Path]:
     """Each `disk:FILE` output's path, refused unless FILE is .qcow2, .raw or .img in a directory that exists."""
+    if not destinations:
+        return []
+    from imagebuild.build.disk.artifact import check_disk_output
+
     return [check_disk_output(item) for item in destinations]
 
 
@@ -34,9 +39,14 @@ class DiskOutput:
 
     def check(self, source: BakeInput) -> None:
         """A disk boots x86-64 machines only: an arm64 recipe is refused before its image is baked."""
+        from imagebuild.build.disk.from_recipe import refuse_unbootable
+
         refuse_unbootable(source.recipe)
 
     def publish(self, result: BakeResult, store: LayoutStore, progress: Progress) -> None:
+        from imagebuild.build.disk.artifact import disk_ref, write_disk
+        from imagebuild.build.disk.from_recipe import bake_recipe_disk
+
         started = time.monotonic()
         progress.begin(1)
         try:

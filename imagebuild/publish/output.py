@@ -13,7 +13,6 @@ from imagebuild.errors import UserError
 from imagebuild.progress import Progress
 from imagebuild.publish.disk import PREFIX as DISK_PREFIX, DiskOutput, disk_targets
 from imagebuild.publish.engine import EngineOutput
-from imagebuild.publish.export import destination_output
 from imagebuild.publish.registry import RegistryOutput
 from imagebuild.stores.engine import EngineSession
 from imagebuild.stores.layout import LayoutStore
@@ -43,6 +42,8 @@ class Destination:
         self.output: OciDirOutput | DockerArchiveOutput | None = None
 
     def check(self, source: BakeInput) -> None:
+        from imagebuild.publish.export import destination_output     # only for an --output
+
         self.output = destination_output(self.destination)
         self.output.check(source)
 

@@ -55,7 +55,9 @@ class RegistryOutput:
             else:
                 from imagebuild.build.remote_cache import fetch_layers
                 fetch_layers(remote, store, result.remote)
-        pushed = push_image(store, result.local_ref, target, insecure=self.insecure,
+        # The layer cache's client when it talks to the same registry: one connection, one TLS set-up.
+        shared = remote.client if remote is not None and remote.client.host == target.registry else None
+        pushed = push_image(store, result.local_ref, target, insecure=self.insecure, client=shared,
                             environments=result.recipe.environment_names())
         progress.note(f"pushed {pushed.reference}")
         self.reference = pushed_name(target)

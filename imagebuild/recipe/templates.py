@@ -10,13 +10,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path, PurePosixPath
 
-import jinja2
-
 from imagebuild.errors import RecipeError
 from imagebuild.contract import CONFIG_DIR
+from imagebuild.recipe import plain_templates
 from imagebuild.recipe.kinds import KINDS
 from imagebuild.recipe.loader import stock_recipes_dir
-from imagebuild.recipe.sandbox import BoundedEnvironment
 from imagebuild.recipe.model import Recipe
 
 CONFIG_MODE = 0o644
@@ -52,23 +50,36 @@ def render_server_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
     directory = template_dir(recipe)
     if directory is None:
         return {}
-    # The templates are the package's own, but they render the recipe's values: the same
-    # bounds as a recipe's own template.
-    env = BoundedEnvironment(loader=jinja2.FileSystemLoader(str(directory)))
-    env.filters["py"] = repr  # a Python literal, for templates that are Python code
     context = _context(recipe)
     files: dict[str, tuple[bytes, int]] = {}
     for template in sorted(directory.glob("*.j2")):
         try:
-            text = env.render(env.get_template(template.name), context)
-        except jinja2.TemplateError as exc:
-            raise RecipeError(f"cannot render {template.name}: {exc}", file=str(template),
-                              line=getattr(exc, "lineno", None)) from None
-        except Exception as exc:  # a value the template cannot use, e.g. a number where text belongs
-            raise RecipeError(f"cannot render {template.name} with the recipe's values ({type(exc).__name__})",
-                              file=str(recipe.source) if recipe.source else str(template)) from None
+            # Without Jinja2 (and its import) when the template and the values are plain enough.
+            text = plain_templates.render(template.read_text(encoding="utf-8"), context)
+        except (plain_templates.NotPlain, UnicodeDecodeError):
+            text = render_with_jinja(recipe, template, context)
         files[f"{CONFIG_DIR}/{template.name.removesuffix('.j2')}"] = (text.encode("utf-8"), CONFIG_MODE)
     return files
+
+
+def render_with_jinja(recipe: Recipe, template: Path, context: dict) -> str:
+    """One stock template rendered by Jinja2 in the bounded sandbox."""
+    import jinja2
+
+    from imagebuild.recipe.sandbox import BoundedEnvironment
+
+    # The templates are the package's own, but they render the recipe's values: the same
+    # bounds as a recipe's own template.
+    env = BoundedEnvironment(loader=jinja2.FileSystemLoader(str(template.parent)))
+    env.filters["py"] = repr  # a Python literal, for templates that are Python code
+    try:
+        return env.render(env.get_template(template.name), context)
+    except jinja2.TemplateError as exc:
+        raise RecipeError(f"cannot render {template.name}: {exc}", file=str(template),
+                          line=getattr(exc, "lineno", None)) from None
+    except Exception as exc:  # a value the template cannot use, e.g. a number where text belongs
+        raise RecipeError(f"cannot render {template.name} with the recipe's values ({type(exc).__name__})",
+                          file=str(recipe.source) if recipe.source else str(template)) from None
 
 
 # The JVM sizes its heap from the container's memory limit, not the host's, unless told otherwise.

@@ -145,6 +145,11 @@ class SourceTree:
                     return handle.read() if limit is None else handle.read(limit + 1)
             except FileNotFoundError:
                 return None
+        if limit is None and self._cat is not None and not self._cat.busy and not any(char.isspace() for char in path):
+            # Inside `with tree:`, through the batch process already running: no git started for it
+            # (not while a blob is being streamed from it: its answer would land inside that blob's bytes).
+            # A bounded read streams from its own git instead, so no more than the bound is ever held.
+            return self._cat.read_named(f"{self.commit}:{path}")
         command = ["git", "-C", str(self.toplevel), "cat-file", "blob", f"{self.commit}:{path}"]
         if limit is None:
             done = subprocess.run(command, capture_output=True, env={**os.environ, **_GIT_ENV}, check=False)
@@ -217,6 +222,12 @@ class _CatFile:
     def __init__(self, toplevel: Path):
         self._toplevel = toplevel
         self._proc: subprocess.Popen | None = None
+        self._streaming: _BlobReader | None = None     # the blob last opened, until it is closed
+
+    @property
+    def busy(self) -> bool:
+        """A blob opened with `open` is still being read."""
+        return self._streaming is not None and not self._streaming.closed
 
     def __enter__(self) -> "_CatFile":
         self._proc = subprocess.Popen(["git", "-C", str(self._toplevel), "cat-file", "--batch"],
@@ -239,9 +250,22 @@ class _CatFile:
             raise BuildError(f"git cat-file could not read object {oid}: {' '.join(header)}")
         return int(header[2])
 
+    def read_named(self, name: str) -> bytes | None:
+        """The blob `name` (COMMIT:PATH) names, as `git cat-file blob` gives it; None when there is none."""
+        assert self._proc is not None
+        self._proc.stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
+        self._proc.stdin.flush()
+        header = self._proc.stdout.readline().split()
+        if len(header) != 3 or not header[2].isdigit():
+            return None      # `NAME missing` (or ambiguous): nothing follows
+        with _BlobReader(self._proc.stdout, int(header[2])) as reader:
+            content = reader.read()
+        return content if header[1] == b"blob" else None
+
     def open(self, oid: str) -> "_BlobReader":
         assert self._proc is not None
-        return _BlobReader(self._proc.stdout, self._request(oid))
+        self._streaming = _BlobReader(self._proc.stdout, self._request(oid))
+        return self._streaming
 
 
 class _BlobReader:
@@ -250,6 +274,7 @@ class _BlobReader:
     def __init__(self, stream: BinaryIO, size: int):
         self._stream = stream
         self._left = size
+        self.closed = False
 
     def read(self, n: int = -1) -> bytes:
         if n < 0 or n > self._left:
@@ -266,3 +291,4 @@ class _BlobReader:
             if not self.read(1024 * 1024):
                 break
         self._stream.read(1)  # the newline after each object
+        self.closed = True

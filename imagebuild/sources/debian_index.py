@@ -11,7 +11,6 @@ lists are fresh.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import fcntl
 import hashlib
 import os
@@ -199,6 +198,8 @@ class AptIndex:
         self.refresh()
         lists = self.root / "var/lib/apt/lists"
         suffix = f"_dists_{self.source.suite}_InRelease"
+        import email.utils     # here: a bake whose Debian layers are cached never reads a Release date
+
         for path in sorted(lists.iterdir()):
             if path.name.endswith(suffix):
                 for line in path.read_text(errors="replace").splitlines():

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from typing import Iterator
-
-import pathspec
+import re
+from typing import Callable, Iterator
 
 from imagebuild.build.cache import store_layer
 from imagebuild.errors import RecipeError
@@ -32,17 +31,51 @@ def app_prefix(recipe: Recipe, tree: SourceTree) -> str:
 def app_files(recipe: Recipe, tree: SourceTree) -> tuple[str, list[TrackedFile]]:
     """The repo prefix of the app and the tracked files under it that are not excluded."""
     prefix = app_prefix(recipe, tree)
-    spec = pathspec.GitIgnoreSpec.from_lines(recipe.app.exclude)
+    excluded = _matcher(recipe.app.exclude)
     kept = []
     for item in tree.files(prefix):
         rel = item.path[len(prefix):].lstrip("/") if prefix else item.path
-        if not spec.match_file(rel):
+        if not excluded(rel):
             kept.append(item)
     if not kept:
         raise RecipeError(f"no files git tracks under app.path {recipe.app.path!r} at commit {tree.commit[:12]}",
                           file=str(recipe.source) if recipe.source else None, key="app.path",
                           hint="commit the app's files, or fix app.path / app.exclude")
     return prefix, kept
+
+
+# A pattern that is only names and slashes: no wildcard, class, negation, escape, comment or edge space.
+_PLAIN_PATTERN = re.compile(r"[^*?\[\]!\\#\s/][^*?\[\]\\\s]*")
+
+
+def _matcher(exclude: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a path matches the gitignore-style patterns. Patterns that are plain names (`tests/`,
+    `docs`, `web/static/`) are matched here as git does; any other pattern takes pathspec (and its import)."""
+    if not exclude:
+        return lambda _path: False
+    if all(_is_plain(pattern) for pattern in exclude):
+        rules = [_plain_rule(pattern) for pattern in exclude]
+        return lambda path: any(rule(path) for rule in rules)
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(exclude).match_file
+
+
+def _is_plain(pattern: str) -> bool:
+    return (_PLAIN_PATTERN.fullmatch(pattern) is not None and not pattern.endswith("//")
+            and not any(part in ("", ".", "..") for part in pattern.rstrip("/").split("/")))
+
+
+def _plain_rule(pattern: str) -> Callable[[str], bool]:
+    """gitignore for a pattern without wildcards: a slash before its end anchors it to the root (else it
+    matches at any depth); a trailing slash matches only directories, i.e. the files under them."""
+    directory_only = pattern.endswith("/")
+    body = pattern.rstrip("/")
+    if "/" in body:        # anchored: the path itself, or what lies under it
+        return lambda path: path.startswith(body + "/") or (not directory_only and path == body)
+    if directory_only:     # a directory of that name at any depth
+        return lambda path: body in path.split("/")[:-1]
+    return lambda path: body in path.split("/")
 
 
 # Names that usually hold credentials. A warning, not a refusal: a test fixture or a public

@@ -14,7 +14,6 @@ local store, pinned by digest.
 
 from __future__ import annotations
 
-import concurrent.futures
 import gzip
 import hashlib
 import json
@@ -244,6 +243,8 @@ def _build_locked(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSp
     jobs = [(base, dict(lock.os), trees.os_tar, "debian-os.log")]
     if need_runtime:
         jobs.append((base + runtime, lock.runtime_versions(), trees.runtime_tar, "debian-runtime.log"))
+    import concurrent.futures     # here: a bake that finds its Debian layers in the cache starts no threads
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = [pool.submit(build_rootfs, source, include, pins, lock.source_date_epoch, tar,
                                trees.log_dir / log) for include, pins, tar, log in jobs]
