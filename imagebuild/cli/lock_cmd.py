@@ -69,9 +69,10 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
         if not json_out:
             typer.echo(f"{target} is up to date")
         return
+    closures = _closures(recipes, befores, requirements, upgrade, recipe.multi_platform)
     locks = {}
     for one, before in zip(recipes, befores):
-        locks[one.os.architecture] = _lock_one(one, before, requirements, upgrade,
+        locks[one.os.architecture] = _lock_one(one, before, closures[one.os.architecture], upgrade,
                                                f" (linux/{one.os.architecture})" if recipe.multi_platform else "")
     lock = platform_lock(locks, recipe.architectures) if recipe.multi_platform else locks[recipe.os.architecture]
     if lock is not None and (whole is None or lock.to_dict() != whole.to_dict()):
@@ -109,18 +110,38 @@ def _npm_problem(recipe) -> UserError | None:
     return None
 
 
-def _lock_one(recipe, before, requirements: bytes | None, upgrade: bool, what: str):
-    """One platform's lock: what is out of date in `before` resolved afresh, the rest kept."""
-    from imagebuild.build.layers.debian import lock_fits, resolve_lock
+def _closures(recipes, befores, requirements: bytes | None, upgrade: bool, multi_platform: bool) -> dict:
+    """Each platform's Python closure: the lock's where its inputs still match, else pip's.
+
+    pip waits mostly on the package index, so the platforms that need it run side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from imagebuild.build.layers.libraries import lock_python, python_lock_fits
 
-    python = None
-    if requirements is not None:
-        if upgrade or not python_lock_fits(before, recipe, requirements):
-            say(f"resolving the Python closure for {recipe.name}{what} ...")
-            python = lock_python(recipe, requirements)
+    closures, stale = {}, []
+    for one, before in zip(recipes, befores):
+        if requirements is None:
+            closures[one.os.architecture] = None
+        elif upgrade or not python_lock_fits(before, one, requirements):
+            stale.append(one)
         else:
-            python = before.python if before is not None else None
+            closures[one.os.architecture] = before.python
+    for one in stale:
+        say(f"resolving the Python closure for {one.name}"
+            f"{f' (linux/{one.os.architecture})' if multi_platform else ''} ...")
+    if len(stale) == 1:
+        closures[stale[0].os.architecture] = lock_python(stale[0], requirements)
+    elif stale:
+        with ThreadPoolExecutor(max_workers=len(stale)) as pool:
+            for one, closure in zip(stale, pool.map(lambda one: lock_python(one, requirements), stale)):
+                closures[one.os.architecture] = closure
+    return closures
+
+
+def _lock_one(recipe, before, python, upgrade: bool, what: str):
+    """One platform's lock: its Debian pins resolved afresh when out of date, else kept; `python` its closure."""
+    from imagebuild.build.layers.debian import lock_fits, resolve_lock
+
     if upgrade or before is None or not lock_fits(before, recipe.os, recipe.runtime):
         say(f"resolving Debian {recipe.os.debian} packages for {recipe.name}{what} ...")
         return resolve_lock(recipe.os, recipe.runtime, python=python)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -95,8 +96,15 @@ def require_emulation(architecture: str, machine: str | None = None, binfmt_dir:
 
 
 def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, str] | None,
-                 source_date_epoch: int, out_tar: Path, log_path: Path) -> Path:
-    """Run mmdebstrap into `out_tar`; raise a one-line error on failure (details in `log_path`)."""
+                 source_date_epoch: int, out_tar: Path, log_path: Path, lists: Path | None = None,
+                 debs: Path | None = None) -> Path:
+    """Run mmdebstrap into `out_tar`; raise a one-line error on failure (details in `log_path`).
+
+    `lists`: apt lists of the same sources (AptIndex.lists_copy) to start from: apt's update in
+    the tree then only asks the mirror what changed since, rather than downloading every index.
+    `debs`: a directory of .deb files apt may take instead of downloading them (it checks their
+    hashes); what the tree downloaded is added to it. The tar is the same either way: apt's
+    cache is emptied before it is written."""
     mmdebstrap_version()
     if os.geteuid() != 0:
         raise UserError("building the Debian OS layer needs root (mmdebstrap --mode=root)",
@@ -106,6 +114,18 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
     with tempfile.TemporaryDirectory(prefix="imagebuild-mmdebstrap-") as work:
         argv = ["mmdebstrap", "--mode=root", f"--variant={source.variant}",
                 f"--architectures={source.architecture}", "--format=tar"]
+        if lists is not None:
+            # before the merged-usr hook, whose `apt-get update` is the tree's first
+            argv.append(f'--setup-hook=mkdir -p "$1/var/lib/apt/lists" && '
+                        f'cp -p {shlex.quote(str(lists))}/* "$1/var/lib/apt/lists/"')
+        if debs is not None:
+            # the essential packages' files stay until the end, so the customize hook sees them
+            quoted = shlex.quote(str(debs))
+            argv += ["--skip=essential/unlink",
+                     f'--setup-hook=mkdir -p "$1/var/cache/apt/archives" && '
+                     f'find {quoted} -name "*.deb" -exec cp -p -t "$1/var/cache/apt/archives/" {{}} +',
+                     f'--customize-hook=find "$1/var/cache/apt/archives" -maxdepth 1 -name "*.deb" '
+                     f'-exec cp -p -n -t {quoted} {{}} +']
         if MERGED_USR_HOOK.is_dir():
             argv.append(f"--hook-dir={MERGED_USR_HOOK}")
         if include:

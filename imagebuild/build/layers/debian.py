@@ -200,24 +200,26 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
     index = AptIndex(source)
     base, runtime = resolve_packages(os_spec, runtime_spec, index)
     epoch = index.release_epoch()
-    build_rootfs(source, base, None, epoch, trees.os_tar, trees.log_dir / "debian-os.log")
-    with tarfile.open(trees.os_tar) as tar:
-        os_versions = installed_packages(tar)
-        # the topmost tree's, for the image's SBOM (the runtime tree's replace them below)
-        details, release = installed_details(tar), release_fields(tar)
-    runtime_changes: dict[str, str] = {}
-    if runtime:
-        # pinned to the OS tree's versions, so the runtime tree differs from it only by the runtime
-        build_rootfs(source, base + runtime, os_versions, epoch, trees.runtime_tar,
-                     trees.log_dir / "debian-runtime.log")
-        with tarfile.open(trees.runtime_tar) as tar:
-            runtime_versions = installed_packages(tar)
+    with index.lists_copy() as lists, index.package_files() as debs:
+        build_rootfs(source, base, None, epoch, trees.os_tar, trees.log_dir / "debian-os.log", lists, debs)
+        with tarfile.open(trees.os_tar) as tar:
+            os_versions = installed_packages(tar)
+            # the topmost tree's, for the image's SBOM (the runtime tree's replace them below)
             details, release = installed_details(tar), release_fields(tar)
-        runtime_changes = {n: v for n, v in runtime_versions.items() if os_versions.get(n) != v}
-        removed = sorted(set(os_versions) - set(runtime_versions))
-        if removed:
-            raise BuildError(f"installing the runtime removes OS packages ({', '.join(removed)})",
-                             hint="remove them from os.packages")
+        runtime_changes: dict[str, str] = {}
+        if runtime:
+            # pinned to the OS tree's versions, so the runtime tree differs from it only by the runtime
+            build_rootfs(source, base + runtime, os_versions, epoch, trees.runtime_tar,
+                         trees.log_dir / "debian-runtime.log", lists, debs)
+            with tarfile.open(trees.runtime_tar) as tar:
+                runtime_versions = installed_packages(tar)
+                details, release = installed_details(tar), release_fields(tar)
+            runtime_changes = {n: v for n, v in runtime_versions.items() if os_versions.get(n) != v}
+            removed = sorted(set(os_versions) - set(runtime_versions))
+            if removed:
+                raise BuildError(f"installing the runtime removes OS packages ({', '.join(removed)})",
+                                 hint="remove them from os.packages")
+        index.keep_package_files(debs, set(os_versions.items()) | set(runtime_changes.items()))
     return DebianLock(inputs=lock_inputs(os_spec, runtime_spec), source_date_epoch=epoch,
                       os=os_versions, runtime=runtime_changes, packages=details, os_release=release)
 
