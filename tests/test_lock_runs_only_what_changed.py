@@ -99,3 +99,18 @@ def test_two_platforms_resolve_their_closures_side_by_side_and_nothing_else(tmp_
     wheels = {architecture: {package.name: package.wheel for package in lock.for_architecture(architecture).python.packages}
               for architecture in ("amd64", "arm64")}
     assert "x86_64" in wheels["amd64"]["markupsafe"] and "aarch64" in wheels["arm64"]["markupsafe"]
+
+
+def test_check_covers_a_java_app_through_its_runtime_pins(tmp_path):
+    """A Java app's jars come from its build, not from imagebuild.lock; the JRE is a Debian package,
+    so a changed runtime.java is what `--check` finds stale, without starting anything."""
+    app = tmp_path / "java-hello"
+    shutil.copytree(EXAMPLES / "java-hello", app)
+    done, record = recorded_lock(app, tmp_path, "--check")
+    assert done.returncode == 0 and record["started"] == [], done.stderr
+    recipe = app / "imagebuild.yaml"
+    recipe.write_text(recipe.read_text() + 'runtime:\n  java: "21"\n')
+    done, record = recorded_lock(app, tmp_path, "--check")
+    assert done.returncode == 2 and record["started"] == []
+    assert done.stderr.strip().endswith("is out of date with the Debian inputs (os/runtime sections) "
+                                        "(run `imagebuild lock` and commit it)"), done.stderr

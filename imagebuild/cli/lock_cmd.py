@@ -26,8 +26,7 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
                                                                        "Debian packages and Python closure."),
                  json_out: bool = JsonOption) -> None:
     """Resolve what is out of date in imagebuild.lock (Debian packages, Python closure) and write it."""
-    from imagebuild.build.layers.debian import lock_fits
-    from imagebuild.build.layers.libraries import python_lock_fits, requirements_bytes
+    from imagebuild.build.layers.lock_freshness import lock_fits, python_lock_fits, requirements_bytes
     from imagebuild.recipe.loader import load_recipe
     from imagebuild.sources.lockfile import lock_path_for, platform_lock, read_lock, write_lock
     recipe = load_recipe(path)
@@ -116,7 +115,7 @@ def _closures(recipes, befores, requirements: bytes | None, upgrade: bool, multi
     pip waits mostly on the package index, so the platforms that need it run side by side."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from imagebuild.build.layers.libraries import lock_python, python_lock_fits
+    from imagebuild.build.layers.lock_freshness import python_lock_fits
 
     closures, stale = {}, []
     for one, before in zip(recipes, befores):
@@ -129,6 +128,8 @@ def _closures(recipes, befores, requirements: bytes | None, upgrade: bool, multi
     for one in stale:
         say(f"resolving the Python closure for {one.name}"
             f"{f' (linux/{one.os.architecture})' if multi_platform else ''} ...")
+    if stale:
+        from imagebuild.build.layers.libraries import lock_python
     if len(stale) == 1:
         closures[stale[0].os.architecture] = lock_python(stale[0], requirements)
     elif stale:
@@ -140,9 +141,11 @@ def _closures(recipes, befores, requirements: bytes | None, upgrade: bool, multi
 
 def _lock_one(recipe, before, python, upgrade: bool, what: str):
     """One platform's lock: its Debian pins resolved afresh when out of date, else kept; `python` its closure."""
-    from imagebuild.build.layers.debian import lock_fits, resolve_lock
+    from imagebuild.build.layers.lock_freshness import lock_fits
 
     if upgrade or before is None or not lock_fits(before, recipe.os, recipe.runtime):
+        from imagebuild.build.layers.debian import resolve_lock
+
         say(f"resolving Debian {recipe.os.debian} packages for {recipe.name}{what} ...")
         return resolve_lock(recipe.os, recipe.runtime, python=python)
     return replace(before, python=python, platforms={})

@@ -15,7 +15,6 @@ downloading the whole index again.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import fcntl
 import hashlib
 import os
@@ -252,6 +251,7 @@ class AptIndex:
 
     def release_epoch(self) -> int:
         """The `Date:` of the suite's signed Release file: when this state of the mirror was published."""
+        import email.utils     # here: `lock` with nothing changed imports this module, and never needs it
         self.refresh()
         lists = self.root / "var/lib/apt/lists"
         suffix = f"_dists_{self.source.suite}_InRelease"

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import imagebuild
 from imagebuild.errors import BuildError, CorruptBlobError, StoreError, UserError
 from imagebuild.build.cache import LayerCache, store_layer
-from imagebuild.sources.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
+from imagebuild.sources.debian_index import AptIndex, DebianSource
 from imagebuild.sources.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
                                              unknown_package)
 from imagebuild.sources.os_tree import (diff_entries, installed_details, installed_packages, read_member_text,
@@ -45,18 +45,7 @@ from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import RUNTIME_VERSIONS
 from imagebuild.recipe.model import OsSpec, RuntimeSpec
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
-
-# Bumped whenever the same recipe would give other packages or other layer bytes (e.g. a
-# new drop rule); it is part of the lock's inputs, so older locks are resolved afresh.
-LAYER_FORMAT = 2
-
-
-def source_of(os_spec: OsSpec) -> DebianSource:
-    if os_spec.image or not os_spec.debian:
-        raise UserError("the OS comes from a base image (os.image), not from Debian packages")
-    return DebianSource(suite=os_spec.debian, mirror=(os_spec.mirror or DEFAULT_MIRROR).rstrip("/"),
-                        architecture=os_spec.architecture, variant=os_spec.variant)
-
+from imagebuild.build.layers.lock_freshness import LAYER_FORMAT, lock_fits, lock_inputs, source_of  # noqa: F401
 
 # -- which packages -----------------------------------------------------------
 
@@ -108,19 +97,6 @@ def _runtime_packages(source: DebianSource, spec: RuntimeSpec, index: AptIndex) 
 
 def _numeric(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version))
-
-
-def lock_inputs(os_spec: OsSpec, runtime_spec: RuntimeSpec) -> dict[str, Any]:
-    """What the recipe asks for; a lock made from other inputs is out of date."""
-    source = source_of(os_spec)
-    runtime = {runtime_spec.language: str(runtime_spec.version)} if runtime_spec.language else {}
-    return {**source.describe(), "packages": sorted(set(os_spec.packages)), "runtime": runtime,
-            "layerFormat": LAYER_FORMAT}
-
-
-def lock_fits(lock: DebianLock, os_spec: OsSpec, runtime_spec: RuntimeSpec) -> bool:
-    """Whether `lock` was made for what the recipe's os and runtime sections ask for now."""
-    return dict(lock.inputs) == _plain(lock_inputs(os_spec, runtime_spec))
 
 
 # -- cache keys ---------------------------------------------------------------
@@ -361,10 +337,6 @@ def lock_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec, path: str | Path,
     lock = resolve_lock(os_spec, runtime_spec, log_dir, python)
     write_lock(path, lock)
     return lock
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
 
 
 # -- reading the OS layer back ----------------------------------------------------
