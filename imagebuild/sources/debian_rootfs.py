@@ -103,8 +103,8 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
     `lists`: apt lists of the same sources (AptIndex.lists_copy) to start from: apt's update in
     the tree then only asks the mirror what changed since, rather than downloading every index.
     `debs`: a directory of .deb files apt may take instead of downloading them (it checks their
-    hashes); what the tree downloaded is added to it. The tar is the same either way: apt's
-    cache is emptied before it is written."""
+    hashes); what the tree downloaded is added to it. None of them is in the tar: mmdebstrap
+    empties apt's cache before writing it."""
     mmdebstrap_version()
     if os.geteuid() != 0:
         raise UserError("building the Debian OS layer needs root (mmdebstrap --mode=root)",
@@ -123,9 +123,7 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
             quoted = shlex.quote(str(debs))
             argv += ["--skip=essential/unlink",
                      f'--setup-hook=mkdir -p "$1/var/cache/apt/archives" && '
-                     f'find {quoted} -name "*.deb" -exec cp -p -t "$1/var/cache/apt/archives/" {{}} +',
-                     f'--customize-hook=find "$1/var/cache/apt/archives" -maxdepth 1 -name "*.deb" '
-                     f'-exec cp -p -n -t {quoted} {{}} +']
+                     f'find {quoted} -name "*.deb" -exec cp -p -t "$1/var/cache/apt/archives/" {{}} +']
         if MERGED_USR_HOOK.is_dir():
             argv.append(f"--hook-dir={MERGED_USR_HOOK}")
         if include:
@@ -137,6 +135,10 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
             pref.write_text(preferences(pins))
             argv.append(f'--setup-hook=mkdir -p "$1/etc/apt/preferences.d" && cp {pref} "$1/{PIN_FILE}"')
             argv.append(f'--customize-hook=rm -f "$1/{PIN_FILE}"')
+        if debs is not None:
+            # the last customize hook: after the upgrade, whose downloads are kept too
+            argv.append(f'--customize-hook=find "$1/var/cache/apt/archives" -maxdepth 1 -name "*.deb" '
+                        f'-exec cp -p -n -t {shlex.quote(str(debs))} {{}} +')
         argv += [source.suite, str(out_tar), *source.sources()]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(source_date_epoch), LC_ALL="C.UTF-8")
         env.pop("TMPDIR", None)
