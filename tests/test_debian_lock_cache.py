@@ -20,6 +20,8 @@ def test_a_resolve_from_the_kept_index_pins_what_a_fresh_one_does(tmp_path, monk
     kept = {deb_identity(path.name) for path in (index.root / "archives").iterdir()}
     # the cache holds the packages the resolve installed (less the merged-usr hook's own dummy)
     assert kept <= set(fresh.os.items()) and len(kept) >= len(fresh.os) - 1
+    # apt's binary cache of the lists is kept, so the next apt-cache call does not parse them again
+    assert (index.root / "var/cache/apt/pkgcache.bin").stat().st_size > 0
 
     again = resolve_lock(spec, RuntimeSpec(), log_dir=tmp_path / "again")
     assert again.os == fresh.os and again.source_date_epoch == fresh.source_date_epoch

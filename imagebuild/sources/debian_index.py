@@ -92,7 +92,11 @@ class AptIndex:
                 "-o", f"Dir::Etc::Trusted={KEYRING}", "-o", f"Dir::Etc::TrustedParts={root}/trusted.gpg.d",
                 "-o", f"APT::Architecture={self.source.architecture}",
                 "-o", f"APT::Architectures={self.source.architecture}",
-                "-o", "Acquire::Languages=none", "-o", "Debug::NoLocking=1", *self._sandbox()]
+                "-o", "Acquire::Languages=none", "-o", "Debug::NoLocking=1",
+                # apt's binary cache of the lists, kept (37 MB): an apt-cache call then takes 0.01 s, not
+                # half a second of parsing; apt rebuilds it whenever the lists changed. No source cache.
+                "-o", f"Dir::Cache::pkgcache={root}/var/cache/apt/pkgcache.bin", "-o", "Dir::Cache::srcpkgcache=",
+                *self._sandbox()]
 
     def _sandbox(self) -> list[str]:
         # as root apt would hand downloads to _apt, which cannot write into root's cache
