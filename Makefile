@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup services demo test test-unit bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner bench-java-layers clean
+.PHONY: setup services demo test test-unit bench bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner bench-java-layers bench-lock clean
 
 setup:
 	bash scripts/setup-system.sh
@@ -25,7 +25,7 @@ test-unit: setup
 	$(BIN)/python -m pytest -m "not integration" -n 2 $(PYTEST_ARGS)
 
 # Each benchmark measures imagebuild side by side with a peer tool in one run.
-bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner bench-java-layers
+bench: bench-layer-writer bench-registry bench-bake bench-docker-load bench-deploy bench-fleet bench-migrations bench-disk bench-everyday bench-cold-runner bench-java-layers bench-lock
 
 bench-layer-writer: services
 	$(BIN)/python bench/layer_writer.py
@@ -59,6 +59,10 @@ bench-cold-runner: services
 
 bench-java-layers: services
 	$(BIN)/python bench/java_layers.py
+
+# `imagebuild lock`: nothing changed, one requirement changed (and, with --debian, one Debian package).
+bench-lock: setup
+	$(BIN)/python bench/lock.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -26,8 +26,7 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
                                                                        "Debian packages and Python closure."),
                  json_out: bool = JsonOption) -> None:
     """Resolve what is out of date in imagebuild.lock (Debian packages, Python closure) and write it."""
-    from imagebuild.build.layers.debian import lock_fits
-    from imagebuild.build.layers.libraries import python_lock_fits, requirements_bytes
+    from imagebuild.build.layers.lock_freshness import lock_fits, python_lock_fits, requirements_bytes
     from imagebuild.recipe.loader import load_recipe
     from imagebuild.sources.lockfile import lock_path_for, platform_lock, read_lock, write_lock
     recipe = load_recipe(path)
@@ -70,9 +69,10 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
         if not json_out:
             typer.echo(f"{target} is up to date")
         return
+    closures = _closures(recipes, befores, requirements, upgrade, recipe.multi_platform)
     locks = {}
     for one, before in zip(recipes, befores):
-        locks[one.os.architecture] = _lock_one(one, before, requirements, upgrade,
+        locks[one.os.architecture] = _lock_one(one, before, closures[one.os.architecture], upgrade,
                                                f" (linux/{one.os.architecture})" if recipe.multi_platform else "")
     lock = platform_lock(locks, recipe.architectures) if recipe.multi_platform else locks[recipe.os.architecture]
     if lock is not None and (whole is None or lock.to_dict() != whole.to_dict()):
@@ -118,19 +118,43 @@ def _read_at_most(path: Path, limit: int) -> bytes | None:
         return stream.read(limit + 1)
 
 
-def _lock_one(recipe, before, requirements: bytes | None, upgrade: bool, what: str):
-    """One platform's lock: what is out of date in `before` resolved afresh, the rest kept."""
-    from imagebuild.build.layers.debian import lock_fits, resolve_lock
-    from imagebuild.build.layers.libraries import lock_python, python_lock_fits
+def _closures(recipes, befores, requirements: bytes | None, upgrade: bool, multi_platform: bool) -> dict:
+    """Each platform's Python closure: the lock's where its inputs still match, else pip's.
 
-    python = None
-    if requirements is not None:
-        if upgrade or not python_lock_fits(before, recipe, requirements):
-            say(f"resolving the Python closure for {recipe.name}{what} ...")
-            python = lock_python(recipe, requirements)
+    pip waits mostly on the package index, so the platforms that need it run side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagebuild.build.layers.lock_freshness import python_lock_fits
+
+    closures, stale = {}, []
+    for one, before in zip(recipes, befores):
+        if requirements is None:
+            closures[one.os.architecture] = None
+        elif upgrade or not python_lock_fits(before, one, requirements):
+            stale.append(one)
         else:
-            python = before.python if before is not None else None
+            closures[one.os.architecture] = before.python
+    for one in stale:
+        say(f"resolving the Python closure for {one.name}"
+            f"{f' (linux/{one.os.architecture})' if multi_platform else ''} ...")
+    if stale:
+        from imagebuild.build.layers.libraries import lock_python
+    if len(stale) == 1:
+        closures[stale[0].os.architecture] = lock_python(stale[0], requirements)
+    elif stale:
+        with ThreadPoolExecutor(max_workers=len(stale)) as pool:
+            for one, closure in zip(stale, pool.map(lambda one: lock_python(one, requirements), stale)):
+                closures[one.os.architecture] = closure
+    return closures
+
+
+def _lock_one(recipe, before, python, upgrade: bool, what: str):
+    """One platform's lock: its Debian pins resolved afresh when out of date, else kept; `python` its closure."""
+    from imagebuild.build.layers.lock_freshness import lock_fits
+
     if upgrade or before is None or not lock_fits(before, recipe.os, recipe.runtime):
+        from imagebuild.build.layers.debian import resolve_lock
+
         say(f"resolving Debian {recipe.os.debian} packages for {recipe.name}{what} ...")
         return resolve_lock(recipe.os, recipe.runtime, python=python)
     return replace(before, python=python, platforms={})

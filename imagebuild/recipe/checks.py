@@ -188,7 +188,7 @@ def _check_os(recipe: Recipe, fail: Fail, explicit: Callable[[str], bool], repos
              did_you_mean(spec.variant, _VARIANTS) or f"use one of {', '.join(_VARIANTS)}")
 
 
-# The platforms an image can be baked for: those pip has wheels for (build/layers/libraries.MACHINE).
+# The platforms an image can be baked for: those pip has wheels for (build/layers/lock_freshness.MACHINE).
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
 

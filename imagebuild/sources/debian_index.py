@@ -5,7 +5,11 @@ suite's package lists into a private state directory under the user's cache,
 and answers questions with `apt-cache`: which names exist, which versions a
 mirror still carries. The same lists and signatures mmdebstrap uses, without
 building anything. A refresh costs a second or two and is skipped while the
-lists are fresh.
+lists are fresh; the lists directory persists, so apt's own refresh asks the
+mirror only for what changed (If-Modified-Since, then the index files whose
+hashes the new Release names). `imagebuild lock` hands a copy of the same
+lists to mmdebstrap (`lists_copy`), which then starts from them instead of
+downloading the whole index again.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from imagebuild.errors import BuildError, UserError
 
@@ -85,7 +92,11 @@ class AptIndex:
                 "-o", f"Dir::Etc::Trusted={KEYRING}", "-o", f"Dir::Etc::TrustedParts={root}/trusted.gpg.d",
                 "-o", f"APT::Architecture={self.source.architecture}",
                 "-o", f"APT::Architectures={self.source.architecture}",
-                "-o", "Acquire::Languages=none", "-o", "Debug::NoLocking=1", *self._sandbox()]
+                "-o", "Acquire::Languages=none", "-o", "Debug::NoLocking=1",
+                # apt's binary cache of the lists, kept (37 MB): an apt-cache call then takes 0.01 s, not
+                # half a second of parsing; apt rebuilds it whenever the lists changed. No source cache.
+                "-o", f"Dir::Cache::pkgcache={root}/var/cache/apt/pkgcache.bin", "-o", "Dir::Cache::srcpkgcache=",
+                *self._sandbox()]
 
     def _sandbox(self) -> list[str]:
         # as root apt would hand downloads to _apt, which cannot write into root's cache
@@ -139,6 +150,55 @@ class AptIndex:
                 stamp.touch()
         self._refreshed = True
         return self
+
+    @contextlib.contextmanager
+    def lists_copy(self) -> Iterator[Path]:
+        """The downloaded lists, refreshed when stale, as a directory of their own while the block runs.
+
+        Hard links taken under the state directory's lock: apt replaces a list by renaming a new
+        file over it, so another process refreshing meanwhile changes nothing here, and no one
+        sees a refresh half done."""
+        self.refresh()
+        with self._locked():
+            copy = Path(tempfile.mkdtemp(prefix="lists-", dir=self.root))
+            for path in (self.root / "var/lib/apt/lists").iterdir():
+                if path.is_file() and path.name != "lock":
+                    os.link(path, copy / path.name)
+        try:
+            yield copy
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def package_files(self) -> Iterator[Path]:
+        """A scratch directory holding the .deb files the last resolve installed (hard links), for
+        mmdebstrap to start from and to add what it downloads to; see `keep_package_files`.
+
+        apt checks each such file against the signed index's hash before it uses it."""
+        with self._locked():
+            scratch = Path(tempfile.mkdtemp(prefix="debs-", dir=self.root))
+            kept = self.root / "archives"
+            if kept.is_dir():
+                for deb in kept.glob("*.deb"):
+                    os.link(deb, scratch / deb.name)
+        try:
+            yield scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def keep_package_files(self, scratch: Path, installed: set[tuple[str, str]]) -> None:
+        """Keep, for the next resolve, the .deb files in `scratch` of the (name, version) pairs
+        installed now; the rest go, so the cache holds one resolve's packages, not every version seen."""
+        with self._locked():
+            fresh = Path(tempfile.mkdtemp(prefix="archives-", dir=self.root))
+            for deb in scratch.glob("*.deb"):
+                if deb_identity(deb.name) in installed:
+                    os.link(deb, fresh / deb.name)
+            kept, old = self.root / "archives", self.root / f"archives-old-{os.getpid()}"
+            if kept.exists():
+                kept.rename(old)
+            fresh.rename(kept)
+            shutil.rmtree(old, ignore_errors=True)
 
     # -- questions ----------------------------------------------------------
 
@@ -195,6 +255,7 @@ class AptIndex:
 
     def release_epoch(self) -> int:
         """The `Date:` of the suite's signed Release file: when this state of the mirror was published."""
+        import email.utils     # here: `lock` with nothing changed imports this module, and never needs it
         self.refresh()
         lists = self.root / "var/lib/apt/lists"
         suffix = f"_dists_{self.source.suite}_InRelease"
@@ -206,6 +267,15 @@ class AptIndex:
                     if line.startswith("Date:"):
                         return int(email.utils.parsedate_to_datetime(line[5:].strip()).timestamp())
         raise BuildError(f"the Release file of {self.source.suite} has no Date field")
+
+
+def deb_identity(file_name: str) -> tuple[str, str] | None:
+    """(name, version) of a .deb file as apt names it in its archives: NAME_VERSION_ARCH.deb, with
+    an epoch's colon written %3a."""
+    parts = file_name.removesuffix(".deb").split("_")
+    if len(parts) != 3 or not file_name.endswith(".deb"):
+        return None
+    return parts[0], parts[1].replace("%3a", ":")
 
 
 def _update_failure(output: str, returncode: int) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -95,8 +96,15 @@ def require_emulation(architecture: str, machine: str | None = None, binfmt_dir:
 
 
 def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, str] | None,
-                 source_date_epoch: int, out_tar: Path, log_path: Path) -> Path:
-    """Run mmdebstrap into `out_tar`; raise a one-line error on failure (details in `log_path`)."""
+                 source_date_epoch: int, out_tar: Path, log_path: Path, lists: Path | None = None,
+                 debs: Path | None = None) -> Path:
+    """Run mmdebstrap into `out_tar`; raise a one-line error on failure (details in `log_path`).
+
+    `lists`: apt lists of the same sources (AptIndex.lists_copy) to start from: apt's update in
+    the tree then only asks the mirror what changed since, rather than downloading every index.
+    `debs`: a directory of .deb files apt may take instead of downloading them (it checks their
+    hashes); what the tree downloaded is added to it. None of them is in the tar: mmdebstrap
+    empties apt's cache before writing it."""
     mmdebstrap_version()
     if os.geteuid() != 0:
         raise UserError("building the Debian OS layer needs root (mmdebstrap --mode=root)",
@@ -106,6 +114,16 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
     with tempfile.TemporaryDirectory(prefix="imagebuild-mmdebstrap-") as work:
         argv = ["mmdebstrap", "--mode=root", f"--variant={source.variant}",
                 f"--architectures={source.architecture}", "--format=tar"]
+        if lists is not None:
+            # before the merged-usr hook, whose `apt-get update` is the tree's first
+            argv.append(f'--setup-hook=mkdir -p "$1/var/lib/apt/lists" && '
+                        f'cp -p {shlex.quote(str(lists))}/* "$1/var/lib/apt/lists/"')
+        if debs is not None:
+            # the essential packages' files stay until the end, so the customize hook sees them
+            quoted = shlex.quote(str(debs))
+            argv += ["--skip=essential/unlink",
+                     f'--setup-hook=mkdir -p "$1/var/cache/apt/archives" && '
+                     f'find {quoted} -name "*.deb" -exec cp -p -t "$1/var/cache/apt/archives/" {{}} +']
         if MERGED_USR_HOOK.is_dir():
             argv.append(f"--hook-dir={MERGED_USR_HOOK}")
         if include:
@@ -117,6 +135,10 @@ def build_rootfs(source: DebianSource, include: list[str], pins: Mapping[str, st
             pref.write_text(preferences(pins))
             argv.append(f'--setup-hook=mkdir -p "$1/etc/apt/preferences.d" && cp {pref} "$1/{PIN_FILE}"')
             argv.append(f'--customize-hook=rm -f "$1/{PIN_FILE}"')
+        if debs is not None:
+            # the last customize hook: after the upgrade, whose downloads are kept too
+            argv.append(f'--customize-hook=find "$1/var/cache/apt/archives" -maxdepth 1 -name "*.deb" '
+                        f'-exec cp -p -n -t {shlex.quote(str(debs))} {{}} +')
         argv += [source.suite, str(out_tar), *source.sources()]
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(source_date_epoch), LC_ALL="C.UTF-8")
         env.pop("TMPDIR", None)

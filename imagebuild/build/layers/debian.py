@@ -28,7 +28,7 @@ from typing import Any, Callable
 import imagebuild
 from imagebuild.errors import BuildError, CorruptBlobError, StoreError, UserError
 from imagebuild.build.cache import LayerCache, store_layer
-from imagebuild.sources.debian_index import DEFAULT_MIRROR, AptIndex, DebianSource
+from imagebuild.sources.debian_index import AptIndex, DebianSource
 from imagebuild.sources.debian_rootfs import (build_rootfs, locked_version_missing, mmdebstrap_version,
                                              unknown_package)
 from imagebuild.sources.os_tree import (diff_entries, installed_details, installed_packages, read_member_text,
@@ -44,18 +44,7 @@ from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import RUNTIME_VERSIONS
 from imagebuild.recipe.model import OsSpec, RuntimeSpec
 from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
-
-# Bumped whenever the same recipe would give other packages or other layer bytes (e.g. a
-# new drop rule); it is part of the lock's inputs, so older locks are resolved afresh.
-LAYER_FORMAT = 2
-
-
-def source_of(os_spec: OsSpec) -> DebianSource:
-    if os_spec.image or not os_spec.debian:
-        raise UserError("the OS comes from a base image (os.image), not from Debian packages")
-    return DebianSource(suite=os_spec.debian, mirror=(os_spec.mirror or DEFAULT_MIRROR).rstrip("/"),
-                        architecture=os_spec.architecture, variant=os_spec.variant)
-
+from imagebuild.build.layers.lock_freshness import LAYER_FORMAT, lock_fits, lock_inputs, source_of  # noqa: F401
 
 # -- which packages -----------------------------------------------------------
 
@@ -107,19 +96,6 @@ def _runtime_packages(source: DebianSource, spec: RuntimeSpec, index: AptIndex) 
 
 def _numeric(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version))
-
-
-def lock_inputs(os_spec: OsSpec, runtime_spec: RuntimeSpec) -> dict[str, Any]:
-    """What the recipe asks for; a lock made from other inputs is out of date."""
-    source = source_of(os_spec)
-    runtime = {runtime_spec.language: str(runtime_spec.version)} if runtime_spec.language else {}
-    return {**source.describe(), "packages": sorted(set(os_spec.packages)), "runtime": runtime,
-            "layerFormat": LAYER_FORMAT}
-
-
-def lock_fits(lock: DebianLock, os_spec: OsSpec, runtime_spec: RuntimeSpec) -> bool:
-    """Whether `lock` was made for what the recipe's os and runtime sections ask for now."""
-    return dict(lock.inputs) == _plain(lock_inputs(os_spec, runtime_spec))
 
 
 # -- cache keys ---------------------------------------------------------------
@@ -199,24 +175,26 @@ def _resolve(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSpec, t
     index = AptIndex(source)
     base, runtime = resolve_packages(os_spec, runtime_spec, index)
     epoch = index.release_epoch()
-    build_rootfs(source, base, None, epoch, trees.os_tar, trees.log_dir / "debian-os.log")
-    with tarfile.open(trees.os_tar) as tar:
-        os_versions = installed_packages(tar)
-        # the topmost tree's, for the image's SBOM (the runtime tree's replace them below)
-        details, release = installed_details(tar), release_fields(tar)
-    runtime_changes: dict[str, str] = {}
-    if runtime:
-        # pinned to the OS tree's versions, so the runtime tree differs from it only by the runtime
-        build_rootfs(source, base + runtime, os_versions, epoch, trees.runtime_tar,
-                     trees.log_dir / "debian-runtime.log")
-        with tarfile.open(trees.runtime_tar) as tar:
-            runtime_versions = installed_packages(tar)
+    with index.lists_copy() as lists, index.package_files() as debs:
+        build_rootfs(source, base, None, epoch, trees.os_tar, trees.log_dir / "debian-os.log", lists, debs)
+        with tarfile.open(trees.os_tar) as tar:
+            os_versions = installed_packages(tar)
+            # the topmost tree's, for the image's SBOM (the runtime tree's replace them below)
             details, release = installed_details(tar), release_fields(tar)
-        runtime_changes = {n: v for n, v in runtime_versions.items() if os_versions.get(n) != v}
-        removed = sorted(set(os_versions) - set(runtime_versions))
-        if removed:
-            raise BuildError(f"installing the runtime removes OS packages ({', '.join(removed)})",
-                             hint="remove them from os.packages")
+        runtime_changes: dict[str, str] = {}
+        if runtime:
+            # pinned to the OS tree's versions, so the runtime tree differs from it only by the runtime
+            build_rootfs(source, base + runtime, os_versions, epoch, trees.runtime_tar,
+                         trees.log_dir / "debian-runtime.log", lists, debs)
+            with tarfile.open(trees.runtime_tar) as tar:
+                runtime_versions = installed_packages(tar)
+                details, release = installed_details(tar), release_fields(tar)
+            runtime_changes = {n: v for n, v in runtime_versions.items() if os_versions.get(n) != v}
+            removed = sorted(set(os_versions) - set(runtime_versions))
+            if removed:
+                raise BuildError(f"installing the runtime removes OS packages ({', '.join(removed)})",
+                                 hint="remove them from os.packages")
+        index.keep_package_files(debs, set(os_versions.items()) | set(runtime_changes.items()))
     return DebianLock(inputs=lock_inputs(os_spec, runtime_spec), source_date_epoch=epoch,
                       os=os_versions, runtime=runtime_changes, packages=details, os_release=release)
 
@@ -360,10 +338,6 @@ def lock_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec, path: str | Path,
     lock = resolve_lock(os_spec, runtime_spec, log_dir, python)
     write_lock(path, lock)
     return lock
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
 
 
 # -- reading the OS layer back ----------------------------------------------------

@@ -16,46 +16,26 @@ names the host's interpreter, so servers are started with `python3 -m`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from imagebuild.build.cache import store_layer
-from imagebuild.errors import BuildError, RecipeError, UserError
+from imagebuild.errors import BuildError, UserError
 from imagebuild.oci.layer import DIR, FILE, Entry, LayerResult, entries_from_directory
 from imagebuild.plan import LayerInputs
 from imagebuild.recipe.model import Recipe
 from imagebuild.sources.lockfile import DebianLock, PythonLock, PythonPackage
 from imagebuild.stores.layout import LayoutStore
-
-# glibc of each Debian suite: wheels built for it or older run there.
-GLIBC = {"bullseye": (2, 31), "bookworm": (2, 36), "trixie": (2, 41)}
-MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
-
+from imagebuild.build.layers.lock_freshness import (pip_platforms, python_lock_fits,  # noqa: F401
+                                                   python_lock_inputs, requirements_bytes)
 
 def site_packages(recipe: Recipe) -> str:
     return f"usr/local/lib/python{recipe.runtime.python}/dist-packages"
-
-
-def pip_platforms(recipe: Recipe) -> list[str]:
-    machine = MACHINE.get(recipe.os.architecture)
-    if machine is None:
-        raise RecipeError(f"no Python wheels platform for architecture {recipe.os.architecture!r}",
-                          file=_where(recipe), key="os.architecture", hint="use amd64 or arm64")
-    platforms = [f"manylinux2014_{machine}"]
-    glibc = GLIBC.get(recipe.os.debian or "")
-    if glibc:
-        platforms.insert(0, f"manylinux_{glibc[0]}_{glibc[1]}_{machine}")
-    return platforms
-
-
-def _where(recipe: Recipe) -> str | None:
-    return str(recipe.source) if recipe.source else None
 
 
 def _pip_command(target: Path, python: str, platforms: Sequence[str], requirements_file: str) -> list[str]:
@@ -221,42 +201,6 @@ def _pip_version_beside_pip() -> str | None:
         return None
     versions = [line[len("Version:"):].strip() for line in header.splitlines() if line.startswith("Version:")]
     return versions[0] if len(versions) == 1 and versions[0] else None
-
-
-def requirements_bytes(recipe: Recipe, read: Callable[[Path], bytes | None]) -> bytes | None:
-    """The pinned requirements at the commit: the file plus `libraries.packages`; None when there are none.
-
-    The recipe loader has already refused unpinned lines.
-
-    `read(path)` returns a file's bytes at the commit, or None when it is not tracked there.
-    """
-    parts: list[bytes] = []
-    if recipe.libraries.requirements:
-        content = read(recipe.root / recipe.libraries.requirements)
-        if content is None:
-            raise RecipeError(f"libraries.requirements: {recipe.libraries.requirements} is not in the commit",
-                              file=_where(recipe), key="libraries.requirements",
-                              hint="create and commit it, or fix the path (relative to the recipe)")
-        parts.append(content.rstrip(b"\n") + b"\n")
-    if recipe.libraries.packages:
-        parts.append(("\n".join(recipe.libraries.packages) + "\n").encode())
-    if not parts:
-        return None
-    if not recipe.runtime.python:
-        raise RecipeError("libraries need runtime.python", file=_where(recipe), key="libraries",
-                          hint="set runtime.python, or remove the libraries section")
-    return b"".join(parts)
-
-
-def python_lock_inputs(recipe: Recipe, requirements: bytes) -> dict:
-    """What a Python closure is resolved from; a lock made from other inputs is out of date."""
-    return {"requirements": "sha256:" + hashlib.sha256(requirements).hexdigest(),
-            "python": recipe.runtime.python, "platforms": pip_platforms(recipe)}
-
-
-def python_lock_fits(lock: DebianLock | None, recipe: Recipe, requirements: bytes) -> bool:
-    return (lock is not None and lock.python is not None
-            and dict(lock.python.inputs) == json.loads(json.dumps(python_lock_inputs(recipe, requirements))))
 
 
 def lock_python(recipe: Recipe, requirements: bytes) -> PythonLock:

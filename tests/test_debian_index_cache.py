@@ -1,0 +1,79 @@
+"""The Debian index cache `imagebuild lock` keeps between runs: the apt lists handed to mmdebstrap and
+the .deb files of the last resolve. Pure file handling here; the resolve itself is in
+test_debian_lock_cache.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imagebuild.sources.debian_index import AptIndex, DebianSource, deb_identity
+
+LIST = "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4"
+
+
+@pytest.fixture
+def index(tmp_path):
+    """An AptIndex whose lists are fresh (so nothing asks the mirror), under tmp_path."""
+    index = AptIndex(DebianSource(), root=tmp_path)
+    lists = index.root / "var/lib/apt/lists"
+    (lists / "partial").mkdir(parents=True)
+    (lists / LIST).write_bytes(b"Package: bash\n")
+    (lists / "lock").write_bytes(b"")
+    (index.root / ".updated").touch()
+    return index
+
+
+@pytest.mark.parametrize("name, identity", [
+    ("bash_5.2.15-2+b13_amd64.deb", ("bash", "5.2.15-2+b13")),
+    ("libgcc-s1_12.2.0-14+deb12u1_amd64.deb", ("libgcc-s1", "12.2.0-14+deb12u1")),
+    ("dpkg_1%3a1.21.22_amd64.deb", ("dpkg", "1:1.21.22")),
+    ("partial", None),
+    ("bash_5.2_amd64.deb.FAILED", None),
+])
+def test_a_deb_file_name_gives_name_and_version(name, identity):
+    assert deb_identity(name) == identity
+
+
+def test_the_lists_copy_is_stable_while_apt_replaces_a_list(index):
+    lists = index.root / "var/lib/apt/lists"
+    with index.lists_copy() as copy:
+        assert sorted(path.name for path in copy.iterdir()) == [LIST]      # no lock, no partial/
+        # apt-get update renames a new file over the old one: the copy keeps what it saw
+        (lists / "new").write_bytes(b"Package: dash\n")
+        os.replace(lists / "new", lists / LIST)
+        assert (copy / LIST).read_bytes() == b"Package: bash\n"
+    assert not copy.exists()
+    assert (lists / LIST).read_bytes() == b"Package: dash\n"
+
+
+def test_the_kept_debs_are_those_of_the_last_resolve_only(index):
+    with index.package_files() as scratch:
+        assert list(scratch.iterdir()) == []                                 # nothing kept yet
+        for name in ("bash_5.2.15-2+b13_amd64.deb", "dpkg_1%3a1.21.22_amd64.deb", "less_590-2_amd64.deb"):
+            (scratch / name).write_bytes(name.encode())
+        index.keep_package_files(scratch, {("bash", "5.2.15-2+b13"), ("dpkg", "1:1.21.22")})
+    assert not scratch.exists()
+    kept = index.root / "archives"
+    assert sorted(path.name for path in kept.iterdir()) == ["bash_5.2.15-2+b13_amd64.deb",
+                                                            "dpkg_1%3a1.21.22_amd64.deb"]
+    # the next resolve starts from them; a newer bash replaces the old one in the cache
+    with index.package_files() as scratch:
+        assert sorted(path.name for path in scratch.iterdir()) == sorted(path.name for path in kept.iterdir())
+        (scratch / "bash_5.2.15-2+b14_amd64.deb").write_bytes(b"newer")
+        index.keep_package_files(scratch, {("bash", "5.2.15-2+b14"), ("dpkg", "1:1.21.22")})
+    assert sorted(path.name for path in kept.iterdir()) == ["bash_5.2.15-2+b14_amd64.deb",
+                                                            "dpkg_1%3a1.21.22_amd64.deb"]
+    assert sorted(path.name for path in index.root.iterdir() if path.name.startswith(("archives-", "debs-"))) == []
+
+
+def test_a_resolve_that_fails_keeps_the_cache_as_it_was(index):
+    with index.package_files() as scratch:
+        (scratch / "bash_5.2.15-2+b13_amd64.deb").write_bytes(b"x")
+        index.keep_package_files(scratch, {("bash", "5.2.15-2+b13")})
+    with pytest.raises(RuntimeError):
+        with index.package_files() as scratch:
+            (scratch / "less_590-2_amd64.deb").write_bytes(b"y")
+            raise RuntimeError("mmdebstrap failed")
+    assert [path.name for path in (index.root / "archives").iterdir()] == ["bash_5.2.15-2+b13_amd64.deb"]
