@@ -236,3 +236,20 @@ def test_an_endless_error_body_of_an_unstreamed_request_is_read_only_to_its_boun
     line = caught.value.one_line()
     assert caught.value.exit_code == 5 and "acme/hello" in line and "HTTP 400" in line, line
     assert _endless_error_sent(fake) < 16 * 1024 * 1024
+
+
+def test_tag_pages_are_followed_on_this_registry_only(fake):
+    from imagebuild.registry.client import RegistryClient
+
+    path = "/v2/acme/hello/tags/list"
+    fake.answers[path] = Answer(b'{"tags": ["a"]}', content_type="application/json",
+                                headers={"Link": f'<{path}?n=1&last=a>; rel="next"'})
+    fake.answers[path + "?n=1&last=a"] = Answer(b'{"tags": ["b"]}', content_type="application/json")
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        assert client.list_tags("acme/hello") == ["a", "b"]
+    # a next page elsewhere would be sent this registry's credentials: refused
+    fake.answers[path + "?n=1&last=a"].headers["Link"] = '<https://elsewhere.example/v2/x/tags/list>; rel="next"'
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.list_tags("acme/hello")
+    assert caught.value.exit_code == 5 and "elsewhere.example" in caught.value.one_line(), caught.value.one_line()

@@ -58,8 +58,9 @@ class FakeRegistry:
                 path = self.path.split("?", 1)[0]
                 with fake._lock:
                     fake.requests.append((self.command, path))
+                    # An answer for the path with its query (a page of a listing) wins over one for the path.
                     answer = Answer(b"{}", content_type="application/json") if path == "/v2/" \
-                        else fake.answers.get(path)
+                        else fake.answers.get(self.path) or fake.answers.get(path)
                 if answer is None:
                     answer = Answer(b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}', 404,
                                     "application/json")
