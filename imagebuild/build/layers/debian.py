@@ -44,7 +44,7 @@ from imagebuild.oci.model import Descriptor, Layer, ParsedManifest, load_json_ob
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import RUNTIME_VERSIONS
 from imagebuild.recipe.model import OsSpec, RuntimeSpec
-from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
+from imagebuild.stores.layout import VERIFIED_LAYERS_FILE, LayoutStore, StoreNotWritableError
 
 # Bumped whenever the same recipe would give other packages or other layer bytes (e.g. a
 # new drop rule); it is part of the lock's inputs, so older locks are resolved afresh.
@@ -448,8 +448,7 @@ def base_from_store(store: LayoutStore, ref: str, architecture: str = "amd64") -
 
 # A base layer's check unpacks all of it (a Debian base: some 100 MB, on every bake). One that passed
 # is remembered by its digest, with the diff_id it unpacked to and its file's size, mtime and inode:
-# a blob file replaced or rewritten since is checked again.
-VERIFIED_LAYERS_FILE = "verified-base-layers.json"
+# a blob file replaced or rewritten since is checked again (VERIFIED_LAYERS_FILE in the store).
 
 
 def _verified_key(store: LayoutStore, layer: Layer) -> str:
