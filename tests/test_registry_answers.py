@@ -206,3 +206,50 @@ def test_an_error_body_that_says_nothing_usable_leaves_the_status(fake, tmp_path
     store = LayoutStore(tmp_path / "store")
     error = pull_error(store, source)
     assert error.exit_code == 5 and "HTTP 400" in error.one_line() and str(source) in error.one_line()
+
+
+ERROR_START = b'{"errors": [{"code": "DENIED", "message": "' + b"x" * 1000
+
+
+def _endless_error_sent(fake) -> int:
+    assert fake.endless_done.wait(30), "the fake registry is still sending the endless error body"
+    return fake.endless_bytes_sent
+
+
+def test_an_endless_error_body_is_read_only_to_its_bound(fake, tmp_path):
+    """The manifest's error answer never ends: the pull stops reading it past 64 KiB (what the loopback
+    socket buffers hold besides is a few MiB, far below the fake's 64 MiB) and exits 5 on the status."""
+    source = serve(fake, Answer(ERROR_START, status=400, content_type="application/json", endless=True))
+    done = imagebuild("pull", str(source), "--store", tmp_path / "store")
+    assert_one_line_error(done, str(source), "HTTP 400", code=5)
+    assert _endless_error_sent(fake) < 16 * 1024 * 1024
+
+
+def test_an_endless_error_body_of_an_unstreamed_request_is_read_only_to_its_bound(fake):
+    from imagebuild.registry.client import RegistryClient
+
+    fake.answers["/v2/acme/hello/tags/list"] = Answer(ERROR_START, status=400, content_type="application/json",
+                                                      endless=True)
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.list_tags("acme/hello")
+    line = caught.value.one_line()
+    assert caught.value.exit_code == 5 and "acme/hello" in line and "HTTP 400" in line, line
+    assert _endless_error_sent(fake) < 16 * 1024 * 1024
+
+
+def test_tag_pages_are_followed_on_this_registry_only(fake):
+    from imagebuild.registry.client import RegistryClient
+
+    path = "/v2/acme/hello/tags/list"
+    fake.answers[path] = Answer(b'{"tags": ["a"]}', content_type="application/json",
+                                headers={"Link": f'<{path}?n=1&last=a>; rel="next"'})
+    fake.answers[path + "?n=1&last=a"] = Answer(b'{"tags": ["b"]}', content_type="application/json")
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        assert client.list_tags("acme/hello") == ["a", "b"]
+    # a next page elsewhere would be sent this registry's credentials: refused
+    fake.answers[path + "?n=1&last=a"].headers["Link"] = '<https://elsewhere.example/v2/x/tags/list>; rel="next"'
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.list_tags("acme/hello")
+    assert caught.value.exit_code == 5 and "elsewhere.example" in caught.value.one_line(), caught.value.one_line()

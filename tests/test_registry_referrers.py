@@ -99,6 +99,54 @@ def test_a_hostile_signature_manifest_is_exit_5(fake, image, tmp_path, layers, w
     assert_one_line_error(done, words, fake.address, code=5)
 
 
+# -- pages: a registry that cannot list all referrers at once names the next page in a Link header -----------
+
+def _page(fake, path: str, entries: list[dict], next_link: str | None = None) -> None:
+    body = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}).encode()
+    headers = {"Link": f'<{next_link}>; rel="next"'} if next_link else {}
+    fake.answers[path] = Answer(body, content_type=mt.OCI_INDEX, headers=headers)
+
+
+def _listed(fake, digest: str) -> list[str]:
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        return [d.digest for d in RegistryPlace(client, REPOSITORY).referrers(digest)]
+
+
+def test_the_referrers_of_every_page_are_listed(fake, image):
+    first, second, third = ("sha256:%064x" % n for n in (1, 2, 3))
+    path = f"/v2/{REPOSITORY}/referrers/{image}"
+    # a relative link (the path with another query), then an absolute one on the same registry
+    _page(fake, path, [_entry(first)], "?n=1&last=1")
+    _page(fake, path + "?n=1&last=1", [_entry(second)], f"http://{fake.address}{path}?n=1&last=2")
+    _page(fake, path + "?n=1&last=2", [_entry(third)])
+    assert _listed(fake, image) == [first, second, third]
+
+
+def test_a_next_page_on_another_registry_is_refused(fake, image, tmp_path):
+    path = f"/v2/{REPOSITORY}/referrers/{image}"
+    _page(fake, path, [_entry("sha256:%064x" % 1)], f"https://elsewhere.example{path}?page=2")
+    assert_one_line_error(_sbom(fake, tmp_path), "elsewhere.example", "another registry", fake.address, code=5)
+
+
+def test_entries_over_the_bound_across_pages_are_refused_without_reading_further(fake, image, tmp_path):
+    path = f"/v2/{REPOSITORY}/referrers/{image}"
+    half = MAX_REFERRERS // 2 + 1
+    for page in range(3):
+        entries = [_entry("sha256:%064x" % (page * half + n + 1)) for n in range(half)]
+        _page(fake, path + (f"?page={page}" if page else ""), entries, f"?page={page + 1}")
+    assert_one_line_error(_sbom(fake, tmp_path), f"over {MAX_REFERRERS}", fake.address, REPOSITORY, code=5)
+    assert sum(1 for _, p in fake.requests if p == path) == 2    # the third page was never asked for
+
+
+def test_pages_without_end_are_refused(fake, image, tmp_path):
+    from imagebuild.registry.client import MAX_REFERRER_PAGES
+
+    path = f"/v2/{REPOSITORY}/referrers/{image}"
+    for page in range(MAX_REFERRER_PAGES + 1):
+        _page(fake, path + (f"?page={page}" if page else ""), [], f"?page={page + 1}")
+    assert_one_line_error(_sbom(fake, tmp_path), f"more than {MAX_REFERRER_PAGES} pages", fake.address, code=5)
+
+
 # -- property: whatever the referrers answer, a list of checked attachments or one exit-5 line ---------------
 
 entries = st.lists(st.one_of(

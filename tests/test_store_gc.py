@@ -263,3 +263,52 @@ def test_gc_and_the_store_sweep_remove_stale_atomic_temps_outside_tmp(two_images
     os.utime(day_old, (time.time() - 25 * 3600,) * 2)
     LayoutStore(store_dir).ensure()
     assert not day_old.exists() and fresh.exists()
+
+
+def test_gc_drops_recipe_cache_entries_whose_recipe_is_gone(two_images, store_dir, tmp_path):
+    from imagebuild.recipe.cache import load_recipe_cached
+    from imagebuild.stores.layout import RECIPE_CACHE_DIR
+    from test_recipe_cache import FULL
+
+    cache_dir = store_dir / RECIPE_CACHE_DIR
+    recipes = []
+    for name in ("kept", "moved"):
+        root = tmp_path / name
+        (root / "keys").mkdir(parents=True)
+        (root / "keys" / "release.pub").write_text("a key\n")
+        (root / "requirements.txt").write_text("flask==3.1.3\n")
+        (root / "imagebuild.yaml").write_text(FULL)
+        load_recipe_cached(root, cache_dir)
+        recipes.append(root)
+    entries = sorted(cache_dir.glob("*.json"))
+    assert len(entries) == 2
+    garbled = cache_dir / ("0" * 32 + ".json")
+    garbled.write_text("{")
+    (recipes[1] / "imagebuild.yaml").rename(recipes[1] / "old.yaml")
+
+    assert gc(store_dir, "--dry-run")["dropped_recipe_entries"] == 2
+    assert len(list(cache_dir.glob("*.json"))) == 3
+    assert gc(store_dir)["dropped_recipe_entries"] == 2
+    left = list(cache_dir.glob("*.json"))
+    assert len(left) == 1 and json.loads(left[0].read_text())["body"]["where"]["real"] == \
+        str((recipes[0] / "imagebuild.yaml").resolve())
+    assert gc(store_dir)["dropped_recipe_entries"] == 0
+
+
+def test_gc_forgets_verified_base_layers_whose_blob_is_gone(two_images, store_dir):
+    from imagebuild.stores.layout import VERIFIED_LAYERS_FILE
+
+    store, a, b = two_images
+    layer = json.loads(store.read_blob(a))["layers"][0]["digest"]
+    absent = "sha256:" + "0" * 64
+    record = store_dir / VERIFIED_LAYERS_FILE
+    # the layer stays; b's manifest goes with its tag in this very gc; the absent one was gone already
+    record.write_text(json.dumps({layer: "kept", b: "swept now", absent: "gone", "not a digest": "x"}))
+    rm = imagebuild("rm", "hello:b", "--store", store_dir)
+    assert rm.returncode == 0, rm.stderr
+
+    assert gc(store_dir, "--dry-run")["forgotten_verified_layers"] == 3
+    assert len(json.loads(record.read_text())) == 4
+    assert gc(store_dir)["forgotten_verified_layers"] == 3
+    assert json.loads(record.read_text()) == {layer: "kept"}
+    assert gc(store_dir)["forgotten_verified_layers"] == 0

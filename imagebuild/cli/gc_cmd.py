@@ -32,5 +32,8 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
         say(f"{'would remove' if dry_run else 'removed'} {result.removed_temp_files} stale temp files")
     if result.dropped_cache_entries:
         say(f"{'would drop' if dry_run else 'dropped'} {result.dropped_cache_entries} layer-cache entries")
+    if result.dropped_recipe_entries:
+        say(f"{'would drop' if dry_run else 'dropped'} {result.dropped_recipe_entries} recipe-cache entries "
+            "of recipe files that no longer exist")
     for digest in result.missing_blobs:
         say(f"warning: {digest} is referenced but missing from the store")

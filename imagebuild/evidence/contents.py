@@ -26,10 +26,9 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.compress import decompressing
 from imagebuild.oci.model import Descriptor
 from imagebuild.sources.lockfile import DebianLock, PythonLock
-from imagebuild.sources.os_tree import OS_RELEASE, installed_stanzas, os_release_fields
+from imagebuild.sources.os_tree import DPKG_STATUS, OS_RELEASE, installed_stanzas, os_release_fields
 from imagebuild.stores.layout import DPKG_FACTS_DIR, LayoutStore
 
-DPKG_STATUS = "var/lib/dpkg/status"
 _WANTED = (DPKG_STATUS, *OS_RELEASE)
 BASE_LAYERS = ("os", "runtime")      # the bake's layer names that may hold Debian packages
 _FACTS_FORMAT = 1

@@ -56,6 +56,31 @@ def load_recipe_cached(path: Path | str, cache_dir: Path | None) -> Recipe:
     return recipe
 
 
+def entries_of_gone_recipes(cache_dir: Path) -> list[Path]:
+    """The entries in `cache_dir` whose recipe file no longer exists (moved or deleted: an entry is
+    named by the recipe's real path, so it would never be used again), and those that cannot be read
+    as an entry (garbled: a miss anyway)."""
+    gone = []
+    try:
+        files = sorted(path for path in cache_dir.iterdir() if path.suffix == ".json")
+    except OSError:
+        return []
+    for path in files:
+        try:
+            with open(path, "rb") as stream:
+                real = json.loads(stream.read(4 << 20))["body"]["where"]["real"]
+            if not isinstance(real, str):
+                raise TypeError("no path")
+        except OSError:
+            continue      # unreadable to this user: someone else's, left to them
+        except (ValueError, TypeError, KeyError, RecursionError):
+            gone.append(path)
+            continue
+        if not os.path.lexists(real):
+            gone.append(path)   # wrongly judged (a recipe on a drive not mounted now), it costs one load
+    return gone
+
+
 def _entry_file(cache_dir: Path, source: Path) -> Path | None:
     try:
         real = os.path.realpath(source)

@@ -9,7 +9,6 @@ upload session, which is then used for the upload.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from typing import Callable, Iterator, Iterable, TypeVar
 
@@ -29,6 +28,9 @@ CHUNK_SIZE = 32 * 1024 * 1024
 STREAM_BUFFER = 1024 * 1024
 BLOB_ATTEMPTS = 4
 UPLOAD_CANCEL_TIMEOUT = 5.0   # seconds for the DELETE of an upload session given up on
+# A referrers listing in more pages than this is refused: each costs a request, and an image has a
+# handful of attachments (a registry paging by 10, as some do, fits the entry bound of 1000 in 100).
+MAX_REFERRER_PAGES = 100
 
 Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object with read(n)
 T = TypeVar("T")
@@ -175,25 +177,54 @@ class RegistryClient:
             return False
         raise registry_error(response, f"deleting manifest {repository}@{digest}")
 
-    def list_referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict] | None:
+    def list_referrers(self, repository: str, digest: str, artifact_type: str | None = None, *,
+                       max_entries: int, pages: int = MAX_REFERRER_PAGES) -> list[dict] | None:
         """The OCI 1.1 referrers API's descriptors of manifests whose subject is `digest` (asked for those
         of `artifact_type`, which a registry may ignore); None when the registry has no such API
-        (distribution 2.8 answers 404)."""
+        (distribution 2.8 answers 404).
+
+        A registry that cannot answer in one page names the next in a `Link: <…>; rel="next"` header;
+        it is followed on this registry only, up to `pages` pages, and no further once more than
+        `max_entries` entries came (the caller refuses that many), all pages within MAX_MANIFEST_BYTES."""
+        what = f"the referrers of {repository}@{digest}"
+        manifests: list[dict] = []
+        received = 0
+        url: str | None = f"/v2/{repository}/referrers/{digest}"
         params = {"artifactType": artifact_type} if artifact_type else None
-        response = self.transport.request("GET", f"/v2/{repository}/referrers/{digest}", scopes=_pull(repository),
-                                          params=params, headers={"Accept": mt.OCI_INDEX}, stream=True)
-        try:
-            if response.status_code == 404:
-                return None
-            if response.status_code != 200:
-                raise registry_error(response, f"listing referrers of {repository}@{digest}")
-            if response.headers.get("content-type", "").split(";")[0].strip() != mt.OCI_INDEX:
-                return None
-            # Read within the manifest's bound as it arrives: a registry's answer of any size is refused
-            # before it fills memory.
-            raw = self._bounded_body(response, MAX_MANIFEST_BYTES, f"the referrers of {repository}@{digest}")
-        finally:
-            response.close()
+        seen: set[str] = set()
+        while url is not None and url not in seen and len(manifests) <= max_entries:
+            if len(seen) == pages:
+                raise RegistryError(f"registry {self.host} sent {what} in more than {pages} pages",
+                                    code="SIZE_INVALID")
+            seen.add(url)
+            response = self.transport.request("GET", url, scopes=_pull(repository), params=params,
+                                              headers={"Accept": mt.OCI_INDEX}, stream=True)
+            params = None     # a next page's link carries the query it needs
+            try:
+                if response.status_code == 404 and not manifests and len(seen) == 1:
+                    return None
+                if response.status_code != 200:
+                    raise registry_error(response, f"listing referrers of {repository}@{digest}")
+                if response.headers.get("content-type", "").split(";")[0].strip() != mt.OCI_INDEX:
+                    if len(seen) == 1:
+                        return None
+                    raise RegistryError(f"registry {self.host} sent a page of {what} that is no OCI index")
+                # Read within the manifest's bound as it arrives: a registry's answer of any size is refused
+                # before it fills memory.
+                raw = self._bounded_body(response, MAX_MANIFEST_BYTES, what)
+                url = self._next_page(response, what)
+            finally:
+                response.close()
+            received += len(raw)
+            if received > MAX_MANIFEST_BYTES:
+                raise RegistryError(f"registry {self.host} sent {what} larger than "
+                                    f"{MAX_MANIFEST_BYTES // (1024 * 1024)} MiB in all", code="SIZE_INVALID")
+            manifests.extend(self._referrers_page(raw, repository, digest))
+        # Not filtered by `artifact_type` here, whether or not the registry applied it: the caller checks
+        # every entry it was sent before it keeps those of the type.
+        return manifests
+
+    def _referrers_page(self, raw: bytes, repository: str, digest: str) -> list[dict]:
         try:
             manifests = load_json_object(raw, "referrers index").get("manifests") or []
         except MalformedError as exc:
@@ -202,25 +233,37 @@ class RegistryClient:
         if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
             raise RegistryError(f"registry {self.host} sent a referrers index of {repository}@{digest} whose "
                                 "manifests are not a list of objects")
-        # Not filtered by `artifact_type` here, whether or not the registry applied it: the caller checks
-        # every entry it was sent before it keeps those of the type.
         return manifests
+
+    def _next_page(self, response: httpx.Response, what: str) -> str | None:
+        """The absolute URL of the page a `Link: <…>; rel="next"` header names (a relative one resolved
+        against the answer's URL), or None. A page on another host, scheme or port is refused: the
+        request would carry this registry's credentials there."""
+        link = response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        target = response.url.join(link)
+        base = httpx.URL(self.transport.base_url)
+        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+            raise RegistryError(f"registry {self.host} sent {what} with a next page on another registry "
+                                f"({target.scheme}://{target.netloc.decode(errors='replace')[:100]})",
+                                hint="use the registry the pages are on")
+        return str(target)
 
     def list_tags(self, repository: str) -> list[str]:
         """All tags; follows `Link` pages when the registry sends them, else one page is all."""
         tags: list[str] = []
-        path: str | None = f"/v2/{repository}/tags/list"
+        url: str | None = f"/v2/{repository}/tags/list"
         seen = set()
-        while path and path not in seen:
-            seen.add(path)
-            response = self.transport.request("GET", path, scopes=_pull(repository))
+        while url and url not in seen:
+            seen.add(url)
+            response = self.transport.request("GET", url, scopes=_pull(repository))
             if response.status_code == 404:
                 return tags
             if response.status_code != 200:
                 raise registry_error(response, f"listing tags of {repository}")
             tags.extend(self._tag_page(response, repository))
-            match = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", response.headers.get("link", ""))
-            path = match.group(1) if match else None
+            url = self._next_page(response, f"the tags of {repository}")
         return sorted(set(tags))
 
     def _tag_page(self, response: httpx.Response, repository: str) -> list[str]:

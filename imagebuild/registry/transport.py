@@ -215,7 +215,18 @@ class Transport:
                 with self._lock:
                     self.counters.requests += 1
                     self.counters.token_requests += int(token)
-                response = self._client.send(request, stream=stream)
+                # Always streamed, so an error answer is read only within MAX_ERROR_BODY (a hostile
+                # registry could otherwise send one without end); other answers are read whole as asked.
+                response = self._client.send(request, stream=True)
+                if response.status_code >= 400:
+                    if not stream:
+                        read_error_body(response)
+                elif not stream:
+                    try:
+                        response.read()
+                    except BaseException:
+                        response.close()
+                        raise
             except httpx.TransportError as exc:
                 self.check_cancelled()
                 if idempotent and attempt < self.attempts:
@@ -353,12 +364,35 @@ def _abortable_backends(client: httpx.Client) -> list[_AbortableBackend]:
     return backends
 
 
+def read_error_body(response: httpx.Response) -> bytes:
+    """An error answer's body, read no further than one byte past MAX_ERROR_BODY, and the answer closed.
+
+    What is kept is what the body began with: longer than MAX_ERROR_BODY means too long to be read for
+    its code. A body that breaks off is kept as far as it came."""
+    try:
+        return response.content  # already read whole (an answer that was not streamed)
+    except httpx.ResponseNotRead:
+        pass
+    body = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # the status still speaks
+    finally:
+        response.close()
+    # Kept on the answer (httpx has no public way), so `.content` and `.json()` read the bounded body.
+    response._content = bytes(body[:MAX_ERROR_BODY + 1])
+    return response._content
+
+
 def registry_error(response: httpx.Response, what: str) -> ImageBuildError:
     """A RegistryError from the registry's `{"errors": [...]}` body, or its status."""
     code = message = None
     try:
-        response.read()
-        if len(response.content) <= MAX_ERROR_BODY:
+        if len(read_error_body(response)) <= MAX_ERROR_BODY:
             errors = response.json().get("errors") or []
             if errors:
                 code = errors[0].get("code")

@@ -23,6 +23,7 @@ from imagebuild.oci.layer import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK, 
 
 WHITEOUT_PREFIX = ".wh."
 OS_RELEASE = ("etc/os-release", "usr/lib/os-release")    # the first regular file of these counts
+DPKG_STATUS = "var/lib/dpkg/status"   # what dpkg installed: read from a tree here, from layers by evidence/contents.py
 HASH_CHUNK = 1024 * 1024
 
 _KINDS = {tarfile.REGTYPE: FILE, tarfile.AREGTYPE: FILE, tarfile.CONTTYPE: FILE, tarfile.DIRTYPE: DIR,
@@ -173,7 +174,7 @@ def read_member_text(tar: tarfile.TarFile, path: str) -> str | None:
 
 def installed_packages(tar: tarfile.TarFile) -> dict[str, str]:
     """name → version of every installed package, read from dpkg's status database."""
-    status = read_member_text(tar, "var/lib/dpkg/status") or ""
+    status = read_member_text(tar, DPKG_STATUS) or ""
     return parse_dpkg_status(status)
 
 
@@ -191,7 +192,7 @@ def installed_stanzas(text: str) -> Iterator[dict[str, str]]:
 
 def installed_details(tar: tarfile.TarFile) -> dict[str, dict[str, str]]:
     """name → what dpkg records of each installed package beside its version (`package_details`)."""
-    return package_details(read_member_text(tar, "var/lib/dpkg/status") or "")
+    return package_details(read_member_text(tar, DPKG_STATUS) or "")
 
 
 def package_details(status: str) -> dict[str, dict[str, str]]:

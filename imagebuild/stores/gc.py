@@ -5,7 +5,10 @@ mark-and-sweep: it marks every blob reachable from index.json (manifests,
 their configs, layers and `subject`s, indexes and their children) and, by
 default, every blob a layer-cache entry names, then deletes every other blob
 under blobs/sha256, and temp files older than an hour: those in tmp/ and the
-`.tmp-*` files atomic writes left beside index.json and the cache entries.
+`.tmp-*` files atomic writes left beside index.json and the cache entries. It
+also prunes what the store remembers of things now gone: the dpkg facts of
+removed layers, the recipe cache's entries of recipe files that no longer
+exist, and the verified-base-layers record's entries of blobs swept.
 
 A bake writes its layers before it tags its image. The sweep therefore runs
 holding the writers' lease exclusively (see stores/lease.py) and then the
@@ -27,10 +30,12 @@ from imagebuild.errors import StoreError, UserError, quoted
 from imagebuild.stores.known_blobs import where_is
 from imagebuild.stores.layout import LAYER_CACHE_DIR as CACHE_DIR
 from imagebuild.oci import mediatypes as mt
+from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor
 from imagebuild.stores.lease import StoreBusy, exclusive_lease
-from imagebuild.stores.layout import DISK_SUFFIX, DPKG_FACTS_DIR, LayoutStore, is_referrers_ref, os_error_for
+from imagebuild.stores.layout import (DISK_SUFFIX, DPKG_FACTS_DIR, RECIPE_CACHE_DIR, VERIFIED_LAYERS_FILE, LayoutStore,
+                                      is_referrers_ref, os_error_for)
 
 # gc runs with no writer at work (it holds the writers' lease), so an hour-old temp file is surely dead.
 STALE_TMP_SECONDS = 3600
@@ -95,13 +100,17 @@ class GcResult:
     freed_bytes: int = 0
     removed_temp_files: int = 0
     dropped_cache_entries: int = 0
+    dropped_recipe_entries: int = 0
+    forgotten_verified_layers: int = 0
     missing_blobs: list[Digest] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"dry_run": self.dry_run, "kept_blobs": self.kept_blobs,
                 "removed_blobs": len(self.removed_blobs), "removed_digests": self.removed_blobs,
                 "freed_bytes": self.freed_bytes, "removed_temp_files": self.removed_temp_files,
-                "dropped_cache_entries": self.dropped_cache_entries, "missing_blobs": self.missing_blobs}
+                "dropped_cache_entries": self.dropped_cache_entries,
+                "dropped_recipe_entries": self.dropped_recipe_entries,
+                "forgotten_verified_layers": self.forgotten_verified_layers, "missing_blobs": self.missing_blobs}
 
 
 def collect_garbage(store: LayoutStore, *, dry_run: bool = False, drop_cache: bool = False, wait: bool = True,
@@ -149,7 +158,50 @@ def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcRe
         if f"sha256:{path.stem}" not in live:
             _unlink(path)     # what a removed layer held (evidence/contents.py), no longer asked for
     result.removed_temp_files = store.sweep_stale_temps(STALE_TMP_SECONDS, dry_run=dry_run)
+    result.dropped_recipe_entries = _drop_recipe_entries(store, dry_run)
+    result.forgotten_verified_layers = _forget_verified_layers(store, {str(d) for d in result.removed_blobs}, dry_run)
     return result
+
+
+def _drop_recipe_entries(store: LayoutStore, dry_run: bool) -> int:
+    """Remove the recipe cache's entries whose recipe file is gone: nothing else ever would."""
+    from imagebuild.recipe.cache import entries_of_gone_recipes
+
+    gone = entries_of_gone_recipes(store.root / RECIPE_CACHE_DIR)
+    dropped = 0
+    for path in gone:
+        try:
+            if not dry_run:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue     # someone else's entry in a shared store, not this user's to remove
+        dropped += 1
+    return dropped
+
+
+def _forget_verified_layers(store: LayoutStore, swept: set[str], dry_run: bool) -> int:
+    """Drop the entries of the verified-base-layers record whose blob is gone from the store or
+    `swept` by this gc (a bake would check it again anyway, as its blob file's identity no longer
+    holds)."""
+    path = store.root / VERIFIED_LAYERS_FILE
+    try:
+        known = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError):
+        known = None      # unreadable: the bake reads it as empty, so it is dropped whole
+    if not isinstance(known, dict):
+        if not dry_run:
+            _unlink(path)
+        return 0
+    kept = {digest: key for digest, key in known.items()
+            if is_digest(digest) and digest not in swept and store.blob_path(digest).is_file()}
+    forgotten = len(known) - len(kept)
+    if forgotten and not dry_run:
+        store._atomic_write(path, canonical_json(kept))
+    return forgotten
 
 
 def _reachable(store: LayoutStore, result: GcResult) -> tuple[set[str], list[str]]:

@@ -36,7 +36,9 @@ FILE_MODE = 0o644
 STALE_TEMP_SECONDS = 24 * 3600
 LAYER_CACHE_DIR = "imagebuild-cache/layers"   # cache key → layer JSON files (build/cache.py), read by gc
 DPKG_FACTS_DIR = "imagebuild-cache/dpkg"      # layer digest → its dpkg status (evidence/contents.py), dropped by gc
-RECIPE_CACHE_DIR = "imagebuild-cache/recipes"  # recipe's real path → the recipe loaded from it (recipe/cache.py)
+RECIPE_CACHE_DIR = "imagebuild-cache/recipes"  # recipe's real path → the recipe loaded from it (recipe/cache.py), pruned by gc
+# Base layers whose diff_id a bake checked (build/layers/debian.py); gc forgets those whose blob is gone.
+VERIFIED_LAYERS_FILE = "verified-base-layers.json"
 _REFERRERS_TAG = re.compile(r"sha256-[0-9a-f]{64}")   # the referrers tag schema's tag (stores/place.py)
 DISK_SUFFIX = "-disk"          # NAME:TAG-disk tags the VM disk baked from NAME:TAG (kind "disk")
 

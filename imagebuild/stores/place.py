@@ -378,7 +378,7 @@ class RegistryPlace:
         return False
 
     def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
-        found = self.client.list_referrers(self.repository, subject, artifact_type)
+        found = self.client.list_referrers(self.repository, subject, artifact_type, max_entries=MAX_REFERRERS)
         try:
             if found is None:
                 return referrers_in(self.manifest(referrers_tag(subject)), artifact_type, subject)
@@ -388,7 +388,7 @@ class RegistryPlace:
 
     def add_referrer(self, subject: str, referrer: Descriptor) -> None:
         # A registry with the referrers API indexes what it is given; the tag is for those without.
-        if self.client.list_referrers(self.repository, subject) is None:
+        if self.client.list_referrers(self.repository, subject, max_entries=MAX_REFERRERS) is None:
             add_to_referrers_tag(self, subject, referrer)
 
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:

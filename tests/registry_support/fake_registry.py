@@ -21,12 +21,19 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     truncate: bool = False     # announce the full length, send half, then hang up
     redirect_loop: bool = False
+    endless: bool = False      # a body with no length, sent until the client hangs up (or ENDLESS_CAP)
+
+
+# Where an endless body stops: far past what a client that reads error bodies whole could be let off with.
+ENDLESS_CAP = 64 * 1024 * 1024
 
 
 class FakeRegistry:
     def __init__(self):
         self.answers: dict[str, Answer] = {}
         self.requests: list[tuple[str, str]] = []
+        self.endless_bytes_sent = 0   # of the last endless body, however far the client read it
+        self.endless_done = threading.Event()
         self._lock = threading.Lock()
         fake = self
 
@@ -51,8 +58,9 @@ class FakeRegistry:
                 path = self.path.split("?", 1)[0]
                 with fake._lock:
                     fake.requests.append((self.command, path))
+                    # An answer for the path with its query (a page of a listing) wins over one for the path.
                     answer = Answer(b"{}", content_type="application/json") if path == "/v2/" \
-                        else fake.answers.get(path)
+                        else fake.answers.get(self.path) or fake.answers.get(path)
                 if answer is None:
                     answer = Answer(b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}', 404,
                                     "application/json")
@@ -66,6 +74,9 @@ class FakeRegistry:
                 self.send_header("Content-Type", answer.content_type)
                 for key, value in answer.headers.items():
                     self.send_header(key, value)
+                if answer.endless:
+                    self._send_endless(answer.body, body)
+                    return
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 if not body:
@@ -76,6 +87,24 @@ class FakeRegistry:
                     self.close_connection = True
                     return
                 self.wfile.write(answer.body)
+
+            def _send_endless(self, start: bytes, body: bool):
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                sent = 0
+                chunk = b" " * 65536
+                try:
+                    if body:
+                        self.wfile.write(start)
+                        while sent < ENDLESS_CAP:
+                            self.wfile.write(chunk)
+                            sent += len(chunk)
+                except OSError:
+                    pass  # the client hung up: what it was sent is counted
+                with fake._lock:
+                    fake.endless_bytes_sent = sent
+                fake.endless_done.set()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -94,6 +123,7 @@ class FakeRegistry:
         with self._lock:
             self.answers.clear()
             self.requests.clear()
+            self.endless_done.clear()
 
     def start(self) -> "FakeRegistry":
         self._thread.start()

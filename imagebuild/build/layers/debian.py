@@ -43,7 +43,7 @@ from imagebuild.oci.model import Descriptor, Layer, ParsedManifest, load_json_ob
 from imagebuild.oci.reference import Reference
 from imagebuild.recipe.kinds import RUNTIME_VERSIONS
 from imagebuild.recipe.model import OsSpec, RuntimeSpec
-from imagebuild.stores.layout import LayoutStore, StoreNotWritableError
+from imagebuild.stores.layout import VERIFIED_LAYERS_FILE, LayoutStore, StoreNotWritableError
 from imagebuild.build.layers.lock_freshness import LAYER_FORMAT, lock_fits, lock_inputs, source_of  # noqa: F401
 
 # -- which packages -----------------------------------------------------------
@@ -423,8 +423,7 @@ def base_from_store(store: LayoutStore, ref: str, architecture: str = "amd64") -
 
 # A base layer's check unpacks all of it (a Debian base: some 100 MB, on every bake). One that passed
 # is remembered by its digest, with the diff_id it unpacked to and its file's size, mtime and inode:
-# a blob file replaced or rewritten since is checked again.
-VERIFIED_LAYERS_FILE = "verified-base-layers.json"
+# a blob file replaced or rewritten since is checked again (VERIFIED_LAYERS_FILE in the store).
 
 
 def _verified_key(store: LayoutStore, layer: Layer) -> str:
