@@ -91,3 +91,35 @@ def test_a_copy_between_registries_retries_a_failing_blob_once_not_per_side(regi
                 copy(source, RegistryPlace(far, f"copy-{uuid.uuid4().hex[:10]}/hello"), image.digest, ["v1"],
                      parallel=1)
         assert fault.seen == BLOB_ATTEMPTS
+
+
+def test_referrers_added_at_once_leave_the_index_adding_them_one_by_one_leaves(tmp_path):
+    def sboms(place, subject, kinds):
+        empty = put_bytes(place, b"{}", mt.OCI_EMPTY)
+        made = []
+        for kind in kinds:
+            manifest = manifest_of(canonical_json({
+                "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": kind, "config": empty.to_dict(),
+                "layers": [empty.to_dict()], "subject": {"mediaType": subject.media_type, "digest": subject.digest,
+                                                         "size": len(subject.raw)}}))
+            place.put_manifest(manifest)
+            made.append((Descriptor(mt.OCI_MANIFEST, manifest.digest, len(manifest.raw)), manifest))
+        return made
+
+    indexes = []
+    for how in ("one by one", "at once"):
+        store = LayoutStore(tmp_path / how.replace(" ", "-")).ensure()
+        write_app_image(store, "hello", "v1")
+        place = LayoutPlace(store, "hello")
+        image = place.manifest("v1")
+        (there, _), = sboms(place, image, ["application/vnd.other"])
+        place.add_referrer(image.digest, there)            # what another writer left: kept by the merge
+        made = sboms(place, image, [SBOM, "application/vnd.cyclonedx+json", SBOM + "+again"])
+        if how == "at once":
+            place.add_referrers(image.digest, made + made[:1])
+        else:
+            for descriptor, _ in made + made[:1]:
+                place.add_referrer(image.digest, descriptor)
+        indexes.append(place.manifest(referrers_tag(image.digest)).raw)
+        assert len(place.referrers(image.digest)) == 4
+    assert indexes[0] == indexes[1]

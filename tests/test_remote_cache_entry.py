@@ -78,3 +78,28 @@ def test_every_entry_is_written_and_a_refused_one_is_one_warning():
     assert cache.publish(layers, "acme/hello") == 4
     assert sorted(client.put) == [("acme/hello-cache", cache_tag(key), key) for key in "abdf"]
     assert len(cache.warnings) == 1 and "was not written (manifest cache-c refused" in cache.warnings[0]
+
+
+def test_an_entry_the_store_wrote_unchanged_is_not_written_again(tmp_path):
+    from imagebuild.build.remote_cache import RemoteCache
+    from imagebuild.oci.reference import Reference
+    from imagebuild.stores.layout import LayoutStore
+
+    def layer(key: str, salt: bytes = b"") -> tuple[str, LayerResult]:
+        return key, LayerResult(Digest.of(key.encode() + salt), Digest.of(key.encode() * 2 + salt), 10, 20,
+                                mt.OCI_LAYER_GZIP)
+
+    store = LayoutStore(tmp_path / "store")
+    store.ensure()
+    to = Reference.parse("127.0.0.1:1/acme/hello-cache")
+    first = _RefusingSome({cache_tag("c")})
+    assert RemoteCache(first, None, to).publish([layer(key) for key in "abc"], "acme/hello", store) == 2
+    # A warm runner's next push: its unchanged layers (not looked up) are known written; a refused entry,
+    # a changed layer under a known key and a new key are written.
+    again = _RefusingSome(set())
+    layers = [layer("a"), layer("b", b"changed"), layer("c"), layer("d")]
+    assert RemoteCache(again, None, to).publish(layers, "acme/hello", store) == 3
+    assert sorted(key for _, _, key in again.put) == ["b", "c", "d"]
+    # Nothing new: no request at all.
+    last = _RefusingSome(set())
+    assert RemoteCache(last, None, to).publish(layers, "acme/hello", store) == 0 and last.put == []

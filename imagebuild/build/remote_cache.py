@@ -136,25 +136,37 @@ class RemoteCache:
         # A blob that is gone, or not the size the entry says, is a miss: the layer is built again.
         return found if size == found.result.size else None
 
-    def publish(self, layers: Sequence[tuple[str, LayerResult]], repository: str) -> int:
-        """Write one entry per (key, layer) whose blob now lies in `repository`; a refusal is a warning.
-        Returns how many entries were written."""
+    def publish(self, layers: Sequence[tuple[str, LayerResult]], repository: str,
+                store: LayoutStore | None = None) -> int:
+        """Write one entry per (key, layer) whose blob now lies in `repository`, unless the registry is
+        known to hold that exact entry already: the lookup found it, or `store` remembers writing or
+        finding it. A refusal is a warning. Returns how many entries were written."""
         if self.cache_to is None:
             return 0
         target = self.cache_to.repository
+        where = f"{self.client.host}/{target}"
+        remembered = published_entries(store).get(where, {}) if store is not None else {}
+        entries, present = [], []
+        for key, result in layers:
+            raw = entry_manifest(key, repository, result)
+            known = self.hits.get(key)
+            if known is not None and known.result == result and self.cache_from == self.cache_to:
+                present.append((key, entry_manifest(key, known.repository, known.result)))
+                continue     # the entry is there already
+            if remembered.get(key) == str(Digest.of(raw)):
+                continue     # written by this store before, the same bytes
+            entries.append((key, raw))
+        if not entries:
+            _remember_entries(store, where, present)
+            return 0
         try:
             empty = Digest.of(EMPTY)
-            if not self.client.blob_exists(target, str(empty)):
+            # An entry found there names the empty blob, so the repository holds it.
+            if not present and not self.client.blob_exists(target, str(empty)):
                 self.client.upload_blob(target, _empty_descriptor(), _empty_opener)
         except ImageBuildError as exc:
             self.warn(f"the layer cache {self.cache_to} was not written ({exc.message}); the image is pushed")
             return 0
-        entries = []
-        for key, result in layers:
-            known = self.hits.get(key)
-            if known is not None and known.result == result and self.cache_from == self.cache_to:
-                continue     # the entry is there already
-            entries.append((key, entry_manifest(key, repository, result)))
 
         def put(entry: tuple[str, bytes]) -> ImageBuildError | None:
             try:
@@ -165,10 +177,47 @@ class RemoteCache:
 
         # A few at a time, as they are looked up: each is a round trip that waits on the registry.
         with ThreadPoolExecutor(max_workers=max(1, min(LOOKUP_PARALLEL, len(entries)))) as pool:
-            failures = [exc for exc in pool.map(put, entries) if exc is not None]
+            outcomes = list(pool.map(put, entries))
+        failures = [exc for exc in outcomes if exc is not None]
         if failures:
             self.warn(f"the layer cache {self.cache_to} was not written ({failures[0].message}); the image is pushed")
+        _remember_entries(store, where, present + [entry for entry, exc in zip(entries, outcomes) if exc is None])
         return len(entries) - len(failures)
+
+
+# The entries a store wrote to (or found in) a registry's cache repository, `registry-cache-entries.json`
+# beside it: host/repository -> {key -> entry manifest digest}. A warm runner's own layers are not looked
+# up (its local cache has them), so this is how it knows not to write their entries again. Losing the
+# file only costs those writes; an entry the registry has since lost is written again by the next runner
+# that builds or looks up that layer without this record.
+PUBLISHED_FILE = "registry-cache-entries.json"
+
+
+def published_entries(store: LayoutStore | None) -> dict[str, dict[str, str]]:
+    if store is None:
+        return {}
+    try:
+        data = json.loads((store.root / PUBLISHED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {where: known for where, known in data.items() if isinstance(known, dict)}
+
+
+def _remember_entries(store: LayoutStore | None, where: str, entries: Sequence[tuple[str, bytes]]) -> None:
+    if store is None or not entries:
+        return
+    path = store.root / PUBLISHED_FILE
+    try:
+        with store.locked():
+            data = published_entries(store)
+            known = data.setdefault(where, {})
+            for key, raw in entries:
+                known[key] = str(Digest.of(raw))
+            store._atomic_write(path, json.dumps(data, sort_keys=True).encode())
+    except (OSError, ImageBuildError):
+        pass     # only spares later writes: a read-only store still pushes
 
 
 def _empty_descriptor() -> Descriptor:

@@ -65,7 +65,7 @@ class RegistryOutput:
             return
         before = len(remote.warnings)
         if remote.client.host == target.registry:
-            remote.publish(result.keys, target.repository)
+            remote.publish(result.keys, target.repository, store)
         else:    # an entry names a repository of its own registry, where the layer's blob lies
             remote.warn(f"the layer cache {remote.cache_to} is not in {target.registry}, where the image "
                         "was pushed; it was not written")

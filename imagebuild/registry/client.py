@@ -64,6 +64,9 @@ class RegistryClient:
         self.host = host
         self.chunked_threshold = chunked_threshold
         self.chunk_size = chunk_size
+        # Repositories whose referrers API answered that there is none: a registry does not grow one
+        # within a command, so their referrers tag is used without asking again per attachment.
+        self._without_referrers_api: set[str] = set()
 
     def close(self) -> None:
         self.transport.close()
@@ -186,6 +189,8 @@ class RegistryClient:
         A registry that cannot answer in one page names the next in a `Link: <…>; rel="next"` header;
         it is followed on this registry only, up to `pages` pages, and no further once more than
         `max_entries` entries came (the caller refuses that many), all pages within MAX_MANIFEST_BYTES."""
+        if repository in self._without_referrers_api:
+            return None
         what = f"the referrers of {repository}@{digest}"
         manifests: list[dict] = []
         received = 0
@@ -202,11 +207,13 @@ class RegistryClient:
             params = None     # a next page's link carries the query it needs
             try:
                 if response.status_code == 404 and not manifests and len(seen) == 1:
+                    self._without_referrers_api.add(repository)
                     return None
                 if response.status_code != 200:
                     raise registry_error(response, f"listing referrers of {repository}@{digest}")
                 if response.headers.get("content-type", "").split(";")[0].strip() != mt.OCI_INDEX:
                     if len(seen) == 1:
+                        self._without_referrers_api.add(repository)
                         return None
                     raise RegistryError(f"registry {self.host} sent a page of {what} that is no OCI index")
                 # Read within the manifest's bound as it arrives: a registry's answer of any size is refused

@@ -62,7 +62,7 @@ def attach(place: ImagePlace, subject: ManifestBytes, artifact_type: str, payloa
     manifest = attachment_manifest(subject, artifact_type, layer, annotations)
     place.put_manifest(manifest)
     descriptor = descriptor_of(manifest)
-    place.add_referrer(str(subject.digest), descriptor)
+    place.add_referrers(str(subject.digest), [(descriptor, manifest)])   # its bytes known: none read back
     return descriptor
 
 

@@ -29,7 +29,7 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest
 from imagebuild.oci.model import (MAX_CONFIG_BYTES, Descriptor, MalformedError, ManifestBytes, ParsedManifest, Platform,
                                   parse_config)
-from imagebuild.stores.place import ImagePlace, blobs_of, children_of, descriptor_of, same_place
+from imagebuild.stores.place import ImagePlace, blobs_of, children_of, descriptor_of, in_parallel, same_place
 from imagebuild.stores.signature_tags import merged_layers, signature_layers, signature_tag, write_signatures
 
 T = TypeVar("T")
@@ -65,11 +65,12 @@ class CopyResult:
 def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tags: Sequence[str] = (), *,
          attachments: bool | Sequence[str] = False, mount_hint: MountHint = None,
          parallel: int = DEFAULT_PARALLEL, progress: BlobEvent = None,
-         platform: Platform | None = None) -> CopyResult:
+         platform: Platform | None = None, present: frozenset[str] = frozenset()) -> CopyResult:
     """Make `image` (a digest, or manifest bytes the caller holds) and all it names present in `target`,
     tagged `tags`. `attachments`: True carries every manifest whose subject it is, a list only those
     artifact types (the cosign signature type naming the `sha256-<hex>.sig` tag, which True carries too).
-    `platform`: what a layout target's index records beside the tags."""
+    `platform`: what a layout target's index records beside the tags. `present`: digests of blobs this
+    copy has just seen in (or sent to) `target`, skipped without asking again."""
     top = image if isinstance(image, ManifestBytes) else _manifest(source, image)
     if same_place(source, target):
         # A retag: everything is there already, so only the tags are written (no blob moves).
@@ -87,6 +88,8 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
     result = CopyResult(descriptor_of(top, platform))
 
     def one(blob: Descriptor) -> tuple[str, int]:
+        if blob.digest in present:
+            return "skipped", 0
         how, sent = _deliver(source, target, blob, mount_hint)
         if progress and how != "skipped":
             progress(how, blob)
@@ -138,16 +141,40 @@ def copy(source: ImagePlace, target: ImagePlace, image: str | ManifestBytes, tag
     result.manifest_bytes += len(top.raw)
     if carried is not None:
         referrers, signatures = carried
-        for subject, referrer, manifest in referrers:
-            one = copy(source, target, manifest, mount_hint=mount_hint, parallel=parallel, progress=progress)
-            target.add_referrer(subject, referrer)
-            _add_carried(result, one)
+        _copy_referrers(source, target, referrers, result, mount_hint=mount_hint, parallel=parallel,
+                        progress=progress)
         if signatures is not None:
             one = _copy_signatures(source, target, top.digest, signatures, mount_hint=mount_hint,
                                    parallel=parallel, progress=progress)
             if one is not None:
                 _add_carried(result, one)
     return result
+
+
+def _copy_referrers(source: ImagePlace, target: ImagePlace,
+                    referrers: Sequence[tuple[Digest, Descriptor, ManifestBytes]], result: CopyResult,
+                    **options) -> None:
+    """The referrers, copied at once (a bounded number: each is independent of the others), then each
+    subject's recorded in one read-merge-write of its referrers index, not one per referrer."""
+    # A blob several referrers name (the empty config every attachment has) is delivered once, first.
+    named = [blob for _, _, manifest in referrers if manifest.media_type not in mt.INDEX_TYPES
+             for blob in _parsed(source, manifest, blobs_of)]
+    shared = {blob.digest: blob for blob in named if sum(other.digest == blob.digest for other in named) > 1}
+    copied = in_parallel([lambda blob=blob: _deliver(source, target, blob, options.get("mount_hint"))
+                          for blob in shared.values()], [source, target])
+    for blob, (how, sent) in zip(shared.values(), copied):
+        if how != "skipped" and options.get("progress"):
+            options["progress"](how, blob)
+        result.blob_bytes += sent
+    copies = in_parallel([lambda manifest=manifest: copy(source, target, manifest, present=frozenset(shared),
+                                                         **options)
+                          for _, _, manifest in referrers], [source, target])
+    by_subject: dict[str, list[tuple[Descriptor, ManifestBytes]]] = {}
+    for (subject, referrer, manifest), one in zip(referrers, copies):
+        by_subject.setdefault(str(subject), []).append((referrer, manifest))
+        _add_carried(result, one)
+    in_parallel([lambda subject=subject, entries=entries: target.add_referrers(subject, entries)
+                 for subject, entries in by_subject.items()], [source, target])
 
 
 def _add_carried(result: CopyResult, carried: CopyResult) -> None:

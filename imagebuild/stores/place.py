@@ -70,6 +70,10 @@ class ImagePlace(Protocol):
     def add_referrer(self, subject: str, referrer: Descriptor) -> None:
         """Record `referrer` (already stored) under `subject` for places without a referrers API."""
 
+    def add_referrers(self, subject: str, referrers: Sequence[tuple[Descriptor, ManifestBytes]]) -> None:
+        """Record each referrer (already stored; its manifest's bytes given, so none is read back) under
+        `subject` at once, for places without a referrers API."""
+
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:
         """Run a whole blob transfer read from this place again after a failure worth a retry."""
 
@@ -152,15 +156,23 @@ def referrer_descriptors(entries: Any, artifact_type: str | None, subject: str |
 
 def index_with_referrer(index: ManifestBytes | None, referrer: Descriptor, artifact_type: str | None) -> ManifestBytes:
     """The referrers index (new, or `index`) with `referrer` in it once; MalformedError when `index` is no index."""
+    return index_with_referrers(index, [(referrer, artifact_type)])
+
+
+def index_with_referrers(index: ManifestBytes | None,
+                         referrers: Sequence[tuple[Descriptor, str | None]]) -> ManifestBytes:
+    """The referrers index (new, or `index`) with each (referrer, artifact type) in it once, as adding them
+    one by one would leave it; MalformedError when `index` is no index."""
     entries = []
     if index is not None and index.media_type == mt.OCI_INDEX:
         entries = load_json_object(index.raw, "referrers index").get("manifests") or []
         referrer_descriptors(entries, None)   # each entry a descriptor, before any is kept
-    entries = [e for e in entries if e.get("digest") != referrer.digest]
-    entry: dict[str, Any] = referrer.to_dict()
-    if artifact_type:
-        entry["artifactType"] = artifact_type
-    entries.append(entry)
+    for referrer, artifact_type in referrers:
+        entries = [e for e in entries if e.get("digest") != referrer.digest]
+        entry: dict[str, Any] = referrer.to_dict()
+        if artifact_type:
+            entry["artifactType"] = artifact_type
+        entries.append(entry)
     return manifest_of(canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}))
 
 
@@ -216,11 +228,19 @@ def _artifact_type(manifest: ManifestBytes) -> str | None:
 
 def add_to_referrers_tag(place: ImagePlace, subject: str, referrer: Descriptor) -> None:
     """The referrers tag schema: read the subject's index tag, add `referrer`, write it back."""
-    tag = referrers_tag(subject)
     found = place.manifest(referrer.digest)
+    add_manifests_to_referrers_tag(place, subject, [(referrer, found)])
+
+
+def add_manifests_to_referrers_tag(place: ImagePlace, subject: str,
+                                   referrers: Sequence[tuple[Descriptor, ManifestBytes | None]]) -> None:
+    """The referrers tag schema for several referrers at once, each with its manifest (already stored;
+    its artifact type is recorded): one read of the subject's index tag, one merge, one write."""
+    tag = referrers_tag(subject)
     try:
-        kind = _artifact_type(found) if found is not None else None
-        index = index_with_referrer(place.manifest(tag), referrer, kind)
+        kinds = [(referrer, _artifact_type(manifest) if manifest is not None else None)
+                 for referrer, manifest in referrers]
+        index = index_with_referrers(place.manifest(tag), kinds)
     except MalformedError as exc:
         raise place.malformed(f"referrers index {tag}", exc) from None
     place.put_manifest(index, [tag])
@@ -237,6 +257,9 @@ class LocalPlace:
 
     def add_referrer(self: ImagePlace, subject: str, referrer: Descriptor) -> None:
         add_to_referrers_tag(self, subject, referrer)
+
+    def add_referrers(self: ImagePlace, subject: str, referrers: Sequence[tuple[Descriptor, ManifestBytes]]) -> None:
+        add_manifests_to_referrers_tag(self, subject, referrers)
 
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:
         return transfer()
@@ -390,6 +413,11 @@ class RegistryPlace:
         # A registry with the referrers API indexes what it is given; the tag is for those without.
         if self.client.list_referrers(self.repository, subject, max_entries=MAX_REFERRERS) is None:
             add_to_referrers_tag(self, subject, referrer)
+
+    def add_referrers(self, subject: str, referrers: Sequence[tuple[Descriptor, ManifestBytes]]) -> None:
+        # The client remembers a repository without the referrers API: asked once per command, not per referrer.
+        if referrers and self.client.list_referrers(self.repository, subject, max_entries=MAX_REFERRERS) is None:
+            add_manifests_to_referrers_tag(self, subject, referrers)
 
     def retrying(self, transfer: Callable[[], T], doing: str) -> T:
         return self.client.retry_transfer(transfer, f"{doing} from {self.label}")
