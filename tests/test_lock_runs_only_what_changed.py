@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.sources.lockfile import LOCK_NAME, read_lock
+from imagebuild.sources.lockfile import LOCK_NAME, read_lock, write_lock
 from tests.bake_support import EXAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +62,22 @@ def test_check_with_nothing_changed_starts_no_process_either(app, tmp_path):
     done, record = recorded_lock(app, tmp_path, "--check")
     assert done.returncode == 0, done.stderr
     assert record["started"] == []
+
+
+def test_check_names_a_lock_without_package_records_and_starts_nothing(app, tmp_path):
+    """A lock made before locks kept dpkg's records fits the recipe, yet its bakes' SBOMs would read
+    the base layers (downloading them when the registry lent them): `--check` fails on it."""
+    from dataclasses import replace
+
+    lock = read_lock(app / LOCK_NAME)
+    assert lock.packages and lock.os_release      # the example's committed lock has its records
+    write_lock(app / LOCK_NAME, replace(lock, packages={}, os_release={}))
+    before = (app / LOCK_NAME).read_bytes()
+    done, record = recorded_lock(app, tmp_path, "--check")
+    assert done.returncode == 2 and record["started"] == []
+    assert done.stderr == (f"error: {app / LOCK_NAME} has no package records: the SBOM of a bake that borrows its "
+                           f"base layers from the registry would download them (run `imagebuild lock` and commit it)\n")
+    assert (app / LOCK_NAME).read_bytes() == before
 
 
 @pytest.mark.integration
