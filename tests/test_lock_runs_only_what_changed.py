@@ -81,6 +81,24 @@ def test_check_names_a_lock_without_package_records_and_starts_nothing(app, tmp_
 
 
 @pytest.mark.integration
+def test_records_for_a_pin_the_mirror_dropped_name_it_and_the_upgrade(app, tmp_path):
+    """Adding the records keeps every pin, so a pinned version gone from the mirror cannot be filled
+    in: one line naming it and `lock --upgrade`, found from the index before any tree is built."""
+    from dataclasses import replace
+
+    lock = read_lock(app / LOCK_NAME)
+    write_lock(app / LOCK_NAME, replace(lock, packages={}, os_release={},
+                                        os={**lock.os, "libc6": "2.36-9+deb12u0bogus"}))
+    before = (app / LOCK_NAME).read_bytes()
+    done, record = recorded_lock(app, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == ("error: locked package libc6=2.36-9+deb12u0bogus is no longer on the "
+                                            "mirror; run `imagebuild lock --upgrade` to refresh imagebuild.lock")
+    assert "mmdebstrap" not in {started[0] for started in record["started"]}
+    assert (app / LOCK_NAME).read_bytes() == before
+
+
+@pytest.mark.integration
 def test_a_changed_requirement_runs_pip_once_and_no_debian_tool(app, tmp_path):
     """pip's resolver through the package index; the Debian pins are kept byte for byte."""
     requirements = app / "requirements.txt"
