@@ -397,7 +397,7 @@ def test_a_locked_version_the_mirror_dropped_is_named(debian_python_base: Debian
                             tmp_path / "imagebuild.lock")
     assert caught.value.exit_code == 2
     assert one_line(caught.value) == ("locked package libc6=2.36-9+deb12u0bogus is no longer on the mirror; "
-                                      "run `imagebuild lock` to refresh imagebuild.lock")
+                                      "run `imagebuild lock --upgrade` to refresh imagebuild.lock")
 
 
 @pytest.mark.integration

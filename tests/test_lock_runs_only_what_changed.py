@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.sources.lockfile import LOCK_NAME, read_lock
+from imagebuild.sources.lockfile import LOCK_NAME, read_lock, write_lock
 from tests.bake_support import EXAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +62,40 @@ def test_check_with_nothing_changed_starts_no_process_either(app, tmp_path):
     done, record = recorded_lock(app, tmp_path, "--check")
     assert done.returncode == 0, done.stderr
     assert record["started"] == []
+
+
+def test_check_names_a_lock_without_package_records_and_starts_nothing(app, tmp_path):
+    """A lock made before locks kept dpkg's records fits the recipe, yet its bakes' SBOMs would read
+    the base layers (downloading them when the registry lent them): `--check` fails on it."""
+    from dataclasses import replace
+
+    lock = read_lock(app / LOCK_NAME)
+    assert lock.packages and lock.os_release      # the example's committed lock has its records
+    write_lock(app / LOCK_NAME, replace(lock, packages={}, os_release={}))
+    before = (app / LOCK_NAME).read_bytes()
+    done, record = recorded_lock(app, tmp_path, "--check")
+    assert done.returncode == 2 and record["started"] == []
+    assert done.stderr == (f"error: {app / LOCK_NAME} has no package records: the SBOM of a bake that borrows its "
+                           f"base layers from the registry would download them (run `imagebuild lock` and commit it)\n")
+    assert (app / LOCK_NAME).read_bytes() == before
+
+
+@pytest.mark.integration
+def test_records_for_a_pin_the_mirror_dropped_name_it_and_the_upgrade(app, tmp_path):
+    """Adding the records keeps every pin, so a pinned version gone from the mirror cannot be filled
+    in: one line naming it and `lock --upgrade`, found from the index before any tree is built."""
+    from dataclasses import replace
+
+    lock = read_lock(app / LOCK_NAME)
+    write_lock(app / LOCK_NAME, replace(lock, packages={}, os_release={},
+                                        os={**lock.os, "libc6": "2.36-9+deb12u0bogus"}))
+    before = (app / LOCK_NAME).read_bytes()
+    done, record = recorded_lock(app, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == ("error: locked package libc6=2.36-9+deb12u0bogus is no longer on the "
+                                            "mirror; run `imagebuild lock --upgrade` to refresh imagebuild.lock")
+    assert "mmdebstrap" not in {started[0] for started in record["started"]}
+    assert (app / LOCK_NAME).read_bytes() == before
 
 
 @pytest.mark.integration

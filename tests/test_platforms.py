@@ -204,8 +204,11 @@ def _with_arm64_part(app):
 
     recipe = load_recipe(app, context=NO_GIT).for_architecture("arm64")
     amd64 = read_lock(app / LOCK_NAME)
+    # amd64's dpkg records stand in for arm64's, so that the lock is complete (not resolved here either)
+    records = {name: {**entry, "architecture": "arm64" if entry.get("architecture") == "amd64"
+                      else entry.get("architecture", "")} for name, entry in amd64.packages.items()}
     arm64 = DebianLock(inputs=lock_inputs(recipe.os, recipe.runtime), source_date_epoch=amd64.source_date_epoch,
-                       os=amd64.os, runtime=amd64.runtime,
+                       os=amd64.os, runtime=amd64.runtime, packages=records, os_release=amd64.os_release,
                        python=PythonLock(python_lock_inputs(recipe, (app / "requirements.txt").read_bytes()),
                                          amd64.python.packages))
     write_lock(app / LOCK_NAME, platform_lock({"amd64": amd64, "arm64": arm64}, ("amd64", "arm64")))

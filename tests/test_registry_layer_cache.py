@@ -7,10 +7,12 @@ unusable, so a layer it had to build from them would fail the bake.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from imagebuild.oci.digest import Digest
 from imagebuild.oci.layer import LayerResult
 from imagebuild.publish.export import export_image
 from imagebuild.registry.client import RegistryClient
+from imagebuild.sources.lockfile import LOCK_NAME, dumps, read_lock, write_lock
 from imagebuild.stores.layout import LayoutStore
 from tests.bake_support import FIRST_COMMIT_TIME, bake, cached_flags, commit_all, example_repo, seed
 from tests.conftest import imagebuild
@@ -120,6 +123,49 @@ def test_a_fresh_runner_builds_only_the_changed_layer_and_gets_the_warm_digest(a
     # An export fetches them from where the store remembers they lie, verified.
     export_image(store, f"{name}:{second['version']}", f"oci:{tmp_path / 'exported'}")
     assert all(store.has_blob(Digest(layer["digest"])) for layer in second["layers"])
+
+
+def test_a_lock_committed_before_it_kept_package_records_is_completed_and_then_no_blob_travels(
+        app, proxy, tmp_path, debian_python_base):  # noqa: F811
+    """A user's lock from before locks kept dpkg's records: a fresh runner's SBOM reads the base layers
+    the registry lent (one warning naming the fix); `imagebuild lock` adds the records with every pin as
+    it was (real mmdebstrap), and with that lock committed the next fresh runner reads no blob at all."""
+    repo, _ = app
+    complete = read_lock(repo / LOCK_NAME)
+    old = replace(complete, packages={}, os_release={})
+    write_lock(repo / LOCK_NAME, old)
+    commit_all(repo, "a lock from before the records", FIRST_COMMIT_TIME + 60)
+    baked(repo, seed(tmp_path / "store-1", debian_python_base).root, runner(tmp_path, "1"), "--push")
+    app_only_commit(repo)
+
+    proxy.log.clear()
+    second, stderr = baked(repo, tmp_path / "store-2", runner(tmp_path, "2", offline=True), "--push")
+    assert cached_flags(second)["os"] and cached_flags(second)["runtime"], stderr
+    assert [line for line in stderr.splitlines() if "no package records" in line] == [
+        "warning: imagebuild.lock has no package records, so the SBOM downloads the base layers the registry's "
+        "cache lent; run `imagebuild lock` and commit it"]
+    assert proxy.log.matching("GET", "/blobs/") != []     # the cost the records save
+
+    done = imagebuild("lock", "--check", repo)
+    assert done.returncode == 2 and "has no package records" in done.stderr, done.stderr
+    done = imagebuild("lock", repo)
+    assert done.returncode == 0, done.stderr
+    filled = read_lock(repo / LOCK_NAME)
+    # every pin, the closure and the epoch as they were: only the records are new
+    assert replace(filled, packages={}, os_release={}).to_dict() == old.to_dict()
+    assert filled.packages == complete.packages and filled.os_release == complete.os_release
+    # and in the file, lines added, none changed or removed
+    edits = difflib.SequenceMatcher(None, dumps(old).splitlines(), dumps(filled).splitlines(), autojunk=False)
+    assert {tag for tag, *_ in edits.get_opcodes()} == {"equal", "insert"}
+    assert imagebuild("lock", "--check", repo).returncode == 0
+    commit_all(repo, "the lock with its records", FIRST_COMMIT_TIME + 180)
+
+    proxy.log.clear()
+    third, stderr = baked(repo, tmp_path / "store-3", runner(tmp_path, "3", offline=True), "--push")
+    assert cached_flags(third)["os"] and cached_flags(third)["runtime"] and cached_flags(third)["libraries"], stderr
+    assert not list((tmp_path / "shims-3").glob("*.ran")), "the Debian tools were run"
+    assert proxy.log.matching("GET", "/blobs/") == []
+    assert "no package records" not in stderr and third["warnings"] == []
 
 
 def test_entries_whose_blob_is_gone_or_of_another_size_are_rebuilt_and_outputs_fetch_the_rest(

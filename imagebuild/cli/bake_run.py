@@ -54,9 +54,16 @@ def bake(path: Path, store: Optional[Path], allow_dirty: bool, output: List[str]
         result = bake_source(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine, remote=remote)
         lent = {str(layer.result.digest): layer for layer in result.remote}
 
+        warned = []
+
         def fetch(layer) -> None:     # an os layer the registry's cache lent, for its packages
             if remote is not None and str(layer.digest) in lent:
                 from imagebuild.build.remote_cache import fetch_layers
+                if not warned and any(one.debian is not None for one in result.images or (result,)):
+                    # with the lock's package records the SBOM reads no layer: this download is avoidable
+                    warned.append(layer)
+                    say("warning: imagebuild.lock has no package records, so the SBOM downloads the base layers "
+                        "the registry's cache lent; run `imagebuild lock` and commit it")
                 fetch_layers(remote, the_store, [lent[str(layer.digest)]])
 
         attach_sboms(the_store, result, fetch)   # before the outputs: a push carries them with the image

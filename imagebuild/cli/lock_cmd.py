@@ -26,7 +26,7 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
                                                                        "Debian packages and Python closure."),
                  json_out: bool = JsonOption) -> None:
     """Resolve what is out of date in imagebuild.lock (Debian packages, Python closure) and write it."""
-    from imagebuild.build.layers.lock_freshness import lock_fits, python_lock_fits, requirements_bytes
+    from imagebuild.build.layers.lock_freshness import lacks_records, lock_fits, python_lock_fits, requirements_bytes
     from imagebuild.recipe.loader import load_recipe
     from imagebuild.sources.lockfile import lock_path_for, platform_lock, read_lock, write_lock
     recipe = load_recipe(path)
@@ -46,6 +46,10 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
     debian_stale = python_stale = False
     for one, before in zip(recipes, befores):
         debian_stale = debian_stale or upgrade or before is None or not lock_fits(before, one.os, one.runtime)
+    # pins that fit, but no dpkg records beside them (a lock made before they were kept): filled in, pins kept
+    records_missing = not debian_stale and any(lacks_records(before, one.runtime)
+                                               for one, before in zip(recipes, befores))
+    for one, before in zip(recipes, befores):
         if requirements is None:
             python_stale = python_stale or (before is not None and before.python is not None)
         else:
@@ -58,11 +62,16 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
             raise npm_problem   # npm writes package-lock.json, not imagebuild
         stale.append(f"the npm lock ({npm_problem.message})")
     if check:
+        if records_missing and not stale:     # a stale lock is resolved afresh, records and all
+            stale.append("records")
         if json_out and not stale:
             # a stale lock is an error, and with --json the error is the one object printed
             emit_json({"lock": str(target), "fresh": True, "stale": []})
         if npm_problem is not None and len(stale) == 1:
             raise npm_problem
+        if stale == ["records"]:
+            raise UserError(f"{target} has no package records: the SBOM of a bake that borrows its base layers "
+                            f"from the registry would download them", hint="run `imagebuild lock` and commit it")
         if stale:
             raise UserError(f"{target} is out of date with {' and '.join(stale)}",
                             hint="run `imagebuild lock` and commit it")
@@ -81,9 +90,13 @@ def lock_command(path: Path = typer.Argument(Path("."), help="The app directory 
     closure = len(lock.python.packages) if lock.python is not None else 0
     summary = {"lock": str(target), "os_packages": len(lock.os), "runtime_packages": len(lock.runtime),
                "python_packages": closure, "source_date_epoch": lock.source_date_epoch,
-               "resolved": [name for name, done in (("debian", debian_stale), ("python", python_stale)) if done]}
+               "resolved": [name for name, done in (("debian", debian_stale), ("python", python_stale)) if done],
+               "records_added": records_missing}
     if json_out:
         emit_json(summary)
+    elif records_missing and not stale:
+        typer.echo(f"wrote {target}: added the package records of its {len(lock.os)} OS and "
+                   f"{len(lock.runtime)} runtime packages, every pin as it was; commit it")
     elif not stale:
         typer.echo(f"{target} is up to date; nothing resolved")
     else:
@@ -150,11 +163,16 @@ def _closures(recipes, befores, requirements: bytes | None, upgrade: bool, multi
 
 def _lock_one(recipe, before, python, upgrade: bool, what: str):
     """One platform's lock: its Debian pins resolved afresh when out of date, else kept; `python` its closure."""
-    from imagebuild.build.layers.lock_freshness import lock_fits
+    from imagebuild.build.layers.lock_freshness import lacks_records, lock_fits
 
     if upgrade or before is None or not lock_fits(before, recipe.os, recipe.runtime):
         from imagebuild.build.layers.debian import resolve_lock
 
         say(f"resolving Debian {recipe.os.debian} packages for {recipe.name}{what} ...")
         return resolve_lock(recipe.os, recipe.runtime, python=python)
+    if lacks_records(before, recipe.runtime):
+        from imagebuild.build.layers.debian import fill_records
+
+        say(f"adding the package records to the Debian {recipe.os.debian} pins of {recipe.name}{what} ...")
+        before = fill_records(recipe.os, recipe.runtime, before)
     return replace(before, python=python, platforms={})

@@ -52,7 +52,7 @@ def unknown_package(source: DebianSource, name: str, section: str = "os.packages
 def locked_version_missing(name: str, version: str) -> LockedVersionMissingError:
     return LockedVersionMissingError(
         f"locked package {name}={version} is no longer on the mirror; "
-        f"run `imagebuild lock` to refresh imagebuild.lock")
+        f"run `imagebuild lock --upgrade` to refresh imagebuild.lock")
 
 
 @functools.lru_cache(maxsize=1)

@@ -332,6 +332,21 @@ def resolve_lock(os_spec: OsSpec, runtime_spec: RuntimeSpec, log_dir: str | Path
         return replace(_resolve(source, os_spec, runtime_spec, trees), python=python)
 
 
+def fill_records(os_spec: OsSpec, runtime_spec: RuntimeSpec, lock: DebianLock,
+                 log_dir: str | Path | None = None) -> DebianLock:
+    """`lock` with dpkg's records and os-release added, read from the trees the bake builds from its
+    pins; every pinned version stays as it is (a version gone from the mirror is an error). Writes nothing."""
+    source = source_of(os_spec)
+    need_runtime = bool(runtime_spec.language)
+    with tempfile.TemporaryDirectory(prefix="imagebuild-lock-") as work:
+        trees = _Trees(Path(work), Path(log_dir) if log_dir else _default_log_dir(None))
+        _build_locked(source, os_spec, runtime_spec, lock, trees, need_runtime=need_runtime)
+        # the topmost tree's, as `_resolve` keeps them
+        with tarfile.open(trees.runtime_tar if need_runtime else trees.os_tar) as tar:
+            details, release = installed_details(tar), release_fields(tar)
+    return replace(lock, packages=details, os_release=release)
+
+
 def lock_packages(os_spec: OsSpec, runtime_spec: RuntimeSpec, path: str | Path,
                   log_dir: str | Path | None = None, python: PythonLock | None = None) -> DebianLock:
     """`resolve_lock`, and the lock written to `path`."""

@@ -45,6 +45,13 @@ def lock_fits(lock: DebianLock, os_spec: OsSpec, runtime_spec: RuntimeSpec) -> b
     return dict(lock.inputs) == _plain(lock_inputs(os_spec, runtime_spec))
 
 
+def lacks_records(lock: DebianLock, runtime_spec: RuntimeSpec) -> bool:
+    """Whether `lock` lacks what dpkg recorded of its topmost tree's packages, or that tree's os-release
+    (a lock made before they were kept): the SBOM of a bake would have to read the base layers."""
+    versions = lock.runtime_versions() if runtime_spec.language else dict(lock.os)
+    return not lock.os_release or not set(versions) <= set(lock.packages)
+
+
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
