@@ -153,3 +153,51 @@ def test_the_output_errors_and_exit_code_are_typers(app, capsys, argv):
     shutil.copytree(app / "pristine", app / "store")
     typer_only = outcome(capsys, lambda: cli_main._run_typer(list(argv), "--json" in argv))
     assert fast == typer_only
+
+
+WITNESS = """
+import atexit, gc, runpy, sys
+atexit.register(lambda: sys.stderr.write(f"exit functions ran, collector on: {gc.isenabled()}\\n"))
+sys.argv = ["imagebuild", *sys.argv[1:]]
+runpy.run_module("imagebuild", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_whole(app: Path, *argv: str, verbose: bool = False):
+    import subprocess
+    import sys
+
+    interpreter = [sys.executable, *(["-v"] if verbose else []), "-c", WITNESS, *argv]
+    return subprocess.run(interpreter, cwd=app, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+
+@pytest.mark.parametrize("argv", [["status"], ["history", "dev"], ["images"]], ids=" ".join)
+def test_a_finished_read_only_command_ends_without_the_tear_down_and_loses_nothing(app, argv):
+    # `-v` reports each module the tear-down removes ("# cleanup ..."); none here, yet the output
+    # (a pipe, so buffered) is whole, exit functions ran and the code is 0. The cyclic garbage
+    # collector stayed off.
+    assert run_whole(app, "promote", "v1", "--to", "dev").returncode == 0
+    done = run_whole(app, *argv, verbose=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exit functions ran, collector on: False" in done.stderr
+    assert "# cleanup" not in done.stderr
+    assert done.stdout == run_whole(app, *argv).stdout
+    assert done.stdout.endswith("\n") and done.stdout.count("\n") == {"status": 3, "history": 1, "images": 3}[argv[0]]
+
+
+@pytest.mark.parametrize(("argv", "collector"), [(["history", "nowhere"], False),
+                                               (["promote", "v1", "--to", "dev"], True)], ids=str)
+def test_a_failed_or_writing_command_ends_as_always(app, argv, collector):
+    # A read-only command runs without the collector even when it fails (it is off before the
+    # command line is read); a writing one has it back before its work starts.
+    done = run_whole(app, *argv, verbose=True)
+    assert "# cleanup" in done.stderr
+    assert f"exit functions ran, collector on: {collector}" in done.stderr
+
+
+def test_main_called_in_a_process_raises_system_exit_as_before(app, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["status"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.count("\n") == 3
