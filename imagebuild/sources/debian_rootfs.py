@@ -169,7 +169,7 @@ def _failure(source: DebianSource, log_path: Path, requested: set[str], pins: Ma
     reason = next((line for line in lines if "unmet dependencies" in line or "held broken" in line), None)
     if reason and pins:
         return BuildError(f"the locked package versions no longer install together ({reason.strip()})",
-                          hint=f"run `imagebuild lock` to refresh imagebuild.lock; details in {log_path}")
+                          hint=f"run `imagebuild lock --upgrade` to refresh imagebuild.lock; details in {log_path}")
     detail = errors[0][2:].strip() if errors else "mmdebstrap failed"
     return BuildError(f"building the Debian {source.suite} root file system failed: {detail[:300]}",
                       hint=f"details in {log_path}")

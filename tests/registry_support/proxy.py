@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,6 +83,16 @@ class Log:
     def blob_uploads(self) -> list[Exchange]:
         """Requests that carried blob bytes or started/mounted a blob upload."""
         return [e for e in self.exchanges if "/blobs/uploads/" in e.path and e.method in ("POST", "PATCH", "PUT")]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up on a kept-alive connection (as a command does when it exits) is normal
+    here, not an error worth a traceback on the bench's or the test's output."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class FaultProxy:
@@ -197,7 +208,7 @@ class FaultProxy:
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = _QuietServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.address = f"127.0.0.1:{self.port}"

@@ -237,7 +237,7 @@ def _build_locked(source: DebianSource, os_spec: OsSpec, runtime_spec: RuntimeSp
                 _check_locked_versions(index, lock, fresh=True)
                 raise BuildError(f"package {name} was installed as {installed.get(name, 'nothing')} "
                                  f"but imagebuild.lock pins {pins.get(name, 'nothing')}",
-                                 hint="run `imagebuild lock` to refresh imagebuild.lock")
+                                 hint="run `imagebuild lock --upgrade` to refresh imagebuild.lock")
 
 
 def _write_layers(store: LayoutStore, trees: _Trees, lock: DebianLock, os_result: LayerResult | None,
