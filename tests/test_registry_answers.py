@@ -14,7 +14,7 @@ from imagebuild.errors import ImageBuildError
 from imagebuild.oci import mediatypes as mt
 from imagebuild.stores.layout import LayoutStore
 from tests.conftest import imagebuild
-from tests.registry_support.answers import (TAG, pull_error, serve, sha, store_state,
+from tests.registry_support.answers import (REPOSITORY, TAG, pull_error, serve, sha, store_state,
                                             valid_image)
 from tests.registry_support.fake_registry import Answer, FakeRegistry
 from tests.test_export_errors import assert_one_line_error
@@ -253,3 +253,79 @@ def test_tag_pages_are_followed_on_this_registry_only(fake):
         with pytest.raises(ImageBuildError) as caught:
             client.list_tags("acme/hello")
     assert caught.value.exit_code == 5 and "elsewhere.example" in caught.value.one_line(), caught.value.one_line()
+
+
+def _bearer_challenge(fake) -> Answer:
+    """A 401 that sends the client for a token to the fake's own `/token`."""
+    return Answer(b"", status=401, headers={"WWW-Authenticate": f'Bearer realm="http://{fake.address}/token",'
+                                                                'service="fake"'})
+
+
+def test_an_endless_token_answer_is_read_only_to_its_bound(fake, tmp_path):
+    """The token server's answer never ends: the pull stops reading it past 64 KiB and exits 5 in one
+    line naming the registry and the token answer."""
+    fake.manifest(REPOSITORY, TAG, _bearer_challenge(fake))
+    fake.answers["/token"] = Answer(b'{"token": "', content_type="application/json", endless=True)
+    source = f"{fake.address}/{REPOSITORY}:{TAG}"
+    done = imagebuild("pull", source, "--store", tmp_path / "store")
+    assert_one_line_error(done, fake.address, "token answer larger than 64 KiB", code=5)
+    assert _endless_error_sent(fake) < 16 * 1024 * 1024
+
+
+def test_an_endless_tag_list_page_is_read_only_to_its_bound(fake):
+    from imagebuild.registry.client import RegistryClient
+
+    fake.answers["/v2/acme/hello/tags/list"] = Answer(b'{"tags": ["', content_type="application/json",
+                                                      endless=True)
+    with RegistryClient(fake.address, backoff=0.001) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.list_tags("acme/hello")
+    line = caught.value.one_line()
+    assert caught.value.exit_code == 5 and "\n" not in line, line
+    assert fake.address in line and "/v2/acme/hello/tags/list larger than 4 MiB" in line, line
+    assert _endless_error_sent(fake) < 16 * 1024 * 1024
+
+
+def _tag_pages(fake, count: int) -> None:
+    """`count` pages of one tag each, each naming the next."""
+    path = "/v2/acme/hello/tags/list"
+    for number in range(count):
+        link = {"Link": f'<{path}?page={number + 1}>; rel="next"'} if number + 1 < count else {}
+        fake.answers[path + (f"?page={number}" if number else "")] = Answer(
+            json.dumps({"tags": [f"t{number}"]}).encode(), content_type="application/json", headers=link)
+
+
+@pytest.mark.parametrize("bound, words", [("MAX_TAG_LIST_BYTES", "in all"), ("MAX_TAG_PAGES", "in more than 2 pages")])
+def test_tag_pages_are_bounded_together(fake, monkeypatch, bound, words):
+    from imagebuild.registry import client as client_module
+
+    _tag_pages(fake, 3)
+    with client_module.RegistryClient(fake.address, backoff=0.001) as client:
+        assert client.list_tags("acme/hello") == ["t0", "t1", "t2"]
+    monkeypatch.setattr(client_module, bound, 40 if bound == "MAX_TAG_LIST_BYTES" else 2)
+    with client_module.RegistryClient(fake.address, backoff=0.001) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.list_tags("acme/hello")
+    line = caught.value.one_line()
+    assert caught.value.exit_code == 5 and fake.address in line and words in line, line
+
+
+@pytest.mark.parametrize("stalled", ["/token", "/v2/acme/hello/tags/list?page=1"])
+def test_a_stalled_body_read_whole_ends_at_the_read_timeout(fake, stalled):
+    """Headers, then nothing: a token answer or a tag-list page that stalls ends at the read timeout
+    (1 s here, per attempt), exit 5, instead of holding the command."""
+    import time
+
+    from imagebuild.registry.client import RegistryClient
+
+    _tag_pages(fake, 2)
+    if stalled == "/token":
+        fake.answers["/v2/acme/hello/tags/list"] = _bearer_challenge(fake)
+    fake.answers[stalled] = Answer(b'{"t', content_type="application/json", stall=True)
+    started = time.monotonic()
+    with RegistryClient(fake.address, backoff=0.001, attempts=2, timeout=1.0) as client:
+        with pytest.raises(ImageBuildError) as caught:
+            client.list_tags("acme/hello")
+    assert time.monotonic() - started < 15
+    line = caught.value.one_line()
+    assert caught.value.exit_code == 5 and fake.address in line and "\n" not in line, line

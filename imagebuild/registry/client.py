@@ -20,7 +20,8 @@ from imagebuild.oci import mediatypes as mt
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import MAX_MANIFEST_BYTES, Descriptor, MalformedError, ManifestBytes, load_json_object
 from imagebuild.registry.auth import Credentials, repository_scope
-from imagebuild.registry.transport import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Transport, registry_error, _UNSET
+from imagebuild.registry.transport import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Transport,
+                                          registry_error, size_text, _UNSET)
 
 ACCEPT_MANIFESTS = ", ".join(mt.ALL_MANIFEST_TYPES)
 CHUNKED_THRESHOLD = 32 * 1024 * 1024
@@ -31,6 +32,10 @@ UPLOAD_CANCEL_TIMEOUT = 5.0   # seconds for the DELETE of an upload session give
 # A referrers listing in more pages than this is refused: each costs a request, and an image has a
 # handful of attachments (a registry paging by 10, as some do, fits the entry bound of 1000 in 100).
 MAX_REFERRER_PAGES = 100
+# A tag list is read in pages of at most MAX_ANSWER_BODY each (the transport's bound), and refused when its
+# pages pass these together: a registry naming next pages without end would otherwise never finish.
+MAX_TAG_LIST_BYTES = 32 * 1024 * 1024
+MAX_TAG_PAGES = 10_000
 
 Opener = Callable[[], contextlib.AbstractContextManager]  # yields an object with read(n)
 T = TypeVar("T")
@@ -58,9 +63,9 @@ class RegistryClient:
     def __init__(self, host: str, *, insecure: bool | None = None,
                  credentials: Credentials | None | object = _UNSET, attempts: int = DEFAULT_ATTEMPTS,
                  backoff: float = DEFAULT_BACKOFF, chunked_threshold: int = CHUNKED_THRESHOLD,
-                 chunk_size: int = CHUNK_SIZE):
+                 chunk_size: int = CHUNK_SIZE, timeout: float = DEFAULT_TIMEOUT):
         self.transport = Transport(host, insecure=insecure, credentials=credentials, attempts=attempts,
-                                   backoff=backoff)
+                                   backoff=backoff, timeout=timeout)
         self.host = host
         self.chunked_threshold = chunked_threshold
         self.chunk_size = chunk_size
@@ -258,17 +263,27 @@ class RegistryClient:
         return str(target)
 
     def list_tags(self, repository: str) -> list[str]:
-        """All tags; follows `Link` pages when the registry sends them, else one page is all."""
+        """All tags; follows `Link` pages when the registry sends them, else one page is all. Each page is
+        read within the transport's MAX_ANSWER_BODY, all of them within MAX_TAG_LIST_BYTES and
+        MAX_TAG_PAGES."""
         tags: list[str] = []
         url: str | None = f"/v2/{repository}/tags/list"
         seen = set()
+        received = 0
         while url and url not in seen:
+            if len(seen) == MAX_TAG_PAGES:
+                raise RegistryError(f"registry {self.host} sent the tags of {repository} in more than "
+                                    f"{MAX_TAG_PAGES} pages", code="SIZE_INVALID")
             seen.add(url)
             response = self.transport.request("GET", url, scopes=_pull(repository))
             if response.status_code == 404:
                 return tags
             if response.status_code != 200:
                 raise registry_error(response, f"listing tags of {repository}")
+            received += len(response.content)
+            if received > MAX_TAG_LIST_BYTES:
+                raise RegistryError(f"registry {self.host} sent the tags of {repository} larger than "
+                                    f"{size_text(MAX_TAG_LIST_BYTES)} in all", code="SIZE_INVALID")
             tags.extend(self._tag_page(response, repository))
             url = self._next_page(response, f"the tags of {repository}")
         return sorted(set(tags))

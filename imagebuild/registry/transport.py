@@ -30,10 +30,16 @@ Body = bytes | Callable[[], Iterable[bytes]] | None
 
 DEFAULT_ATTEMPTS = 5
 DEFAULT_BACKOFF = 0.25
+DEFAULT_TIMEOUT = 120.0   # seconds a connection may stay silent (a body that stalls meets it), per attempt
 # Marks a response whose request the transport already retried as often as it may.
 RETRIED = "imagebuild.retries_spent"
 MAX_RETRY_AFTER = 30.0
 MAX_ERROR_BODY = 64 * 1024   # an error body larger than this is not read for its code
+# Answers read whole are read no further than these (a registry could send a body without end): a token
+# answer is a few KiB, any other answer read whole (a tag-list page, the `/v2/` ping, an upload's answer)
+# is JSON within a manifest's bound.
+MAX_TOKEN_BODY = 64 * 1024
+MAX_ANSWER_BODY = 4 * 1024 * 1024
 _UNSET = object()
 
 
@@ -60,7 +66,7 @@ class Transport:
     def __init__(self, host: str, *, insecure: bool | None = None,
                  credentials: Credentials | None | object = _UNSET,
                  attempts: int = DEFAULT_ATTEMPTS, backoff: float = DEFAULT_BACKOFF,
-                 timeout: float = 120.0):
+                 timeout: float = DEFAULT_TIMEOUT):
         self.host = host
         plain = insecure if insecure is not None else is_loopback(host)
         self.scheme = "http" if plain else "https"
@@ -145,7 +151,7 @@ class Transport:
         if self.credentials:
             headers["Authorization"] = self.credentials.basic_header()
         response = self._send_with_retries("GET", realm, params=query, headers=headers, body=None,
-                                           idempotent=True, stream=False, token=True)
+                                           idempotent=True, stream=False, token=True, limit=MAX_TOKEN_BODY)
         if response.status_code in (401, 403):
             raise self._refused(frozenset())
         if response.status_code != 200:
@@ -202,7 +208,7 @@ class Transport:
 
     def _send_with_retries(self, method: str, url: str, *, params, headers: dict, body: Body,
                            idempotent: bool, stream: bool, token: bool = False,
-                           timeout: float | None = None) -> httpx.Response:
+                           timeout: float | None = None, limit: int = MAX_ANSWER_BODY) -> httpx.Response:
         attempt = 0
         while True:
             attempt += 1
@@ -215,18 +221,15 @@ class Transport:
                 with self._lock:
                     self.counters.requests += 1
                     self.counters.token_requests += int(token)
-                # Always streamed, so an error answer is read only within MAX_ERROR_BODY (a hostile
-                # registry could otherwise send one without end); other answers are read whole as asked.
+                # Always streamed, so an answer read whole is read only within its bound (a hostile
+                # registry could otherwise send one without end): MAX_ERROR_BODY for an error, `limit`
+                # for the others; a body that stalls meets the client's read timeout.
                 response = self._client.send(request, stream=True)
                 if response.status_code >= 400:
                     if not stream:
                         read_error_body(response)
-                elif not stream:
-                    try:
-                        response.read()
-                    except BaseException:
-                        response.close()
-                        raise
+                elif not stream and len(read_at_most(response, limit)) > limit:
+                    raise self._too_large(method, url, limit, token)
             except httpx.TransportError as exc:
                 self.check_cancelled()
                 if idempotent and attempt < self.attempts:
@@ -249,6 +252,13 @@ class Transport:
                     continue
                 response.extensions[RETRIED] = True
             return response
+
+    def _too_large(self, method: str, url: str, limit: int, token: bool) -> RegistryError:
+        # The path alone is named: a query may carry what a registry put in a next-page link.
+        what = f"token server of {self.host} sent a token answer" if token else \
+            f"registry {self.host} sent an answer to {method} {httpx.URL(url).path}"
+        return RegistryError(f"{what} larger than {size_text(limit)}", code="SIZE_INVALID",
+                             hint="check the registry address; a registry does not send this much")
 
     def count_bytes(self, *, sent: int = 0, received: int = 0) -> None:
         """Body bytes are counted by the client, which alone sees them stream."""
@@ -364,28 +374,40 @@ def _abortable_backends(client: httpx.Client) -> list[_AbortableBackend]:
     return backends
 
 
-def read_error_body(response: httpx.Response) -> bytes:
-    """An error answer's body, read no further than one byte past MAX_ERROR_BODY, and the answer closed.
+def size_text(size: int) -> str:
+    """64 KiB, 4 MiB: a bound as the messages and docs name it."""
+    return f"{size // (1024 * 1024)} MiB" if size >= 1024 * 1024 else f"{size // 1024} KiB"
 
-    What is kept is what the body began with: longer than MAX_ERROR_BODY means too long to be read for
-    its code. A body that breaks off is kept as far as it came."""
+
+def read_at_most(response: httpx.Response, limit: int, *, keep_broken: bool = False) -> bytes:
+    """The body, read no further than one byte past `limit`, and the answer closed.
+
+    What is kept is what the body began with, so longer than `limit` means too long. A body that breaks
+    off raises httpx's error, or is kept as far as it came with `keep_broken`."""
     try:
-        return response.content  # already read whole (an answer that was not streamed)
+        return response.content  # already read whole
     except httpx.ResponseNotRead:
         pass
     body = bytearray()
     try:
         for chunk in response.iter_bytes():
             body += chunk
-            if len(body) > MAX_ERROR_BODY:
+            if len(body) > limit:
                 break
     except httpx.HTTPError:
-        pass  # the status still speaks
+        if not keep_broken:
+            raise
     finally:
         response.close()
     # Kept on the answer (httpx has no public way), so `.content` and `.json()` read the bounded body.
-    response._content = bytes(body[:MAX_ERROR_BODY + 1])
+    response._content = bytes(body[:limit + 1])
     return response._content
+
+
+def read_error_body(response: httpx.Response) -> bytes:
+    """An error answer's body, read no further than one byte past MAX_ERROR_BODY, and the answer closed.
+    A body that breaks off is kept as far as it came: the status still speaks."""
+    return read_at_most(response, MAX_ERROR_BODY, keep_broken=True)
 
 
 def registry_error(response: httpx.Response, what: str) -> ImageBuildError:

@@ -22,10 +22,13 @@ class Answer:
     truncate: bool = False     # announce the full length, send half, then hang up
     redirect_loop: bool = False
     endless: bool = False      # a body with no length, sent until the client hangs up (or ENDLESS_CAP)
+    stall: bool = False        # announce one byte more than the body, send the body, then send nothing
 
 
 # Where an endless body stops: far past what a client that reads error bodies whole could be let off with.
 ENDLESS_CAP = 64 * 1024 * 1024
+# How long a stalled body waits for the client to hang up before the fake gives up on it.
+STALL_CAP = 60.0
 
 
 class FakeRegistry:
@@ -77,6 +80,9 @@ class FakeRegistry:
                 if answer.endless:
                     self._send_endless(answer.body, body)
                     return
+                if answer.stall:
+                    self._stall(answer.body, body)
+                    return
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 if not body:
@@ -87,6 +93,20 @@ class FakeRegistry:
                     self.close_connection = True
                     return
                 self.wfile.write(answer.body)
+
+            def _stall(self, start: bytes, body: bool):
+                self.send_header("Content-Length", str(len(start) + 1))
+                self.end_headers()
+                self.close_connection = True
+                if not body:
+                    return
+                self.wfile.write(start)
+                self.wfile.flush()
+                self.connection.settimeout(STALL_CAP)
+                try:
+                    self.connection.recv(1)   # returns when the client hangs up
+                except OSError:
+                    pass
 
             def _send_endless(self, start: bytes, body: bool):
                 self.send_header("Connection", "close")
