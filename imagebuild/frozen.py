@@ -59,12 +59,14 @@ def _value_class(cls: T, is_frozen: bool) -> T:
     cls.__frozen_spec__ = spec
     if not own.get("__doc__"):
         cls.__doc__ = _signature_doc(cls, spec)
-    cls.__init__ = _init
+    if "__init__" not in own:      # as dataclasses: a class's own __init__ is kept
+        cls.__init__ = _init
     if "__repr__" not in own:
         cls.__repr__ = _repr
     if "__eq__" not in own:
         cls.__eq__ = _eq
-    if "__hash__" not in own:
+    # As dataclasses: a class's own __eq__ makes Python set its __hash__ to None, which is not a hash of its own.
+    if "__hash__" not in own or (own["__hash__"] is None and "__eq__" in own):
         cls.__hash__ = _hash if is_frozen else None     # as dataclasses: equal by value and mutable, so unhashable
     if is_frozen:
         cls.__setattr__ = _setattr

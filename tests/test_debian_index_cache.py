@@ -4,22 +4,34 @@ test_debian_lock_cache.py."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 
 from imagebuild.sources.debian_index import AptIndex, DebianSource, deb_identity
 
-LIST = "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4"
+LIST = "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages"
+# The .deb files the tests keep, each holding its own name; the index gives their sha256.
+DEBS = ("bash_5.2.15-2+b13_amd64.deb", "dpkg_1%3a1.21.22_amd64.deb")
+
+
+def _stanza(file_name: str, data: bytes) -> str:
+    name, version = deb_identity(file_name)
+    return (f"Package: {name}\nVersion: {version}\nArchitecture: amd64\nFilename: pool/{file_name}\n"
+            f"Size: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\nDescription: x\n\n")
+
+
+PACKAGES = "".join(_stanza(name, name.encode()) for name in DEBS).encode()
 
 
 @pytest.fixture
 def index(tmp_path):
     """An AptIndex whose lists are fresh (so nothing asks the mirror), under tmp_path."""
     index = AptIndex(DebianSource(), root=tmp_path)
+    index._prepare()
     lists = index.root / "var/lib/apt/lists"
-    (lists / "partial").mkdir(parents=True)
-    (lists / LIST).write_bytes(b"Package: bash\n")
+    (lists / LIST).write_bytes(PACKAGES)
     (lists / "lock").write_bytes(b"")
     (index.root / ".updated").touch()
     return index
@@ -43,7 +55,7 @@ def test_the_lists_copy_is_stable_while_apt_replaces_a_list(index):
         # apt-get update renames a new file over the old one: the copy keeps what it saw
         (lists / "new").write_bytes(b"Package: dash\n")
         os.replace(lists / "new", lists / LIST)
-        assert (copy / LIST).read_bytes() == b"Package: bash\n"
+        assert (copy / LIST).read_bytes() == PACKAGES
     assert not copy.exists()
     assert (lists / LIST).read_bytes() == b"Package: dash\n"
 
@@ -77,3 +89,15 @@ def test_a_resolve_that_fails_keeps_the_cache_as_it_was(index):
             (scratch / "less_590-2_amd64.deb").write_bytes(b"y")
             raise RuntimeError("mmdebstrap failed")
     assert [path.name for path in (index.root / "archives").iterdir()] == ["bash_5.2.15-2+b13_amd64.deb"]
+
+
+def test_a_kept_deb_that_is_not_the_one_the_index_names_is_not_handed_on(index):
+    # apt takes a file in its archives by its size alone: a damaged one would be installed, and kept
+    good, damaged = DEBS
+    kept = index.root / "archives"
+    kept.mkdir()
+    (kept / good).write_bytes(good.encode())
+    (kept / damaged).write_bytes(b"\0" * len(damaged))             # the same size, other bytes
+    (kept / "less_590-2_amd64.deb").write_bytes(b"not in the index")
+    with index.package_files() as scratch:
+        assert [path.name for path in scratch.iterdir()] == [good]

@@ -121,3 +121,24 @@ def test_missing_arguments_are_named_as_python_names_them():
         with pytest.raises(TypeError) as caught:
             Three(1, 2, 3, 4)
         assert str(caught.value).endswith("__init__() takes 4 positional arguments but 5 were given")
+
+
+@pytest.mark.parametrize("ours, theirs", [(frozen, dataclass(frozen=True)), (mutable, dataclass)])
+def test_a_class_own_eq_and_init_are_kept_as_dataclass_keeps_them(ours, theirs):
+    made = []
+    for decorate in (theirs, ours):
+        @decorate
+        class Named:
+            name: str
+
+            def __init__(self, name: str):
+                object.__setattr__(self, "name", name.lower())
+
+            def __eq__(self, other):
+                return isinstance(other, Named) and self.name == other.name
+        made.append(Named)
+    for cls in made:
+        assert cls("WEB").name == "web"
+    # dataclass(frozen=True) still adds __hash__ beside a class's own __eq__; plain dataclass leaves None
+    assert [_outcome(lambda cls=cls: hash(cls("a")) == hash(cls("A"))) for cls in made] == \
+        [_outcome(lambda: hash(made[0]("a")) == hash(made[0]("A")))] * 2

@@ -83,6 +83,9 @@ def test_every_stock_template_renders_to_jinjas_bytes(kind):
     ("{% if x %}a", {"x": True}), ("{{ x }}", {"x": 1.5}), ("{{ x }}", {"x": [1]}), ("{{ x ~ y }}", {"x": "a"}),
     ("{{ x if y }}", {"x": "a", "y": True}), ("{{ x + 1 }}", {"x": 1}), ("a\r\nb", {}), ("{{ '\\n' }}", {}),
     ("{{ x._private }}", {"x": {}}), ("{% raw %}{{ x }}{% endraw %}", {}),
+    # Jinja2 refuses a second else; names it answers itself (globals, self) are not undefined there
+    ("{% if x %}a{% else %}b{% else %}c{% endif %}", {"x": True}),
+    ("{{ range | default('none') }}", {}), ("{{ self | default('none') }}", {}), ("{{ dict | default('none') }}", {}),
 ], ids=repr)
 def test_anything_else_is_left_to_jinja(source, context):
     with pytest.raises(plain_templates.NotPlain):

@@ -103,3 +103,27 @@ def test_an_entry_the_store_wrote_unchanged_is_not_written_again(tmp_path):
     # Nothing new: no request at all.
     last = _RefusingSome(set())
     assert RemoteCache(last, None, to).publish(layers, "acme/hello", store) == 0 and last.put == []
+
+
+class _Lost(_RefusingSome):
+    """A registry that has lost every cache entry (its tags deleted, or the registry wiped)."""
+
+    def get_manifest(self, repository: str, tag: str):
+        return None
+
+
+def test_an_entry_the_lookup_finds_lost_is_written_again_though_the_store_wrote_it(tmp_path):
+    from imagebuild.build.remote_cache import RemoteCache
+    from imagebuild.oci.reference import Reference
+    from imagebuild.stores.layout import LayoutStore
+
+    store = LayoutStore(tmp_path / "store")
+    store.ensure()
+    cache_ref = Reference.parse("127.0.0.1:1/acme/hello-cache")
+    layers = [("a", LayerResult(Digest.of(b"a"), Digest.of(b"aa"), 10, 20, mt.OCI_LAYER_GZIP))]
+    assert RemoteCache(_RefusingSome(set()), None, cache_ref).publish(layers, "acme/hello", store) == 1
+    # The registry lost it since; this store's next bake looks the layer up, misses, builds it again.
+    lost = _Lost(set())
+    cache = RemoteCache(lost, cache_ref, cache_ref)
+    assert cache.lookup(["a"]) == {}
+    assert cache.publish(layers, "acme/hello", store) == 1 and [key for _, _, key in lost.put] == ["a"]

@@ -102,6 +102,8 @@ class RemoteCache:
     cache_to: Reference | None
     warnings: list[str] = field(default_factory=list)
     hits: dict[str, RemoteLayer] = field(default_factory=dict)
+    # Keys cache_from was asked for and did not hold: fresher than what the store remembers writing.
+    misses: set[str] = field(default_factory=set)
     _unreachable: bool = False
 
     def warn(self, line: str) -> None:
@@ -119,6 +121,8 @@ class RemoteCache:
         for key, found in zip(wanted, answers):
             if found is not None:
                 self.hits[key] = found
+            elif not self._unreachable:
+                self.misses.add(key)
         return {key: self.hits[key] for key in keys if key in self.hits}
 
     def _one(self, key: str) -> RemoteLayer | None:
@@ -153,7 +157,8 @@ class RemoteCache:
             if known is not None and known.result == result and self.cache_from == self.cache_to:
                 present.append((key, entry_manifest(key, known.repository, known.result)))
                 continue     # the entry is there already
-            if remembered.get(key) == str(Digest.of(raw)):
+            lost = key in self.misses and self.cache_from == self.cache_to
+            if remembered.get(key) == str(Digest.of(raw)) and not lost:
                 continue     # written by this store before, the same bytes
             entries.append((key, raw))
         if not entries:
@@ -189,7 +194,7 @@ class RemoteCache:
 # beside it: host/repository -> {key -> entry manifest digest}. A warm runner's own layers are not looked
 # up (its local cache has them), so this is how it knows not to write their entries again. Losing the
 # file only costs those writes; an entry the registry has since lost is written again by the next runner
-# that builds or looks up that layer without this record.
+# that builds or looks up that layer without this record, or by this one when its lookup finds it gone.
 PUBLISHED_FILE = "registry-cache-entries.json"
 
 

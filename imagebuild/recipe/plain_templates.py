@@ -32,6 +32,8 @@ _TAG = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}|\{#", re.S)
 _TOKEN = re.compile(r"\s*(?:(?P<string>\"[^\"\\\\]*\"|'[^'\\\\]*')|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
                     r"|(?P<op>[.~|()]))")
 _KEYWORDS = {"if", "else", "in", "not", "and", "or", "is", "true", "false", "none", "True", "False", "None"}
+# Names Jinja2 answers itself when the context lacks them (its globals, and `self`): not undefined there.
+_JINJA_NAMES = {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "self"}
 
 
 def render(source: str, context: Mapping[str, Any]) -> str:
@@ -39,8 +41,9 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     if "\r" in source:
         raise NotPlain("Jinja2 turns a carriage return into a newline")
     out: list[str] = []
-    # Each open `if`: (whether its branch renders now, whether the enclosing ones render).
-    stack: list[tuple[bool, bool]] = []
+    # Each open `if`: (whether its branch renders now, whether the enclosing ones render, whether
+    # its else was met: Jinja2 refuses a second one).
+    stack: list[tuple[bool, bool, bool]] = []
     rendering = True
     position = 0
     for tag in _TAG.finditer(source):
@@ -58,11 +61,11 @@ def render(source: str, context: Mapping[str, Any]) -> str:
             raise NotPlain("whitespace control")
         if words[0] == "if" and len(words) == 2:
             taken = rendering and _truth(_evaluate(words[1], context))
-            stack.append((taken, rendering))
+            stack.append((taken, rendering, False))
             rendering = taken
-        elif words == ["else"] and stack:
-            taken, outer = stack[-1]
-            stack[-1] = (not taken and outer, outer)
+        elif words == ["else"] and stack and not stack[-1][2]:
+            taken, outer, _ = stack[-1]
+            stack[-1] = (not taken and outer, outer, True)
             rendering = not taken and outer
         elif words == ["endif"] and stack:
             rendering = stack.pop()[1]
@@ -191,6 +194,8 @@ class _Parser:
         if name in _KEYWORDS:
             raise NotPlain(f"keyword {name!r}")
         value = self.context.get(name, _UNDEFINED)
+        if value is _UNDEFINED and name in _JINJA_NAMES:
+            raise NotPlain(f"{name!r}, which Jinja2 answers itself")
         while self.at("op", "."):
             self.take("op", ".")
             value = _lookup(value, self.take("name"))

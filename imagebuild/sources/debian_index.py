@@ -174,17 +174,33 @@ class AptIndex:
         """A scratch directory holding the .deb files the last resolve installed (hard links), for
         mmdebstrap to start from and to add what it downloads to; see `keep_package_files`.
 
-        apt checks each such file against the signed index's hash before it uses it."""
+        Only the files whose sha256 is the one the signed index gives their package version: apt takes
+        a file already in its archives by its size alone, so a damaged one would be installed (and,
+        never downloaded again, kept)."""
         with self._locked():
             scratch = Path(tempfile.mkdtemp(prefix="debs-", dir=self.root))
             kept = self.root / "archives"
             if kept.is_dir():
-                for deb in kept.glob("*.deb"):
+                for deb in self._as_indexed(sorted(kept.glob("*.deb"))):
                     os.link(deb, scratch / deb.name)
         try:
             yield scratch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _as_indexed(self, debs: list[Path]) -> list[Path]:
+        """The files among `debs` whose sha256 the lists give for their (name, version)."""
+        identities = {deb: deb_identity(deb.name) for deb in debs}
+        wanted = sorted({f"{name}={version}" for name, version in filter(None, identities.values())})
+        if not wanted:
+            return []
+        indexed: dict[tuple[str, str], set[str]] = {}
+        for stanza in self._run("apt-cache", "show", *wanted).stdout.split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+            if {"Package", "Version", "SHA256"} <= fields.keys():
+                indexed.setdefault((fields["Package"], fields["Version"]), set()).add(fields["SHA256"].strip())
+        return [deb for deb, identity in identities.items()
+                if identity in indexed and _sha256_of_file(deb) in indexed[identity]]
 
     def keep_package_files(self, scratch: Path, installed: set[tuple[str, str]]) -> None:
         """Keep, for the next resolve, the .deb files in `scratch` of the (name, version) pairs
@@ -267,6 +283,11 @@ class AptIndex:
                     if line.startswith("Date:"):
                         return int(email.utils.parsedate_to_datetime(line[5:].strip()).timestamp())
         raise BuildError(f"the Release file of {self.source.suite} has no Date field")
+
+
+def _sha256_of_file(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def deb_identity(file_name: str) -> tuple[str, str] | None:
