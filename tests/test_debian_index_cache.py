@@ -4,6 +4,7 @@ test_debian_lock_cache.py."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 
@@ -101,3 +102,49 @@ def test_a_kept_deb_that_is_not_the_one_the_index_names_is_not_handed_on(index):
     (kept / "less_590-2_amd64.deb").write_bytes(b"not in the index")
     with index.package_files() as scratch:
         assert [path.name for path in scratch.iterdir()] == [good]
+
+
+def test_scratch_directories_left_by_a_killed_process_are_swept_and_those_in_use_kept(index):
+    abandoned = []
+    for name in ("debs-x1", "lists-x2", "archives-x3", f"archives-old-{os.getpid()}"):
+        (index.root / name).mkdir()
+        (index.root / name / "bash_5.2.15-2+b13_amd64.deb").write_bytes(b"left behind")
+        abandoned.append(index.root / name)
+    with index.lists_copy() as copy:
+        # the lists copy is in use (mmdebstrap reads it) while the cache's own lock is let go
+        with index.package_files() as scratch:
+            assert copy.exists() and scratch.exists()
+            index.keep_package_files(scratch, {("bash", "5.2.15-2+b13")})
+            assert copy.exists() and scratch.exists()
+        assert sorted(path.name for path in copy.iterdir()) == [LIST]
+    assert [path for path in abandoned if path.exists()] == []
+    assert sorted(path.name for path in index.root.iterdir() if path.name.startswith(("archives-", "debs-", "lists-"))) == []
+
+
+def test_a_scratch_directory_another_process_holds_is_not_swept(index):
+    held = index.root / "lists-held"
+    held.mkdir()
+    handle = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with index.package_files():
+            pass
+        assert held.exists()
+    finally:
+        os.close(handle)
+    with index.package_files():
+        pass
+    assert not held.exists()
+
+
+def test_a_leftover_directory_under_an_old_scratch_name_does_not_stop_keeping_debs(index):
+    with index.package_files() as scratch:
+        (scratch / DEBS[0]).write_bytes(DEBS[0].encode())
+        index.keep_package_files(scratch, {deb_identity(DEBS[0])})
+    # what a killed run with this pid left while it swapped the kept files
+    (index.root / f"archives-old-{os.getpid()}").mkdir()
+    (index.root / f"archives-old-{os.getpid()}" / DEBS[1]).write_bytes(b"left behind")
+    with index.package_files() as scratch:
+        (scratch / DEBS[1]).write_bytes(DEBS[1].encode())
+        index.keep_package_files(scratch, {deb_identity(DEBS[1])})
+    assert sorted(path.name for path in (index.root / "archives").iterdir()) == [DEBS[1]]

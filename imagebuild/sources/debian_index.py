@@ -9,7 +9,8 @@ lists are fresh; the lists directory persists, so apt's own refresh asks the
 mirror only for what changed (If-Modified-Since, then the index files whose
 hashes the new Release names). `imagebuild lock` hands a copy of the same
 lists to mmdebstrap (`lists_copy`), which then starts from them instead of
-downloading the whole index again.
+downloading the whole index again. The scratch directories these hand out are each
+flock'd by the process using them; those a killed run left behind are removed by the next one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 FRESH_SECONDS = 3600
 # Suites without -updates and -security pockets.
 _ROLLING = {"sid", "unstable", "experimental", "rc-buggy"}
+# The scratch directories made in a state directory; left behind when a process is killed, swept later.
+_SCRATCH_PREFIXES = ("lists-", "debs-", "archives-")
 
 
 @dataclass(frozen=True)
@@ -159,15 +162,50 @@ class AptIndex:
         file over it, so another process refreshing meanwhile changes nothing here, and no one
         sees a refresh half done."""
         self.refresh()
-        with self._locked():
-            copy = Path(tempfile.mkdtemp(prefix="lists-", dir=self.root))
+        with self._locked(), contextlib.ExitStack() as held:
+            copy = held.enter_context(self._scratch("lists-"))
             for path in (self.root / "var/lib/apt/lists").iterdir():
                 if path.is_file() and path.name != "lock":
                     os.link(path, copy / path.name)
-        try:
+            held = held.pop_all()
+        with held:
             yield copy
+
+    @contextlib.contextmanager
+    def _scratch(self, prefix: str) -> Iterator[Path]:
+        """A new scratch directory in the state directory, flock'd (on the directory itself) until
+        the block ends and it is removed; call under `_locked`. Scratch directories nobody holds
+        are those of killed processes: they are swept first."""
+        self._sweep_scratch()
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
+        handle = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield scratch
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         finally:
-            shutil.rmtree(copy, ignore_errors=True)
+            os.close(handle)      # after the removal: a sweeper never sees it unheld and half removed
+
+    def _sweep_scratch(self) -> None:
+        """Remove the scratch directories no process holds; call under `_locked` (a new one is
+        locked before the state directory's lock is let go, so an unheld one is abandoned)."""
+        for path in self.root.iterdir():
+            if not path.name.startswith(_SCRATCH_PREFIXES) or path.is_symlink() or not path.is_dir():
+                continue
+            try:
+                handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue                        # in use by a running process
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                os.close(handle)
 
     @contextlib.contextmanager
     def package_files(self) -> Iterator[Path]:
@@ -177,16 +215,15 @@ class AptIndex:
         Only the files whose sha256 is the one the signed index gives their package version: apt takes
         a file already in its archives by its size alone, so a damaged one would be installed (and,
         never downloaded again, kept)."""
-        with self._locked():
-            scratch = Path(tempfile.mkdtemp(prefix="debs-", dir=self.root))
+        with self._locked(), contextlib.ExitStack() as held:
+            scratch = held.enter_context(self._scratch("debs-"))
             kept = self.root / "archives"
             if kept.is_dir():
                 for deb in self._as_indexed(sorted(kept.glob("*.deb"))):
                     os.link(deb, scratch / deb.name)
-        try:
+            held = held.pop_all()
+        with held:
             yield scratch
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
     def _as_indexed(self, debs: list[Path]) -> list[Path]:
         """The files among `debs` whose sha256 the lists give for their (name, version)."""
@@ -205,16 +242,14 @@ class AptIndex:
     def keep_package_files(self, scratch: Path, installed: set[tuple[str, str]]) -> None:
         """Keep, for the next resolve, the .deb files in `scratch` of the (name, version) pairs
         installed now; the rest go, so the cache holds one resolve's packages, not every version seen."""
-        with self._locked():
-            fresh = Path(tempfile.mkdtemp(prefix="archives-", dir=self.root))
+        with self._locked(), self._scratch("archives-") as fresh, self._scratch("archives-old-") as old:
             for deb in scratch.glob("*.deb"):
                 if deb_identity(deb.name) in installed:
                     os.link(deb, fresh / deb.name)
-            kept, old = self.root / "archives", self.root / f"archives-old-{os.getpid()}"
+            kept = self.root / "archives"
             if kept.exists():
-                kept.rename(old)
-            fresh.rename(kept)
-            shutil.rmtree(old, ignore_errors=True)
+                kept.rename(old / "archives")
+            os.rename(fresh, kept)                # `fresh` is gone then: its removal finds nothing
 
     # -- questions ----------------------------------------------------------
 
@@ -271,7 +306,6 @@ class AptIndex:
 
     def release_epoch(self) -> int:
         """The `Date:` of the suite's signed Release file: when this state of the mirror was published."""
-        import email.utils     # here: `lock` with nothing changed imports this module, and never needs it
         self.refresh()
         lists = self.root / "var/lib/apt/lists"
         suffix = f"_dists_{self.source.suite}_InRelease"
