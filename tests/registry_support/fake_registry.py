@@ -88,11 +88,20 @@ class FakeRegistry:
                 if not body:
                     return
                 if answer.truncate:
-                    self.wfile.write(answer.body[:len(answer.body) // 2])
-                    self.wfile.flush()
+                    self._write(answer.body[:len(answer.body) // 2])
                     self.close_connection = True
                     return
-                self.wfile.write(answer.body)
+                self._write(answer.body)
+
+            def _write(self, data: bytes) -> bool:
+                """Send data; False when the client hung up (a client may stop reading at any point)."""
+                try:
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    return True
+                except OSError:
+                    self.close_connection = True
+                    return False
 
             def _stall(self, start: bytes, body: bool):
                 self.send_header("Content-Length", str(len(start) + 1))
@@ -100,8 +109,8 @@ class FakeRegistry:
                 self.close_connection = True
                 if not body:
                     return
-                self.wfile.write(start)
-                self.wfile.flush()
+                if not self._write(start):
+                    return
                 self.connection.settimeout(STALL_CAP)
                 try:
                     self.connection.recv(1)   # returns when the client hangs up
