@@ -312,3 +312,30 @@ def test_gc_forgets_verified_base_layers_whose_blob_is_gone(two_images, store_di
     assert gc(store_dir)["forgotten_verified_layers"] == 3
     assert json.loads(record.read_text()) == {layer: "kept"}
     assert gc(store_dir)["forgotten_verified_layers"] == 0
+
+
+def test_gc_forgets_registry_cache_entries_whose_key_the_layer_cache_no_longer_holds(two_images, store_dir):
+    from imagebuild.stores.layout import LAYER_CACHE_DIR, PUBLISHED_CACHE_ENTRIES_FILE
+
+    store, a, b = two_images
+    layer = json.loads(store.read_blob(a))["layers"][0]
+    layers = store_dir / LAYER_CACHE_DIR
+    layers.mkdir(parents=True, exist_ok=True)
+    entry = {"diff_id": layer["digest"], "digest": layer["digest"], "size": layer["size"],
+             "uncompressed_size": layer["size"], "media_type": layer["mediaType"]}
+    (layers / "kept.json").write_text(json.dumps(entry))
+    (layers / "garbled.json").write_text("{")
+    record = store_dir / PUBLISHED_CACHE_ENTRIES_FILE
+    written = "sha256:" + "1" * 64
+    record.write_text(json.dumps({"reg.example/app-cache": {"kept": written, "garbled": written, "gone": written},
+                                  "reg.example/old-cache": {"gone": written}}))
+
+    assert gc(store_dir, "--dry-run")["forgotten_registry_entries"] == 3
+    assert len(json.loads(record.read_text())) == 2
+    assert gc(store_dir)["forgotten_registry_entries"] == 3
+    assert json.loads(record.read_text()) == {"reg.example/app-cache": {"kept": written}}
+    assert gc(store_dir)["forgotten_registry_entries"] == 0
+    # without the image, --cache drops the layer's cache entry and so what was written for it
+    assert imagebuild("rm", "hello:a", "hello:b", "--store", store_dir).returncode == 0
+    assert gc(store_dir, "--cache")["forgotten_registry_entries"] == 1
+    assert json.loads(record.read_text()) == {}

@@ -32,7 +32,7 @@ from imagebuild.oci.model import Descriptor
 from imagebuild.oci.reference import Reference
 from imagebuild.registry.client import RegistryClient
 from imagebuild.stores.copy import copy_blobs
-from imagebuild.stores.layout import LayoutStore
+from imagebuild.stores.layout import PUBLISHED_CACHE_ENTRIES_FILE, LayoutStore
 from imagebuild.stores.place import LayoutPlace, RegistryPlace
 from imagebuild.stores.registry import open_client
 
@@ -194,8 +194,9 @@ class RemoteCache:
 # beside it: host/repository -> {key -> entry manifest digest}. A warm runner's own layers are not looked
 # up (its local cache has them), so this is how it knows not to write their entries again. Losing the
 # file only costs those writes; an entry the registry has since lost is written again by the next runner
-# that builds or looks up that layer without this record, or by this one when its lookup finds it gone.
-PUBLISHED_FILE = "registry-cache-entries.json"
+# that builds or looks up that layer without this record, or by this one when its lookup finds it gone. `imagebuild gc` forgets the entries of keys the local
+# layer cache no longer holds (stores/gc.py).
+PUBLISHED_FILE = PUBLISHED_CACHE_ENTRIES_FILE
 
 
 def published_entries(store: LayoutStore | None) -> dict[str, dict[str, str]]:

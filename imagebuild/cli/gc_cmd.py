@@ -35,5 +35,8 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
     if result.dropped_recipe_entries:
         say(f"{'would drop' if dry_run else 'dropped'} {result.dropped_recipe_entries} recipe-cache entries "
             "of recipe files that no longer exist")
+    if result.forgotten_registry_entries:
+        say(f"{'would forget' if dry_run else 'forgot'} {result.forgotten_registry_entries} registry layer-cache "
+            "entries written for layers the local layer cache no longer holds")
     for digest in result.missing_blobs:
         say(f"warning: {digest} is referenced but missing from the store")

@@ -8,7 +8,9 @@ under blobs/sha256, and temp files older than an hour: those in tmp/ and the
 `.tmp-*` files atomic writes left beside index.json and the cache entries. It
 also prunes what the store remembers of things now gone: the dpkg facts of
 removed layers, the recipe cache's entries of recipe files that no longer
-exist, and the verified-base-layers record's entries of blobs swept.
+exist, the verified-base-layers record's entries of blobs swept, and the
+record of registry layer-cache entries written (registry-cache-entries.json)
+for keys the local layer cache no longer holds.
 
 A bake writes its layers before it tags its image. The sweep therefore runs
 holding the writers' lease exclusively (see stores/lease.py) and then the
@@ -34,8 +36,8 @@ from imagebuild.oci.canonical import canonical_json
 from imagebuild.oci.digest import Digest, is_digest
 from imagebuild.oci.model import ANNOTATION_REF_NAME, Descriptor
 from imagebuild.stores.lease import StoreBusy, exclusive_lease
-from imagebuild.stores.layout import (DISK_SUFFIX, DPKG_FACTS_DIR, RECIPE_CACHE_DIR, VERIFIED_LAYERS_FILE, LayoutStore,
-                                      is_referrers_ref, os_error_for)
+from imagebuild.stores.layout import (DISK_SUFFIX, DPKG_FACTS_DIR, PUBLISHED_CACHE_ENTRIES_FILE, RECIPE_CACHE_DIR,
+                                      VERIFIED_LAYERS_FILE, LayoutStore, is_referrers_ref, os_error_for)
 
 # gc runs with no writer at work (it holds the writers' lease), so an hour-old temp file is surely dead.
 STALE_TMP_SECONDS = 3600
@@ -102,6 +104,7 @@ class GcResult:
     dropped_cache_entries: int = 0
     dropped_recipe_entries: int = 0
     forgotten_verified_layers: int = 0
+    forgotten_registry_entries: int = 0
     missing_blobs: list[Digest] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -110,7 +113,8 @@ class GcResult:
                 "freed_bytes": self.freed_bytes, "removed_temp_files": self.removed_temp_files,
                 "dropped_cache_entries": self.dropped_cache_entries,
                 "dropped_recipe_entries": self.dropped_recipe_entries,
-                "forgotten_verified_layers": self.forgotten_verified_layers, "missing_blobs": self.missing_blobs}
+                "forgotten_verified_layers": self.forgotten_verified_layers,
+                "forgotten_registry_entries": self.forgotten_registry_entries, "missing_blobs": self.missing_blobs}
 
 
 def collect_garbage(store: LayoutStore, *, dry_run: bool = False, drop_cache: bool = False, wait: bool = True,
@@ -160,6 +164,9 @@ def _mark_and_sweep(store: LayoutStore, dry_run: bool, drop_cache: bool) -> GcRe
     result.removed_temp_files = store.sweep_stale_temps(STALE_TMP_SECONDS, dry_run=dry_run)
     result.dropped_recipe_entries = _drop_recipe_entries(store, dry_run)
     result.forgotten_verified_layers = _forget_verified_layers(store, {str(d) for d in result.removed_blobs}, dry_run)
+    kept_keys = {path.stem for path, digest in cache_entries
+                 if digest is not None and (not drop_cache or digest in live)}
+    result.forgotten_registry_entries = _forget_registry_entries(store, kept_keys, dry_run)
     return result
 
 
@@ -181,26 +188,58 @@ def _drop_recipe_entries(store: LayoutStore, dry_run: bool) -> int:
     return dropped
 
 
+def _read_record(path: Path, dry_run: bool) -> dict | None:
+    """A JSON object record in the store, or None when absent or unreadable; an unreadable one is
+    removed (not with `dry_run`), as its readers take it for empty anyway."""
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        if not dry_run:
+            _unlink(path)
+        return None
+    return record
+
+
 def _forget_verified_layers(store: LayoutStore, swept: set[str], dry_run: bool) -> int:
     """Drop the entries of the verified-base-layers record whose blob is gone from the store or
     `swept` by this gc (a bake would check it again anyway, as its blob file's identity no longer
     holds)."""
     path = store.root / VERIFIED_LAYERS_FILE
-    try:
-        known = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        return 0
-    except (OSError, ValueError):
-        known = None      # unreadable: the bake reads it as empty, so it is dropped whole
-    if not isinstance(known, dict):
-        if not dry_run:
-            _unlink(path)
+    known = _read_record(path, dry_run)
+    if known is None:
         return 0
     kept = {digest: key for digest, key in known.items()
             if is_digest(digest) and digest not in swept and store.blob_path(digest).is_file()}
     forgotten = len(known) - len(kept)
     if forgotten and not dry_run:
         store._atomic_write(path, canonical_json(kept))
+    return forgotten
+
+
+def _forget_registry_entries(store: LayoutStore, kept_keys: set[str], dry_run: bool) -> int:
+    """Drop the entries of the record of registry layer-cache entries written (build/remote_cache.py)
+    whose key the local layer cache no longer holds (after this gc): the record only spares rewriting
+    the entries of layers this store has, so the rest would only make it grow. A wrong guess costs one
+    entry written again."""
+    path = store.root / PUBLISHED_CACHE_ENTRIES_FILE
+    record = _read_record(path, dry_run)
+    if record is None:
+        return 0
+    kept: dict[str, dict[str, str]] = {}
+    forgotten = 0
+    for where, known in record.items():
+        if not isinstance(known, dict):
+            continue      # a publish ignores it too
+        still = {key: digest for key, digest in known.items() if key in kept_keys}
+        forgotten += len(known) - len(still)
+        if still:
+            kept[where] = still
+    if kept != record and not dry_run:
+        store._atomic_write(path, json.dumps(kept, sort_keys=True).encode())
     return forgotten
 
 

@@ -39,6 +39,9 @@ DPKG_FACTS_DIR = "imagebuild-cache/dpkg"      # layer digest → its dpkg status
 RECIPE_CACHE_DIR = "imagebuild-cache/recipes"  # recipe's real path → the recipe loaded from it (recipe/cache.py), pruned by gc
 # Base layers whose diff_id a bake checked (build/layers/debian.py); gc forgets those whose blob is gone.
 VERIFIED_LAYERS_FILE = "verified-base-layers.json"
+# host/repository -> {cache key -> entry digest} of the registry layer-cache entries written (build/remote_cache.py),
+# pruned by gc to the keys the layer cache holds
+PUBLISHED_CACHE_ENTRIES_FILE = "registry-cache-entries.json"
 _REFERRERS_TAG = re.compile(r"sha256-[0-9a-f]{64}")   # the referrers tag schema's tag (stores/place.py)
 DISK_SUFFIX = "-disk"          # NAME:TAG-disk tags the VM disk baked from NAME:TAG (kind "disk")
 
