@@ -201,3 +201,59 @@ def test_main_called_in_a_process_raises_system_exit_as_before(app, capsys):
         cli_main.main(["status"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.count("\n") == 3
+
+
+BAKE_WITNESS = """
+import gc, runpy, sys
+import imagebuild.build.bake as build
+
+collections = lambda: sum(stats["collections"] for stats in gc.get_stats())
+before = collections()
+
+
+def witness(*args, **kwargs):
+    # Where the bake's work starts: what the collector did through the imports, and is doing now.
+    sys.stderr.write(f"collections during imports: {collections() - before}, collector on: {gc.isenabled()}, "
+                     f"frozen: {gc.get_freeze_count() > 0}\\n")
+    sys.exit(0)
+
+
+build.bake = witness
+sys.argv = ["imagebuild", *sys.argv[1:]]
+runpy.run_module("imagebuild", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_bake_imports_without_the_collector_and_works_with_it(tmp_path):
+    # The collector's passes over the objects a bake's imports make free nothing; it is held off
+    # through them and is back on, with those objects frozen out of its passes, when the work starts.
+    import subprocess
+    import sys
+
+    from tests.bake_support import example_repo
+
+    repo = example_repo(tmp_path, "flask-hello")
+    done = subprocess.run([sys.executable, "-c", BAKE_WITNESS, "bake", str(repo), "--store", str(tmp_path / "store")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.stderr == "collections during imports: 0, collector on: True, frozen: True\n", done.stderr[-2000:]
+
+
+def test_bake_called_in_a_process_leaves_the_collector_as_it_found_it(tmp_path, monkeypatch, capsys):
+    import gc
+
+    import imagebuild.build.bake as build
+    from tests.bake_support import example_repo
+
+    repo = example_repo(tmp_path, "flask-hello")
+    seen = []
+
+    def witness(*args, **kwargs):
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(build, "bake", witness)
+    frozen = gc.get_freeze_count()
+    with pytest.raises(SystemExit):
+        cli_main.main(["bake", str(repo), "--store", str(tmp_path / "store")])
+    assert seen == [(True, frozen)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-from imagebuild.cli.helpers import echo, emit_json, is_ci, open_store, say
+from imagebuild.cli.helpers import collect_from_here, echo, emit_json, is_ci, open_store, say
 from imagebuild.errors import UserError
 
 
@@ -51,6 +51,7 @@ def bake(path: Path, store: Optional[Path], allow_dirty: bool, output: List[str]
         if key is not None:
             from imagebuild.evidence.provenance import now
             started_on = now()
+        collect_from_here()
         result = bake_source(source, the_store, Progress.for_terminal(ci=is_ci()), engine=engine, remote=remote)
         lent = {str(layer.result.digest): layer for layer in result.remote}
 

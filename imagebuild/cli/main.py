@@ -135,7 +135,12 @@ def _run(args: list[str], json_out: bool) -> None:
     command = runner(args)
     quick = command is not None and args[0] in QUICK_EXIT
     if not quick and _Quick.allowed:
-        gc.enable()     # a command that may run long or build much collects its garbage as it goes
+        if command is not None and args[0] in COLLECT_AFTER_IMPORTS:
+            from imagebuild.cli.helpers import CollectorHeld
+
+            CollectorHeld.held = True   # the command turns it on once its imports are done
+        else:
+            gc.enable()     # a command that may run long or build much collects its garbage as it goes
     if command is not None:
         _run_fast(command, json_out, quick_exit=quick)
     _run_typer(args, json_out)
@@ -177,6 +182,9 @@ def _run_fast(command, json_out: bool, quick_exit: bool = False) -> None:
 # little garbage, they also run without the cyclic garbage collector: its passes over the objects
 # their imports make (httpx's above all) cost ~6-8 ms of CPU and would free almost nothing.
 QUICK_EXIT = frozenset({"images", "status", "history"})
+# Commands that import much before their work (bake: the build, the SBOM, the registry client) and
+# call helpers.collect_from_here() where the work starts: the collector is off only until then.
+COLLECT_AFTER_IMPORTS = frozenset({"bake"})
 
 
 class _Quick:
